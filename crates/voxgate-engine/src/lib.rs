@@ -1,0 +1,77 @@
+//! The engine contract: what a speech synthesizer promises the gateway, and nothing else.
+//!
+//! This crate knows no HTTP, SQL, Redis or keys. An engine receives plain, already validated
+//! text and a native voice id, and streams mono 16-bit PCM at its own sample rate. The
+//! gateway resamples, encodes and frames what it receives.
+//!
+//! - [`Synthesizer`] is the trait every local engine and remote provider implements.
+//! - [`EngineError`] classifies every failure by who is at fault and whether a retry helps.
+//! - [`BlockingPool`] runs CPU-bound synthesis off the async workers, bounded.
+//! - [`sentences`] splits text at sentence boundaries so engines can stream piece by piece.
+
+mod error;
+mod pool;
+pub mod sentences;
+
+use std::pin::Pin;
+
+use futures::Stream;
+
+pub use error::{EngineError, ErrorClass};
+pub use pool::BlockingPool;
+
+/// A voice an engine can speak with, as it describes itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoiceInfo {
+    /// The engine's own id for the voice (never a path).
+    pub id: String,
+    /// A human-readable name.
+    pub name: String,
+    /// BCP 47 language tag, e.g. `en-US`.
+    pub language: String,
+}
+
+/// One synthesis job, already validated by the gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthesisRequest {
+    /// The text to speak. Plain text; never empty.
+    pub text: String,
+    /// The engine's own voice id, one of [`Synthesizer::voices`].
+    pub voice: String,
+    /// Speaking rate, 1.0 is normal; already range-checked.
+    pub speed: f32,
+}
+
+/// A piece of synthesized audio: mono, signed 16-bit samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcmChunk {
+    /// Samples per second.
+    pub sample_rate: u32,
+    /// Mono samples.
+    pub samples: Vec<i16>,
+}
+
+/// The audio an engine streams back, piece by piece, in order.
+pub type PcmStream = Pin<Box<dyn Stream<Item = Result<PcmChunk, EngineError>> + Send + 'static>>;
+
+/// A speech synthesizer: a local engine or a remote provider.
+///
+/// Implementations must make the stream lazy: no audio beyond what has been polled for (plus
+/// at most a small, bounded look-ahead) may be synthesized, so the first bytes can leave
+/// before the whole input is done and a client that goes away stops the work.
+pub trait Synthesizer: Send + Sync + std::fmt::Debug {
+    /// A short stable id for logs, metrics and the `x-voxgate-engine` header.
+    fn id(&self) -> &str;
+
+    /// The voices this engine offers.
+    fn voices(&self) -> &[VoiceInfo];
+
+    /// Whether the engine can serve requests now.
+    fn ready(&self) -> bool {
+        true
+    }
+
+    /// Starts synthesis. Errors that are known before any audio exists are returned here;
+    /// later ones arrive in the stream.
+    fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError>;
+}

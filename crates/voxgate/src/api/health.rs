@@ -1,0 +1,46 @@
+//! `GET /healthz` (the process is alive) and `GET /readyz` (engines can serve). Neither says
+//! anything about the inside.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// `ok`, `ready` or `not_ready`.
+    pub status: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "Alive", body = Status)))]
+pub async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = Status),
+        (status = 503, description = "Not ready", body = Status),
+    ))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Status>) {
+    if state.catalog.ready() {
+        (StatusCode::OK, Json(Status { status: "ready" }))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Status {
+                status: "not_ready",
+            }),
+        )
+    }
+}

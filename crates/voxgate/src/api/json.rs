@@ -1,0 +1,218 @@
+//! `ApiJson<T>`: the JSON body extractor. Checks `Content-Type`, enforces the JSON size limit
+//! while reading, and maps every serde failure to a 400 naming the parameter.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use http_body_util::LengthLimitError;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::error::ApiError;
+
+/// A JSON body deserialized into `T`, rejected in the error envelope.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::UnsupportedMediaType {
+                expected: "application/json",
+            });
+        }
+        let limit = state.config.server.json_body_limit_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|e| {
+                let source = e.into_inner();
+                if source.downcast_ref::<LengthLimitError>().is_some() {
+                    ApiError::PayloadTooLarge { limit }
+                } else {
+                    ApiError::InvalidJson
+                }
+            })?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+fn is_json(value: Option<&header::HeaderValue>) -> bool {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// Deserializes `bytes`, naming the offending parameter on failure.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        classify(&path, &inner)
+    })?;
+    de.end().map_err(|_| ApiError::InvalidJson)?;
+    Ok(value)
+}
+
+fn classify(path: &str, err: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    if !matches!(err.classify(), Category::Data) {
+        return ApiError::InvalidJson;
+    }
+    let message = err.to_string();
+    let named = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(|field| join(path, field))
+    };
+    if let Some(param) = named("unknown field `") {
+        return ApiError::invalid(
+            param.clone(),
+            "unknown_parameter",
+            format!("Unrecognized request argument supplied: {}", short(&param)),
+        );
+    }
+    if let Some(param) = named("missing field `") {
+        return ApiError::invalid(
+            param.clone(),
+            "missing_required_parameter",
+            format!("Missing required parameter: '{}'.", short(&param)),
+        );
+    }
+    if let Some(param) = named("duplicate field `") {
+        return ApiError::invalid(
+            param.clone(),
+            "duplicate_parameter",
+            format!("Duplicate parameter: '{}'.", short(&param)),
+        );
+    }
+    let param = if path == "." {
+        String::new()
+    } else {
+        path.to_owned()
+    };
+    if param.is_empty() {
+        return ApiError::invalid(
+            "body",
+            "invalid_type",
+            "The request body must be a JSON object.",
+        );
+    }
+    // serde's own text can quote the offending value; say what was expected instead.
+    let expected = message
+        .split("expected ")
+        .nth(1)
+        .map(|e| e.split(" at line").next().unwrap_or(e).to_owned());
+    let message = match expected {
+        Some(expected) => format!(
+            "Invalid value for '{}': expected {}.",
+            short(&param),
+            short(&expected)
+        ),
+        None => format!("Invalid value for '{}'.", short(&param)),
+    };
+    ApiError::invalid(param, "invalid_value", message)
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() || path == "." {
+        field.to_owned()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+/// Bounds what is echoed back.
+fn short(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        model: String,
+        speed: Option<f64>,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        id: String,
+    }
+
+    fn param_and_code(json: &str) -> (String, String) {
+        match parse::<Body>(json.as_bytes()).unwrap_err() {
+            ApiError::InvalidParameter { param, code, .. } => (param, code.to_owned()),
+            other => (String::new(), format!("{:?}", other.kind())),
+        }
+    }
+
+    #[test]
+    fn names_the_parameter_for_every_data_error() {
+        let cases = [
+            (r#"{"model":"m","nope":1}"#, "nope", "unknown_parameter"),
+            (r#"{"speed":1}"#, "model", "missing_required_parameter"),
+            (
+                r#"{"model":"a","model":"b"}"#,
+                "model",
+                "duplicate_parameter",
+            ),
+            (r#"{"model":7}"#, "model", "invalid_value"),
+            (r#"{"model":"m","speed":"fast"}"#, "speed", "invalid_value"),
+            (
+                r#"{"model":"m","inner":{"id":"x","x":1}}"#,
+                "inner.x",
+                "unknown_parameter",
+            ),
+            (r#"[1,2]"#, "body", "invalid_type"),
+        ];
+        for (json, param, code) in cases {
+            assert_eq!(
+                param_and_code(json),
+                (param.to_owned(), code.to_owned()),
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_are_invalid_json() {
+        for json in ["", "{", r#"{"model":"m"} trailing"#, "{'model':1}", "\u{0}"] {
+            assert!(
+                matches!(parse::<Body>(json.as_bytes()), Err(ApiError::InvalidJson)),
+                "{json:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_type_must_be_json() {
+        let ok = |v: &str| is_json(Some(&header::HeaderValue::from_str(v).expect("header")));
+        assert!(ok("application/json"));
+        assert!(ok("application/json; charset=utf-8"));
+        assert!(ok("Application/JSON"));
+        assert!(!ok("text/plain"));
+        assert!(!ok("application/jsonx"));
+        assert!(!is_json(None));
+    }
+}

@@ -1,0 +1,92 @@
+//! The HTTP surface. Only this module knows the wire format: routes, JSON shapes, headers and
+//! the error envelope. Each resource module owns its router.
+
+mod health;
+mod json;
+mod models;
+pub mod openapi;
+mod speech;
+mod voices;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use voxgate_engine::BlockingPool;
+
+use crate::config::Config;
+use crate::engines::Catalog;
+use crate::error::ApiError;
+
+pub use json::ApiJson;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub catalog: Arc<Catalog>,
+    /// Runs audio encoding off the async workers.
+    pub encoders: BlockingPool,
+}
+
+/// The request-id header set on every request and response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Every route the public listener serves, with the middleware stack.
+pub fn router(state: AppState) -> Router {
+    let request_timeout = state.config.server.request_timeout();
+    let routes = Router::new()
+        .merge(speech::router())
+        .merge(models::router())
+        .merge(voices::router())
+        .merge(health::router())
+        .merge(openapi::router())
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(crate::telemetry::request_span)
+                    .on_request(DefaultOnRequest::new().level(Level::DEBUG))
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(CatchPanicLayer::custom(|_| {
+                ApiError::Internal("handler panicked".into()).into_response()
+            }))
+            .layer(middleware::from_fn_with_state(request_timeout, timeout)),
+    )
+}
+
+/// Bounds the time to a response head. Streamed bodies have their own deadline.
+async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    // Echo the path only (never the query, which may hold secrets), and only a bounded prefix.
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::UnknownRoute {
+        method: method.to_string(),
+        path,
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,70 @@
+//! `GET /v1/models` and `GET /v1/models/{id}`.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::AppState;
+use crate::engines::Model;
+use crate::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{id}", get(get_model))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelObject {
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    /// Seconds since the epoch.
+    pub created: u64,
+    pub owned_by: &'static str,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<ModelObject>,
+}
+
+fn object(model: &Model, created: u64) -> ModelObject {
+    ModelObject {
+        id: model.id.clone(),
+        object: "model",
+        created,
+        owned_by: "voxgate",
+    }
+}
+
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    responses((status = 200, description = "The models", body = ModelList)))]
+pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
+    let created = state.catalog.created;
+    Json(ModelList {
+        object: "list",
+        data: state.catalog.models().map(|m| object(m, created)).collect(),
+    })
+}
+
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "models",
+    params(("id" = String, Path, description = "A model id")),
+    responses(
+        (status = 200, description = "The model", body = ModelObject),
+        (status = 404, description = "No such model", body = crate::error::ErrorEnvelope),
+    ))]
+pub async fn get_model(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<ModelObject>, ApiError> {
+    let Path(id) = id.map_err(|_| ApiError::invalid("id", "invalid_value", "Invalid model id."))?;
+    let model = state.catalog.model(&id).ok_or_else(|| {
+        ApiError::ModelNotFound(id.chars().filter(|c| !c.is_control()).take(64).collect())
+    })?;
+    Ok(Json(object(model, state.catalog.created)))
+}

@@ -1,0 +1,305 @@
+//! `POST /v1/audio/speech`: OpenAI's text-to-speech contract, streamed.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::{ApiJson, AppState};
+use crate::audio::AudioFormat;
+use crate::config::InstructionsPolicy;
+use crate::engines;
+use crate::error::ApiError;
+use crate::speech::{self, SpeechJob};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/audio/speech", post(create_speech))
+}
+
+/// The request body, exactly as OpenAI defines it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpeechRequest {
+    /// A model id from `GET /v1/models`.
+    #[schema(
+        example = "tts-1",
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
+    )]
+    pub model: String,
+    /// The text to speak.
+    #[schema(
+        example = "Hello there. This is voxgate.",
+        min_length = 1,
+        max_length = 4096
+    )]
+    pub input: String,
+    /// A voice name from `GET /v1/audio/voices`, or `{"id": ...}` for a stored voice.
+    pub voice: VoiceParam,
+    /// Speaking instructions; ignored or refused by models that cannot follow them.
+    #[serde(default)]
+    #[schema(max_length = 4096)]
+    pub instructions: Option<String>,
+    /// The audio format (default mp3).
+    #[serde(default)]
+    pub response_format: Option<AudioFormat>,
+    /// Speaking rate, 0.25 to 4.0 (default 1.0).
+    #[serde(default)]
+    #[schema(minimum = 0.25, maximum = 4.0)]
+    pub speed: Option<f64>,
+    /// `audio` (default): the encoded audio, chunked. `sse`: server-sent events.
+    #[serde(default)]
+    pub stream_format: Option<StreamFormat>,
+}
+
+/// `voice`: a name, or a stored voice by id.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum VoiceParam {
+    #[schema(example = "alloy")]
+    Name(String),
+    Stored(#[allow(dead_code, reason = "refused until stored voices exist")] StoredVoice),
+}
+
+/// A stored voice reference (`voice_…`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoredVoice {
+    #[allow(
+        dead_code,
+        reason = "stored voices arrive with voice references; until then every id is refused"
+    )]
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamFormat {
+    #[default]
+    Audio,
+    Sse,
+}
+
+/// SSE: one piece of audio.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AudioDelta<'a> {
+    /// Always `speech.audio.delta`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Base64 of the next bytes of the encoded audio.
+    pub audio: &'a str,
+}
+
+/// SSE: the end of the stream.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AudioDone {
+    /// Always `speech.audio.done`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub usage: Usage,
+}
+
+/// voxgate has no tokenizer: `input_tokens` counts input characters and `output_tokens`
+/// counts tenths of a second of audio produced.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// Header naming the engine that served a response.
+const ENGINE_HEADER: &str = "x-voxgate-engine";
+
+#[utoipa::path(
+    post,
+    path = "/v1/audio/speech",
+    tag = "audio",
+    request_body = SpeechRequest,
+    responses(
+        (status = 200, description = "The audio, streamed (chunked), or server-sent events with `stream_format: sse`.",
+            content(
+                (Vec<u8> = "audio/mpeg"),
+                (Vec<u8> = "audio/ogg; codecs=opus"),
+                (Vec<u8> = "audio/flac"),
+                (Vec<u8> = "audio/wav"),
+                (Vec<u8> = "audio/pcm"),
+                (String = "text/event-stream"),
+            )),
+        (status = 400, description = "Invalid parameter", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "Unknown model", body = crate::error::ErrorEnvelope),
+        (status = 413, description = "Body too large", body = crate::error::ErrorEnvelope),
+        (status = 415, description = "Not JSON", body = crate::error::ErrorEnvelope),
+        (status = 503, description = "Overloaded", body = crate::error::ErrorEnvelope),
+    )
+)]
+pub async fn create_speech(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<SpeechRequest>,
+) -> Result<Response, ApiError> {
+    let input_chars = request.input.chars().count() as u64;
+    let stream_format = request.stream_format.unwrap_or_default();
+    let format = request.response_format.unwrap_or_default();
+    let job = validate(&state, request)?;
+    let speech = speech::start(job, state.encoders.clone()).await?;
+    let engine =
+        HeaderValue::from_str(&speech.engine).unwrap_or(HeaderValue::from_static("unknown"));
+    let (content_type, body) = match stream_format {
+        StreamFormat::Audio => (
+            HeaderValue::from_static(format.content_type()),
+            Body::from_stream(speech.audio),
+        ),
+        StreamFormat::Sse => {
+            let stats = speech.stats;
+            let deltas = speech
+                .audio
+                .map(|chunk| chunk.map(|bytes| sse_delta(&bytes)));
+            let done = futures::stream::once(async move {
+                let output_tokens = (stats.output_seconds() * 10.0).ceil() as u64;
+                Ok(sse_event(&AudioDone {
+                    kind: "speech.audio.done",
+                    usage: Usage {
+                        input_tokens: input_chars,
+                        output_tokens,
+                        total_tokens: input_chars + output_tokens,
+                    },
+                }))
+            });
+            let events = deltas
+                .filter(|e| futures::future::ready(!matches!(e, Ok(b) if b.is_empty())))
+                .chain(done);
+            (
+                HeaderValue::from_static("text/event-stream"),
+                Body::from_stream(events),
+            )
+        }
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(ENGINE_HEADER, engine);
+    Ok(response)
+}
+
+fn sse_delta(bytes: &Bytes) -> Bytes {
+    if bytes.is_empty() {
+        return Bytes::new();
+    }
+    let audio = BASE64.encode(bytes);
+    sse_event(&AudioDelta {
+        kind: "speech.audio.delta",
+        audio: &audio,
+    })
+}
+
+fn sse_event(event: &impl Serialize) -> Bytes {
+    let json = serde_json::to_string(event).unwrap_or_default();
+    Bytes::from(format!("data: {json}\n\n"))
+}
+
+/// Checks every parameter and resolves model and voice by table lookup.
+fn validate(state: &AppState, request: SpeechRequest) -> Result<SpeechJob, ApiError> {
+    let limits = &state.config.speech;
+    let model = if engines::is_valid_name(&request.model) {
+        state.catalog.model(&request.model)
+    } else {
+        None
+    }
+    .ok_or_else(|| ApiError::ModelNotFound(clip(&request.model)))?;
+
+    if request.input.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "input",
+            "empty_input",
+            "'input' must not be empty.",
+        ));
+    }
+    if request.input.chars().count() > limits.max_input_chars {
+        return Err(ApiError::invalid(
+            "input",
+            "input_too_long",
+            format!(
+                "'input' is longer than {} characters.",
+                limits.max_input_chars
+            ),
+        ));
+    }
+    if request.input.contains('\0') {
+        return Err(ApiError::invalid(
+            "input",
+            "invalid_characters",
+            "'input' must not contain NUL.",
+        ));
+    }
+    if let Some(instructions) = &request.instructions {
+        if instructions.chars().count() > limits.max_instructions_chars {
+            return Err(ApiError::invalid(
+                "instructions",
+                "instructions_too_long",
+                format!(
+                    "'instructions' is longer than {} characters.",
+                    limits.max_instructions_chars
+                ),
+            ));
+        }
+        if model.instructions == InstructionsPolicy::Reject {
+            return Err(ApiError::invalid(
+                "instructions",
+                "instructions_not_supported",
+                "This model does not take 'instructions'.",
+            ));
+        }
+    }
+    let format = request.response_format.unwrap_or_default();
+    if !format.is_available() {
+        return Err(ApiError::UnsupportedFormat {
+            requested: format.as_str(),
+            available: AudioFormat::available_list(),
+        });
+    }
+    let speed = request.speed.unwrap_or(1.0);
+    if !speed.is_finite() || !(0.25..=4.0).contains(&speed) {
+        return Err(ApiError::invalid(
+            "speed",
+            "invalid_value",
+            "'speed' must be between 0.25 and 4.0.",
+        ));
+    }
+    let voice = match &request.voice {
+        VoiceParam::Name(name) => name,
+        VoiceParam::Stored(_) => {
+            return Err(ApiError::invalid(
+                "voice",
+                "stored_voices_unavailable",
+                "Stored voices are not available on this server.",
+            ));
+        }
+    };
+    let resolved = engines::is_valid_name(voice)
+        .then(|| state.catalog.resolve(model, voice))
+        .flatten()
+        .ok_or_else(|| ApiError::VoiceNotFound(clip(voice)))?;
+    Ok(SpeechJob {
+        engine: resolved.engine,
+        voice: resolved.native_voice,
+        text: request.input,
+        speed: speed as f32,
+        format,
+        deadline: Instant::now() + state.config.server.stream_timeout(),
+    })
+}
+
+/// Client-sent names are echoed in messages only in a short, printable form.
+fn clip(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(64).collect()
+}

@@ -1,0 +1,48 @@
+//! `GET /v1/audio/voices`: the voices clients may name, in the shape Open WebUI reads.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/audio/voices", get(list_voices))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VoiceObject {
+    /// What to send as `voice`.
+    pub id: String,
+    pub name: String,
+    /// BCP 47 language tag.
+    pub language: String,
+    /// The engine that speaks it.
+    pub engine: String,
+    /// The models that accept this voice.
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VoiceList {
+    pub voices: Vec<VoiceObject>,
+}
+
+#[utoipa::path(get, path = "/v1/audio/voices", tag = "audio",
+    responses((status = 200, description = "The voices", body = VoiceList)))]
+pub async fn list_voices(State(state): State<AppState>) -> Json<VoiceList> {
+    let voices = state
+        .catalog
+        .voices()
+        .into_iter()
+        .map(|v| VoiceObject {
+            id: v.id,
+            name: v.name,
+            language: v.language,
+            engine: v.engine,
+            models: v.models,
+        })
+        .collect();
+    Json(VoiceList { voices })
+}

@@ -1,0 +1,160 @@
+//! `voxgate bench`: prints engine real-time factors, time to first audio, encoder costs and
+//! idle memory. Figures are printed, never asserted (targets: TTFA ≤ 5% of full synthesis,
+//! idle RSS ≤ 40 MB).
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use voxgate_flite::{Flite, SAMPLE_RATE};
+
+use crate::audio::{AudioFormat, Encoder, OUTPUT_RATE};
+use crate::config::Config;
+use crate::server;
+use crate::speech::{self, SpeechJob};
+
+const PARAGRAPH: &str = "The quick brown fox jumps over the lazy dog. Speech synthesis turns \
+    written text into sound, one sentence after another. A gateway in front of it decides who \
+    may speak, how much, and how fast.";
+
+/// Runs every measurement and prints the figures.
+pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
+    let reps = if quick { 1 } else { 5 };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "voxgate bench ({} repetition(s))", reps)?;
+
+    writeln!(
+        out,
+        "\n## Flite real-time factor, one thread (lower is faster)"
+    )?;
+    for voice in ["slt", "kal16", "rms", "awb"] {
+        let start = Instant::now();
+        let mut samples = 0usize;
+        for _ in 0..reps {
+            samples += Flite::synthesize_blocking(voice, PARAGRAPH, 1.0)?.len();
+        }
+        let audio = samples as f64 / f64::from(SAMPLE_RATE);
+        let rtf = start.elapsed().as_secs_f64() / audio;
+        writeln!(out, "{voice:<6} RTF {rtf:.4}  ({audio:.1} s of audio)")?;
+    }
+
+    writeln!(
+        out,
+        "\n## Time to first audio vs full synthesis, 4096-character input, mp3"
+    )?;
+    let state = server::app_state(config)?;
+    let long: String = PARAGRAPH
+        .repeat(4096 / PARAGRAPH.len() + 1)
+        .chars()
+        .take(4096)
+        .collect();
+    let model = state
+        .catalog
+        .model("tts-1")
+        .ok_or_else(|| anyhow::anyhow!("no model tts-1"))?;
+    let resolved = state
+        .catalog
+        .resolve(model, "alloy")
+        .ok_or_else(|| anyhow::anyhow!("no voice alloy"))?;
+    for _ in 0..reps {
+        let job = SpeechJob {
+            engine: resolved.engine.clone(),
+            voice: resolved.native_voice.clone(),
+            text: long.clone(),
+            speed: 1.0,
+            format: AudioFormat::Mp3,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(3600),
+        };
+        let start = Instant::now();
+        let speech = speech::start(job, state.encoders.clone()).await?;
+        let ttfa = start.elapsed();
+        let mut audio = speech.audio;
+        while let Some(chunk) = audio.next().await {
+            chunk?;
+        }
+        let full = start.elapsed();
+        writeln!(
+            out,
+            "TTFA {:.1} ms, full {:.1} ms, TTFA/full {:.2}% ({:.1} s of audio)",
+            ttfa.as_secs_f64() * 1e3,
+            full.as_secs_f64() * 1e3,
+            ttfa.as_secs_f64() / full.as_secs_f64() * 100.0,
+            speech.stats.output_seconds()
+        )?;
+    }
+
+    writeln!(out, "\n## Encoder cost per format (10 s of 24 kHz speech)")?;
+    let speech16 = Flite::synthesize_blocking("slt", &PARAGRAPH.repeat(2), 1.0)?;
+    let mut resampler = crate::audio::Resampler::new(SAMPLE_RATE, OUTPUT_RATE)?;
+    let mut pcm = resampler.push(&speech16)?;
+    pcm.extend(resampler.finish()?);
+    pcm.truncate(OUTPUT_RATE as usize * 10);
+    let secs = pcm.len() as f64 / f64::from(OUTPUT_RATE);
+    for format in AudioFormat::ALL.into_iter().filter(|f| f.is_available()) {
+        let start = Instant::now();
+        let mut bytes = 0usize;
+        for _ in 0..reps {
+            let mut encoder = Encoder::new(format)?;
+            for piece in pcm.chunks(OUTPUT_RATE as usize) {
+                bytes += encoder.encode(piece)?.len();
+            }
+            bytes += encoder.finish()?.len();
+        }
+        let per_audio_sec = start.elapsed().as_secs_f64() / (secs * reps as f64) * 1e3;
+        writeln!(
+            out,
+            "{:<5} {per_audio_sec:.3} ms per audio second, {:.1} kB/s",
+            format.as_str(),
+            bytes as f64 / reps as f64 / secs / 1e3
+        )?;
+    }
+
+    writeln!(out, "\n## Idle memory of `voxgate serve`")?;
+    match idle_rss() {
+        Ok(kb) => writeln!(out, "idle RSS {:.1} MB", kb as f64 / 1024.0)?,
+        Err(e) => writeln!(out, "idle RSS not measured: {e}")?,
+    }
+    Ok(())
+}
+
+/// Starts `voxgate serve` on a free loopback port, waits until it listens, reads its RSS.
+fn idle_rss() -> anyhow::Result<u64> {
+    let dir = std::env::temp_dir().join(format!("voxgate-bench-{}", std::process::id()));
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let listening = BufReader::new(stderr)
+        .lines()
+        .take(50)
+        .map_while(Result::ok)
+        .any(|line| line.contains("listening"));
+    std::thread::sleep(Duration::from_millis(500));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(listening, "server did not start");
+    let status = status?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))
+}

@@ -1,0 +1,344 @@
+//! The one typed configuration tree: embedded defaults → TOML file → `VOXGATE_*` environment
+//! → flags, validated once at start-up. This is the only module that reads the environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The commented defaults, as shipped.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// The environment variable naming a configuration file.
+const CONFIG_FILE_VAR: &str = "VOXGATE_CONFIG";
+
+/// Everything voxgate can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where state lives (temporary files now, the database later).
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub speech: SpeechConfig,
+    /// Engines by id.
+    pub engines: BTreeMap<String, EngineConfig>,
+    /// Models clients may name, by id.
+    pub models: BTreeMap<String, ModelConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub header_read_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub stream_timeout_secs: u64,
+    pub json_body_limit_bytes: usize,
+    pub shutdown_grace_secs: u64,
+    pub max_connections: usize,
+}
+
+impl ServerConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+    pub fn stream_timeout(&self) -> Duration {
+        Duration::from_secs(self.stream_timeout_secs)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeechConfig {
+    pub max_input_chars: usize,
+    pub max_instructions_chars: usize,
+    /// 0 means one per CPU.
+    pub encoder_threads: usize,
+}
+
+/// The closed set of engine kinds, each with its own settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum EngineConfig {
+    /// Flite 2.2, compiled in.
+    Flite {
+        /// Sentences synthesized at once; 0 means one per CPU.
+        threads: usize,
+        /// Alias → native voice id.
+        #[serde(default)]
+        voices: BTreeMap<String, String>,
+    },
+}
+
+impl EngineConfig {
+    /// Alias → native voice id.
+    pub fn voice_aliases(&self) -> &BTreeMap<String, String> {
+        match self {
+            EngineConfig::Flite { voices, .. } => voices,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The engine id that serves this model.
+    pub engine: String,
+    /// What to do with `instructions` when the engine cannot follow them.
+    pub instructions: InstructionsPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstructionsPolicy {
+    Ignore,
+    Reject,
+}
+
+/// Values given on the command line; `None` leaves the configured value alone.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub bind: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// A configuration that cannot be used, naming the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Loads defaults → file → environment → flags, then validates.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the config module owns the environment"
+    )]
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let file = overrides
+            .config_file
+            .clone()
+            .or_else(|| std::env::var_os(CONFIG_FILE_VAR).map(PathBuf::from));
+        let env = Env::prefixed("VOXGATE_").ignore(&["CONFIG"]).split("__");
+        Self::from_sources(file.as_deref(), Some(env), overrides)
+    }
+
+    /// The embedded defaults alone (plus flags), ignoring the environment: for tests and
+    /// `config print-default` checks.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::from_sources(None, None, &Overrides::default())
+    }
+
+    /// Parses a complete TOML document layered over the defaults.
+    pub fn from_toml(toml: &str) -> Result<Self, ConfigError> {
+        let figment = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(toml));
+        Self::extract(figment)
+    }
+
+    fn from_sources(
+        file: Option<&Path>,
+        env: Option<Env>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(invalid(
+                    "--config",
+                    format!("{} is not a file", file.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        if let Some(env) = env {
+            figment = figment.merge(env);
+        }
+        if let Some(bind) = overrides.bind {
+            figment = figment.merge(Serialized::default("server.bind", bind));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("data_dir", dir));
+        }
+        if let Some(format) = overrides.log_format {
+            figment = figment.merge(Serialized::default("log.format", format));
+        }
+        Self::extract(figment)
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        for (key, value) in [
+            (
+                "server.header_read_timeout_secs",
+                s.header_read_timeout_secs,
+            ),
+            ("server.request_timeout_secs", s.request_timeout_secs),
+            ("server.stream_timeout_secs", s.stream_timeout_secs),
+        ] {
+            if !(1..=86_400).contains(&value) {
+                return Err(invalid(key, "must be between 1 and 86400 seconds"));
+            }
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&s.json_body_limit_bytes) {
+            return Err(invalid(
+                "server.json_body_limit_bytes",
+                "must be between 1 KiB and 16 MiB",
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        if !(1..=100_000).contains(&self.speech.max_input_chars) {
+            return Err(invalid(
+                "speech.max_input_chars",
+                "must be between 1 and 100000",
+            ));
+        }
+        if self.speech.max_instructions_chars > 100_000 {
+            return Err(invalid(
+                "speech.max_instructions_chars",
+                "must be at most 100000",
+            ));
+        }
+        if self.engines.is_empty() {
+            return Err(invalid("engines", "at least one engine is required"));
+        }
+        if self.models.is_empty() {
+            return Err(invalid("models", "at least one model is required"));
+        }
+        for (id, model) in &self.models {
+            check_name(&format!("models.{id}"), id)?;
+            if !self.engines.contains_key(&model.engine) {
+                return Err(invalid(
+                    format!("models.{id}.engine"),
+                    format!("no engine `{}` is configured", model.engine),
+                ));
+            }
+        }
+        for (id, engine) in &self.engines {
+            check_name(&format!("engines.{id}"), id)?;
+            for alias in engine.voice_aliases().keys() {
+                check_name(&format!("engines.{id}.voices.{alias}"), alias)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Model, engine and voice names are identifiers: never paths, never anything to escape.
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if crate::engines::is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            "names use only a-z, A-Z, 0-9, '.', '_' and '-', up to 64 characters",
+        ))
+    }
+}
+
+/// Number of CPUs, for "0 means one per CPU" settings.
+pub fn threads_or_cpus(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid_and_safe() {
+        let config = Config::defaults().expect("defaults");
+        assert!(
+            config.server.bind.ip().is_loopback(),
+            "binds loopback by default"
+        );
+        assert_eq!(config.speech.max_input_chars, 4096);
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert!(config.models.contains_key("tts-1"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::from_toml("[server]\nbindd = \"127.0.0.1:1\"").unwrap_err();
+        assert!(err.to_string().contains("bindd"), "{err}");
+        let err =
+            Config::from_toml("[engines.flite]\nkind = \"flite\"\nthreads = 1\nshell = \"sh\"")
+                .unwrap_err();
+        assert!(err.to_string().contains("shell"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let err = Config::from_toml("[models.x]\nengine = \"nope\"\ninstructions = \"ignore\"")
+            .unwrap_err();
+        assert!(err.to_string().contains("models.x.engine"), "{err}");
+        let err = Config::from_toml("[engines.flite.voices]\n\"../x\" = \"slt\"").unwrap_err();
+        assert!(err.to_string().contains("engines.flite.voices"), "{err}");
+        let err = Config::from_toml("[server]\nheader_read_timeout_secs = 0").unwrap_err();
+        assert!(
+            err.to_string().contains("server.header_read_timeout_secs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let config = Config::from_toml("[server]\nbind = \"127.0.0.1:9999\"").expect("toml");
+        assert_eq!(config.server.bind.port(), 9999);
+        let overrides = Overrides {
+            bind: Some("127.0.0.1:7777".parse().expect("addr")),
+            ..Overrides::default()
+        };
+        let config = Config::from_sources(None, None, &overrides).expect("flags");
+        assert_eq!(config.server.bind.port(), 7777);
+    }
+}

@@ -1,0 +1,281 @@
+//! Builds engines from their closed configuration enum and resolves client-facing model and
+//! voice names to an engine and a native voice. A voice is a key in a table, never a path.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use voxgate_engine::Synthesizer;
+use voxgate_flite::Flite;
+
+use crate::config::{self, Config, EngineConfig, InstructionsPolicy};
+
+/// Longest model, engine or voice name.
+const MAX_NAME_LEN: usize = 64;
+
+/// Whether `name` is a plausible identifier: ASCII letters, digits, `.`, `_`, `-`, not
+/// starting with `.` (so `..` and hidden names are out), at most 64 characters.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl EngineConfig {
+    /// Builds the engine this configuration describes.
+    pub fn build(&self) -> Arc<dyn Synthesizer> {
+        match self {
+            EngineConfig::Flite { threads, .. } => {
+                Arc::new(Flite::new(config::threads_or_cpus(*threads)))
+            }
+        }
+    }
+}
+
+/// A model clients may name.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub id: String,
+    pub engine_id: String,
+    pub instructions: InstructionsPolicy,
+}
+
+/// One voice as listed to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedVoice {
+    /// The name clients send (an alias or a native id).
+    pub id: String,
+    pub name: String,
+    pub language: String,
+    /// The engine's native voice id.
+    pub native: String,
+    /// The engine's id.
+    pub engine: String,
+    /// Models that accept it.
+    pub models: Vec<String>,
+}
+
+/// Everything a request is resolved against, built once at start-up.
+#[derive(Debug)]
+pub struct Catalog {
+    engines: BTreeMap<String, Arc<dyn Synthesizer>>,
+    aliases: BTreeMap<String, BTreeMap<String, String>>,
+    models: BTreeMap<String, Model>,
+    /// Seconds since the epoch at start-up, reported as models' `created`.
+    pub created: u64,
+}
+
+/// A model and voice resolved for one request.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub model: Model,
+    pub engine: Arc<dyn Synthesizer>,
+    pub native_voice: String,
+}
+
+/// A configuration that names voices its engine lacks.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration key `engines.{engine}.voices.{alias}`: engine has no voice `{native}`")]
+pub struct UnknownNativeVoice {
+    engine: String,
+    alias: String,
+    native: String,
+}
+
+impl Catalog {
+    /// Builds every configured engine and checks every alias against its voices.
+    pub fn build(config: &Config) -> Result<Self, UnknownNativeVoice> {
+        let mut engines = BTreeMap::new();
+        let mut aliases = BTreeMap::new();
+        for (id, engine_config) in &config.engines {
+            let engine = engine_config.build();
+            for (alias, native) in engine_config.voice_aliases() {
+                if !engine.voices().iter().any(|v| &v.id == native) {
+                    return Err(UnknownNativeVoice {
+                        engine: id.clone(),
+                        alias: alias.clone(),
+                        native: native.clone(),
+                    });
+                }
+            }
+            aliases.insert(id.clone(), engine_config.voice_aliases().clone());
+            engines.insert(id.clone(), engine);
+        }
+        let models = config
+            .models
+            .iter()
+            .map(|(id, m)| {
+                let model = Model {
+                    id: id.clone(),
+                    engine_id: m.engine.clone(),
+                    instructions: m.instructions,
+                };
+                (id.clone(), model)
+            })
+            .collect();
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(Self {
+            engines,
+            aliases,
+            models,
+            created,
+        })
+    }
+
+    pub fn models(&self) -> impl Iterator<Item = &Model> {
+        self.models.values()
+    }
+
+    /// Looks a model up by its exact id.
+    pub fn model(&self, id: &str) -> Option<&Model> {
+        self.models.get(id)
+    }
+
+    /// Every engine, by id.
+    pub fn engines(&self) -> impl Iterator<Item = (&str, &Arc<dyn Synthesizer>)> {
+        self.engines.iter().map(|(id, e)| (id.as_str(), e))
+    }
+
+    /// Whether every engine is ready.
+    pub fn ready(&self) -> bool {
+        self.engines.values().all(|e| e.ready())
+    }
+
+    /// Resolves a model id and a voice name (alias or native) by exact table lookup.
+    pub fn resolve(&self, model: &Model, voice: &str) -> Option<Resolved> {
+        let engine = self.engines.get(&model.engine_id)?;
+        let native = self
+            .aliases
+            .get(&model.engine_id)
+            .and_then(|a| a.get(voice))
+            .map(String::as_str)
+            .or_else(|| {
+                engine
+                    .voices()
+                    .iter()
+                    .find(|v| v.id == voice)
+                    .map(|v| v.id.as_str())
+            })?;
+        Some(Resolved {
+            model: model.clone(),
+            engine: Arc::clone(engine),
+            native_voice: native.to_owned(),
+        })
+    }
+
+    /// Every voice clients may name, with the models that accept it.
+    pub fn voices(&self) -> Vec<ListedVoice> {
+        let mut listed: Vec<ListedVoice> = Vec::new();
+        for (engine_id, engine) in &self.engines {
+            let models: Vec<String> = self
+                .models
+                .values()
+                .filter(|m| &m.engine_id == engine_id)
+                .map(|m| m.id.clone())
+                .collect();
+            let describe = |id: &str, native: &str| {
+                engine
+                    .voices()
+                    .iter()
+                    .find(|v| v.id == native)
+                    .map(|v| ListedVoice {
+                        id: id.to_owned(),
+                        name: if id == native {
+                            v.name.clone()
+                        } else {
+                            format!("{id} ({})", v.name)
+                        },
+                        language: v.language.clone(),
+                        native: native.to_owned(),
+                        engine: engine_id.clone(),
+                        models: models.clone(),
+                    })
+            };
+            let aliases = self.aliases.get(engine_id);
+            for (alias, native) in aliases.into_iter().flatten() {
+                listed.extend(describe(alias, native));
+            }
+            for voice in engine.voices() {
+                listed.extend(describe(&voice.id, &voice.id));
+            }
+        }
+        listed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_identifiers_not_paths() {
+        for good in ["alloy", "tts-1", "en_US-joe-medium", "v1.2"] {
+            assert!(is_valid_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "/etc/passwd",
+            "a/b",
+            "a\\b",
+            "a\0b",
+            "．．／",
+            ".hidden",
+            "a b",
+            "%2e%2e",
+        ] {
+            assert!(!is_valid_name(bad), "{bad:?}");
+        }
+        assert!(!is_valid_name(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn resolves_aliases_and_native_names_only() {
+        let catalog = Catalog::build(&Config::defaults().expect("config")).expect("catalog");
+        let model = catalog.model("tts-1").expect("tts-1");
+        assert_eq!(
+            catalog.resolve(model, "alloy").expect("alias").native_voice,
+            "slt"
+        );
+        assert_eq!(
+            catalog
+                .resolve(model, "kal16")
+                .expect("native")
+                .native_voice,
+            "kal16"
+        );
+        for bad in ["../../etc/passwd", "ALLOY", "alloy ", "slt\0"] {
+            assert!(catalog.resolve(model, bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn aliases_must_name_real_voices() {
+        let config =
+            Config::from_toml("[engines.flite.voices]\nalloy = \"nobody\"").expect("parses");
+        let err = Catalog::build(&config).unwrap_err();
+        assert!(
+            err.to_string().contains("engines.flite.voices.alloy"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn voices_list_every_alias_and_native_voice_with_models() {
+        let catalog = Catalog::build(&Config::defaults().expect("config")).expect("catalog");
+        let voices = catalog.voices();
+        let alloy = voices.iter().find(|v| v.id == "alloy").expect("alloy");
+        assert_eq!(alloy.language, "en-US");
+        assert!(alloy.models.contains(&"tts-1".to_owned()));
+        assert!(
+            voices
+                .iter()
+                .any(|v| v.id == "awb" && v.language == "en-GB")
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! voxgate: an OpenAI-compatible speech gateway, safe to put on the internet.
+//!
+//! Code map (see ARCHITECTURE.md for the request path and invariants):
+//! - [`config`]: the one typed configuration tree; the only reader of the environment.
+//! - [`api`]: the HTTP surface: routes, wire types, the JSON extractor, middleware.
+//! - [`error`]: the one HTTP-facing error type and its status/type/code table.
+//! - [`speech`]: orchestration of a speech request: engine → resample → encode.
+//! - [`engines`]: builds engines from configuration; resolves models and voices by table.
+//! - [`audio`]: output formats, resampling and streaming encoders.
+//! - [`server`]: start-up, the listener, graceful shutdown.
+//! - [`telemetry`]: logging and the request span.
+//! - [`cli`]: the command line. [`bench`]: the `voxgate bench` measurements.
+//!
+//! Engines implement `voxgate_engine::Synthesizer`; Flite lives in `voxgate-flite`.
+
+pub mod api;
+pub mod audio;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod engines;
+pub mod error;
+pub mod server;
+pub mod speech;
+pub mod telemetry;

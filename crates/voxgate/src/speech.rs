@@ -1,0 +1,296 @@
+//! The speech path's orchestration: a validated job → engine PCM stream → resampled to
+//! 24 kHz → encoded, piece by piece, on the bounded encoder pool.
+//!
+//! Each request owns its resampler and encoder; nothing here is shared between requests,
+//! so concurrent requests never mix audio.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::time::Instant;
+use voxgate_engine::{BlockingPool, EngineError, PcmStream, SynthesisRequest, Synthesizer};
+
+use crate::audio::{AudioFormat, Encoder, OUTPUT_RATE, Resampler};
+use crate::error::ApiError;
+
+/// What to synthesize, already validated and resolved.
+#[derive(Debug, Clone)]
+pub struct SpeechJob {
+    pub engine: Arc<dyn Synthesizer>,
+    pub voice: String,
+    pub text: String,
+    pub speed: f32,
+    pub format: AudioFormat,
+    /// When the whole stream must be done.
+    pub deadline: Instant,
+}
+
+/// Counters for one response, read when it ends (usage, logs).
+#[derive(Debug, Default)]
+pub struct SpeechStats {
+    /// Samples produced at [`OUTPUT_RATE`].
+    pub output_samples: AtomicU64,
+}
+
+impl SpeechStats {
+    /// Seconds of audio produced so far.
+    pub fn output_seconds(&self) -> f64 {
+        self.output_samples.load(Ordering::Relaxed) as f64 / f64::from(OUTPUT_RATE)
+    }
+}
+
+/// Encoded audio, in order.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, ApiError>> + Send + 'static>>;
+
+/// A response that has produced its first bytes.
+pub struct Speech {
+    /// The engine that serves it, for `x-voxgate-engine`.
+    pub engine: String,
+    /// The complete encoded audio, first piece included.
+    pub audio: ByteStream,
+    pub stats: Arc<SpeechStats>,
+}
+
+impl std::fmt::Debug for Speech {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Speech")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts synthesis and waits for the first encoded bytes, so failures that happen before
+/// any audio exists still become a proper status code.
+pub async fn start(job: SpeechJob, encoders: BlockingPool) -> Result<Speech, ApiError> {
+    let engine = job.engine.id().to_owned();
+    let pcm = job.engine.synthesize(SynthesisRequest {
+        text: job.text,
+        voice: job.voice,
+        speed: job.speed,
+    })?;
+    let stats = Arc::new(SpeechStats::default());
+    let mut audio = encode_stream(pcm, job.format, encoders, job.deadline, Arc::clone(&stats));
+    let first = match audio.next().await {
+        Some(first) => first?,
+        None => Bytes::new(),
+    };
+    let audio = futures::stream::once(async move { Ok(first) }).chain(audio);
+    Ok(Speech {
+        engine,
+        audio: Box::pin(audio),
+        stats,
+    })
+}
+
+/// The per-request resampler and encoder, moved to the encoder pool and back for each piece.
+struct Pipeline {
+    resampler: Option<Resampler>,
+    encoder: Encoder,
+    stats: Arc<SpeechStats>,
+}
+
+impl Pipeline {
+    fn feed(&mut self, rate: u32, samples: &[i16]) -> Result<Vec<u8>, ApiError> {
+        let resampler = match &mut self.resampler {
+            Some(r) => r,
+            None => self
+                .resampler
+                .insert(Resampler::new(rate, OUTPUT_RATE).map_err(ApiError::internal)?),
+        };
+        let pcm = resampler.push(samples).map_err(ApiError::internal)?;
+        self.encode(&pcm)
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>, ApiError> {
+        let tail = match &mut self.resampler {
+            Some(r) => r.finish().map_err(ApiError::internal)?,
+            None => Vec::new(),
+        };
+        let mut out = self.encode(&tail)?;
+        out.extend(self.encoder.finish().map_err(ApiError::internal)?);
+        Ok(out)
+    }
+
+    fn encode(&mut self, pcm: &[i16]) -> Result<Vec<u8>, ApiError> {
+        self.stats
+            .output_samples
+            .fetch_add(pcm.len() as u64, Ordering::Relaxed);
+        self.encoder.encode(pcm).map_err(ApiError::internal)
+    }
+}
+
+enum State {
+    Running {
+        pcm: PcmStream,
+        pipeline: Box<Pipeline>,
+    },
+    Done,
+}
+
+fn encode_stream(
+    pcm: PcmStream,
+    format: AudioFormat,
+    pool: BlockingPool,
+    deadline: Instant,
+    stats: Arc<SpeechStats>,
+) -> ByteStream {
+    let pipeline = Encoder::new(format).map(|encoder| {
+        Box::new(Pipeline {
+            resampler: None,
+            encoder,
+            stats,
+        })
+    });
+    let initial = match pipeline {
+        Ok(pipeline) => State::Running { pcm, pipeline },
+        Err(e) => {
+            let err = ApiError::internal(e);
+            return Box::pin(futures::stream::once(async move { Err(err) }));
+        }
+    };
+    let stream = futures::stream::unfold(initial, move |state| {
+        let pool = pool.clone();
+        async move {
+            let State::Running {
+                mut pcm,
+                mut pipeline,
+            } = state
+            else {
+                return None;
+            };
+            loop {
+                let next = match tokio::time::timeout_at(deadline, pcm.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return Some((Err(ApiError::Timeout), State::Done)),
+                };
+                match next {
+                    Some(Ok(chunk)) => {
+                        let (back, bytes) = match pool
+                            .run(move || {
+                                let bytes = pipeline.feed(chunk.sample_rate, &chunk.samples);
+                                (pipeline, bytes)
+                            })
+                            .await
+                        {
+                            Ok(done) => done,
+                            Err(e) => return Some((Err(e.into()), State::Done)),
+                        };
+                        pipeline = back;
+                        match bytes {
+                            Ok(bytes) if bytes.is_empty() => continue,
+                            Ok(bytes) => {
+                                return Some((
+                                    Ok(Bytes::from(bytes)),
+                                    State::Running { pcm, pipeline },
+                                ));
+                            }
+                            Err(e) => return Some((Err(e), State::Done)),
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(engine_failure(e)), State::Done)),
+                    None => {
+                        let tail = pool.run(move || pipeline.finish()).await;
+                        return match tail {
+                            Ok(Ok(bytes)) if bytes.is_empty() => None,
+                            Ok(Ok(bytes)) => Some((Ok(Bytes::from(bytes)), State::Done)),
+                            Ok(Err(e)) => Some((Err(e), State::Done)),
+                            Err(e) => Some((Err(e.into()), State::Done)),
+                        };
+                    }
+                }
+            }
+        }
+    });
+    Box::pin(stream)
+}
+
+fn engine_failure(err: EngineError) -> ApiError {
+    ApiError::from(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use voxgate_flite::Flite;
+
+    fn job(engine: Arc<dyn Synthesizer>, text: &str, format: AudioFormat) -> SpeechJob {
+        SpeechJob {
+            engine,
+            voice: "slt".into(),
+            text: text.into(),
+            speed: 1.0,
+            format,
+            deadline: Instant::now() + Duration::from_secs(60),
+        }
+    }
+
+    /// The first bytes leave after exactly one sentence has been synthesized.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn first_audio_follows_the_first_sentence_only() {
+        let flite = Flite::new(1);
+        let text = "First sentence here. Second one. Third one. Fourth one. Fifth and last.";
+        let speech = start(
+            job(Arc::new(flite.clone()), text, AudioFormat::Pcm),
+            BlockingPool::new(1),
+        )
+        .await
+        .expect("start");
+        assert_eq!(
+            flite.segments_synthesized(),
+            1,
+            "only the first sentence before the first bytes"
+        );
+        let chunks: Vec<Bytes> = speech
+            .audio
+            .map(|c| c.expect("chunk"))
+            .filter(|c| futures::future::ready(!c.is_empty()))
+            .collect()
+            .await;
+        assert_eq!(flite.segments_synthesized(), 5);
+        assert!(
+            chunks.len() >= 5,
+            "one piece per sentence, got {}",
+            chunks.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn output_is_24_khz_of_the_right_length() {
+        let flite = Flite::new(1);
+        let speech = start(
+            job(Arc::new(flite), "Hello there.", AudioFormat::Pcm),
+            BlockingPool::new(1),
+        )
+        .await
+        .expect("start");
+        let stats = Arc::clone(&speech.stats);
+        let bytes: Vec<u8> = speech
+            .audio
+            .map(|c| c.expect("chunk").to_vec())
+            .concat()
+            .await;
+        let samples = bytes.len() / 2;
+        assert_eq!(samples as u64, stats.output_samples.load(Ordering::Relaxed));
+        let direct = Flite::synthesize_blocking("slt", "Hello there.", 1.0)
+            .expect("synth")
+            .len();
+        assert_eq!(
+            samples,
+            (direct * 3).div_ceil(2),
+            "16 kHz → 24 kHz keeps the duration"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_past_its_deadline_ends_with_a_timeout() {
+        let flite = Flite::new(1);
+        let mut job = job(Arc::new(flite), "One. Two.", AudioFormat::Pcm);
+        job.deadline = Instant::now();
+        let err = start(job, BlockingPool::new(1)).await.unwrap_err();
+        assert!(matches!(err, ApiError::Timeout), "{err:?}");
+    }
+}
