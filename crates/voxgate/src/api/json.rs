@@ -55,6 +55,16 @@ fn is_json(value: Option<&header::HeaderValue>) -> bool {
 
 /// Deserializes `bytes`, naming the offending parameter on failure.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Syntax first (including trailing data), so a broken document is always invalid_json.
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|_| ApiError::InvalidJson)?;
+    // serde accepts arrays for structs; the API takes objects only.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid(
+            "body",
+            "invalid_type",
+            "The request body must be a JSON object.",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -126,9 +136,13 @@ fn classify(path: &str, err: &serde_json::Error) -> ApiError {
     ApiError::invalid(param, "invalid_value", message)
 }
 
+/// The full parameter path: serde_path_to_error's path ends at the field for some errors
+/// (unknown field) and at its parent for others (missing field).
 fn join(path: &str, field: &str) -> String {
     if path.is_empty() || path == "." {
         field.to_owned()
+    } else if path == field || path.ends_with(&format!(".{field}")) {
+        path.to_owned()
     } else {
         format!("{path}.{field}")
     }

@@ -1,0 +1,160 @@
+//! `spawn_app()`: the real router on 127.0.0.1:0 with its own data dir, and one helper per
+//! endpoint.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use voxgate::config::Config;
+use voxgate::server::Application;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts the server on the embedded defaults.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with("").await
+}
+
+/// Starts the server with `toml` layered over the embedded defaults.
+pub async fn spawn_app_with(toml: &str) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::from_toml(toml).expect("config");
+    config.server.bind = "127.0.0.1:0".parse().expect("addr");
+    config.data_dir = dir.path().join("data");
+    let app = Application::build(config).await.expect("build");
+    let addr = app.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("client"),
+        _dir: dir,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Triggers graceful shutdown.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    pub async fn speech(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/audio/speech"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A speech request that must succeed; returns the whole body.
+    pub async fn speech_bytes(&self, body: Value) -> Vec<u8> {
+        let response = self.speech(body).await;
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        response.bytes().await.expect("body").to_vec()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn models(&self) -> Value {
+        self.get("/v1/models").await.json().await.expect("json")
+    }
+
+    pub async fn voices(&self) -> Value {
+        self.get("/v1/audio/voices")
+            .await
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Sends raw bytes and reads the raw response until the server closes or `wait` passes.
+    pub async fn raw(&self, request: &[u8], wait: Duration) -> Vec<u8> {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+        out
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A minimal speech request body.
+pub fn speech_body(input: &str, format: &str) -> Value {
+    json!({"model": "tts-1", "input": input, "voice": "alloy", "response_format": format})
+}
+
+/// Asserts the OpenAI error envelope and returns `(status, code, param)`.
+pub async fn error_of(response: reqwest::Response) -> (u16, Option<String>, Option<String>) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("error body is JSON");
+    let error = &body["error"];
+    assert!(error["message"].is_string(), "{body}");
+    assert!(error["type"].is_string(), "{body}");
+    assert!(
+        error.get("param").is_some() && error.get("code").is_some(),
+        "{body}"
+    );
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    (status, text(&error["code"]), text(&error["param"]))
+}
+
+/// Splits an HTTP/1.1 response into its head and the chunks of a chunked body.
+pub fn parse_chunked(raw: &[u8]) -> (String, Vec<Vec<u8>>) {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut rest = &raw[split + 4..];
+    let mut chunks = Vec::new();
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size_text = std::str::from_utf8(&rest[..line_end]).expect("size");
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("hex size");
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            break;
+        }
+        chunks.push(rest[..size].to_vec());
+        rest = &rest[size + 2..];
+    }
+    (head, chunks)
+}

@@ -1,0 +1,10 @@
+//! The integration suite: one binary, a module per feature, every test against a real server
+//! started by `helpers::spawn_app` on 127.0.0.1:0 with its own temp dir.
+
+mod decode;
+mod errors;
+mod helpers;
+mod models;
+mod server;
+mod speech;
+mod streaming;
