@@ -49,7 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(models::router())
         .merge(voices::router())
         .merge(health::router())
-        .merge(openapi::router())
+        .merge(openapi::router(&state))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);

@@ -1,11 +1,17 @@
-//! The OpenAPI 3.1 document of the public API, generated from the handler and wire types and
-//! served as JSON at `GET /openapi.json`.
+//! The OpenAPI 3.1 document of the public API, generated from the handler and wire types,
+//! then narrowed to this server's configuration (its models, voices, formats and limits), so
+//! that every request the document allows is one the server accepts. Served at
+//! `GET /openapi.json`.
+
+use std::sync::Arc;
 
 use axum::routing::get;
 use axum::{Json, Router};
+use serde_json::{Value, json};
 use utoipa::OpenApi;
 
 use super::AppState;
+use crate::audio::AudioFormat;
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -28,6 +34,67 @@ use super::AppState;
 )]
 pub struct ApiDoc;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+/// The document for this server's configuration.
+pub fn document(state: &AppState) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+    let models: Vec<&str> = state.catalog.models().map(|m| m.id.as_str()).collect();
+    let voices: Vec<String> = state.catalog.voices().into_iter().map(|v| v.id).collect();
+    let formats: Vec<&str> = AudioFormat::ALL
+        .iter()
+        .filter(|f| f.is_available())
+        .map(|f| f.as_str())
+        .collect();
+    let speech = &state.config.speech;
+    let schemas = &mut doc["components"]["schemas"];
+    let props = &mut schemas["SpeechRequest"]["properties"];
+    props["model"] =
+        json!({"type": "string", "enum": models, "description": "A model id from GET /v1/models."});
+    props["voice"] = json!({
+        "type": "string",
+        "enum": voices,
+        "description": "A voice from GET /v1/audio/voices. Stored voices ({\"id\": \"voice_…\"}) are refused with 400 stored_voices_unavailable until voice references exist.",
+    });
+    props["input"] = json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": speech.max_input_chars,
+        "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+        "description": "The text to speak: not blank, no NUL.",
+    });
+    props["instructions"] = json!({
+        "type": ["string", "null"],
+        "maxLength": speech.max_instructions_chars,
+        "description": "Ignored by models that cannot follow it (or refused, where configured).",
+    });
+    schemas["AudioFormat"]["enum"] = json!(formats);
+    // An event stream's schema describes one event (OpenAPI 3.1 has no `itemSchema`); each
+    // event's data is a JSON delta or the final done event.
+    doc["paths"]["/v1/audio/speech"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+        ["schema"] = json!({
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"oneOf": [
+                    {"$ref": "#/components/schemas/AudioDelta"},
+                    {"$ref": "#/components/schemas/AudioDone"},
+                ]},
+            },
+        },
+    });
+    doc
+}
+
+pub fn router(state: &AppState) -> Router<AppState> {
+    let doc = Arc::new(document(state));
+    Router::new().route(
+        "/openapi.json",
+        get(move || {
+            let doc = Arc::clone(&doc);
+            async move { Json(doc.as_ref().clone()) }
+        }),
+    )
 }

@@ -120,7 +120,13 @@ pub fn speech_body(input: &str, format: &str) -> Value {
 /// Asserts the OpenAI error envelope and returns `(status, code, param)`.
 pub async fn error_of(response: reqwest::Response) -> (u16, Option<String>, Option<String>) {
     let status = response.status().as_u16();
-    let body: Value = response.json().await.expect("error body is JSON");
+    let text = response.text().await.expect("body");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| {
+        panic!(
+            "status {status}: error body is not JSON ({} bytes)",
+            text.len()
+        )
+    });
     let error = &body["error"];
     assert!(error["message"].is_string(), "{body}");
     assert!(error["type"].is_string(), "{body}");

@@ -73,5 +73,28 @@ async fn openapi_document_describes_the_api() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
-    assert!(doc["components"]["schemas"].get("SpeechRequest").is_some());
+    // Narrowed to this server: what the document allows, the server accepts.
+    let schemas = &doc["components"]["schemas"];
+    let props = &schemas["SpeechRequest"]["properties"];
+    assert!(
+        props["voice"]["enum"]
+            .as_array()
+            .expect("voices")
+            .iter()
+            .any(|v| v == "alloy")
+    );
+    assert!(
+        props["model"]["enum"]
+            .as_array()
+            .expect("models")
+            .iter()
+            .any(|m| m == "tts-1")
+    );
+    assert_eq!(props["input"]["maxLength"], 4096);
+    let formats = schemas["AudioFormat"]["enum"].as_array().expect("formats");
+    assert!(formats.iter().any(|f| f == "mp3"));
+    assert!(
+        !formats.iter().any(|f| f == "aac"),
+        "aac is not available in this build"
+    );
 }
