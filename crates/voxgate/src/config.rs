@@ -331,6 +331,34 @@ mod tests {
     }
 
     #[test]
+    fn environment_overrides_file_and_flags_override_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "voxgate.toml",
+                "[server]\nbind = \"127.0.0.1:1111\"\n[speech]\nmax_input_chars = 100",
+            )?;
+            jail.set_env("VOXGATE_CONFIG", "voxgate.toml");
+            jail.set_env("VOXGATE_SERVER__BIND", "127.0.0.1:2222");
+            let config = Config::load(&Overrides::default()).expect("load");
+            assert_eq!(config.server.bind.port(), 2222, "env beats file");
+            assert_eq!(config.speech.max_input_chars, 100, "file beats defaults");
+            let flags = Overrides {
+                bind: Some("127.0.0.1:3333".parse().expect("addr")),
+                ..Overrides::default()
+            };
+            assert_eq!(
+                Config::load(&flags).expect("load").server.bind.port(),
+                3333,
+                "flags beat env"
+            );
+            jail.set_env("VOXGATE_SERVER__BINDD", "x");
+            let err = Config::load(&Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("bindd"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn layers_apply_in_order() {
         let config = Config::from_toml("[server]\nbind = \"127.0.0.1:9999\"").expect("toml");
         assert_eq!(config.server.bind.port(), 9999);

@@ -75,11 +75,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Classifies an error of the typed pass. The syntax is known to be valid by then, so every
+/// error is about data, even those serde_json files as syntax (a boolean where an enum is
+/// expected reads as "expected value").
 fn classify(path: &str, err: &serde_json::Error) -> ApiError {
-    use serde_json::error::Category;
-    if !matches!(err.classify(), Category::Data) {
-        return ApiError::InvalidJson;
-    }
     let message = err.to_string();
     let named = |prefix: &str| {
         message
@@ -228,5 +227,70 @@ mod tests {
         assert!(!ok("text/plain"));
         assert!(!ok("application/jsonx"));
         assert!(!is_json(None));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::parse;
+    use crate::api::speech::SpeechRequest;
+    use crate::error::ApiError;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
+            "\\PC{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("model".to_owned()),
+                        Just("input".to_owned()),
+                        Just("voice".to_owned()),
+                        Just("speed".to_owned()),
+                        Just("response_format".to_owned()),
+                        Just("stream_format".to_owned()),
+                        Just("instructions".to_owned()),
+                        Just("id".to_owned()),
+                        "[a-z_]{1,8}",
+                    ],
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any bytes: parsed, or refused as a client error; never a panic, never a 5xx.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            if let Err(err) = parse::<SpeechRequest>(&bytes) {
+                let client_error = matches!(err, ApiError::InvalidJson | ApiError::InvalidParameter { .. });
+                prop_assert!(client_error, "{err:?}");
+            }
+        }
+
+        /// Any JSON document: refusals name a parameter (or the body) and are 400s.
+        #[test]
+        fn arbitrary_json_is_parsed_or_refused_with_a_param(value in json_value()) {
+            let bytes = serde_json::to_vec(&value).expect("serializes");
+            match parse::<SpeechRequest>(&bytes) {
+                Ok(_) => prop_assert!(["model", "input", "voice"].iter().all(|k| value.get(k).is_some())),
+                Err(ApiError::InvalidParameter { param, .. }) => prop_assert!(!param.is_empty()),
+                Err(other) => prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
     }
 }

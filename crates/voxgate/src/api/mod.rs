@@ -5,7 +5,7 @@ mod health;
 mod json;
 mod models;
 pub mod openapi;
-mod speech;
+pub(crate) mod speech;
 mod voices;
 
 use std::sync::Arc;

@@ -303,3 +303,59 @@ fn validate(state: &AppState, request: SpeechRequest) -> Result<SpeechJob, ApiEr
 fn clip(name: &str) -> String {
     name.chars().filter(|c| !c.is_control()).take(64).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn state() -> &'static AppState {
+        static STATE: OnceLock<AppState> = OnceLock::new();
+        STATE.get_or_init(|| {
+            crate::server::app_state(Config::defaults().expect("config")).expect("state")
+        })
+    }
+
+    fn request(model: String, input: String, voice: String, speed: Option<f64>) -> SpeechRequest {
+        SpeechRequest {
+            model,
+            input,
+            voice: VoiceParam::Name(voice),
+            instructions: None,
+            response_format: None,
+            speed,
+            stream_format: None,
+        }
+    }
+
+    proptest! {
+        /// Whatever the values, validation accepts or refuses with a 4xx naming a parameter;
+        /// accepted names are always table keys, never anything path-like.
+        #[test]
+        fn validation_accepts_only_table_entries(
+            model in prop_oneof![Just("tts-1".to_owned()), "\\PC{0,20}"],
+            voice in prop_oneof![Just("alloy".to_owned()), Just("../alloy".to_owned()), "\\PC{0,20}"],
+            input in "\\PC{0,50}",
+            speed in prop::option::of(prop_oneof![any::<f64>(), -10.0..10.0f64]),
+        ) {
+            let tokio = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("rt");
+            let _guard = tokio.enter();
+            match validate(state(), request(model.clone(), input, voice.clone(), speed)) {
+                Ok(job) => {
+                    prop_assert!(state().catalog.model(&model).is_some());
+                    prop_assert!(engines::is_valid_name(&voice));
+                    prop_assert!(job.engine.voices().iter().any(|v| v.id == job.voice));
+                    prop_assert!((0.25..=4.0).contains(&job.speed));
+                }
+                Err(err) => {
+                    let (status, _, _) = err.kind().spec();
+                    prop_assert!(status.is_client_error(), "{err:?}");
+                }
+            }
+        }
+    }
+}
