@@ -53,6 +53,12 @@ pub fn router(state: AppState) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
+    with_middleware(routes, request_timeout)
+}
+
+/// The stack every route runs in, outermost first: request id, trace span, catch-panic,
+/// response-head timeout.
+fn with_middleware(routes: Router, request_timeout: Duration) -> Router {
     routes.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -89,4 +95,57 @@ async fn unknown_route(method: Method, uri: Uri) -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+
+    async fn call(router: Router, path: &str) -> (u16, serde_json::Value, Option<String>) {
+        let request = Request::builder()
+            .uri(path)
+            .body(Body::empty())
+            .expect("request");
+        let response = tower::ServiceExt::oneshot(router, request)
+            .await
+            .expect("infallible");
+        let status = response.status().as_u16();
+        let id = response
+            .headers()
+            .get(REQUEST_ID)
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&body).expect("json"), id)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_500_envelope() {
+        async fn boom() -> &'static str {
+            panic!("secret detail")
+        }
+        let routes = Router::new().route("/boom", get(boom));
+        let (status, body, id) =
+            call(with_middleware(routes, Duration::from_secs(5)), "/boom").await;
+        assert_eq!(status, 500);
+        assert_eq!(body["error"]["type"], "server_error");
+        assert!(!body.to_string().contains("secret"));
+        assert!(id.is_some(), "request id on error responses too");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_handler_becomes_a_504_envelope() {
+        async fn slow() -> &'static str {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "late"
+        }
+        let routes = Router::new().route("/slow", get(slow));
+        let (status, body, _) =
+            call(with_middleware(routes, Duration::from_secs(2)), "/slow").await;
+        assert_eq!(status, 504);
+        assert_eq!(body["error"]["code"], "timeout");
+    }
 }
