@@ -331,6 +331,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::result_large_err,
+        reason = "figment's Jail API returns its own error type"
+    )]
     fn environment_overrides_file_and_flags_override_environment() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
