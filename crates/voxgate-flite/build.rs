@@ -2,6 +2,10 @@
 //!
 //! The voices are compiled into those archives, so the binary needs no data files at run
 //! time. `FLITE_LIB_DIR` overrides where the archives are looked for.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a build script reads cargo's environment"
+)]
 
 use std::path::{Path, PathBuf};
 
