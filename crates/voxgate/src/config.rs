@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 /// The commented defaults, as shipped.
@@ -17,7 +18,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 const CONFIG_FILE_VAR: &str = "VOXGATE_CONFIG";
 
 /// Everything voxgate can be told.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where state lives (temporary files now, the database later).
@@ -29,9 +30,91 @@ pub struct Config {
     pub engines: BTreeMap<String, EngineConfig>,
     /// Models clients may name, by id.
     pub models: BTreeMap<String, ModelConfig>,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub admin: AdminConfig,
+    /// Tiers by name: what keys of each tier may do.
+    pub tiers: BTreeMap<String, TierConfig>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Empty: SQLite at `<data_dir>/voxgate.db`. Or `sqlite://PATH`, or `postgres://…`.
+    pub url: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The HMAC pepper (at least 32 bytes), usually from `VOXGATE_AUTH__PEPPER`.
+    #[serde(default)]
+    pub pepper: Option<SecretString>,
+    /// A file holding the pepper. Empty: `<data_dir>/secrets/pepper`, created on first use.
+    pub pepper_file: PathBuf,
+    /// How long a verified key may be served from the cache (the revocation delay bound).
+    pub cache_ttl_ms: u64,
+    /// Failed authentications from one source within the window before it is blocked.
+    pub failure_threshold: u32,
+    pub failure_window_secs: u64,
+    /// First block; doubles on each repeat, up to `max_block_secs`.
+    pub block_secs: u64,
+    pub max_block_secs: u64,
+    /// How much of the client address usage tracking keeps.
+    pub client_ip: IpTracking,
+    /// How long a rotated key keeps working.
+    pub rotation_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpTracking {
+    /// The whole address.
+    Full,
+    /// IPv4 /24 and IPv6 /48 (the host part zeroed).
+    Truncated,
+    /// Not kept.
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Whether the admin API listens at all.
+    pub enabled: bool,
+    /// Its own listener, loopback by default.
+    pub bind: SocketAddr,
+}
+
+/// What one tier may do. `"*"` in a list means every configured entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Order of privilege: a key may take a tier of lower or equal rank than its account's.
+    pub rank: u32,
+    pub scopes: Vec<crate::auth::Scope>,
+    pub models: Vec<String>,
+    pub voices: Vec<String>,
+    pub engines: Vec<String>,
+    pub max_input_chars: usize,
+}
+
+impl TierConfig {
+    fn allows(list: &[String], item: &str) -> bool {
+        list.iter().any(|e| e == "*" || e == item)
+    }
+    pub fn allows_model(&self, model: &str) -> bool {
+        Self::allows(&self.models, model)
+    }
+    pub fn allows_voice(&self, voice: &str) -> bool {
+        Self::allows(&self.voices, voice)
+    }
+    pub fn allows_engine(&self, engine: &str) -> bool {
+        Self::allows(&self.engines, engine)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub bind: SocketAddr,
@@ -58,7 +141,7 @@ impl ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -72,7 +155,7 @@ pub enum LogFormat {
     Pretty,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpeechConfig {
     pub max_input_chars: usize,
@@ -104,7 +187,7 @@ impl EngineConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The engine id that serves this model.
@@ -243,6 +326,57 @@ impl Config {
                 "speech.max_instructions_chars",
                 "must be at most 100000",
             ));
+        }
+        if self
+            .auth
+            .pepper
+            .as_ref()
+            .is_some_and(|p| secrecy::ExposeSecret::expose_secret(p).len() < 32)
+        {
+            return Err(invalid("auth.pepper", "must be at least 32 bytes"));
+        }
+        if !(1..=60_000).contains(&self.auth.cache_ttl_ms) {
+            return Err(invalid("auth.cache_ttl_ms", "must be between 1 and 60000"));
+        }
+        if self.auth.failure_threshold == 0
+            || self.auth.failure_window_secs == 0
+            || self.auth.block_secs == 0
+        {
+            return Err(invalid(
+                "auth",
+                "failure_threshold, failure_window_secs and block_secs must be positive",
+            ));
+        }
+        if self.admin.enabled && self.admin.bind == self.server.bind {
+            return Err(invalid("admin.bind", "must differ from server.bind"));
+        }
+        if self.tiers.is_empty() {
+            return Err(invalid("tiers", "at least one tier is required"));
+        }
+        for (name, tier) in &self.tiers {
+            check_name(&format!("tiers.{name}"), name)?;
+            for model in tier.models.iter().filter(|m| *m != "*") {
+                if !self.models.contains_key(model) {
+                    return Err(invalid(
+                        format!("tiers.{name}.models"),
+                        format!("no model `{model}` is configured"),
+                    ));
+                }
+            }
+            for engine in tier.engines.iter().filter(|e| *e != "*") {
+                if !self.engines.contains_key(engine) {
+                    return Err(invalid(
+                        format!("tiers.{name}.engines"),
+                        format!("no engine `{engine}` is configured"),
+                    ));
+                }
+            }
+            if !(1..=100_000).contains(&tier.max_input_chars) {
+                return Err(invalid(
+                    format!("tiers.{name}.max_input_chars"),
+                    "must be between 1 and 100000",
+                ));
+            }
         }
         if self.engines.is_empty() {
             return Err(invalid("engines", "at least one engine is required"));

@@ -6,6 +6,10 @@
 //! - [`error`]: the one HTTP-facing error type and its status/type/code table.
 //! - [`speech`]: orchestration of a speech request: engine → resample → encode.
 //! - [`engines`]: builds engines from configuration; resolves models and voices by table.
+//! - [`store`]: the `Store` trait (SQLite, PostgreSQL): accounts, keys, audit events.
+//! - [`auth`]: keys, scopes, tiers, verification, the brute-force guard.
+//! - [`accounts`]: account and key administration (CLI and admin API).
+//! - [`audit`]: typed audit events written through the store.
 //! - [`audio`]: output formats, resampling and streaming encoders.
 //! - [`server`]: start-up, the listener, graceful shutdown.
 //! - [`telemetry`]: logging and the request span.
@@ -13,8 +17,11 @@
 //!
 //! Engines implement `voxgate_engine::Synthesizer`; Flite lives in `voxgate-flite`.
 
+pub mod accounts;
 pub mod api;
 pub mod audio;
+pub mod audit;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -22,4 +29,5 @@ pub mod engines;
 pub mod error;
 pub mod server;
 pub mod speech;
+pub mod store;
 pub mod telemetry;

@@ -8,4 +8,5 @@ mod helpers;
 mod models;
 mod server;
 mod speech;
+mod store;
 mod streaming;

@@ -1,0 +1,333 @@
+//! Account and key administration: the library functions behind both the CLI
+//! (`voxgate accounts|keys …`) and the admin API. Every change is audited.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use crate::audit::{Actor, Audit, AuditEvent};
+use crate::auth::{Pepper, Scope, join_scopes, key};
+use crate::config::TierConfig;
+use crate::store::{Account, KeyRecord, Store, StoreError, now};
+
+/// Why an administrative change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no tier `{0}` is configured")]
+    UnknownTier(String),
+    #[error("no such account")]
+    NoAccount,
+    #[error("no such key, or it is already revoked or rotated")]
+    NoKey,
+    #[error("a key cannot have a higher tier than its account")]
+    WidensTier,
+    #[error("a key cannot have scopes its tier lacks: {0}")]
+    WidensScopes(String),
+    #[error("the account is deactivated")]
+    AccountInactive,
+    #[error("invalid value for {0}")]
+    Invalid(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a new key looks like.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRequest {
+    pub name: String,
+    pub tier: Option<String>,
+    pub scopes: Option<Vec<Scope>>,
+    pub expires_at: Option<i64>,
+}
+
+/// A key as created: the record and the full secret, shown once.
+#[derive(Debug)]
+pub struct CreatedKey {
+    pub record: KeyRecord,
+    pub secret: SecretString,
+}
+
+/// Administration over one store.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    store: Arc<dyn Store>,
+    audit: Audit,
+    pepper: Arc<Pepper>,
+    tiers: BTreeMap<String, TierConfig>,
+    rotation_grace_secs: i64,
+}
+
+impl Admin {
+    pub fn new(
+        store: Arc<dyn Store>,
+        pepper: Arc<Pepper>,
+        tiers: BTreeMap<String, TierConfig>,
+        rotation_grace_secs: u64,
+    ) -> Self {
+        Self {
+            audit: Audit::new(Arc::clone(&store)),
+            store,
+            pepper,
+            tiers,
+            rotation_grace_secs: i64::try_from(rotation_grace_secs).unwrap_or(i64::MAX),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub async fn create_account(
+        &self,
+        actor: Actor,
+        name: &str,
+        contact: Option<&str>,
+        tier: &str,
+    ) -> Result<Account, AdminError> {
+        if !self.tiers.contains_key(tier) {
+            return Err(AdminError::UnknownTier(tier.to_owned()));
+        }
+        if name.trim().is_empty()
+            || name.chars().count() > 200
+            || name.chars().any(char::is_control)
+        {
+            return Err(AdminError::Invalid("name"));
+        }
+        if contact.is_some_and(|c| c.chars().count() > 200 || c.chars().any(char::is_control)) {
+            return Err(AdminError::Invalid("contact"));
+        }
+        let t = now();
+        let account = Account {
+            id: format!("acct_{}", uuid::Uuid::new_v4().simple()),
+            name: name.trim().to_owned(),
+            contact: contact.map(str::to_owned),
+            tier: tier.to_owned(),
+            active: true,
+            created_at: t,
+            updated_at: t,
+        };
+        self.store.create_account(&account).await?;
+        self.audit
+            .record(
+                actor,
+                None,
+                AuditEvent::AccountCreated {
+                    account_id: account.id.clone(),
+                    tier: tier.to_owned(),
+                },
+            )
+            .await;
+        Ok(account)
+    }
+
+    pub async fn deactivate_account(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
+        if !self.store.set_account_active(id, false, now()).await? {
+            return Err(AdminError::NoAccount);
+        }
+        self.audit
+            .record(
+                actor,
+                None,
+                AuditEvent::AccountDeactivated {
+                    account_id: id.to_owned(),
+                },
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Creates a key for `account_id`; its tier and scopes may only narrow the account's.
+    pub async fn create_key(
+        &self,
+        actor: Actor,
+        account_id: &str,
+        request: KeyRequest,
+    ) -> Result<CreatedKey, AdminError> {
+        let account = self
+            .store
+            .account(account_id)
+            .await?
+            .ok_or(AdminError::NoAccount)?;
+        if !account.active {
+            return Err(AdminError::AccountInactive);
+        }
+        let record_template = self.check_narrowing(&account, &request)?;
+        let generated = key::generate(&self.pepper);
+        let record = KeyRecord {
+            keyid: generated.keyid.clone(),
+            digest: generated.digest,
+            ..record_template
+        };
+        self.store.create_key(&record).await?;
+        self.audit
+            .record(
+                actor,
+                None,
+                AuditEvent::KeyCreated {
+                    keyid: record.keyid.clone(),
+                    account_id: account.id.clone(),
+                    tier: record.tier.clone(),
+                    scopes: record.scopes.clone(),
+                },
+            )
+            .await;
+        Ok(CreatedKey {
+            record,
+            secret: generated.full,
+        })
+    }
+
+    fn check_narrowing(
+        &self,
+        account: &Account,
+        request: &KeyRequest,
+    ) -> Result<KeyRecord, AdminError> {
+        let account_tier = self
+            .tiers
+            .get(&account.tier)
+            .ok_or_else(|| AdminError::UnknownTier(account.tier.clone()))?;
+        let tier = match &request.tier {
+            Some(name) => {
+                let tier = self
+                    .tiers
+                    .get(name)
+                    .ok_or_else(|| AdminError::UnknownTier(name.clone()))?;
+                if tier.rank > account_tier.rank {
+                    return Err(AdminError::WidensTier);
+                }
+                tier
+            }
+            None => account_tier,
+        };
+        if let Some(scopes) = &request.scopes {
+            let extra: Vec<&str> = scopes
+                .iter()
+                .filter(|s| !tier.scopes.contains(s))
+                .map(|s| s.as_str())
+                .collect();
+            if !extra.is_empty() {
+                return Err(AdminError::WidensScopes(extra.join(" ")));
+            }
+        }
+        if request.expires_at.is_some_and(|e| e <= now()) {
+            return Err(AdminError::Invalid("expires"));
+        }
+        if request.name.chars().count() > 200 || request.name.chars().any(char::is_control) {
+            return Err(AdminError::Invalid("name"));
+        }
+        Ok(KeyRecord {
+            keyid: String::new(),
+            account_id: account.id.clone(),
+            name: request.name.clone(),
+            digest_version: key::DIGEST_VERSION,
+            digest: Vec::new(),
+            tier: request.tier.clone(),
+            scopes: request.scopes.as_deref().map(join_scopes),
+            created_at: now(),
+            expires_at: request.expires_at,
+            revoked_at: None,
+            grace_until: None,
+            replaced_by: None,
+            request_count: 0,
+            last_used_at: None,
+            last_ip: None,
+        })
+    }
+
+    pub async fn revoke_key(&self, actor: Actor, keyid: &str) -> Result<(), AdminError> {
+        if !self.store.revoke_key(keyid, now()).await? {
+            return Err(AdminError::NoKey);
+        }
+        self.audit
+            .record(
+                actor,
+                None,
+                AuditEvent::KeyRevoked {
+                    keyid: keyid.to_owned(),
+                },
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Issues a replacement with the same account, tier, scopes and expiry; the old key works
+    /// until the grace deadline, then stops.
+    pub async fn rotate_key(&self, actor: Actor, keyid: &str) -> Result<CreatedKey, AdminError> {
+        let (old, account) = self
+            .store
+            .key_with_account(keyid)
+            .await?
+            .ok_or(AdminError::NoKey)?;
+        if old.revoked_at.is_some() || old.replaced_by.is_some() {
+            return Err(AdminError::NoKey);
+        }
+        let generated = key::generate(&self.pepper);
+        let record = KeyRecord {
+            keyid: generated.keyid.clone(),
+            account_id: account.id.clone(),
+            name: old.name.clone(),
+            digest_version: key::DIGEST_VERSION,
+            digest: generated.digest,
+            tier: old.tier.clone(),
+            scopes: old.scopes.clone(),
+            created_at: now(),
+            expires_at: old.expires_at,
+            revoked_at: None,
+            grace_until: None,
+            replaced_by: None,
+            request_count: 0,
+            last_used_at: None,
+            last_ip: None,
+        };
+        let grace_until = now().saturating_add(self.rotation_grace_secs);
+        if !self.store.rotate_key(keyid, &record, grace_until).await? {
+            return Err(AdminError::NoKey);
+        }
+        self.audit
+            .record(
+                actor,
+                None,
+                AuditEvent::KeyRotated {
+                    keyid: keyid.to_owned(),
+                    replaced_by: record.keyid.clone(),
+                    grace_until,
+                },
+            )
+            .await;
+        Ok(CreatedKey {
+            record,
+            secret: generated.full,
+        })
+    }
+}
+
+/// Parses an expiry: a duration from now (`90d`, `12h`, `30m`, `3600s`) → seconds since
+/// the epoch.
+pub fn parse_expiry(text: &str) -> Option<i64> {
+    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: i64 = number.parse().ok().filter(|n| *n > 0)?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    now().checked_add(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiries_are_durations_from_now() {
+        let t = now();
+        assert!((parse_expiry("90d").expect("90d") - t - 90 * 86_400).abs() <= 1);
+        assert!((parse_expiry("3600s").expect("s") - t - 3600).abs() <= 1);
+        for bad in ["", "d", "0d", "-1d", "5y", "1.5h", "99999999999999999d"] {
+            assert!(parse_expiry(bad).is_none(), "{bad}");
+        }
+    }
+}

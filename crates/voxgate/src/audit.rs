@@ -1,0 +1,143 @@
+//! Typed audit events, recorded through one [`Audit`] type into the store and mirrored to
+//! the security-event log target. Events carry ids, sources and reasons, never a secret or
+//! user content. (The tamper-evident Merkle log builds on these records later.)
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::store::{AuditRecord, Store, now};
+
+/// Every auditable thing that can happen.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AuditEvent {
+    AccountCreated {
+        account_id: String,
+        tier: String,
+    },
+    AccountDeactivated {
+        account_id: String,
+    },
+    KeyCreated {
+        keyid: String,
+        account_id: String,
+        tier: Option<String>,
+        scopes: Option<String>,
+    },
+    KeyRevoked {
+        keyid: String,
+    },
+    KeyRotated {
+        keyid: String,
+        replaced_by: String,
+        grace_until: i64,
+    },
+    AuthFailed {
+        keyid: Option<String>,
+        reason: &'static str,
+    },
+    AuthBlocked {
+        block_secs: u64,
+    },
+    AccessDenied {
+        keyid: String,
+        route: String,
+        reason: &'static str,
+    },
+}
+
+impl AuditEvent {
+    fn kind(&self) -> &'static str {
+        match self {
+            AuditEvent::AccountCreated { .. } => "account_created",
+            AuditEvent::AccountDeactivated { .. } => "account_deactivated",
+            AuditEvent::KeyCreated { .. } => "key_created",
+            AuditEvent::KeyRevoked { .. } => "key_revoked",
+            AuditEvent::KeyRotated { .. } => "key_rotated",
+            AuditEvent::AuthFailed { .. } => "auth_failed",
+            AuditEvent::AuthBlocked { .. } => "auth_blocked",
+            AuditEvent::AccessDenied { .. } => "access_denied",
+        }
+    }
+
+    fn account_and_subject(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            AuditEvent::AccountCreated { account_id, .. }
+            | AuditEvent::AccountDeactivated { account_id } => (Some(account_id), Some(account_id)),
+            AuditEvent::KeyCreated {
+                keyid, account_id, ..
+            } => (Some(account_id), Some(keyid)),
+            AuditEvent::KeyRevoked { keyid } | AuditEvent::KeyRotated { keyid, .. } => {
+                (None, Some(keyid))
+            }
+            AuditEvent::AccessDenied { keyid, .. } => (None, Some(keyid)),
+            AuditEvent::AuthFailed { keyid, .. } => (None, keyid.as_deref()),
+            AuditEvent::AuthBlocked { .. } => (None, None),
+        }
+    }
+
+    /// Security events (failures, blocks, denials) go to the security log target too.
+    fn is_security_event(&self) -> bool {
+        matches!(
+            self,
+            AuditEvent::AuthFailed { .. }
+                | AuditEvent::AuthBlocked { .. }
+                | AuditEvent::AccessDenied { .. }
+        )
+    }
+}
+
+/// Who did it: a key id, or the local command line.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    Key(String),
+    Cli,
+    Anonymous,
+}
+
+impl Actor {
+    fn label(&self) -> Option<String> {
+        match self {
+            Actor::Key(keyid) => Some(keyid.clone()),
+            Actor::Cli => Some("cli".into()),
+            Actor::Anonymous => None,
+        }
+    }
+}
+
+/// The one way audit events are written.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    store: Arc<dyn Store>,
+}
+
+impl Audit {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Records `event`. A failure to write is logged, never hidden and never fatal to the
+    /// request that caused it.
+    pub async fn record(&self, actor: Actor, source: Option<IpAddr>, event: AuditEvent) {
+        let detail = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
+        let (account_id, subject) = event.account_and_subject();
+        if event.is_security_event() {
+            tracing::warn!(target: "voxgate::security", kind = event.kind(), actor = actor.label().as_deref(), source = source.map(|s| s.to_string()).as_deref(), subject, "security event");
+        }
+        let record = AuditRecord {
+            seq: 0,
+            at: now(),
+            kind: event.kind().to_owned(),
+            actor: actor.label(),
+            account_id: account_id.map(str::to_owned),
+            subject: subject.map(str::to_owned),
+            source: source.map(|s| s.to_string()),
+            detail,
+        };
+        if let Err(e) = self.store.append_audit(&record).await {
+            tracing::error!(target: "voxgate::security", error = %e, kind = event.kind(), "audit event could not be stored");
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Authentication and authorization: API keys, scopes, tiers, the verified-key cache and the
+//! brute-force guard. `Authenticator::authenticate` turns an `Authorization` header into a
+//! [`Principal`] or a refusal; the HTTP layer maps refusals to 401/403/429.
+
+mod guard;
+pub mod key;
+mod scope;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokio::time::Instant;
+
+pub use guard::FailureGuard;
+pub use key::{KeyFormatError, Pepper};
+pub use scope::{Scope, join as join_scopes, parse_list as parse_scopes};
+
+use crate::audit::{Actor, Audit, AuditEvent};
+use crate::config::{AuthConfig, IpTracking, TierConfig};
+use crate::store::{Account, KeyRecord, Store, StoreError, now};
+
+/// Most verified keys cached at once.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// Who is calling, after a key was verified.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub keyid: String,
+    pub account_id: String,
+    /// The effective tier's name and policy.
+    pub tier_name: String,
+    pub tier: Arc<TierConfig>,
+    /// Tier scopes, narrowed by the key's own.
+    pub scopes: BTreeSet<Scope>,
+}
+
+impl Principal {
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no API key was presented")]
+    Missing,
+    #[error("the API key is invalid")]
+    Invalid,
+    #[error("the API key has expired")]
+    Expired,
+    #[error("the API key has been revoked")]
+    Revoked,
+    #[error("the account is deactivated")]
+    AccountInactive,
+    #[error("too many failed authentications from this source")]
+    Blocked { retry_after: Duration },
+    #[error("store unavailable")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    key: KeyRecord,
+    account: Account,
+    fetched: Instant,
+}
+
+/// Verifies keys.
+#[derive(Debug)]
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    audit: Audit,
+    pepper: Pepper,
+    tiers: BTreeMap<String, Arc<TierConfig>>,
+    cache: Mutex<HashMap<String, Cached>>,
+    ttl: Duration,
+    guard: FailureGuard,
+    ip_tracking: IpTracking,
+    /// Compared against when the key id is unknown, so both paths do the same work.
+    dummy_digest: Vec<u8>,
+}
+
+impl Authenticator {
+    pub fn new(
+        store: Arc<dyn Store>,
+        pepper: Pepper,
+        config: &AuthConfig,
+        tiers: &BTreeMap<String, TierConfig>,
+    ) -> Self {
+        let dummy_digest = pepper.digest("voxgate-dummy-secret-for-unknown-key-ids");
+        Self {
+            audit: Audit::new(Arc::clone(&store)),
+            store,
+            pepper,
+            tiers: tiers
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+                .collect(),
+            cache: Mutex::new(HashMap::new()),
+            ttl: Duration::from_millis(config.cache_ttl_ms),
+            guard: FailureGuard::new(
+                config.failure_threshold,
+                Duration::from_secs(config.failure_window_secs),
+                Duration::from_secs(config.block_secs),
+                Duration::from_secs(config.max_block_secs),
+            ),
+            ip_tracking: config.client_ip,
+            dummy_digest,
+        }
+    }
+
+    pub fn pepper(&self) -> &Pepper {
+        &self.pepper
+    }
+
+    /// Drops a key from this instance's cache (other instances see the change within the
+    /// cache TTL).
+    pub fn invalidate(&self, keyid: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(keyid);
+    }
+
+    /// Verifies the bearer token from `authorization` (the header value, if any) for a
+    /// request from `source`.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        source: IpAddr,
+    ) -> Result<Principal, AuthError> {
+        let ip = source.to_string();
+        if let Err(retry_after) = self.guard.check(&[&ip]) {
+            return Err(AuthError::Blocked { retry_after });
+        }
+        let token = authorization.ok_or(AuthError::Missing)?;
+        let Some(token) = token.strip_prefix("Bearer ").map(str::trim) else {
+            return Err(self.failed(source, &ip, None, "malformed_header").await);
+        };
+        let parsed = match key::parse(token) {
+            Ok(parsed) => parsed,
+            Err(KeyFormatError::BadChecksum) => {
+                return Err(self.failed(source, &ip, None, "bad_checksum").await);
+            }
+            Err(KeyFormatError::Malformed) => {
+                return Err(self.failed(source, &ip, None, "malformed_key").await);
+            }
+        };
+        let ip_key = format!("{ip}|{}", parsed.keyid);
+        if let Err(retry_after) = self.guard.check(&[&ip, &ip_key]) {
+            return Err(AuthError::Blocked { retry_after });
+        }
+        let found = self.lookup(&parsed.keyid).await?;
+        // Unknown key ids are compared against a dummy digest: same work, same answer.
+        let expected = found
+            .as_ref()
+            .map_or(self.dummy_digest.as_slice(), |c| c.key.digest.as_slice());
+        let matches = self.pepper.verify(parsed.secret(), expected);
+        let Some(cached) = found.filter(|_| matches) else {
+            return Err(self
+                .failed(
+                    source,
+                    &ip_key,
+                    Some(parsed.keyid.clone()),
+                    "unknown_key_or_wrong_secret",
+                )
+                .await);
+        };
+        let (key, account) = (&cached.key, &cached.account);
+        let t = now();
+        let refusal = if key.revoked_at.is_some() {
+            Some((AuthError::Revoked, "revoked"))
+        } else if key.grace_until.is_some_and(|g| g <= t) {
+            Some((AuthError::Revoked, "rotated_past_grace"))
+        } else if key.expires_at.is_some_and(|e| e <= t) {
+            Some((AuthError::Expired, "expired"))
+        } else if !account.active {
+            Some((AuthError::AccountInactive, "account_inactive"))
+        } else {
+            None
+        };
+        if let Some((err, reason)) = refusal {
+            self.audit
+                .record(
+                    Actor::Anonymous,
+                    Some(source),
+                    AuditEvent::AuthFailed {
+                        keyid: Some(key.keyid.clone()),
+                        reason,
+                    },
+                )
+                .await;
+            return Err(err);
+        }
+        let principal = self.principal(key, account).ok_or(AuthError::Invalid)?;
+        self.track_use(&key.keyid, source);
+        Ok(principal)
+    }
+
+    /// The effective tier and scopes: the key may narrow its account's, never widen them.
+    fn principal(&self, key: &KeyRecord, account: &Account) -> Option<Principal> {
+        let account_tier = self.tiers.get(&account.tier)?;
+        let (tier_name, tier) = match &key.tier {
+            Some(name) => {
+                let tier = self.tiers.get(name)?;
+                if tier.rank > account_tier.rank {
+                    return None;
+                }
+                (name.clone(), Arc::clone(tier))
+            }
+            None => (account.tier.clone(), Arc::clone(account_tier)),
+        };
+        let mut scopes: BTreeSet<Scope> = tier.scopes.iter().copied().collect();
+        scopes.retain(|s| account_tier.scopes.contains(s));
+        if let Some(narrow) = key.scopes.as_deref() {
+            let narrow: BTreeSet<Scope> = parse_scopes(narrow)?.into_iter().collect();
+            scopes.retain(|s| narrow.contains(s));
+        }
+        Some(Principal {
+            keyid: key.keyid.clone(),
+            account_id: account.id.clone(),
+            tier_name,
+            tier,
+            scopes,
+        })
+    }
+
+    async fn lookup(&self, keyid: &str) -> Result<Option<Cached>, StoreError> {
+        {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(hit) = cache.get(keyid).filter(|c| c.fetched.elapsed() < self.ttl) {
+                return Ok(Some(hit.clone()));
+            }
+        }
+        let Some((key, account)) = self.store.key_with_account(keyid).await? else {
+            return Ok(None);
+        };
+        let cached = Cached {
+            key,
+            account,
+            fetched: Instant::now(),
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_CAPACITY {
+            cache.retain(|_, c| c.fetched.elapsed() < self.ttl);
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+        }
+        cache.insert(keyid.to_owned(), cached.clone());
+        Ok(Some(cached))
+    }
+
+    async fn failed(
+        &self,
+        source: IpAddr,
+        source_key: &str,
+        keyid: Option<String>,
+        reason: &'static str,
+    ) -> AuthError {
+        let ip = source.to_string();
+        let sources: Vec<&str> = if source_key == ip {
+            vec![&ip]
+        } else {
+            vec![&ip, source_key]
+        };
+        let blocked = self.guard.fail(&sources);
+        self.audit
+            .record(
+                Actor::Anonymous,
+                Some(source),
+                AuditEvent::AuthFailed { keyid, reason },
+            )
+            .await;
+        if let Some(block) = blocked {
+            self.audit
+                .record(
+                    Actor::Anonymous,
+                    Some(source),
+                    AuditEvent::AuthBlocked {
+                        block_secs: block.as_secs(),
+                    },
+                )
+                .await;
+        }
+        AuthError::Invalid
+    }
+
+    /// Usage tracking, off the request path.
+    fn track_use(&self, keyid: &str, source: IpAddr) {
+        let ip = match self.ip_tracking {
+            IpTracking::Full => Some(source.to_string()),
+            IpTracking::Truncated => Some(truncate_ip(source).to_string()),
+            IpTracking::Off => None,
+        };
+        let store = Arc::clone(&self.store);
+        let keyid = keyid.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = store.record_key_use(&keyid, now(), ip.as_deref()).await {
+                tracing::warn!(error = %e, keyid, "key usage not recorded");
+            }
+        });
+    }
+}
+
+/// IPv4 /24, IPv6 /48: enough to tell networks apart, not people.
+pub fn truncate_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0])
+        }
+    }
+}
+
+/// Loads the pepper: the configured secret, else the pepper file (created with a fresh
+/// random pepper, mode 0600, if it does not exist).
+pub fn load_pepper(config: &AuthConfig, data_dir: &std::path::Path) -> anyhow::Result<Pepper> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    if let Some(secret) = &config.pepper {
+        return Pepper::new(secret.clone()).context("auth.pepper must be at least 32 bytes");
+    }
+    let path = if config.pepper_file.as_os_str().is_empty() {
+        data_dir.join("secrets").join("pepper")
+    } else {
+        config.pepper_file.clone()
+    };
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let pepper = key::random_bytes::<32>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create pepper file {}", path.display()))?;
+        file.write_all(pepper.as_bytes())?;
+        tracing::warn!(path = %path.display(), "created a new pepper file; keep it outside the database's backups");
+    }
+    let mode = std::fs::metadata(&path)?.permissions().mode();
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "pepper file {} must not be readable by group or others",
+        path.display()
+    );
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read pepper file {}", path.display()))?;
+    Pepper::new(SecretString::from(text.trim().to_owned()))
+        .context("the pepper file must hold at least 32 bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_only_the_network() {
+        assert_eq!(
+            truncate_ip("203.0.113.77".parse().expect("ip")).to_string(),
+            "203.0.113.0"
+        );
+        assert_eq!(
+            truncate_ip("2001:db8:1:2:3:4:5:6".parse().expect("ip")).to_string(),
+            "2001:db8:1::"
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! The store: domain operations on accounts, API keys and audit events, behind one trait
+//! with two real implementations: SQLite (embedded default, a file under the data dir) and
+//! PostgreSQL (selected by a `postgres://` URL). Only this module contains SQL.
+
+mod sql;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use sql::{PostgresStore, SqliteStore};
+
+/// An account: the owner of keys, quotas and stored artifacts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub contact: Option<String>,
+    pub tier: String,
+    pub active: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An API key as stored: never the secret, only its keyed digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The public key id (`vg_<keyid>_…`).
+    pub keyid: String,
+    pub account_id: String,
+    pub name: String,
+    /// Which digest scheme `digest` uses.
+    pub digest_version: i16,
+    /// HMAC-SHA-256(pepper, secret).
+    pub digest: Vec<u8>,
+    /// A tier narrower than the account's, if set.
+    pub tier: Option<String>,
+    /// Scopes narrower than the tier's (space-separated), if set.
+    pub scopes: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    /// Set when the key was rotated: it keeps working until then.
+    pub grace_until: Option<i64>,
+    pub replaced_by: Option<String>,
+    pub request_count: i64,
+    pub last_used_at: Option<i64>,
+    pub last_ip: Option<String>,
+}
+
+/// One audit event as stored. `detail` is JSON and never holds a secret or user content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub at: i64,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub account_id: Option<String>,
+    pub subject: Option<String>,
+    pub source: Option<String>,
+    pub detail: String,
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("unsupported database URL (use sqlite://PATH or postgres://…)")]
+    UnsupportedUrl,
+    #[error("a record with this id already exists")]
+    Conflict,
+}
+
+/// Domain operations; no generic CRUD.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Applies pending migrations (idempotent).
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    async fn create_account(&self, account: &Account) -> Result<(), StoreError>;
+    async fn account(&self, id: &str) -> Result<Option<Account>, StoreError>;
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+    /// Activates or deactivates; `false` if there is no such account.
+    async fn set_account_active(&self, id: &str, active: bool, at: i64)
+    -> Result<bool, StoreError>;
+
+    async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
+    /// One indexed lookup: the key and its account.
+    async fn key_with_account(
+        &self,
+        keyid: &str,
+    ) -> Result<Option<(KeyRecord, Account)>, StoreError>;
+    async fn keys(&self, account_id: Option<&str>) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Revokes; `false` if there is no such key or it was already revoked.
+    async fn revoke_key(&self, keyid: &str, at: i64) -> Result<bool, StoreError>;
+    /// In one transaction: stores `new` and lets `old` live until `grace_until`.
+    /// `false` (and nothing stored) if `old` does not exist or is revoked.
+    async fn rotate_key(
+        &self,
+        old: &str,
+        new: &KeyRecord,
+        grace_until: i64,
+    ) -> Result<bool, StoreError>;
+    /// Usage tracking: one more request, when, from where.
+    async fn record_key_use(
+        &self,
+        keyid: &str,
+        at: i64,
+        ip: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    async fn append_audit(&self, event: &AuditRecord) -> Result<(), StoreError>;
+    /// The newest `limit` events, newest first.
+    async fn audit_events(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// Opens the store named by `url`: `postgres://…` or `sqlite://PATH`; an empty URL means
+/// SQLite at `<data_dir>/voxgate.db`. Migrations run before it is returned.
+pub async fn open(url: &str, data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    let store: Arc<dyn Store> = if url.is_empty() {
+        Arc::new(SqliteStore::open(&data_dir.join("voxgate.db")).await?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(PostgresStore::connect(url).await?)
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        Arc::new(SqliteStore::open(Path::new(path)).await?)
+    } else {
+        return Err(StoreError::UnsupportedUrl);
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,315 @@
+//! The store contract: one story, run against SQLite and against the machine's real
+//! PostgreSQL (a missing PostgreSQL is a failure, not a skip).
+
+use std::sync::Arc;
+
+use voxgate::store::{
+    Account, AuditRecord, KeyRecord, PostgresStore, SqliteStore, Store, StoreError, now,
+};
+
+/// The PostgreSQL server the suite uses; `TEST_POSTGRES_URL` overrides it.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test harness configuration, not server config"
+)]
+fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh PostgreSQL database for one test, dropped by the returned guard's owner.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Self {
+        use sqlx::Connection as _;
+        let admin = postgres_admin_url();
+        let name = format!("voxgate_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect(
+            "PostgreSQL must be running on 127.0.0.1:5432 (scripts/test and .ci/run start it)",
+        );
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(b, _)| b)
+            .to_owned();
+        Self {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    pub async fn drop_now(self) {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
+            .await
+            .expect("connect");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}
+
+fn account(id: &str) -> Account {
+    Account {
+        id: id.into(),
+        name: "Ada".into(),
+        contact: Some("ada@example.org".into()),
+        tier: "basic".into(),
+        active: true,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn key(keyid: &str, account_id: &str) -> KeyRecord {
+    KeyRecord {
+        keyid: keyid.into(),
+        account_id: account_id.into(),
+        name: "laptop".into(),
+        digest_version: 1,
+        digest: vec![7; 32],
+        tier: None,
+        scopes: Some("speech models.read".into()),
+        created_at: now(),
+        expires_at: Some(now() + 3600),
+        revoked_at: None,
+        grace_until: None,
+        replaced_by: None,
+        request_count: 0,
+        last_used_at: None,
+        last_ip: None,
+    }
+}
+
+async fn story(store: Arc<dyn Store>) {
+    store.migrate().await.expect("migrations are idempotent");
+
+    // Accounts.
+    let a = account("acct_a");
+    store.create_account(&a).await.expect("create");
+    assert!(matches!(
+        store.create_account(&a).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.account("acct_a").await.expect("get"), Some(a));
+    assert_eq!(store.account("acct_missing").await.expect("get"), None);
+    store
+        .create_account(&account("acct_b"))
+        .await
+        .expect("create");
+    let ids: Vec<String> = store
+        .accounts()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+
+    // Keys: one indexed lookup returns key and account.
+    let k1 = key("k1", "acct_a");
+    store.create_key(&k1).await.expect("create key");
+    assert!(matches!(
+        store.create_key(&k1).await,
+        Err(StoreError::Conflict)
+    ));
+    let (found, owner) = store
+        .key_with_account("k1")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(found, k1);
+    assert_eq!(owner.id, "acct_a");
+    assert!(
+        store
+            .key_with_account("nope")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    store
+        .create_key(&key("k2", "acct_b"))
+        .await
+        .expect("create key");
+    assert_eq!(store.keys(Some("acct_a")).await.expect("keys").len(), 1);
+    assert_eq!(store.keys(None).await.expect("keys").len(), 2);
+    assert!(
+        store.create_key(&key("k9", "acct_missing")).await.is_err(),
+        "foreign key enforced"
+    );
+
+    // Usage.
+    store
+        .record_key_use("k1", 1_000, Some("203.0.113.0"))
+        .await
+        .expect("use");
+    store
+        .record_key_use("k1", 2_000, Some("203.0.113.0"))
+        .await
+        .expect("use");
+    let (used, _) = store
+        .key_with_account("k1")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(
+        (
+            used.request_count,
+            used.last_used_at,
+            used.last_ip.as_deref()
+        ),
+        (2, Some(2_000), Some("203.0.113.0"))
+    );
+
+    // Revocation.
+    assert!(store.revoke_key("k1", 5_000).await.expect("revoke"));
+    assert!(!store.revoke_key("k1", 6_000).await.expect("revoke twice"));
+    assert_eq!(
+        store
+            .key_with_account("k1")
+            .await
+            .expect("lookup")
+            .expect("found")
+            .0
+            .revoked_at,
+        Some(5_000)
+    );
+
+    // Rotation is one transaction.
+    let k3 = key("k3", "acct_b");
+    assert!(store.rotate_key("k2", &k3, 9_000).await.expect("rotate"));
+    let (old, _) = store
+        .key_with_account("k2")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(
+        (old.grace_until, old.replaced_by.as_deref()),
+        (Some(9_000), Some("k3"))
+    );
+    assert!(
+        store
+            .key_with_account("k3")
+            .await
+            .expect("lookup")
+            .is_some()
+    );
+    assert!(
+        !store
+            .rotate_key("k2", &key("k4", "acct_b"), 9_000)
+            .await
+            .expect("rotate twice"),
+        "already rotated"
+    );
+    assert!(
+        !store
+            .rotate_key("k1", &key("k5", "acct_a"), 9_000)
+            .await
+            .expect("rotate revoked"),
+        "revoked keys do not rotate"
+    );
+    assert!(
+        !store
+            .rotate_key("missing", &key("k6", "acct_a"), 9_000)
+            .await
+            .expect("rotate missing")
+    );
+    for absent in ["k4", "k5", "k6"] {
+        assert!(
+            store
+                .key_with_account(absent)
+                .await
+                .expect("lookup")
+                .is_none(),
+            "{absent} must not be stored"
+        );
+    }
+    // A failing insert rolls the update back.
+    assert!(
+        store
+            .rotate_key("k3", &key("k2", "acct_b"), 9_000)
+            .await
+            .is_err(),
+        "duplicate new key id"
+    );
+    let (k3_after, _) = store
+        .key_with_account("k3")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(
+        (k3_after.grace_until, k3_after.replaced_by),
+        (None, None),
+        "rolled back"
+    );
+
+    // Deactivation shows through the key lookup.
+    assert!(
+        store
+            .set_account_active("acct_b", false, 7_000)
+            .await
+            .expect("deactivate")
+    );
+    assert!(
+        !store
+            .set_account_active("acct_missing", false, 7_000)
+            .await
+            .expect("deactivate")
+    );
+    let (_, owner) = store
+        .key_with_account("k3")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert!(!owner.active);
+
+    // Audit events come back newest first.
+    for kind in ["one", "two", "three"] {
+        store
+            .append_audit(&AuditRecord {
+                seq: 0,
+                at: now(),
+                kind: kind.into(),
+                actor: Some("cli".into()),
+                account_id: None,
+                subject: Some("k1".into()),
+                source: None,
+                detail: "{}".into(),
+            })
+            .await
+            .expect("audit");
+    }
+    let events = store.audit_events(2).await.expect("events");
+    assert_eq!(
+        events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["three", "two"]
+    );
+    assert!(events[0].seq > events[1].seq);
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_the_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("test.db"))
+        .await
+        .expect("open");
+    story(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_the_contract() {
+    let db = PgDatabase::create().await;
+    let store = PostgresStore::connect(&db.url).await.expect("connect");
+    story(Arc::new(store)).await;
+    db.drop_now().await;
+}
