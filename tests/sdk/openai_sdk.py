@@ -1,12 +1,13 @@
 """The official openai SDK, unmodified, against a running voxgate (base URL as argv[1])."""
 import io
+import os
 import sys
 import wave
 
 import openai
 
 base_url = sys.argv[1]
-client = openai.OpenAI(base_url=base_url, api_key="unused-until-auth", max_retries=0)
+client = openai.OpenAI(base_url=base_url, api_key=os.environ["VOXGATE_TEST_KEY"], max_retries=0)
 
 # audio.speech.create: the whole file.
 response = client.audio.speech.create(model="tts-1", voice="alloy", input="Hello there. This is voxgate.", response_format="wav")
@@ -39,5 +40,14 @@ except openai.BadRequestError as e:
     assert e.param == "speed", e.body
 else:
     raise AssertionError("speed 9 was accepted")
+
+# A wrong key is refused with the SDK's typed 401.
+bad = openai.OpenAI(base_url=base_url, api_key="vg_wrong", max_retries=0)
+try:
+    bad.models.list()
+except openai.AuthenticationError as e:
+    assert e.code == "invalid_api_key", e.body
+else:
+    raise AssertionError("a wrong key was accepted")
 
 print("openai SDK: speech, streaming, models and errors ok")

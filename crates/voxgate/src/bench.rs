@@ -43,18 +43,16 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
         out,
         "\n## Time to first audio vs full synthesis, 4096-character input, mp3"
     )?;
-    let state = server::app_state(config)?;
+    let (catalog, encoders) = server::speech_parts(&config)?;
     let long: String = PARAGRAPH
         .repeat(4096 / PARAGRAPH.len() + 1)
         .chars()
         .take(4096)
         .collect();
-    let model = state
-        .catalog
+    let model = catalog
         .model("tts-1")
         .ok_or_else(|| anyhow::anyhow!("no model tts-1"))?;
-    let resolved = state
-        .catalog
+    let resolved = catalog
         .resolve(model, "alloy")
         .ok_or_else(|| anyhow::anyhow!("no voice alloy"))?;
     for _ in 0..reps {
@@ -67,7 +65,7 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
             deadline: tokio::time::Instant::now() + Duration::from_secs(3600),
         };
         let start = Instant::now();
-        let speech = speech::start(job, state.encoders.clone()).await?;
+        let speech = speech::start(job, encoders.clone()).await?;
         let ttfa = start.elapsed();
         let mut audio = speech.audio;
         while let Some(chunk) = audio.next().await {

@@ -11,10 +11,16 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use secrecy::ExposeSecret as _;
+
+use crate::accounts::{Admin, KeyRequest, parse_expiry};
 use crate::audio::AudioFormat;
+use crate::audit::Actor;
+use crate::auth::parse_scopes;
 use crate::config::{self, Config, LogFormat, Overrides};
 use crate::server::{self, Application};
 use crate::speech::{self, SpeechJob};
+use crate::store::KeyRecord;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,11 +74,75 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Apply database migrations (they also run at start-up).
+    Migrate,
+    /// Manage accounts.
+    Accounts {
+        #[command(subcommand)]
+        action: AccountAction,
+    },
+    /// Manage API keys. The full key is printed once, at creation.
+    Keys {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
     /// Measure engines, encoders and memory; prints figures.
     Bench {
         /// Fewer repetitions (for CI smoke runs).
         #[arg(long)]
         quick: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountAction {
+    /// Create an account.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        contact: Option<String>,
+        #[arg(long, default_value = "basic")]
+        tier: String,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    /// Deactivate an account: all its keys stop at once.
+    Deactivate {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Create a key and print it (once).
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// A tier of lower or equal rank than the account's.
+        #[arg(long)]
+        tier: Option<String>,
+        /// Scopes narrower than the tier's, comma-separated.
+        #[arg(long)]
+        scopes: Option<String>,
+        /// Lifetime: 90d, 12h, 30m, 3600s.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        account: Option<String>,
+    },
+    Revoke {
+        keyid: String,
+    },
+    /// Issue a replacement; the old key works until the grace deadline.
+    Rotate {
+        keyid: String,
     },
 }
 
@@ -134,14 +204,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Voices => {
             let config = Config::load(&overrides)?;
-            let state = server::app_state(config)?;
+            let (catalog, _) = server::speech_parts(&config)?;
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
                 "{:<10} {:<7} {:<8} {:<40} MODELS",
                 "VOICE", "LANG", "ENGINE", "NAME"
             )?;
-            for v in state.catalog.voices() {
+            for v in catalog.voices() {
                 writeln!(
                     out,
                     "{:<10} {:<7} {:<8} {:<40} {}",
@@ -158,7 +228,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             action: ConfigAction::Check,
         } => {
             let config = Config::load(&overrides)?;
-            server::app_state(config.clone())?;
+            server::speech_parts(&config)?;
             writeln!(
                 std::io::stdout(),
                 "configuration ok: listening on {} with {} model(s)",
@@ -172,6 +242,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             std::io::stdout().write_all(config::DEFAULT_TOML.as_bytes())?;
             Ok(())
+        }
+        Command::Migrate => {
+            let config = Config::load(&overrides)?;
+            server::identity_parts(&config).await?;
+            writeln!(std::io::stdout(), "database migrated")?;
+            Ok(())
+        }
+        Command::Accounts { action } => {
+            let config = Config::load(&overrides)?;
+            accounts(&admin(&config).await?, action).await
+        }
+        Command::Keys { action } => {
+            let config = Config::load(&overrides)?;
+            keys(&admin(&config).await?, action).await
         }
         Command::Bench { quick } => {
             let config = Config::load(&overrides)?;
@@ -216,13 +300,11 @@ async fn say(
     if !(0.25..=4.0).contains(&speed) {
         bail!("--speed must be between 0.25 and 4.0");
     }
-    let state = server::app_state(config)?;
-    let model = state
-        .catalog
+    let (catalog, encoders) = server::speech_parts(&config)?;
+    let model = catalog
         .model(model)
         .with_context(|| format!("no model {model}"))?;
-    let resolved = state
-        .catalog
+    let resolved = catalog
         .resolve(model, voice)
         .with_context(|| format!("model {} has no voice {voice}", model.id))?;
     let pieces = voxgate_engine::sentences::split(&text).len() as u64;
@@ -242,7 +324,7 @@ async fn say(
         ProgressStyle::with_template("{bar:40} {pos}/{len} sentences {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let speech = speech::start(job, state.encoders.clone()).await?;
+    let speech = speech::start(job, encoders).await?;
     let mut file = std::fs::File::create(&output)
         .with_context(|| format!("cannot create {}", output.display()))?;
     let mut audio = speech.audio;
@@ -257,5 +339,144 @@ async fn say(
         "wrote {} ({secs:.1} s of audio)",
         output.display()
     )?;
+    Ok(())
+}
+
+async fn admin(config: &Config) -> anyhow::Result<Admin> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let (store, pepper) = server::identity_parts(config).await?;
+    Ok(Admin::new(
+        store,
+        pepper,
+        config.tiers.clone(),
+        config.auth.rotation_grace_secs,
+    ))
+}
+
+fn print_key(out: &mut impl std::io::Write, k: &KeyRecord) -> std::io::Result<()> {
+    let state = if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.replaced_by.is_some() {
+        "rotated"
+    } else {
+        "active"
+    };
+    writeln!(
+        out,
+        "{}  account={}  state={state}  tier={}  scopes={}  expires={}  requests={}  last_used={}",
+        k.keyid,
+        k.account_id,
+        k.tier.as_deref().unwrap_or("(account)"),
+        k.scopes.as_deref().unwrap_or("(tier)"),
+        k.expires_at.map_or("never".into(), |e| e.to_string()),
+        k.request_count,
+        k.last_used_at.map_or("never".into(), |t| t.to_string()),
+    )
+}
+
+async fn accounts(admin: &Admin, action: AccountAction) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match action {
+        AccountAction::Create {
+            name,
+            contact,
+            tier,
+        } => {
+            let a = admin
+                .create_account(Actor::Cli, &name, contact.as_deref(), &tier)
+                .await?;
+            writeln!(out, "{}", a.id)?;
+        }
+        AccountAction::List => {
+            for a in admin.store().accounts().await? {
+                writeln!(
+                    out,
+                    "{}  tier={}  active={}  name={:?}",
+                    a.id, a.tier, a.active, a.name
+                )?;
+            }
+        }
+        AccountAction::Show { id } => {
+            let a = admin
+                .store()
+                .account(&id)
+                .await?
+                .context("no such account")?;
+            writeln!(
+                out,
+                "{}  tier={}  active={}  name={:?}  contact={:?}",
+                a.id, a.tier, a.active, a.name, a.contact
+            )?;
+            for k in admin.store().keys(Some(&id)).await? {
+                print_key(&mut out, &k)?;
+            }
+        }
+        AccountAction::Deactivate { id } => {
+            admin.deactivate_account(Actor::Cli, &id).await?;
+            writeln!(out, "deactivated {id}")?;
+        }
+    }
+    Ok(())
+}
+
+async fn keys(admin: &Admin, action: KeyAction) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match action {
+        KeyAction::Create {
+            account,
+            name,
+            tier,
+            scopes,
+            expires,
+        } => {
+            let scopes = match scopes.as_deref() {
+                Some(text) => Some(parse_scopes(text).context("unknown scope (models.read, speech, transcription, voices.manage, delete, admin)")?),
+                None => None,
+            };
+            let expires_at = match expires.as_deref() {
+                Some(text) => Some(
+                    parse_expiry(text)
+                        .context("--expires takes a duration like 90d, 12h, 30m or 3600s")?,
+                ),
+                None => None,
+            };
+            let created = admin
+                .create_key(
+                    Actor::Cli,
+                    &account,
+                    KeyRequest {
+                        name,
+                        tier,
+                        scopes,
+                        expires_at,
+                    },
+                )
+                .await?;
+            writeln!(out, "{}", created.secret.expose_secret())?;
+            writeln!(
+                std::io::stderr(),
+                "key {} created; the full key above is shown only once",
+                created.record.keyid
+            )?;
+        }
+        KeyAction::List { account } => {
+            for k in admin.store().keys(account.as_deref()).await? {
+                print_key(&mut out, &k)?;
+            }
+        }
+        KeyAction::Revoke { keyid } => {
+            admin.revoke_key(Actor::Cli, &keyid).await?;
+            writeln!(out, "revoked {keyid}")?;
+        }
+        KeyAction::Rotate { keyid } => {
+            let created = admin.rotate_key(Actor::Cli, &keyid).await?;
+            writeln!(out, "{}", created.secret.expose_secret())?;
+            writeln!(
+                std::io::stderr(),
+                "key {keyid} replaced by {}; the old key works until its grace deadline",
+                created.record.keyid
+            )?;
+        }
+    }
     Ok(())
 }

@@ -48,6 +48,18 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("Method not allowed.")]
     MethodNotAllowed,
+    /// No valid credentials (missing, malformed, unknown, wrong, expired, revoked…).
+    #[error("{message}")]
+    Unauthorized {
+        code: &'static str,
+        message: &'static str,
+    },
+    /// Valid credentials that do not allow this (scope, tier-gated model or voice).
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    /// Too many failed authentications from this source.
+    #[error("Too many failed authentication attempts; retry later.")]
+    AuthThrottled { retry_after: Duration },
     /// The gateway is saturated.
     #[error("The server is overloaded; retry later.")]
     Overloaded { retry_after: Duration },
@@ -74,6 +86,9 @@ pub enum ErrorKind {
     PayloadTooLarge,
     UnknownRoute,
     MethodNotAllowed,
+    Unauthorized,
+    Forbidden,
+    AuthThrottled,
     Overloaded,
     Timeout,
     Upstream,
@@ -82,7 +97,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// All kinds, for the table test.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::InvalidJson,
         ErrorKind::InvalidParameter,
         ErrorKind::ModelNotFound,
@@ -92,6 +107,9 @@ impl ErrorKind {
         ErrorKind::PayloadTooLarge,
         ErrorKind::UnknownRoute,
         ErrorKind::MethodNotAllowed,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::AuthThrottled,
         ErrorKind::Overloaded,
         ErrorKind::Timeout,
         ErrorKind::Upstream,
@@ -123,6 +141,21 @@ impl ErrorKind {
                 Some("payload_too_large"),
             ),
             UnknownRoute => (StatusCode::NOT_FOUND, INVALID, Some("unknown_url")),
+            Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                Some("invalid_api_key"),
+            ),
+            Forbidden => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                Some("insufficient_scope"),
+            ),
+            AuthThrottled => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("too_many_failed_authentications"),
+            ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 INVALID,
@@ -156,6 +189,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
             ApiError::UnknownRoute { .. } => ErrorKind::UnknownRoute,
             ApiError::MethodNotAllowed => ErrorKind::MethodNotAllowed,
+            ApiError::Unauthorized { .. } => ErrorKind::Unauthorized,
+            ApiError::Forbidden { .. } => ErrorKind::Forbidden,
+            ApiError::AuthThrottled { .. } => ErrorKind::AuthThrottled,
             ApiError::Overloaded { .. } => ErrorKind::Overloaded,
             ApiError::Timeout => ErrorKind::Timeout,
             ApiError::Upstream(_) => ErrorKind::Upstream,
@@ -193,7 +229,9 @@ impl ApiError {
 
     fn code(&self) -> Option<&'static str> {
         match self {
-            ApiError::InvalidParameter { code, .. } => Some(code),
+            ApiError::InvalidParameter { code, .. }
+            | ApiError::Unauthorized { code, .. }
+            | ApiError::Forbidden { code, .. } => Some(code),
             other => other.kind().spec().2,
         }
     }
@@ -262,11 +300,26 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
-        if let ApiError::Overloaded { retry_after } = self {
-            let secs = retry_after.as_secs().max(1);
-            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
+        match self {
+            ApiError::Overloaded { retry_after } | ApiError::AuthThrottled { retry_after } => {
+                let secs = retry_after.as_secs().max(1);
+                if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
             }
+            ApiError::Unauthorized { code, .. } => {
+                let challenge = if code == "missing_api_key" {
+                    "Bearer realm=\"voxgate\"".to_owned()
+                } else {
+                    "Bearer realm=\"voxgate\", error=\"invalid_token\"".to_owned()
+                };
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            _ => {}
         }
         response
     }
@@ -334,6 +387,24 @@ mod tests {
                 405,
                 "invalid_request_error",
                 Some("method_not_allowed"),
+            ),
+            (
+                Unauthorized,
+                401,
+                "authentication_error",
+                Some("invalid_api_key"),
+            ),
+            (
+                Forbidden,
+                403,
+                "permission_error",
+                Some("insufficient_scope"),
+            ),
+            (
+                AuthThrottled,
+                429,
+                "rate_limit_error",
+                Some("too_many_failed_authentications"),
             ),
             (Overloaded, 503, "server_error", Some("overloaded")),
             (Timeout, 504, "server_error", Some("timeout")),

@@ -16,43 +16,98 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 use voxgate_engine::BlockingPool;
 
+use crate::accounts::Admin;
 use crate::api::{self, AppState};
+use crate::auth::{self, Authenticator, Pepper};
 use crate::config::{self, Config};
 use crate::engines::Catalog;
+use crate::store::{self, Store};
 
-/// A bound, ready-to-run server.
+/// A bound, ready-to-run server: the public listener and, if enabled, the admin listener.
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    admin: Option<(TcpListener, Router)>,
     config: Arc<Config>,
+    state: AppState,
 }
 
 impl Application {
-    /// Builds engines and binds the listener.
+    /// Opens the store, builds engines and binds the listeners.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let state = app_state(config)?;
-        let config = Arc::clone(&state.config);
         prepare_data_dir(&config)?;
+        let state = app_state(config).await?;
+        let config = Arc::clone(&state.config);
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot bind {}", config.server.bind))?;
+        let admin = if config.admin.enabled {
+            let admin_listener = TcpListener::bind(config.admin.bind)
+                .await
+                .with_context(|| format!("cannot bind the admin listener {}", config.admin.bind))?;
+            Some((admin_listener, api::admin_router(state.clone())))
+        } else {
+            None
+        };
         Ok(Self {
             listener,
-            router: api::router(state),
+            router: api::router(state.clone()),
+            admin,
             config,
+            state,
         })
     }
 
-    /// The bound address (useful with port 0).
+    /// The public listener's address (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The admin listener's address, if it is enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The shared state (store, authenticator, administration).
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     /// Serves until `shutdown` resolves, then drains connections for up to the configured
     /// grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let server = &self.config.server;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let admin = self.admin.map(|(listener, router)| {
+            let config = Arc::clone(&self.config);
+            let stopped = stopped.clone();
+            tokio::spawn(serve(listener, router, config, stopped))
+        });
+        let public = serve(self.listener, self.router, self.config, stopped);
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let (result, ()) = tokio::join!(public, signal);
+        if let Some(admin) = admin {
+            admin.await??;
+        }
+        result
+    }
+}
+
+/// Serves one listener until `stopped` turns true, then drains its connections.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: Arc<Config>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    {
+        let server = &config.server;
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(server.header_read_timeout())
@@ -60,14 +115,14 @@ impl Application {
         let graceful = GracefulShutdown::new();
         let connections = Arc::new(Semaphore::new(server.max_connections));
         let mut shutdown = std::pin::pin!(shutdown);
-        tracing::info!(addr = %self.local_addr()?, "listening");
+        tracing::info!(addr = %listener.local_addr()?, "listening");
         loop {
             let permit = tokio::select! {
                 permit = Arc::clone(&connections).acquire_owned() => permit?,
                 () = &mut shutdown => break,
             };
             let (stream, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
+                accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
@@ -78,7 +133,7 @@ impl Application {
                 },
                 () = &mut shutdown => break,
             };
-            let router = self.router.clone();
+            let router = router.clone();
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
@@ -93,7 +148,7 @@ impl Application {
                 }
             });
         }
-        drop(self.listener);
+        drop(listener);
         let grace = server.shutdown_grace();
         tracing::info!(
             grace_secs = grace.as_secs(),
@@ -107,15 +162,48 @@ impl Application {
     }
 }
 
-/// The shared state, built once.
-pub fn app_state(config: Config) -> anyhow::Result<AppState> {
-    let catalog = Catalog::build(&config)?;
-    let encoders = BlockingPool::new(config::threads_or_cpus(config.speech.encoder_threads));
+/// The shared state, built once: engines, the store (migrated), the pepper, the
+/// authenticator and administration.
+pub async fn app_state(config: Config) -> anyhow::Result<AppState> {
+    let (catalog, encoders) = speech_parts(&config)?;
+    let (store, pepper) = identity_parts(&config).await?;
+    let auth = Authenticator::new(
+        Arc::clone(&store),
+        Arc::clone(&pepper),
+        &config.auth,
+        &config.tiers,
+    );
+    let admin = Admin::new(
+        store,
+        pepper,
+        config.tiers.clone(),
+        config.auth.rotation_grace_secs,
+    );
     Ok(AppState {
         config: Arc::new(config),
-        catalog: Arc::new(catalog),
+        catalog,
         encoders,
+        auth: Arc::new(auth),
+        admin,
     })
+}
+
+/// What speaking needs: the engine catalog and the encoder pool (the CLI's `say` uses these
+/// without a store).
+pub fn speech_parts(config: &Config) -> anyhow::Result<(Arc<Catalog>, BlockingPool)> {
+    let catalog = Catalog::build(config)?;
+    let encoders = BlockingPool::new(config::threads_or_cpus(config.speech.encoder_threads));
+    Ok((Arc::new(catalog), encoders))
+}
+
+/// The store (migrated) and the pepper.
+pub async fn identity_parts(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<Pepper>)> {
+    use secrecy::ExposeSecret as _;
+    let store = store::open(config.database.url.expose_secret(), &config.data_dir)
+        .await
+        .context("cannot open the database")?;
+    let pepper = auth::load_pepper(&config.auth, &config.data_dir)?;
+    Ok((store, Arc::new(pepper)))
 }
 
 /// Creates the data directory (0700) and sweeps temporary files left by a previous run.

@@ -1,6 +1,8 @@
 //! The HTTP surface. Only this module knows the wire format: routes, JSON shapes, headers and
 //! the error envelope. Each resource module owns its router.
 
+pub mod access;
+pub mod admin;
 mod health;
 mod json;
 mod models;
@@ -23,6 +25,8 @@ use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use voxgate_engine::BlockingPool;
 
+use crate::accounts::Admin;
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::engines::Catalog;
 use crate::error::ApiError;
@@ -36,6 +40,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// Runs audio encoding off the async workers.
     pub encoders: BlockingPool,
+    pub auth: Arc<Authenticator>,
+    pub admin: Admin,
 }
 
 /// The request-id header set on every request and response.
@@ -44,6 +50,10 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Every route the public listener serves, with the middleware stack.
 pub fn router(state: AppState) -> Router {
     let request_timeout = state.config.server.request_timeout();
+    let guard = access::Guard {
+        table: access::PUBLIC_ROUTES,
+        auth: Arc::clone(&state.auth),
+    };
     let routes = Router::new()
         .merge(speech::router())
         .merge(models::router())
@@ -52,7 +62,23 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router(&state))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(guard, access::enforce));
+    with_middleware(routes, request_timeout)
+}
+
+/// The admin listener's routes, with the same middleware stack and its own access table.
+pub fn admin_router(state: AppState) -> Router {
+    let request_timeout = state.config.server.request_timeout();
+    let guard = access::Guard {
+        table: access::ADMIN_ROUTES,
+        auth: Arc::clone(&state.auth),
+    };
+    let routes = admin::router()
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(guard, access::enforce));
     with_middleware(routes, request_timeout)
 }
 

@@ -3,10 +3,11 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 
 use super::AppState;
+use crate::auth::Principal;
 use crate::engines::Model;
 use crate::error::ApiError;
 
@@ -44,11 +45,19 @@ fn object(model: &Model, created: u64) -> ModelObject {
 
 #[utoipa::path(get, path = "/v1/models", tag = "models",
     responses((status = 200, description = "The models", body = ModelList)))]
-pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
+pub async fn list_models(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Json<ModelList> {
     let created = state.catalog.created;
     Json(ModelList {
         object: "list",
-        data: state.catalog.models().map(|m| object(m, created)).collect(),
+        data: state
+            .catalog
+            .models()
+            .filter(|m| principal.tier.allows_model(&m.id))
+            .map(|m| object(m, created))
+            .collect(),
     })
 }
 
@@ -60,11 +69,18 @@ pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     ))]
 pub async fn get_model(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ModelObject>, ApiError> {
     let Path(id) = id.map_err(|_| ApiError::invalid("id", "invalid_value", "Invalid model id."))?;
     let model = state.catalog.model(&id).ok_or_else(|| {
         ApiError::ModelNotFound(id.chars().filter(|c| !c.is_control()).take(64).collect())
     })?;
+    if !principal.tier.allows_model(&model.id) {
+        return Err(ApiError::Forbidden {
+            code: "model_not_allowed",
+            message: format!("Your tier does not include the model `{}`.", model.id),
+        });
+    }
     Ok(Json(object(model, state.catalog.created)))
 }

@@ -85,7 +85,40 @@ pub fn document(state: &AppState) -> Value {
             },
         },
     });
+    secure_v1_routes(&mut doc);
     doc
+}
+
+/// Every `/v1` operation takes a bearer key and can answer 401, 403 and 429.
+fn secure_v1_routes(doc: &mut Value) {
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {"type": "http", "scheme": "bearer", "description": "A voxgate API key: vg_<keyid>_<secret>_<checksum>."}
+    });
+    let error = |description: &str| {
+        json!({
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+        })
+    };
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let Some(operations) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in operations.values_mut() {
+            operation["security"] = json!([{"bearer": []}]);
+            let responses = &mut operation["responses"];
+            responses["401"] = error("Missing, invalid, expired or revoked API key");
+            responses["403"] =
+                error("The key lacks the scope, or its tier excludes the model or voice");
+            responses["429"] = error("Too many failed authentications from this source");
+        }
+    }
 }
 
 pub fn router(state: &AppState) -> Router<AppState> {

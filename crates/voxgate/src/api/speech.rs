@@ -1,5 +1,6 @@
 //! `POST /v1/audio/speech`: OpenAI's text-to-speech contract, streamed.
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -15,7 +16,8 @@ use tokio::time::Instant;
 
 use super::{ApiJson, AppState};
 use crate::audio::AudioFormat;
-use crate::config::InstructionsPolicy;
+use crate::auth::Principal;
+use crate::config::{InstructionsPolicy, TierConfig};
 use crate::engines;
 use crate::error::ApiError;
 use crate::speech::{self, SpeechJob};
@@ -144,12 +146,13 @@ const ENGINE_HEADER: &str = "x-voxgate-engine";
 )]
 pub async fn create_speech(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiJson(request): ApiJson<SpeechRequest>,
 ) -> Result<Response, ApiError> {
     let input_chars = request.input.chars().count() as u64;
     let stream_format = request.stream_format.unwrap_or_default();
     let format = request.response_format.unwrap_or_default();
-    let job = validate(&state, request)?;
+    let job = validate(&state, &principal.tier, request)?;
     let speech = speech::start(job, state.encoders.clone()).await?;
     let engine =
         HeaderValue::from_str(&speech.engine).unwrap_or(HeaderValue::from_static("unknown"));
@@ -208,14 +211,26 @@ fn sse_event(event: &impl Serialize) -> Bytes {
 }
 
 /// Checks every parameter and resolves model and voice by table lookup.
-fn validate(state: &AppState, request: SpeechRequest) -> Result<SpeechJob, ApiError> {
+/// Tier gates (model, voice, engine, input length) answer 403 with a distinct code.
+fn validate(
+    state: &AppState,
+    tier: &TierConfig,
+    request: SpeechRequest,
+) -> Result<SpeechJob, ApiError> {
     let limits = &state.config.speech;
+    let max_input_chars = limits.max_input_chars.min(tier.max_input_chars);
     let model = if engines::is_valid_name(&request.model) {
         state.catalog.model(&request.model)
     } else {
         None
     }
     .ok_or_else(|| ApiError::ModelNotFound(clip(&request.model)))?;
+    if !tier.allows_model(&model.id) {
+        return Err(ApiError::Forbidden {
+            code: "model_not_allowed",
+            message: format!("Your tier does not include the model `{}`.", model.id),
+        });
+    }
 
     if request.input.trim().is_empty() {
         return Err(ApiError::invalid(
@@ -224,14 +239,11 @@ fn validate(state: &AppState, request: SpeechRequest) -> Result<SpeechJob, ApiEr
             "'input' must not be empty.",
         ));
     }
-    if request.input.chars().count() > limits.max_input_chars {
+    if request.input.chars().count() > max_input_chars {
         return Err(ApiError::invalid(
             "input",
             "input_too_long",
-            format!(
-                "'input' is longer than {} characters.",
-                limits.max_input_chars
-            ),
+            format!("'input' is longer than {max_input_chars} characters."),
         ));
     }
     if request.input.contains('\0') {
@@ -289,6 +301,18 @@ fn validate(state: &AppState, request: SpeechRequest) -> Result<SpeechJob, ApiEr
         .then(|| state.catalog.resolve(model, voice))
         .flatten()
         .ok_or_else(|| ApiError::VoiceNotFound(clip(voice)))?;
+    if !tier.allows_voice(voice) {
+        return Err(ApiError::Forbidden {
+            code: "voice_not_allowed",
+            message: format!("Your tier does not include the voice `{voice}`."),
+        });
+    }
+    if !tier.allows_engine(&model.engine_id) {
+        return Err(ApiError::Forbidden {
+            code: "engine_not_allowed",
+            message: "Your tier does not include this model's engine.".into(),
+        });
+    }
     Ok(SpeechJob {
         engine: resolved.engine,
         voice: resolved.native_voice,
@@ -316,7 +340,15 @@ mod tests {
     fn state() -> &'static AppState {
         static STATE: OnceLock<AppState> = OnceLock::new();
         STATE.get_or_init(|| {
-            crate::server::app_state(Config::defaults().expect("config")).expect("state")
+            let dir = Box::leak(Box::new(tempfile::tempdir().expect("tempdir")));
+            let mut config = Config::defaults().expect("config");
+            config.data_dir = dir.path().to_path_buf();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(crate::server::app_state(config))
+                .expect("state")
         })
     }
 
@@ -344,7 +376,8 @@ mod tests {
         ) {
             let tokio = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("rt");
             let _guard = tokio.enter();
-            match validate(state(), request(model.clone(), input, voice.clone(), speed)) {
+            let tier = &state().config.tiers["admin"];
+            match validate(state(), tier, request(model.clone(), input, voice.clone(), speed)) {
                 Ok(job) => {
                     prop_assert!(state().catalog.model(&model).is_some());
                     prop_assert!(engines::is_valid_name(&voice));

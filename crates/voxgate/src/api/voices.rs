@@ -2,10 +2,11 @@
 
 use axum::extract::State;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 
 use super::AppState;
+use crate::auth::Principal;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/audio/voices", get(list_voices))
@@ -31,11 +32,21 @@ pub struct VoiceList {
 
 #[utoipa::path(get, path = "/v1/audio/voices", tag = "audio",
     responses((status = 200, description = "The voices", body = VoiceList)))]
-pub async fn list_voices(State(state): State<AppState>) -> Json<VoiceList> {
+pub async fn list_voices(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Json<VoiceList> {
+    let tier = &principal.tier;
     let voices = state
         .catalog
         .voices()
         .into_iter()
+        .filter(|v| tier.allows_voice(&v.id) && tier.allows_engine(&v.engine))
+        .map(|mut v| {
+            v.models.retain(|m| tier.allows_model(m));
+            v
+        })
+        .filter(|v| !v.models.is_empty())
         .map(|v| VoiceObject {
             id: v.id,
             name: v.name,

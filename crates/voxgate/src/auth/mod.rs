@@ -74,7 +74,7 @@ struct Cached {
 pub struct Authenticator {
     store: Arc<dyn Store>,
     audit: Audit,
-    pepper: Pepper,
+    pepper: Arc<Pepper>,
     tiers: BTreeMap<String, Arc<TierConfig>>,
     cache: Mutex<HashMap<String, Cached>>,
     ttl: Duration,
@@ -87,7 +87,7 @@ pub struct Authenticator {
 impl Authenticator {
     pub fn new(
         store: Arc<dyn Store>,
-        pepper: Pepper,
+        pepper: Arc<Pepper>,
         config: &AuthConfig,
         tiers: &BTreeMap<String, TierConfig>,
     ) -> Self {
@@ -113,8 +113,9 @@ impl Authenticator {
         }
     }
 
-    pub fn pepper(&self) -> &Pepper {
-        &self.pepper
+    /// The audit writer, for denials decided outside authentication.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     /// Drops a key from this instance's cache (other instances see the change within the

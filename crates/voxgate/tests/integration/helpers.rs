@@ -13,7 +13,15 @@ use voxgate::server::Application;
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// A client that sends the admin-tier key of `account` on every request.
     pub client: reqwest::Client,
+    /// A client that sends no key.
+    pub anonymous: reqwest::Client,
+    /// The full admin-tier key `client` sends.
+    pub key: String,
+    pub account: String,
+    pub state: voxgate::api::AppState,
     pub _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -29,28 +37,87 @@ pub async fn spawn_app_with(toml: &str) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::from_toml(toml).expect("config");
     config.server.bind = "127.0.0.1:0".parse().expect("addr");
+    config.admin.bind = "127.0.0.1:0".parse().expect("addr");
     config.data_dir = dir.path().join("data");
     let app = Application::build(config).await.expect("build");
     let addr = app.local_addr().expect("addr");
+    let admin_addr = app.admin_addr().expect("admin listener");
+    let state = app.state().clone();
+    let (account, key) = create_key(&state, "admin", None, None).await;
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
     TestApp {
         addr,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .expect("client"),
+        admin_addr,
+        client: client_with(Some(&key)),
+        anonymous: client_with(None),
+        key,
+        account,
+        state,
         _dir: dir,
         stop: Some(stop),
         server: Some(server),
     }
 }
 
+/// A client that sends `key` as a bearer token on every request.
+pub fn client_with(key: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().expect("header"),
+        );
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// Creates an account of `tier` and a key for it (optionally narrowed); returns
+/// (account id, full key).
+pub async fn create_key(
+    state: &voxgate::api::AppState,
+    tier: &str,
+    key_tier: Option<&str>,
+    scopes: Option<Vec<voxgate::auth::Scope>>,
+) -> (String, String) {
+    use secrecy::ExposeSecret as _;
+    let account = state
+        .admin
+        .create_account(voxgate::audit::Actor::Cli, "Test account", None, tier)
+        .await
+        .expect("account");
+    let request = voxgate::accounts::KeyRequest {
+        name: "test".into(),
+        tier: key_tier.map(str::to_owned),
+        scopes,
+        expires_at: None,
+    };
+    let created = state
+        .admin
+        .create_key(voxgate::audit::Actor::Cli, &account.id, request)
+        .await
+        .expect("key");
+    (account.id, created.secret.expose_secret().to_owned())
+}
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// The Authorization header line for raw requests.
+    pub fn auth_line(&self) -> String {
+        format!("authorization: Bearer {}\r\n", self.key)
     }
 
     /// Triggers graceful shutdown.

@@ -15,7 +15,8 @@ async fn multi_sentence_input_streams_in_several_chunks() {
     let body = json!({"model": "tts-1", "input": LONG, "voice": "alloy", "response_format": "pcm"})
         .to_string();
     let request = format!(
-        "POST /v1/audio/speech HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "POST /v1/audio/speech HTTP/1.1\r\nhost: test\r\n{}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        app.auth_line(),
         body.len()
     );
     let raw = app

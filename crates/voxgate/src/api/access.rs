@@ -1,0 +1,291 @@
+//! Function-level access control, deny by default. Every (method, route) a listener serves
+//! is listed in its table with what it requires; the middleware refuses anything not listed
+//! and authenticates the rest. Keys are accepted only in `Authorization: Bearer`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::audit::{Actor, AuditEvent};
+use crate::auth::{AuthError, Authenticator, Scope, key};
+use crate::error::ApiError;
+
+/// What a route requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (health, the API description).
+    Public,
+    /// A valid key whose effective scopes include this one.
+    Scope(Scope),
+}
+
+/// One row of an access table.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+const fn route(method: Method, path: &'static str, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        access,
+    }
+}
+
+/// The public listener's table.
+pub const PUBLIC_ROUTES: &[Route] = &[
+    route(
+        Method::POST,
+        "/v1/audio/speech",
+        Access::Scope(Scope::Speech),
+    ),
+    route(Method::GET, "/v1/models", Access::Scope(Scope::ModelsRead)),
+    route(
+        Method::GET,
+        "/v1/models/{id}",
+        Access::Scope(Scope::ModelsRead),
+    ),
+    route(
+        Method::GET,
+        "/v1/audio/voices",
+        Access::Scope(Scope::ModelsRead),
+    ),
+    route(Method::GET, "/healthz", Access::Public),
+    route(Method::GET, "/readyz", Access::Public),
+    route(Method::GET, "/openapi.json", Access::Public),
+];
+
+/// The admin listener's table.
+pub const ADMIN_ROUTES: &[Route] = &[
+    route(Method::GET, "/admin/accounts", Access::Scope(Scope::Admin)),
+    route(Method::POST, "/admin/accounts", Access::Scope(Scope::Admin)),
+    route(
+        Method::GET,
+        "/admin/accounts/{id}",
+        Access::Scope(Scope::Admin),
+    ),
+    route(
+        Method::POST,
+        "/admin/accounts/{id}/deactivate",
+        Access::Scope(Scope::Admin),
+    ),
+    route(Method::GET, "/admin/keys", Access::Scope(Scope::Admin)),
+    route(Method::POST, "/admin/keys", Access::Scope(Scope::Admin)),
+    route(
+        Method::POST,
+        "/admin/keys/{keyid}/revoke",
+        Access::Scope(Scope::Admin),
+    ),
+    route(
+        Method::POST,
+        "/admin/keys/{keyid}/rotate",
+        Access::Scope(Scope::Admin),
+    ),
+    route(Method::GET, "/admin/audit", Access::Scope(Scope::Admin)),
+];
+
+/// What the table says about a request.
+#[derive(Debug, PartialEq, Eq)]
+enum Lookup {
+    Found(Access),
+    /// The path is listed, the method is not: 405 with these.
+    WrongMethod(Vec<Method>),
+    /// Not listed at all: denied.
+    Unlisted,
+}
+
+fn lookup(table: &[Route], method: &Method, path: &str) -> Lookup {
+    // HEAD is served by GET handlers.
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    let rows: Vec<&Route> = table.iter().filter(|r| r.path == path).collect();
+    if rows.is_empty() {
+        return Lookup::Unlisted;
+    }
+    match rows.iter().find(|r| r.method == *method) {
+        Some(row) => Lookup::Found(row.access),
+        None => Lookup::WrongMethod(rows.iter().map(|r| r.method.clone()).collect()),
+    }
+}
+
+/// The state the middleware needs.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub table: &'static [Route],
+    pub auth: Arc<Authenticator>,
+}
+
+/// The access-control middleware.
+pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
+    let Some(path) = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+    else {
+        // No route matched: the 404 fallback answers, and says nothing about keys.
+        return next.run(request).await;
+    };
+    let access = match lookup(guard.table, request.method(), &path) {
+        Lookup::Found(access) => access,
+        Lookup::WrongMethod(allowed) => return method_not_allowed(&allowed),
+        Lookup::Unlisted => {
+            tracing::error!(route = %path, "route missing from the access table; denied");
+            return ApiError::Forbidden {
+                code: "route_not_authorized",
+                message: "This route is not available.".into(),
+            }
+            .into_response();
+        }
+    };
+    let source = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    if let Err(refusal) = refuse_misplaced_credentials(&request) {
+        return refusal.into_response();
+    }
+    let Access::Scope(scope) = access else {
+        return next.run(request).await;
+    };
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match guard.auth.authenticate(authorization, source).await {
+        Ok(principal) => principal,
+        Err(err) => return auth_error(err).into_response(),
+    };
+    if !principal.has(scope) {
+        guard
+            .auth
+            .audit()
+            .record(
+                Actor::Key(principal.keyid.clone()),
+                Some(source),
+                AuditEvent::AccessDenied {
+                    keyid: principal.keyid.clone(),
+                    route: path,
+                    reason: "missing_scope",
+                },
+            )
+            .await;
+        return ApiError::Forbidden {
+            code: "insufficient_scope",
+            message: format!("This key lacks the `{}` scope.", scope.as_str()),
+        }
+        .into_response();
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+/// Keys belong in the Authorization header only: one in the query string or a cookie is
+/// refused (and, like every credential, never logged).
+fn refuse_misplaced_credentials(request: &Request) -> Result<(), ApiError> {
+    let in_query = request.uri().query().is_some_and(|q| {
+        key::looks_like_key(q)
+            || q.split('&').any(|pair| {
+                let name = pair.split('=').next().unwrap_or("").to_ascii_lowercase();
+                matches!(
+                    name.as_str(),
+                    "api_key" | "apikey" | "key" | "token" | "access_token" | "authorization"
+                )
+            })
+    });
+    if in_query {
+        return Err(ApiError::Unauthorized {
+            code: "credentials_in_query",
+            message: "API keys are accepted only in the Authorization header (Bearer).",
+        });
+    }
+    let in_cookie = request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| v.to_str().map_or(true, key::looks_like_key));
+    if in_cookie {
+        return Err(ApiError::Unauthorized {
+            code: "credentials_in_cookie",
+            message: "API keys are accepted only in the Authorization header (Bearer).",
+        });
+    }
+    Ok(())
+}
+
+fn auth_error(err: AuthError) -> ApiError {
+    match err {
+        AuthError::Missing => ApiError::Unauthorized {
+            code: "missing_api_key",
+            message: "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
+        },
+        AuthError::Invalid => ApiError::Unauthorized {
+            code: "invalid_api_key",
+            message: "Incorrect API key provided.",
+        },
+        AuthError::Expired => ApiError::Unauthorized {
+            code: "expired_api_key",
+            message: "This API key has expired.",
+        },
+        AuthError::Revoked => ApiError::Unauthorized {
+            code: "revoked_api_key",
+            message: "This API key has been revoked.",
+        },
+        AuthError::AccountInactive => ApiError::Unauthorized {
+            code: "account_inactive",
+            message: "The account of this API key is deactivated.",
+        },
+        AuthError::Blocked { retry_after } => ApiError::AuthThrottled { retry_after },
+        AuthError::Store(e) => ApiError::internal(e),
+    }
+}
+
+fn method_not_allowed(allowed: &[Method]) -> Response {
+    let mut names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+    if names.contains(&"GET") {
+        names.push("HEAD");
+    }
+    let mut response = ApiError::MethodNotAllowed.into_response();
+    if let Ok(value) = HeaderValue::from_str(&names.join(",")) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_deny_by_default() {
+        assert_eq!(
+            lookup(PUBLIC_ROUTES, &Method::GET, "/healthz"),
+            Lookup::Found(Access::Public)
+        );
+        assert_eq!(
+            lookup(PUBLIC_ROUTES, &Method::HEAD, "/v1/models"),
+            Lookup::Found(Access::Scope(Scope::ModelsRead))
+        );
+        assert_eq!(
+            lookup(PUBLIC_ROUTES, &Method::DELETE, "/v1/models"),
+            Lookup::WrongMethod(vec![Method::GET])
+        );
+        assert_eq!(
+            lookup(PUBLIC_ROUTES, &Method::GET, "/v1/secret"),
+            Lookup::Unlisted
+        );
+        assert_eq!(
+            lookup(ADMIN_ROUTES, &Method::GET, "/v1/models"),
+            Lookup::Unlisted
+        );
+    }
+}

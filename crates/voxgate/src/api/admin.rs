@@ -1,0 +1,391 @@
+//! The admin API (accounts, keys, usage, audit) on its own listener, loopback by default,
+//! behind the `admin` scope. It calls the same `accounts::Admin` functions as the CLI.
+//! Writable fields are allow-listed; responses never include digests or the pepper.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use secrecy::ExposeSecret as _;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiJson, AppState};
+use crate::accounts::{AdminError, KeyRequest, parse_expiry};
+use crate::audit::Actor;
+use crate::auth::{Principal, parse_scopes};
+use crate::error::ApiError;
+use crate::store::{Account, AuditRecord, KeyRecord};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/accounts", get(list_accounts).post(create_account))
+        .route("/admin/accounts/{id}", get(show_account))
+        .route("/admin/accounts/{id}/deactivate", post(deactivate_account))
+        .route("/admin/keys", get(list_keys).post(create_key))
+        .route("/admin/keys/{keyid}/revoke", post(revoke_key))
+        .route("/admin/keys/{keyid}/rotate", post(rotate_key))
+        .route("/admin/audit", get(audit))
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    id: String,
+    name: String,
+    contact: Option<String>,
+    tier: String,
+    active: bool,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<Account> for AccountView {
+    fn from(a: Account) -> Self {
+        Self {
+            id: a.id,
+            name: a.name,
+            contact: a.contact,
+            tier: a.tier,
+            active: a.active,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+/// A key without its digest.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    keyid: String,
+    account_id: String,
+    name: String,
+    tier: Option<String>,
+    scopes: Option<String>,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    grace_until: Option<i64>,
+    replaced_by: Option<String>,
+    request_count: i64,
+    last_used_at: Option<i64>,
+    last_ip: Option<String>,
+}
+
+impl From<KeyRecord> for KeyView {
+    fn from(k: KeyRecord) -> Self {
+        Self {
+            keyid: k.keyid,
+            account_id: k.account_id,
+            name: k.name,
+            tier: k.tier,
+            scopes: k.scopes,
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            grace_until: k.grace_until,
+            replaced_by: k.replaced_by,
+            request_count: k.request_count,
+            last_used_at: k.last_used_at,
+            last_ip: k.last_ip,
+        }
+    }
+}
+
+/// A key just created: the only time its full text is shown.
+#[derive(Debug, Serialize)]
+pub struct CreatedKeyView {
+    key: String,
+    #[serde(flatten)]
+    record: KeyView,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    name: String,
+    #[serde(default)]
+    contact: Option<String>,
+    tier: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    account_id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    tier: Option<String>,
+    /// Space- or comma-separated.
+    #[serde(default)]
+    scopes: Option<String>,
+    /// A duration from now: `90d`, `12h`, `30m`, `3600s`.
+    #[serde(default)]
+    expires_in: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFilter {
+    #[serde(default)]
+    account_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+fn admin_error(err: AdminError) -> ApiError {
+    match err {
+        AdminError::Store(e) => ApiError::internal(e),
+        AdminError::NoAccount => {
+            ApiError::invalid("account_id", "account_not_found", "No such account.")
+        }
+        AdminError::NoKey => ApiError::invalid(
+            "keyid",
+            "key_not_found",
+            "No such key, or it is already revoked or rotated.",
+        ),
+        AdminError::UnknownTier(_) => ApiError::invalid("tier", "unknown_tier", "No such tier."),
+        AdminError::WidensTier => ApiError::Forbidden {
+            code: "tier_widening",
+            message: "A key cannot have a higher tier than its account.".into(),
+        },
+        AdminError::WidensScopes(s) => ApiError::Forbidden {
+            code: "scope_widening",
+            message: format!("A key cannot have scopes its tier lacks: {s}."),
+        },
+        AdminError::AccountInactive => ApiError::invalid(
+            "account_id",
+            "account_inactive",
+            "The account is deactivated.",
+        ),
+        AdminError::Invalid(field) => ApiError::invalid(
+            field,
+            "invalid_value",
+            format!("Invalid value for '{field}'."),
+        ),
+    }
+}
+
+fn path_error(_: PathRejection) -> ApiError {
+    ApiError::invalid("path", "invalid_value", "Invalid path parameter.")
+}
+
+fn actor(principal: &Principal) -> Actor {
+    Actor::Key(principal.keyid.clone())
+}
+
+async fn list_accounts(State(state): State<AppState>) -> Result<Json<Vec<AccountView>>, ApiError> {
+    let accounts = state
+        .admin
+        .store()
+        .accounts()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(accounts.into_iter().map(AccountView::from).collect()))
+}
+
+async fn create_account(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiJson(body): ApiJson<NewAccount>,
+) -> Result<(StatusCode, Json<AccountView>), ApiError> {
+    let account = state
+        .admin
+        .create_account(
+            actor(&principal),
+            &body.name,
+            body.contact.as_deref(),
+            &body.tier,
+        )
+        .await
+        .map_err(admin_error)?;
+    Ok((StatusCode::CREATED, Json(account.into())))
+}
+
+#[derive(Debug, Serialize)]
+struct AccountDetail {
+    #[serde(flatten)]
+    account: AccountView,
+    keys: Vec<KeyView>,
+}
+
+async fn show_account(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<AccountDetail>, ApiError> {
+    let Path(id) = id.map_err(path_error)?;
+    let store = state.admin.store();
+    let account = store
+        .account(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| admin_error(AdminError::NoAccount))?;
+    let keys = store.keys(Some(&id)).await.map_err(ApiError::internal)?;
+    Ok(Json(AccountDetail {
+        account: account.into(),
+        keys: keys.into_iter().map(KeyView::from).collect(),
+    }))
+}
+
+async fn deactivate_account(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = id.map_err(path_error)?;
+    state
+        .admin
+        .deactivate_account(actor(&principal), &id)
+        .await
+        .map_err(admin_error)?;
+    for key in state
+        .admin
+        .store()
+        .keys(Some(&id))
+        .await
+        .map_err(ApiError::internal)?
+    {
+        state.auth.invalidate(&key.keyid);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    query: Result<Query<KeyFilter>, QueryRejection>,
+) -> Result<Json<Vec<KeyView>>, ApiError> {
+    let Query(filter) = query
+        .map_err(|_| ApiError::invalid("query", "invalid_value", "Invalid query parameters."))?;
+    let keys = state
+        .admin
+        .store()
+        .keys(filter.account_id.as_deref())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(keys.into_iter().map(KeyView::from).collect()))
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiJson(body): ApiJson<NewKey>,
+) -> Result<(StatusCode, Json<CreatedKeyView>), ApiError> {
+    let scopes = match body.scopes.as_deref() {
+        Some(text) => Some(
+            parse_scopes(text)
+                .ok_or_else(|| ApiError::invalid("scopes", "unknown_scope", "Unknown scope."))?,
+        ),
+        None => None,
+    };
+    let expires_at = match body.expires_in.as_deref() {
+        Some(text) => Some(parse_expiry(text).ok_or_else(|| {
+            ApiError::invalid(
+                "expires_in",
+                "invalid_value",
+                "Use a duration like 90d, 12h or 3600s.",
+            )
+        })?),
+        None => None,
+    };
+    let request = KeyRequest {
+        name: body.name.unwrap_or_default(),
+        tier: body.tier,
+        scopes,
+        expires_at,
+    };
+    let created = state
+        .admin
+        .create_key(actor(&principal), &body.account_id, request)
+        .await
+        .map_err(admin_error)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKeyView {
+            key: created.secret.expose_secret().to_owned(),
+            record: created.record.into(),
+        }),
+    ))
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    keyid: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(keyid) = keyid.map_err(path_error)?;
+    state
+        .admin
+        .revoke_key(actor(&principal), &keyid)
+        .await
+        .map_err(admin_error)?;
+    state.auth.invalidate(&keyid);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rotate_key(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    keyid: Result<Path<String>, PathRejection>,
+) -> Result<(StatusCode, Json<CreatedKeyView>), ApiError> {
+    let Path(keyid) = keyid.map_err(path_error)?;
+    let created = state
+        .admin
+        .rotate_key(actor(&principal), &keyid)
+        .await
+        .map_err(admin_error)?;
+    state.auth.invalidate(&keyid);
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKeyView {
+            key: created.secret.expose_secret().to_owned(),
+            record: created.record.into(),
+        }),
+    ))
+}
+
+#[derive(Debug, Serialize)]
+struct AuditView {
+    seq: i64,
+    at: i64,
+    kind: String,
+    actor: Option<String>,
+    account_id: Option<String>,
+    subject: Option<String>,
+    source: Option<String>,
+    detail: serde_json::Value,
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<Vec<AuditView>>, ApiError> {
+    let Query(q) = query
+        .map_err(|_| ApiError::invalid("query", "invalid_value", "Invalid query parameters."))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let events = state
+        .admin
+        .store()
+        .audit_events(limit)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        events
+            .into_iter()
+            .map(|e: AuditRecord| AuditView {
+                seq: e.seq,
+                at: e.at,
+                kind: e.kind,
+                actor: e.actor,
+                account_id: e.account_id,
+                subject: e.subject,
+                source: e.source,
+                detail: serde_json::from_str(&e.detail).unwrap_or(serde_json::Value::Null),
+            })
+            .collect(),
+    ))
+}
