@@ -6,10 +6,15 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use futures::StreamExt;
 use voxgate_flite::{Flite, SAMPLE_RATE};
 
+use crate::accounts::{Admin, KeyRequest};
 use crate::audio::{AudioFormat, Encoder, OUTPUT_RATE};
+use crate::audit::Actor;
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::server;
 use crate::speech::{self, SpeechJob};
@@ -108,11 +113,64 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
         )?;
     }
 
+    writeln!(
+        out,
+        "\n## Authentication cost per request (SQLite, one key)"
+    )?;
+    auth_cost(&config, if quick { 2_000 } else { 20_000 }, &mut out).await?;
+
     writeln!(out, "\n## Idle memory of `voxgate serve`")?;
     match idle_rss() {
         Ok(kb) => writeln!(out, "idle RSS {:.1} MB", kb as f64 / 1024.0)?,
         Err(e) => writeln!(out, "idle RSS not measured: {e}")?,
     }
+    Ok(())
+}
+
+/// Times `Authenticator::authenticate` with the key cached, and with the cache emptied before
+/// every call (one indexed lookup plus the HMAC).
+async fn auth_cost(config: &Config, n: u32, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret as _;
+    let dir = std::env::temp_dir().join(format!("voxgate-bench-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut config = config.clone();
+    config.data_dir = dir.clone();
+    config.database.url = secrecy::SecretString::from(String::new());
+    config.auth.pepper = Some(secrecy::SecretString::from("b".repeat(32)));
+    let (store, pepper) = server::identity_parts(&config).await?;
+    let admin = Admin::new(
+        Arc::clone(&store),
+        Arc::clone(&pepper),
+        config.tiers.clone(),
+        60,
+    );
+    let account = admin
+        .create_account(Actor::Cli, "bench", None, "basic")
+        .await?;
+    let key = admin
+        .create_key(Actor::Cli, &account.id, KeyRequest::default())
+        .await?;
+    let header = format!("Bearer {}", key.secret.expose_secret());
+    let auth = Authenticator::new(store, pepper, &config.auth, &config.tiers);
+    let source = std::net::IpAddr::from([127, 0, 0, 1]);
+    auth.authenticate(Some(&header), source).await?;
+    let start = Instant::now();
+    for _ in 0..n {
+        auth.authenticate(Some(&header), source).await?;
+    }
+    let cached = start.elapsed().as_secs_f64() / f64::from(n) * 1e6;
+    let uncached_n = n / 10;
+    let start = Instant::now();
+    for _ in 0..uncached_n {
+        auth.invalidate(&key.record.keyid);
+        auth.authenticate(Some(&header), source).await?;
+    }
+    let uncached = start.elapsed().as_secs_f64() / f64::from(uncached_n) * 1e6;
+    writeln!(
+        out,
+        "cached {cached:.1} µs per request, uncached (lookup + HMAC) {uncached:.1} µs"
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -129,6 +187,7 @@ fn idle_rss() -> anyhow::Result<u64> {
             "--data-dir",
         ])
         .arg(&dir)
+        .env("VOXGATE_ADMIN__ENABLED", "false")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -167,12 +167,13 @@ async fn serve(
 pub async fn app_state(config: Config) -> anyhow::Result<AppState> {
     let (catalog, encoders) = speech_parts(&config)?;
     let (store, pepper) = identity_parts(&config).await?;
-    let auth = Authenticator::new(
+    let auth = Arc::new(Authenticator::new(
         Arc::clone(&store),
         Arc::clone(&pepper),
         &config.auth,
         &config.tiers,
-    );
+    ));
+    auth.spawn_usage_writer();
     let admin = Admin::new(
         store,
         pepper,
@@ -183,7 +184,7 @@ pub async fn app_state(config: Config) -> anyhow::Result<AppState> {
         config: Arc::new(config),
         catalog,
         encoders,
-        auth: Arc::new(auth),
+        auth,
         admin,
     })
 }

@@ -39,5 +39,11 @@ pub fn request_span<B>(request: &Request<B>) -> Span {
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!("request", request_id = %id, method = %request.method(), route = %route)
+    tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        route = %route,
+        keyid = tracing::field::Empty,
+    )
 }

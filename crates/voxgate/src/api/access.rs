@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::audit::{Actor, AuditEvent};
-use crate::auth::{AuthError, Authenticator, Scope, key};
+use crate::auth::{AuthError, Authenticator, Principal, Scope, key};
 use crate::error::ApiError;
 
 /// What a route requires.
@@ -185,8 +185,32 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
         }
         .into_response();
     }
+    // The key id is public: it names the caller in every later log line of this request.
+    tracing::Span::current().record("keyid", principal.keyid.as_str());
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+/// Audits a handler's tier-gate refusal (a 403), like the scope refusals above.
+pub async fn audit_denial(
+    auth: &Authenticator,
+    principal: &Principal,
+    route: &str,
+    err: &ApiError,
+) {
+    if let ApiError::Forbidden { code, .. } = err {
+        auth.audit()
+            .record(
+                Actor::Key(principal.keyid.clone()),
+                None,
+                AuditEvent::AccessDenied {
+                    keyid: principal.keyid.clone(),
+                    route: route.to_owned(),
+                    reason: code,
+                },
+            )
+            .await;
+    }
 }
 
 /// Keys belong in the Authorization header only: one in the query string or a cookie is

@@ -77,10 +77,12 @@ pub async fn get_model(
         ApiError::ModelNotFound(id.chars().filter(|c| !c.is_control()).take(64).collect())
     })?;
     if !principal.tier.allows_model(&model.id) {
-        return Err(ApiError::Forbidden {
+        let err = ApiError::Forbidden {
             code: "model_not_allowed",
             message: format!("Your tier does not include the model `{}`.", model.id),
-        });
+        };
+        super::access::audit_denial(&state.auth, &principal, "/v1/models/{id}", &err).await;
+        return Err(err);
     }
     Ok(Json(object(model, state.catalog.created)))
 }

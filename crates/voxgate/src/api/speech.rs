@@ -152,7 +152,13 @@ pub async fn create_speech(
     let input_chars = request.input.chars().count() as u64;
     let stream_format = request.stream_format.unwrap_or_default();
     let format = request.response_format.unwrap_or_default();
-    let job = validate(&state, &principal.tier, request)?;
+    let job = match validate(&state, &principal.tier, request) {
+        Ok(job) => job,
+        Err(err) => {
+            super::access::audit_denial(&state.auth, &principal, "/v1/audio/speech", &err).await;
+            return Err(err);
+        }
+    };
     let speech = speech::start(job, state.encoders.clone()).await?;
     let engine =
         HeaderValue::from_str(&speech.engine).unwrap_or(HeaderValue::from_static("unknown"));

@@ -82,7 +82,12 @@ pub struct Authenticator {
     ip_tracking: IpTracking,
     /// Compared against when the key id is unknown, so both paths do the same work.
     dummy_digest: Vec<u8>,
+    /// Usage not yet written: keyid → (requests, last use, last address).
+    usage: Arc<Mutex<HashMap<String, (i64, i64, Option<String>)>>>,
 }
+
+/// How often buffered usage is written to the store.
+const USAGE_FLUSH: Duration = Duration::from_secs(1);
 
 impl Authenticator {
     pub fn new(
@@ -110,6 +115,38 @@ impl Authenticator {
             ),
             ip_tracking: config.client_ip,
             dummy_digest,
+            usage: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Starts the task that writes buffered usage every second (one UPDATE per key used,
+    /// not one per request). It ends when the authenticator is dropped.
+    pub fn spawn_usage_writer(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(USAGE_FLUSH);
+            loop {
+                tick.tick().await;
+                let Some(auth) = weak.upgrade() else { break };
+                auth.flush_usage().await;
+            }
+        });
+    }
+
+    /// Writes buffered usage now.
+    pub async fn flush_usage(&self) {
+        let pending: Vec<_> =
+            std::mem::take(&mut *self.usage.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .collect();
+        for (keyid, (count, at, ip)) in pending {
+            if let Err(e) = self
+                .store
+                .record_key_use(&keyid, count, at, ip.as_deref())
+                .await
+            {
+                tracing::warn!(error = %e, keyid, "key usage not recorded");
+            }
         }
     }
 
@@ -291,20 +328,18 @@ impl Authenticator {
         AuthError::Invalid
     }
 
-    /// Usage tracking, off the request path.
+    /// Usage tracking, off the request path: buffered, written by the usage writer.
     fn track_use(&self, keyid: &str, source: IpAddr) {
         let ip = match self.ip_tracking {
             IpTracking::Full => Some(source.to_string()),
             IpTracking::Truncated => Some(truncate_ip(source).to_string()),
             IpTracking::Off => None,
         };
-        let store = Arc::clone(&self.store);
-        let keyid = keyid.to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = store.record_key_use(&keyid, now(), ip.as_deref()).await {
-                tracing::warn!(error = %e, keyid, "key usage not recorded");
-            }
-        });
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = usage.entry(keyid.to_owned()).or_insert((0, 0, None));
+        entry.0 += 1;
+        entry.1 = now();
+        entry.2 = ip;
     }
 }
 

@@ -103,10 +103,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         new: &KeyRecord,
         grace_until: i64,
     ) -> Result<bool, StoreError>;
-    /// Usage tracking: one more request, when, from where.
+    /// Usage tracking: `count` more requests, the last one when and from where.
     async fn record_key_use(
         &self,
         keyid: &str,
+        count: i64,
         at: i64,
         ip: Option<&str>,
     ) -> Result<(), StoreError>;

@@ -277,9 +277,9 @@ macro_rules! impl_store {
                 Ok(true)
             }
 
-            async fn record_key_use(&self, keyid: &str, at: i64, ip: Option<&str>) -> Result<(), StoreError> {
-                let sql = $sql("UPDATE api_keys SET request_count = request_count + 1, last_used_at = $1, last_ip = $2 WHERE keyid = $3");
-                sqlx::query(sql).bind(at).bind(ip).bind(keyid).execute(&self.pool).await?;
+            async fn record_key_use(&self, keyid: &str, count: i64, at: i64, ip: Option<&str>) -> Result<(), StoreError> {
+                let sql = $sql("UPDATE api_keys SET request_count = request_count + $1, last_used_at = $2, last_ip = $3 WHERE keyid = $4");
+                sqlx::query(sql).bind(count).bind(at).bind(ip).bind(keyid).execute(&self.pool).await?;
                 Ok(())
             }
 

@@ -760,3 +760,28 @@ async fn revocation_reaches_every_instance_within_a_second() {
     drop((a, b));
     db.drop_now().await;
 }
+
+#[tokio::test]
+async fn usage_is_tracked_with_truncated_addresses() {
+    let app = spawn_app_with("").await;
+    for _ in 0..3 {
+        assert_eq!(app.get("/v1/models").await.status(), 200);
+    }
+    app.state.auth.flush_usage().await;
+    let keyid = keyid_of(&app.key);
+    let (record, _) = app
+        .state
+        .admin
+        .store()
+        .key_with_account(&keyid)
+        .await
+        .expect("lookup")
+        .expect("stored");
+    assert_eq!(record.request_count, 3);
+    assert!(record.last_used_at.is_some_and(|t| (t - now()).abs() < 60));
+    assert_eq!(
+        record.last_ip.as_deref(),
+        Some("127.0.0.0"),
+        "truncated to /24 by default"
+    );
+}

@@ -150,11 +150,11 @@ async fn story(store: Arc<dyn Store>) {
 
     // Usage.
     store
-        .record_key_use("k1", 1_000, Some("203.0.113.0"))
+        .record_key_use("k1", 1, 1_000, Some("203.0.113.0"))
         .await
         .expect("use");
     store
-        .record_key_use("k1", 2_000, Some("203.0.113.0"))
+        .record_key_use("k1", 2, 2_000, Some("203.0.113.0"))
         .await
         .expect("use");
     let (used, _) = store
@@ -168,7 +168,7 @@ async fn story(store: Arc<dyn Store>) {
             used.last_used_at,
             used.last_ip.as_deref()
         ),
-        (2, Some(2_000), Some("203.0.113.0"))
+        (3, Some(2_000), Some("203.0.113.0"))
     );
 
     // Revocation.

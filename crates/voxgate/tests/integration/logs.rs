@@ -1,0 +1,131 @@
+//! What the server logs, read from a real `voxgate serve` process at the most verbose
+//! level: keys, `Authorization` values and request text never appear.
+
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+fn voxgate(data_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxgate"));
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("VOXGATE_DATA_DIR", data_dir)
+        .env("VOXGATE_ADMIN__ENABLED", "false")
+        .env("VOXGATE_LOG__LEVEL", "trace");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_contain_keys_authorization_or_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let account =
+        run(voxgate(&data).args(["accounts", "create", "--name", "logs", "--tier", "admin"]));
+    let key = run(voxgate(&data).args(["keys", "create", "--account", &account]));
+    let keyid = voxgate::auth::key::parse(&key).expect("key").keyid;
+    let secret = key.split('_').nth(2).expect("secret").to_owned();
+
+    let mut server = voxgate(&data)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = server.stderr.take().expect("stderr");
+    // Find the port in the "listening" line.
+    let mut seen = Vec::new();
+    let addr = loop {
+        let mut buf = [0u8; 4096];
+        let n = stderr.read(&mut buf).expect("read");
+        assert!(n > 0, "server exited: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(line) = text.lines().find(|l| l.contains("\"listening\"")) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json log line");
+            break v["addr"].as_str().expect("addr").to_owned();
+        }
+    };
+    let reader = std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let _ = stderr.read_to_end(&mut rest);
+        rest
+    });
+
+    let url = |path: &str| format!("http://{addr}{path}");
+    let canary = format!("canary {}", uuid::Uuid::new_v4().simple());
+    let good = crate::helpers::client_with(Some(&key));
+    let wrong = crate::helpers::client_with(Some(&format!("{key}x")));
+    let anonymous = crate::helpers::client_with(None);
+    assert_eq!(
+        good.get(url("/v1/models"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    let speech = good
+        .post(url("/v1/audio/speech"))
+        .json(
+            &json!({"model": "tts-1", "input": canary, "voice": "alloy", "response_format": "pcm"}),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(speech.status(), 200);
+    let _ = speech.bytes().await;
+    let _ = good
+        .post(url("/v1/audio/speech"))
+        .json(&json!({"model": "nope", "input": canary, "voice": "alloy"}))
+        .send()
+        .await;
+    let _ = wrong.get(url("/v1/models")).send().await;
+    let _ = anonymous
+        .get(url(&format!("/v1/models?api_key={key}")))
+        .send()
+        .await;
+    let _ = anonymous
+        .get(url("/v1/models"))
+        .header("cookie", format!("k={key}"))
+        .send()
+        .await;
+    let _ = anonymous.get(url(&format!("/nope/{canary}"))).send().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    seen.extend(reader.join().expect("reader"));
+    let logs = String::from_utf8_lossy(&seen);
+
+    assert!(logs.lines().count() > 10, "the server logged: {logs}");
+    assert!(
+        logs.contains(&keyid),
+        "key ids are logged (they are public)"
+    );
+    for needle in [
+        key.as_str(),
+        secret.as_str(),
+        "Bearer",
+        "authorization",
+        canary.as_str(),
+    ] {
+        assert!(
+            !logs.to_lowercase().contains(&needle.to_lowercase()),
+            "logs contain {needle:?}"
+        );
+    }
+}
