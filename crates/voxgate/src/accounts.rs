@@ -1,7 +1,7 @@
 //! Account and key administration: the library functions behind both the CLI
 //! (`voxgate accounts|keys …`) and the admin API. Every change is audited.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use secrecy::SecretString;
@@ -26,6 +26,8 @@ pub enum AdminError {
     WidensScopes(String),
     #[error("the account is deactivated")]
     AccountInactive,
+    #[error("a key created or rotated through the API cannot exceed the caller's own rights")]
+    ExceedsCaller,
     #[error("invalid value for {0}")]
     Invalid(&'static str),
     #[error(transparent)]
@@ -39,6 +41,26 @@ pub struct KeyRequest {
     pub tier: Option<String>,
     pub scopes: Option<Vec<Scope>>,
     pub expires_at: Option<i64>,
+}
+
+/// What a caller of the admin API may itself do: keys it creates or rotates never exceed
+/// it (a narrowed admin key cannot mint itself a wider one). The CLI, run by the operator,
+/// has no ceiling.
+#[derive(Debug, Clone)]
+pub struct Ceiling {
+    pub tier_rank: u32,
+    pub scopes: BTreeSet<Scope>,
+    pub expires_at: Option<i64>,
+}
+
+impl From<&crate::auth::Principal> for Ceiling {
+    fn from(p: &crate::auth::Principal) -> Self {
+        Self {
+            tier_rank: p.tier.rank,
+            scopes: p.scopes.clone(),
+            expires_at: p.expires_at,
+        }
+    }
 }
 
 /// A key as created: the record and the full secret, shown once.
@@ -142,7 +164,8 @@ impl Admin {
         &self,
         actor: Actor,
         account_id: &str,
-        request: KeyRequest,
+        mut request: KeyRequest,
+        ceiling: Option<&Ceiling>,
     ) -> Result<CreatedKey, AdminError> {
         let account = self
             .store
@@ -151,6 +174,18 @@ impl Admin {
             .ok_or(AdminError::NoAccount)?;
         if !account.active {
             return Err(AdminError::AccountInactive);
+        }
+        if let Some(ceiling) = ceiling {
+            if let (Some(limit), None) = (ceiling.expires_at, request.expires_at) {
+                request.expires_at = Some(limit);
+            }
+            self.check_ceiling(
+                &account.tier,
+                request.tier.as_deref(),
+                request.scopes.as_deref(),
+                request.expires_at,
+                ceiling,
+            )?;
         }
         let record_template = self.check_narrowing(&account, &request)?;
         let generated = key::generate(&self.pepper);
@@ -253,7 +288,41 @@ impl Admin {
 
     /// Issues a replacement with the same account, tier, scopes and expiry; the old key works
     /// until the grace deadline, then stops.
-    pub async fn rotate_key(&self, actor: Actor, keyid: &str) -> Result<CreatedKey, AdminError> {
+    /// Checks that a key with this tier, scopes and expiry stays within `ceiling`.
+    fn check_ceiling(
+        &self,
+        account_tier: &str,
+        key_tier: Option<&str>,
+        key_scopes: Option<&[Scope]>,
+        expires_at: Option<i64>,
+        ceiling: &Ceiling,
+    ) -> Result<(), AdminError> {
+        let tier_name = key_tier.unwrap_or(account_tier);
+        let tier = self
+            .tiers
+            .get(tier_name)
+            .ok_or_else(|| AdminError::UnknownTier(tier_name.to_owned()))?;
+        let scopes: Vec<Scope> = key_scopes.map_or_else(|| tier.scopes.clone(), <[Scope]>::to_vec);
+        let within_expiry = match (ceiling.expires_at, expires_at) {
+            (Some(limit), Some(e)) => e <= limit,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if tier.rank > ceiling.tier_rank
+            || !scopes.iter().all(|s| ceiling.scopes.contains(s))
+            || !within_expiry
+        {
+            return Err(AdminError::ExceedsCaller);
+        }
+        Ok(())
+    }
+
+    pub async fn rotate_key(
+        &self,
+        actor: Actor,
+        keyid: &str,
+        ceiling: Option<&Ceiling>,
+    ) -> Result<CreatedKey, AdminError> {
         let (old, account) = self
             .store
             .key_with_account(keyid)
@@ -261,6 +330,16 @@ impl Admin {
             .ok_or(AdminError::NoKey)?;
         if old.revoked_at.is_some() || old.replaced_by.is_some() {
             return Err(AdminError::NoKey);
+        }
+        if let Some(ceiling) = ceiling {
+            let scopes = old.scopes.as_deref().and_then(crate::auth::parse_scopes);
+            self.check_ceiling(
+                &account.tier,
+                old.tier.as_deref(),
+                scopes.as_deref(),
+                old.expires_at,
+                ceiling,
+            )?;
         }
         let generated = key::generate(&self.pepper);
         let record = KeyRecord {

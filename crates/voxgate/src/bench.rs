@@ -148,7 +148,7 @@ async fn auth_cost(config: &Config, n: u32, out: &mut impl std::io::Write) -> an
         .create_account(Actor::Cli, "bench", None, "basic")
         .await?;
     let key = admin
-        .create_key(Actor::Cli, &account.id, KeyRequest::default())
+        .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
         .await?;
     let header = format!("Bearer {}", key.secret.expose_secret());
     let auth = Authenticator::new(store, pepper, &config.auth, &config.tiers);

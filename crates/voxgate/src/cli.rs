@@ -343,7 +343,7 @@ async fn say(
 }
 
 async fn admin(config: &Config) -> anyhow::Result<Admin> {
-    std::fs::create_dir_all(&config.data_dir)?;
+    server::prepare_data_dir(config)?;
     let (store, pepper) = server::identity_parts(config).await?;
     Ok(Admin::new(
         store,
@@ -450,6 +450,7 @@ async fn keys(admin: &Admin, action: KeyAction) -> anyhow::Result<()> {
                         scopes,
                         expires_at,
                     },
+                    None,
                 )
                 .await?;
             writeln!(out, "{}", created.secret.expose_secret())?;
@@ -469,7 +470,7 @@ async fn keys(admin: &Admin, action: KeyAction) -> anyhow::Result<()> {
             writeln!(out, "revoked {keyid}")?;
         }
         KeyAction::Rotate { keyid } => {
-            let created = admin.rotate_key(Actor::Cli, &keyid).await?;
+            let created = admin.rotate_key(Actor::Cli, &keyid, None).await?;
             writeln!(out, "{}", created.secret.expose_secret())?;
             writeln!(
                 std::io::stderr(),

@@ -21,7 +21,7 @@ const CONFIG_FILE_VAR: &str = "VOXGATE_CONFIG";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where state lives (temporary files now, the database later).
+    /// Where state lives: the SQLite database, the generated pepper, temporary files.
     pub data_dir: PathBuf,
     pub server: ServerConfig,
     pub log: LogConfig,
@@ -111,6 +111,20 @@ impl TierConfig {
     }
     pub fn allows_engine(&self, engine: &str) -> bool {
         Self::allows(&self.engines, engine)
+    }
+
+    /// Whether everything this tier allows, `other` allows too. Tiers of lower rank must be
+    /// within those of higher rank, so narrowing a key's tier can never widen it.
+    pub fn is_within(&self, other: &TierConfig) -> bool {
+        let list_within = |a: &[String], b: &[String]| {
+            b.iter().any(|e| e == "*")
+                || (!a.iter().any(|e| e == "*") && a.iter().all(|e| b.contains(e)))
+        };
+        self.scopes.iter().all(|s| other.scopes.contains(s))
+            && list_within(&self.models, &other.models)
+            && list_within(&self.voices, &other.voices)
+            && list_within(&self.engines, &other.engines)
+            && self.max_input_chars <= other.max_input_chars
     }
 }
 
@@ -378,6 +392,21 @@ impl Config {
                 ));
             }
         }
+        for (lower_name, lower) in &self.tiers {
+            for (higher_name, higher) in &self.tiers {
+                if lower_name != higher_name
+                    && lower.rank <= higher.rank
+                    && !lower.is_within(higher)
+                {
+                    return Err(invalid(
+                        format!("tiers.{lower_name}"),
+                        format!(
+                            "its rank is not above tiers.{higher_name}, so it must allow nothing more (scopes, models, voices, engines, max_input_chars)"
+                        ),
+                    ));
+                }
+            }
+        }
         if self.engines.is_empty() {
             return Err(invalid("engines", "at least one engine is required"));
         }
@@ -494,6 +523,19 @@ mod tests {
             assert!(err.to_string().contains("bindd"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn lower_tiers_must_be_within_higher_ones() {
+        let err = Config::from_toml("[tiers.guest]\nrank = 0\nscopes = [\"models.read\", \"speech\", \"admin\"]\nmodels = [\"tts-1\"]\nvoices = [\"alloy\"]\nengines = [\"*\"]\nmax_input_chars = 500")
+            .unwrap_err();
+        assert!(err.to_string().contains("tiers.guest"), "{err}");
+        let err = Config::from_toml("[tiers.basic]\nrank = 1\nscopes = [\"models.read\"]\nmodels = [\"*\"]\nvoices = [\"*\"]\nengines = [\"*\"]\nmax_input_chars = 2000")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("tiers.guest"),
+            "guest now allows speech that basic lacks: {err}"
+        );
     }
 
     #[test]

@@ -77,6 +77,7 @@ impl Application {
     /// Serves until `shutdown` resolves, then drains connections for up to the configured
     /// grace period.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let auth = Arc::clone(&self.state.auth);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let admin = self.admin.map(|(listener, router)| {
             let config = Arc::clone(&self.config);
@@ -92,6 +93,8 @@ impl Application {
         if let Some(admin) = admin {
             admin.await??;
         }
+        // Usage buffered since the last write is not lost on a clean stop.
+        auth.flush_usage().await;
         result
     }
 }
@@ -208,7 +211,7 @@ pub async fn identity_parts(config: &Config) -> anyhow::Result<(Arc<dyn Store>, 
 }
 
 /// Creates the data directory (0700) and sweeps temporary files left by a previous run.
-fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+pub fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     let dir = &config.data_dir;
     std::fs::DirBuilder::new()

@@ -152,6 +152,22 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
     if let Err(refusal) = refuse_misplaced_credentials(&request) {
+        let reason = match &refusal {
+            ApiError::Unauthorized { code, .. } => code,
+            _ => "misplaced_credentials",
+        };
+        guard
+            .auth
+            .audit()
+            .record(
+                Actor::Anonymous,
+                Some(source),
+                AuditEvent::AuthFailed {
+                    keyid: None,
+                    reason,
+                },
+            )
+            .await;
         return refusal.into_response();
     }
     let Access::Scope(scope) = access else {
@@ -202,7 +218,7 @@ pub async fn audit_denial(
         auth.audit()
             .record(
                 Actor::Key(principal.keyid.clone()),
-                None,
+                Some(principal.source),
                 AuditEvent::AccessDenied {
                     keyid: principal.keyid.clone(),
                     route: route.to_owned(),

@@ -11,7 +11,7 @@ use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiJson, AppState};
-use crate::accounts::{AdminError, KeyRequest, parse_expiry};
+use crate::accounts::{AdminError, Ceiling, KeyRequest, parse_expiry};
 use crate::audit::Actor;
 use crate::auth::{Principal, parse_scopes};
 use crate::error::ApiError;
@@ -158,6 +158,12 @@ fn admin_error(err: AdminError) -> ApiError {
             code: "scope_widening",
             message: format!("A key cannot have scopes its tier lacks: {s}."),
         },
+        AdminError::ExceedsCaller => ApiError::Forbidden {
+            code: "exceeds_caller",
+            message:
+                "A key created or rotated through the API cannot exceed your own key's rights."
+                    .into(),
+        },
         AdminError::AccountInactive => ApiError::invalid(
             "account_id",
             "account_inactive",
@@ -238,6 +244,13 @@ async fn deactivate_account(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Path(id) = id.map_err(path_error)?;
+    if id == principal.account_id {
+        return Err(ApiError::invalid(
+            "id",
+            "own_account",
+            "Deactivate your own account with the command line, not with its own key.",
+        ));
+    }
     state
         .admin
         .deactivate_account(actor(&principal), &id)
@@ -300,7 +313,12 @@ async fn create_key(
     };
     let created = state
         .admin
-        .create_key(actor(&principal), &body.account_id, request)
+        .create_key(
+            actor(&principal),
+            &body.account_id,
+            request,
+            Some(&Ceiling::from(&principal)),
+        )
         .await
         .map_err(admin_error)?;
     Ok((
@@ -335,7 +353,7 @@ async fn rotate_key(
     let Path(keyid) = keyid.map_err(path_error)?;
     let created = state
         .admin
-        .rotate_key(actor(&principal), &keyid)
+        .rotate_key(actor(&principal), &keyid, Some(&Ceiling::from(&principal)))
         .await
         .map_err(admin_error)?;
     state.auth.invalidate(&keyid);

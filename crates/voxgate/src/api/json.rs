@@ -41,6 +41,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                     ApiError::InvalidJson
                 }
             })?;
+        if crate::auth::key::looks_like_key(&String::from_utf8_lossy(&bytes)) {
+            return Err(ApiError::Unauthorized {
+                code: "credentials_in_body",
+                message: "API keys are accepted only in the Authorization header (Bearer).",
+            });
+        }
         parse(&bytes).map(ApiJson)
     }
 }

@@ -10,7 +10,7 @@ use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -162,16 +162,22 @@ pub async fn create_speech(
     let speech = speech::start(job, state.encoders.clone()).await?;
     let engine =
         HeaderValue::from_str(&speech.engine).unwrap_or(HeaderValue::from_static("unknown"));
+    // An error after the head has left cannot change the status: it ends the stream and is
+    // logged once, in this request's span.
+    let span = tracing::Span::current();
+    let audio = speech.audio.inspect_err(move |err| {
+        span.in_scope(|| {
+            tracing::error!(error = %err, source = ?std::error::Error::source(err), "stream failed after the response started");
+        });
+    });
     let (content_type, body) = match stream_format {
         StreamFormat::Audio => (
             HeaderValue::from_static(format.content_type()),
-            Body::from_stream(speech.audio),
+            Body::from_stream(audio),
         ),
         StreamFormat::Sse => {
             let stats = speech.stats;
-            let deltas = speech
-                .audio
-                .map(|chunk| chunk.map(|bytes| sse_delta(&bytes)));
+            let deltas = audio.map(|chunk| chunk.map(|bytes| sse_delta(&bytes)));
             let done = futures::stream::once(async move {
                 let output_tokens = (stats.output_seconds() * 10.0).ceil() as u64;
                 Ok(sse_event(&AudioDone {

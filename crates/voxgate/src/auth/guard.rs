@@ -67,7 +67,8 @@ impl FailureGuard {
                     || e.blocked_until.is_some_and(|u| u > now)
             });
             if entries.len() >= MAX_SOURCES {
-                entries.clear();
+                // Never forget a block: drop only the counting entries.
+                entries.retain(|_, e| e.blocked_until.is_some_and(|u| u > now));
             }
         }
         let mut imposed = None;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secrecy::SecretString;
+use subtle::ConstantTimeEq as _;
 use tokio::time::Instant;
 
 pub use guard::FailureGuard;
@@ -35,6 +36,10 @@ pub struct Principal {
     pub tier: Arc<TierConfig>,
     /// Tier scopes, narrowed by the key's own.
     pub scopes: BTreeSet<Scope>,
+    /// When the key stops working (its expiry or rotation deadline), if ever.
+    pub expires_at: Option<i64>,
+    /// The client address the request came from.
+    pub source: IpAddr,
 }
 
 impl Principal {
@@ -171,11 +176,23 @@ impl Authenticator {
         authorization: Option<&str>,
         source: IpAddr,
     ) -> Result<Principal, AuthError> {
-        let ip = source.to_string();
+        let ip = guard_source(source);
         if let Err(retry_after) = self.guard.check(&[&ip]) {
             return Err(AuthError::Blocked { retry_after });
         }
-        let token = authorization.ok_or(AuthError::Missing)?;
+        let Some(token) = authorization else {
+            self.audit
+                .record(
+                    Actor::Anonymous,
+                    Some(source),
+                    AuditEvent::AuthFailed {
+                        keyid: None,
+                        reason: "missing_key",
+                    },
+                )
+                .await;
+            return Err(AuthError::Missing);
+        };
         let Some(token) = token.strip_prefix("Bearer ").map(str::trim) else {
             return Err(self.failed(source, &ip, None, "malformed_header").await);
         };
@@ -192,21 +209,35 @@ impl Authenticator {
         if let Err(retry_after) = self.guard.check(&[&ip, &ip_key]) {
             return Err(AuthError::Blocked { retry_after });
         }
-        let found = self.lookup(&parsed.keyid).await?;
-        // Unknown key ids are compared against a dummy digest: same work, same answer.
-        let expected = found
-            .as_ref()
-            .map_or(self.dummy_digest.as_slice(), |c| c.key.digest.as_slice());
-        let matches = self.pepper.verify(parsed.secret(), expected);
-        let Some(cached) = found.filter(|_| matches) else {
-            return Err(self
-                .failed(
-                    source,
-                    &ip_key,
-                    Some(parsed.keyid.clone()),
-                    "unknown_key_or_wrong_secret",
-                )
-                .await);
+        // The presented secret's digest is computed first; the cache answers only when it
+        // matches a verified entry exactly. Everything else (unknown id, wrong secret, cold
+        // cache) takes the same path: one indexed lookup and a constant-time comparison,
+        // against a dummy digest when the id is unknown.
+        let presented = self.pepper.digest(parsed.secret());
+        let cached = match self.cached(&parsed.keyid, &presented) {
+            Some(hit) => hit,
+            None => {
+                let found = self.store.key_with_account(&parsed.keyid).await?;
+                let expected = found
+                    .as_ref()
+                    .map_or(self.dummy_digest.as_slice(), |(k, _)| k.digest.as_slice());
+                let matches: bool = presented.ct_eq(expected).into();
+                let Some((key, account)) = found.filter(|_| matches) else {
+                    return Err(self
+                        .failed(
+                            source,
+                            &ip_key,
+                            Some(parsed.keyid.clone()),
+                            "unknown_key_or_wrong_secret",
+                        )
+                        .await);
+                };
+                self.remember(Cached {
+                    key,
+                    account,
+                    fetched: Instant::now(),
+                })
+            }
         };
         let (key, account) = (&cached.key, &cached.account);
         let t = now();
@@ -234,13 +265,18 @@ impl Authenticator {
                 .await;
             return Err(err);
         }
-        let principal = self.principal(key, account).ok_or(AuthError::Invalid)?;
+        let Some(principal) = self.principal(key, account, source) else {
+            // The key names a tier that is no longer configured, or one above its account's.
+            return Err(self
+                .failed(source, &ip_key, Some(key.keyid.clone()), "tier_not_allowed")
+                .await);
+        };
         self.track_use(&key.keyid, source);
         Ok(principal)
     }
 
     /// The effective tier and scopes: the key may narrow its account's, never widen them.
-    fn principal(&self, key: &KeyRecord, account: &Account) -> Option<Principal> {
+    fn principal(&self, key: &KeyRecord, account: &Account, source: IpAddr) -> Option<Principal> {
         let account_tier = self.tiers.get(&account.tier)?;
         let (tier_name, tier) = match &key.tier {
             Some(name) => {
@@ -258,30 +294,33 @@ impl Authenticator {
             let narrow: BTreeSet<Scope> = parse_scopes(narrow)?.into_iter().collect();
             scopes.retain(|s| narrow.contains(s));
         }
+        let expires_at = match (key.expires_at, key.grace_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Some(Principal {
             keyid: key.keyid.clone(),
             account_id: account.id.clone(),
             tier_name,
             tier,
             scopes,
+            expires_at,
+            source,
         })
     }
 
-    async fn lookup(&self, keyid: &str) -> Result<Option<Cached>, StoreError> {
-        {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(hit) = cache.get(keyid).filter(|c| c.fetched.elapsed() < self.ttl) {
-                return Ok(Some(hit.clone()));
-            }
-        }
-        let Some((key, account)) = self.store.key_with_account(keyid).await? else {
-            return Ok(None);
-        };
-        let cached = Cached {
-            key,
-            account,
-            fetched: Instant::now(),
-        };
+    /// A fresh cache entry for `keyid` whose stored digest equals `presented`.
+    fn cached(&self, keyid: &str, presented: &[u8]) -> Option<Cached> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = cache
+            .get(keyid)
+            .filter(|c| c.fetched.elapsed() < self.ttl)?;
+        let same: bool = hit.key.digest.ct_eq(presented).into();
+        same.then(|| hit.clone())
+    }
+
+    /// Caches a verified key (only verified keys are ever cached).
+    fn remember(&self, verified: Cached) -> Cached {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= CACHE_CAPACITY {
             cache.retain(|_, c| c.fetched.elapsed() < self.ttl);
@@ -289,8 +328,8 @@ impl Authenticator {
                 cache.clear();
             }
         }
-        cache.insert(keyid.to_owned(), cached.clone());
-        Ok(Some(cached))
+        cache.insert(verified.key.keyid.clone(), verified.clone());
+        verified
     }
 
     async fn failed(
@@ -300,7 +339,7 @@ impl Authenticator {
         keyid: Option<String>,
         reason: &'static str,
     ) -> AuthError {
-        let ip = source.to_string();
+        let ip = guard_source(source);
         let sources: Vec<&str> = if source_key == ip {
             vec![&ip]
         } else {
@@ -340,6 +379,21 @@ impl Authenticator {
         entry.0 += 1;
         entry.1 = now();
         entry.2 = ip;
+    }
+}
+
+/// The brute-force guard's view of a source: an IPv4 address, or an IPv6 /64 (one subscriber
+/// usually holds a whole /64, so counting single IPv6 addresses would be trivially evaded).
+fn guard_source(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -407,6 +461,18 @@ pub fn load_pepper(config: &AuthConfig, data_dir: &std::path::Path) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_sources_are_counted_by_slash_64() {
+        let a = guard_source("2001:db8:1:2::1".parse().expect("ip"));
+        let b = guard_source("2001:db8:1:2:ffff::9".parse().expect("ip"));
+        assert_eq!(a, b);
+        assert_ne!(a, guard_source("2001:db8:1:3::1".parse().expect("ip")));
+        assert_eq!(
+            guard_source("::ffff:192.0.2.7".parse().expect("ip")),
+            "192.0.2.7"
+        );
+    }
 
     #[test]
     fn truncation_keeps_only_the_network() {

@@ -98,7 +98,7 @@ const KEY_COLUMNS: &str = "k.keyid, k.account_id, k.name, k.digest_version, k.di
     k.last_used_at, k.last_ip";
 
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $sql:ident, $migrations:ident) => {
+    ($store:ty, $db:ty, $sql:ident, $migrations:ident, $lock:expr) => {
         impl $store {
             fn account_from(row: &<$db as sqlx::Database>::Row, prefix: &str) -> Result<Account, sqlx::Error> {
                 let col = |name: &str| format!("{prefix}{name}");
@@ -169,6 +169,10 @@ macro_rules! impl_store {
         impl Store for $store {
             async fn migrate(&self) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
+                // Instances starting together must not migrate at the same time.
+                if let Some(lock) = $lock {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
                 sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
                     .execute(&mut *tx)
                     .await?;
@@ -321,10 +325,23 @@ macro_rules! impl_store {
     };
 }
 
-impl_store!(SqliteStore, sqlx::Sqlite, sqlite_sql, SQLITE_MIGRATIONS);
+/// SQLite: one process writes at a time anyway (`BEGIN` on the first write).
+const SQLITE_MIGRATION_LOCK: Option<&'static str> = None;
+/// PostgreSQL: a transaction-scoped advisory lock serialises concurrent migrators.
+const POSTGRES_MIGRATION_LOCK: Option<&'static str> =
+    Some("SELECT pg_advisory_xact_lock(7366761297)");
+
+impl_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    sqlite_sql,
+    SQLITE_MIGRATIONS,
+    SQLITE_MIGRATION_LOCK
+);
 impl_store!(
     PostgresStore,
     sqlx::Postgres,
     postgres_sql,
-    POSTGRES_MIGRATIONS
+    POSTGRES_MIGRATIONS,
+    POSTGRES_MIGRATION_LOCK
 );

@@ -430,6 +430,7 @@ async fn keys_narrow_never_widen() {
             voxgate::audit::Actor::Cli,
             &account.id,
             request(Some("premium"), None),
+            None,
         )
         .await;
     assert!(matches!(
@@ -441,6 +442,7 @@ async fn keys_narrow_never_widen() {
             voxgate::audit::Actor::Cli,
             &account.id,
             request(None, Some(vec![Scope::Admin])),
+            None,
         )
         .await;
     assert!(matches!(
@@ -453,6 +455,7 @@ async fn keys_narrow_never_widen() {
             voxgate::audit::Actor::Cli,
             &account.id,
             request(Some("guest"), None),
+            None,
         )
         .await
         .expect("narrowing is allowed");
@@ -498,18 +501,36 @@ async fn keys_outside_the_authorization_header_are_refused() {
         let (status, got, _) = error_of(request.send().await.expect("send")).await;
         assert_eq!((status, got.as_deref()), (401, Some(code)));
     }
-    // In the body: an unknown parameter, refused before anything else.
-    let response = app
-        .anonymous
-        .post(app.url("/v1/audio/speech"))
-        .json(&json!({"model": "tts-1", "input": "x", "voice": "alloy", "api_key": app.key}))
-        .send()
+    // In the body, even with a valid header: as a parameter or inside the text.
+    for body in [
+        json!({"model": "tts-1", "input": "x", "voice": "alloy", "api_key": app.key}),
+        json!({"model": "tts-1", "input": format!("my key is {}", app.key), "voice": "alloy"}),
+    ] {
+        let response = app
+            .client
+            .post(app.url("/v1/audio/speech"))
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let (status, code, _) = error_of(response).await;
+        assert_eq!(
+            (status, code.as_deref()),
+            (401, Some("credentials_in_body"))
+        );
+    }
+    let events = app
+        .state
+        .admin
+        .store()
+        .audit_events(20)
         .await
-        .expect("send");
-    assert_eq!(
-        response.status(),
-        401,
-        "no key in the header: refused without reading the body"
+        .expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.detail.contains("credentials_in_query")),
+        "misplaced keys are audited"
     );
 }
 
@@ -613,6 +634,15 @@ async fn the_admin_api_lives_on_its_own_listener() {
         error_of(response).await.1.as_deref(),
         Some("unknown_parameter")
     );
+
+    // An admin cannot deactivate its own account (and lock itself out) through the API.
+    let own = app
+        .client
+        .post(app.admin_url(&format!("/admin/accounts/{}/deactivate", app.account)))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(error_of(own).await.1.as_deref(), Some("own_account"));
 
     // Revocation takes effect at once on this instance.
     let keyid = created["keyid"].as_str().expect("keyid");
@@ -784,4 +814,115 @@ async fn usage_is_tracked_with_truncated_addresses() {
         Some("127.0.0.0"),
         "truncated to /24 by default"
     );
+}
+
+#[tokio::test]
+async fn a_narrowed_admin_key_cannot_mint_a_wider_one() {
+    let app = spawn_app_with("").await;
+    // An admin-tier account's key narrowed to the admin scope alone.
+    let (account, narrow) = create_key(&app.state, "admin", None, Some(vec![Scope::Admin])).await;
+    let admin = client_with(Some(&narrow));
+    let attempts = [
+        json!({"account_id": account, "scopes": "admin,speech"}),
+        json!({"account_id": account}),
+    ];
+    for body in attempts {
+        let response = admin
+            .post(app.admin_url("/admin/keys"))
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let (status, code, _) = error_of(response).await;
+        assert_eq!(
+            (status, code.as_deref()),
+            (403, Some("exceeds_caller")),
+            "{body}"
+        );
+    }
+    // Nor can it rotate a wider key of its account to learn a new secret for it.
+    let wide = app
+        .state
+        .admin
+        .create_key(
+            voxgate::audit::Actor::Cli,
+            &account,
+            voxgate::accounts::KeyRequest::default(),
+            None,
+        )
+        .await
+        .expect("key");
+    let response = admin
+        .post(app.admin_url(&format!("/admin/keys/{}/rotate", wide.record.keyid)))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        error_of(response).await.1.as_deref(),
+        Some("exceeds_caller")
+    );
+    // Within its own rights it may create keys.
+    let ok = admin
+        .post(app.admin_url("/admin/keys"))
+        .json(&json!({"account_id": account, "scopes": "admin"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ok.status(), 201);
+}
+
+/// The admin listener's table, for every credential state that matters there.
+#[tokio::test]
+async fn admin_authorization_matrix() {
+    let app = spawn_app_with("[auth]\nfailure_threshold = 100000").await;
+    let (_, basic) = create_key(&app.state, "basic", None, None).await;
+    let (_, revoked) = create_key(&app.state, "admin", None, None).await;
+    app.state
+        .admin
+        .revoke_key(voxgate::audit::Actor::Cli, &keyid_of(&revoked))
+        .await
+        .expect("revoke");
+    let (other_account, _) = create_key(&app.state, "basic", None, None).await;
+    let body = json!({"name": "x", "tier": "basic"});
+    for route in voxgate::api::access::ADMIN_ROUTES {
+        let path = route
+            .path
+            .replace("{id}", &other_account)
+            .replace("{keyid}", "nokey");
+        let send = |client: reqwest::Client| {
+            let mut request = client.request(route.method.clone(), app.admin_url(&path));
+            if route.method == Method::POST {
+                request = request.json(&body);
+            }
+            request.send()
+        };
+        let anonymous = send(client_with(None)).await.expect("send");
+        assert_eq!(
+            anonymous.status(),
+            401,
+            "{} {path} without a key",
+            route.method
+        );
+        let revoked = send(client_with(Some(&revoked))).await.expect("send");
+        assert_eq!(
+            revoked.status(),
+            401,
+            "{} {path} with a revoked key",
+            route.method
+        );
+        let basic = send(client_with(Some(&basic))).await.expect("send");
+        assert_eq!(
+            basic.status(),
+            403,
+            "{} {path} without the admin scope",
+            route.method
+        );
+        let admin = send(client_with(Some(&app.key))).await.expect("send");
+        assert!(
+            ![401, 403, 405].contains(&admin.status().as_u16()),
+            "{} {path} with the admin scope: {}",
+            route.method,
+            admin.status()
+        );
+    }
 }

@@ -100,7 +100,7 @@ pub async fn create_key(
     };
     let created = state
         .admin
-        .create_key(voxgate::audit::Actor::Cli, &account.id, request)
+        .create_key(voxgate::audit::Actor::Cli, &account.id, request, None)
         .await
         .expect("key");
     (account.id, created.secret.expose_secret().to_owned())

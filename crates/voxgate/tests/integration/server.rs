@@ -22,8 +22,14 @@ async fn slow_headers_are_cut_off() {
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
     let read = read.expect("the server must close the connection, not wait forever");
-    // Closed (EOF or reset), with at most a 408 head and never a 200.
-    assert!(read.is_err() || !String::from_utf8_lossy(&buf).contains("200 OK"));
+    // Closed: a reset, or EOF after at most a 408 head. Nothing else was sent.
+    if read.is_ok() {
+        let text = String::from_utf8_lossy(&buf);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
+    }
 }
 
 /// SIGTERM-style shutdown lets a stream in flight finish, and stops accepting.

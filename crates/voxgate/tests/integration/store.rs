@@ -92,6 +92,8 @@ fn key(keyid: &str, account_id: &str) -> KeyRecord {
 }
 
 async fn story(store: Arc<dyn Store>) {
+    // `open`/`connect` do not migrate; `migrate` is idempotent.
+    store.migrate().await.expect("migrate");
     store.migrate().await.expect("migrations are idempotent");
 
     // Accounts.
@@ -304,6 +306,20 @@ async fn sqlite_store_keeps_the_contract() {
         .await
         .expect("open");
     story(Arc::new(store)).await;
+}
+
+/// Instances starting together against one PostgreSQL migrate one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_postgres_migrations_do_not_collide() {
+    let db = PgDatabase::create().await;
+    let stores = futures::future::join_all((0..4).map(|_| PostgresStore::connect(&db.url))).await;
+    let migrations = stores
+        .iter()
+        .map(|s| s.as_ref().expect("connect").migrate());
+    for result in futures::future::join_all(migrations).await {
+        result.expect("every concurrent migration succeeds");
+    }
+    db.drop_now().await;
 }
 
 #[tokio::test]
