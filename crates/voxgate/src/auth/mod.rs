@@ -87,8 +87,16 @@ pub struct Authenticator {
     ip_tracking: IpTracking,
     /// Compared against when the key id is unknown, so both paths do the same work.
     dummy_digest: Vec<u8>,
-    /// Usage not yet written: keyid → (requests, last use, last address).
-    usage: Arc<Mutex<HashMap<String, (i64, i64, Option<String>)>>>,
+    /// Usage not yet written, by key id.
+    usage: Mutex<HashMap<String, Usage>>,
+}
+
+/// Requests since the last write, and the last one's time and (tracked) address.
+#[derive(Debug, Default)]
+struct Usage {
+    count: i64,
+    at: i64,
+    ip: Option<String>,
 }
 
 /// How often buffered usage is written to the store.
@@ -120,7 +128,7 @@ impl Authenticator {
             ),
             ip_tracking: config.client_ip,
             dummy_digest,
-            usage: Arc::new(Mutex::new(HashMap::new())),
+            usage: Mutex::new(HashMap::new()),
         }
     }
 
@@ -144,7 +152,7 @@ impl Authenticator {
             std::mem::take(&mut *self.usage.lock().unwrap_or_else(|e| e.into_inner()))
                 .into_iter()
                 .collect();
-        for (keyid, (count, at, ip)) in pending {
+        for (keyid, Usage { count, at, ip }) in pending {
             if let Err(e) = self
                 .store
                 .record_key_use(&keyid, count, at, ip.as_deref())
@@ -375,10 +383,10 @@ impl Authenticator {
             IpTracking::Off => None,
         };
         let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = usage.entry(keyid.to_owned()).or_insert((0, 0, None));
-        entry.0 += 1;
-        entry.1 = now();
-        entry.2 = ip;
+        let entry = usage.entry(keyid.to_owned()).or_default();
+        entry.count += 1;
+        entry.at = now();
+        entry.ip = ip;
     }
 }
 
