@@ -59,10 +59,10 @@ impl AudioFormat {
         }
     }
 
-    /// Whether this build can encode the format. AAC is not built in: the free encoders
-    /// carry licence terms the default binary avoids (see ARCHITECTURE.md).
+    /// Whether this build can encode the format. AAC needs the opt-in `aac` feature: the
+    /// only embeddable encoder (FDK AAC) carries licence terms the default binary avoids.
     pub fn is_available(self) -> bool {
-        !matches!(self, AudioFormat::Aac)
+        !matches!(self, AudioFormat::Aac) || cfg!(feature = "aac")
     }
 
     /// The formats this build can produce, comma-separated, for error messages.

@@ -43,7 +43,7 @@ impl Decoded {
 /// Decodes `bytes` as `format`.
 pub fn decode(format: &str, bytes: &[u8]) -> Decoded {
     match format {
-        "mp3" | "wav" => with_symphonia(format, bytes),
+        "mp3" | "wav" | "aac" => with_symphonia(format, bytes),
         "flac" => flac(bytes),
         "opus" => opus(bytes),
         "pcm" => Decoded {

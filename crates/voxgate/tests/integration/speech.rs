@@ -16,6 +16,8 @@ async fn every_format_decodes_to_24_khz_speech() {
         ("flac", "audio/flac"),
         ("wav", "audio/wav"),
         ("pcm", "audio/pcm"),
+        #[cfg(feature = "aac")]
+        ("aac", "audio/aac"),
     ] {
         let response = app.speech(speech_body(HELLO, format)).await;
         assert_eq!(response.status(), 200, "{format}");
