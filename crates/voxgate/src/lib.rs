@@ -27,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod engines;
 pub mod error;
+pub mod limits;
 pub mod server;
 pub mod speech;
 pub mod store;

@@ -6,6 +6,7 @@ mod cli;
 mod decode;
 mod errors;
 mod helpers;
+mod limits;
 mod logs;
 mod models;
 mod server;

@@ -1,0 +1,117 @@
+//! The in-process limiter: GCRA state in a bounded map, time from `tokio::time::Instant`
+//! (so tests can pause and advance it).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::{Decision, LimiterError, Policy, RateLimiter, gcra};
+
+/// Keys tracked at once before idle ones are swept.
+const DEFAULT_CAPACITY: usize = 1_000_000;
+
+/// GCRA in memory. A key whose TAT lies in the past holds no information and is dropped by
+/// the sweep, so memory is bounded by the keys active within their periods.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    origin: Instant,
+    capacity: usize,
+    tats: Mutex<HashMap<String, u64>>,
+}
+
+impl Default for MemoryLimiter {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+}
+
+impl MemoryLimiter {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            origin: Instant::now(),
+            capacity: capacity.max(1),
+            tats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Keys currently held.
+    pub fn len(&self) -> usize {
+        self.tats.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The same decision, synchronously.
+    pub fn acquire_now(&self, key: &str, policy: &Policy, cost: u64) -> Decision {
+        let now = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let mut tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
+        let (decision, tat) = gcra(tats.get(key).copied(), now, policy, cost);
+        if decision.allowed {
+            if tats.len() >= self.capacity && !tats.contains_key(key) {
+                tats.retain(|_, t| *t > now);
+                if tats.len() >= self.capacity {
+                    // Every key is active: forget the ones closest to full, which costs at
+                    // most one extra burst each.
+                    let mut by_tat: Vec<(String, u64)> = tats.drain().collect();
+                    by_tat.sort_unstable_by_key(|(_, t)| std::cmp::Reverse(*t));
+                    by_tat.truncate(self.capacity / 2);
+                    tats.extend(by_tat);
+                }
+            }
+            tats.insert(key.to_owned(), tat);
+        }
+        decision
+    }
+}
+
+#[async_trait]
+impl RateLimiter for MemoryLimiter {
+    async fn acquire(
+        &self,
+        key: &str,
+        policy: &Policy,
+        cost: u64,
+    ) -> Result<Decision, LimiterError> {
+        Ok(self.acquire_now(key, policy, cost))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn refills_with_time() {
+        let limiter = MemoryLimiter::default();
+        let policy = Policy::new(2, Duration::from_secs(10));
+        assert!(limiter.acquire_now("k", &policy, 1).allowed);
+        assert!(limiter.acquire_now("k", &policy, 1).allowed);
+        let denied = limiter.acquire_now("k", &policy, 1);
+        assert!(!denied.allowed);
+        assert_eq!(denied.retry_after, Duration::from_secs(5));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(limiter.acquire_now("k", &policy, 1).allowed);
+        assert!(
+            limiter.acquire_now("other", &policy, 1).allowed,
+            "keys are independent"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_stays_bounded() {
+        let limiter = MemoryLimiter::with_capacity(100);
+        let policy = Policy::new(1, Duration::from_secs(1));
+        for i in 0..10_000 {
+            limiter.acquire_now(&format!("k{i}"), &policy, 1);
+            if i % 100 == 0 {
+                tokio::time::advance(Duration::from_secs(2)).await;
+            }
+        }
+        assert!(limiter.len() <= 100);
+    }
+}
