@@ -33,6 +33,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub admin: AdminConfig,
+    pub limits: LimitsConfig,
     /// Tiers by name: what keys of each tier may do.
     pub tiers: BTreeMap<String, TierConfig>,
 }
@@ -97,6 +98,92 @@ pub struct TierConfig {
     pub voices: Vec<String>,
     pub engines: Vec<String>,
     pub max_input_chars: usize,
+    /// Request rate limits for keys of this tier.
+    #[serde(default)]
+    pub rate_limits: Vec<RateRule>,
+}
+
+/// Where rate limits are kept and what happens when that store is away.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `memory` (this instance only) or a `redis://` URL shared by every instance.
+    pub backend: SecretString,
+    pub on_backend_error: crate::limits::OnBackendError,
+    /// With `on_backend_error = "local"`, the fraction of each limit an instance grants alone.
+    pub fallback_fraction: f64,
+    pub redis_timeout_ms: u64,
+    /// Limits per client address, for every request (authenticated or not).
+    pub per_ip: Vec<RateRule>,
+    /// Limits per client address for requests without a valid key (stricter).
+    pub per_ip_unauthenticated: Vec<RateRule>,
+    /// Rate-limit violations within a minute before the offender is blocked.
+    pub violations_before_block: u32,
+    /// First block; doubles on repeat up to `max_block_secs`.
+    pub block_secs: u64,
+    pub max_block_secs: u64,
+}
+
+/// One rate limit: `limit` requests per `period`, bursts up to `burst` (default `limit`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateRule {
+    /// What the limit counts by: `key` or `account` (tier rules), ignored for per-IP rules.
+    #[serde(default = "RateRule::default_per")]
+    pub per: RateSubject,
+    pub period: Period,
+    pub limit: u64,
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// Only for this route (e.g. `/v1/audio/speech`); all routes when absent.
+    #[serde(default)]
+    pub route: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateSubject {
+    Key,
+    Account,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl RateRule {
+    fn default_per() -> RateSubject {
+        RateSubject::Account
+    }
+
+    pub fn policy(&self) -> crate::limits::Policy {
+        let period = match self.period {
+            Period::Second => Duration::from_secs(1),
+            Period::Minute => Duration::from_secs(60),
+            Period::Hour => Duration::from_secs(3600),
+            Period::Day => Duration::from_secs(86_400),
+        };
+        crate::limits::Policy {
+            limit: self.limit,
+            period,
+            burst: self.burst.unwrap_or(self.limit),
+        }
+    }
+
+    /// A stable label for the bucket key.
+    pub fn label(&self) -> String {
+        format!(
+            "{:?}{}{}",
+            self.period,
+            self.limit,
+            self.route.as_deref().unwrap_or("")
+        )
+    }
 }
 
 impl TierConfig {
@@ -265,7 +352,16 @@ impl Config {
 
     /// Parses a complete TOML document layered over the defaults.
     pub fn from_toml(toml: &str) -> Result<Self, ConfigError> {
-        let figment = Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(toml));
+        Self::from_toml_layers(&[toml])
+    }
+
+    /// Several TOML documents layered over the defaults, later ones winning.
+    pub fn from_toml_layers(layers: &[&str]) -> Result<Self, ConfigError> {
+        let figment = layers
+            .iter()
+            .fold(Figment::from(Toml::string(DEFAULT_TOML)), |f, layer| {
+                f.merge(Toml::string(layer))
+            });
         Self::extract(figment)
     }
 
@@ -366,6 +462,56 @@ impl Config {
         }
         if self.tiers.is_empty() {
             return Err(invalid("tiers", "at least one tier is required"));
+        }
+        let rules = self
+            .tiers
+            .iter()
+            .flat_map(|(name, t)| {
+                t.rate_limits
+                    .iter()
+                    .map(move |r| (format!("tiers.{name}.rate_limits"), r))
+            })
+            .chain(
+                self.limits
+                    .per_ip
+                    .iter()
+                    .map(|r| ("limits.per_ip".to_owned(), r)),
+            )
+            .chain(
+                self.limits
+                    .per_ip_unauthenticated
+                    .iter()
+                    .map(|r| ("limits.per_ip_unauthenticated".to_owned(), r)),
+            );
+        for (key, rule) in rules {
+            if rule.limit == 0 || rule.burst == Some(0) || rule.limit > 1_000_000_000 {
+                return Err(invalid(key, "limit and burst must be between 1 and 10^9"));
+            }
+        }
+        if !(0.01..=1.0).contains(&self.limits.fallback_fraction) {
+            return Err(invalid(
+                "limits.fallback_fraction",
+                "must be between 0.01 and 1",
+            ));
+        }
+        if !(1..=10_000).contains(&self.limits.redis_timeout_ms) {
+            return Err(invalid(
+                "limits.redis_timeout_ms",
+                "must be between 1 and 10000",
+            ));
+        }
+        {
+            use secrecy::ExposeSecret as _;
+            let backend = self.limits.backend.expose_secret();
+            if backend != "memory"
+                && !backend.starts_with("redis://")
+                && !backend.starts_with("rediss://")
+            {
+                return Err(invalid(
+                    "limits.backend",
+                    "must be \"memory\" or a redis:// URL",
+                ));
+            }
         }
         for (name, tier) in &self.tiers {
             check_name(&format!("tiers.{name}"), name)?;

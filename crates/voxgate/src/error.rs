@@ -57,6 +57,9 @@ pub enum ApiError {
     /// Valid credentials that do not allow this (scope, tier-gated model or voice).
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
+    /// Over a rate limit (or blocked as a repeat violator).
+    #[error("Rate limit reached; retry after the time in Retry-After.")]
+    RateLimited { retry_after: Duration },
     /// Too many failed authentications from this source.
     #[error("Too many failed authentication attempts; retry later.")]
     AuthThrottled { retry_after: Duration },
@@ -89,6 +92,7 @@ pub enum ErrorKind {
     Unauthorized,
     Forbidden,
     AuthThrottled,
+    RateLimited,
     Overloaded,
     Timeout,
     Upstream,
@@ -97,7 +101,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// All kinds, for the table test.
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::InvalidJson,
         ErrorKind::InvalidParameter,
         ErrorKind::ModelNotFound,
@@ -110,6 +114,7 @@ impl ErrorKind {
         ErrorKind::Unauthorized,
         ErrorKind::Forbidden,
         ErrorKind::AuthThrottled,
+        ErrorKind::RateLimited,
         ErrorKind::Overloaded,
         ErrorKind::Timeout,
         ErrorKind::Upstream,
@@ -156,6 +161,11 @@ impl ErrorKind {
                 "rate_limit_error",
                 Some("too_many_failed_authentications"),
             ),
+            RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+            ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 INVALID,
@@ -192,6 +202,7 @@ impl ApiError {
             ApiError::Unauthorized { .. } => ErrorKind::Unauthorized,
             ApiError::Forbidden { .. } => ErrorKind::Forbidden,
             ApiError::AuthThrottled { .. } => ErrorKind::AuthThrottled,
+            ApiError::RateLimited { .. } => ErrorKind::RateLimited,
             ApiError::Overloaded { .. } => ErrorKind::Overloaded,
             ApiError::Timeout => ErrorKind::Timeout,
             ApiError::Upstream(_) => ErrorKind::Upstream,
@@ -301,8 +312,11 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         match self {
-            ApiError::Overloaded { retry_after } | ApiError::AuthThrottled { retry_after } => {
-                let secs = retry_after.as_secs().max(1);
+            ApiError::Overloaded { retry_after }
+            | ApiError::AuthThrottled { retry_after }
+            | ApiError::RateLimited { retry_after } => {
+                // Rounded up: retrying at the stated second must succeed.
+                let secs = (retry_after.as_secs_f64().ceil() as u64).max(1);
                 if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
                     response.headers_mut().insert(header::RETRY_AFTER, value);
                 }
@@ -406,6 +420,12 @@ mod tests {
                 "rate_limit_error",
                 Some("too_many_failed_authentications"),
             ),
+            (
+                RateLimited,
+                429,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+            ),
             (Overloaded, 503, "server_error", Some("overloaded")),
             (Timeout, 504, "server_error", Some("timeout")),
             (Upstream, 502, "server_error", Some("upstream_error")),
@@ -460,6 +480,6 @@ mod tests {
         }
         .into_response();
         assert_eq!(response.status(), 503);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3", "rounded up");
     }
 }

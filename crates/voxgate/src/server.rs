@@ -19,8 +19,9 @@ use voxgate_engine::BlockingPool;
 use crate::accounts::Admin;
 use crate::api::{self, AppState};
 use crate::auth::{self, Authenticator, Pepper};
-use crate::config::{self, Config};
+use crate::config::{self, Config, LimitsConfig};
 use crate::engines::Catalog;
+use crate::limits::{FallbackLimiter, Gate, MemoryLimiter, RateLimiter, RedisLimiter};
 use crate::store::{self, Store};
 
 /// A bound, ready-to-run server: the public listener and, if enabled, the admin listener.
@@ -177,6 +178,7 @@ pub async fn app_state(config: Config) -> anyhow::Result<AppState> {
         &config.tiers,
     ));
     auth.spawn_usage_writer();
+    let gate = Arc::new(Gate::new(limiter(&config.limits).await?, &config.limits));
     let admin = Admin::new(
         store,
         pepper,
@@ -189,7 +191,26 @@ pub async fn app_state(config: Config) -> anyhow::Result<AppState> {
         encoders,
         auth,
         admin,
+        gate,
     })
+}
+
+/// The configured rate limiter: in memory, or Redis behind the configured fallback.
+pub async fn limiter(config: &LimitsConfig) -> anyhow::Result<Arc<dyn RateLimiter>> {
+    use secrecy::ExposeSecret as _;
+    let backend = config.backend.expose_secret();
+    if backend == "memory" {
+        return Ok(Arc::new(MemoryLimiter::default()));
+    }
+    let timeout = std::time::Duration::from_millis(config.redis_timeout_ms);
+    let redis = RedisLimiter::connect(backend, "vg:rl", timeout)
+        .await
+        .context("cannot connect to the rate-limit backend (limits.backend)")?;
+    Ok(Arc::new(FallbackLimiter::new(
+        Arc::new(redis),
+        config.on_backend_error,
+        config.fallback_fraction,
+    )))
 }
 
 /// What speaking needs: the engine catalog and the encoder pool (the CLI's `say` uses these

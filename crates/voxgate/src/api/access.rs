@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{AuthError, Authenticator, Principal, Scope, key};
 use crate::error::ApiError;
+use crate::limits::{Gate, Verdict, set_headers};
 
 /// What a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +124,7 @@ fn lookup(table: &[Route], method: &Method, path: &str) -> Lookup {
 pub struct Guard {
     pub table: &'static [Route],
     pub auth: Arc<Authenticator>,
+    pub gate: Arc<Gate>,
 }
 
 /// The access-control middleware.
@@ -179,7 +181,15 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
         .and_then(|v| v.to_str().ok());
     let principal = match guard.auth.authenticate(authorization, source).await {
         Ok(principal) => principal,
-        Err(err) => return auth_error(err).into_response(),
+        Err(err) => {
+            // Requests without a valid key count against the stricter per-address limits.
+            if let Verdict::Limited { retry_after, .. } | Verdict::Blocked { retry_after } =
+                guard.gate.unauthenticated(source, &path).await
+            {
+                return ApiError::RateLimited { retry_after }.into_response();
+            }
+            return auth_error(err).into_response();
+        }
     };
     if !principal.has(scope) {
         guard
@@ -203,8 +213,27 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
     }
     // The key id is public: it names the caller in every later log line of this request.
     tracing::Span::current().record("keyid", principal.keyid.as_str());
+    let verdict = guard.gate.authenticated(&principal, &path).await;
+    let tightest = match verdict {
+        Verdict::Allowed(tightest) => tightest,
+        Verdict::Limited {
+            retry_after,
+            tightest,
+        } => {
+            let mut response = ApiError::RateLimited { retry_after }.into_response();
+            set_headers(response.headers_mut(), &tightest);
+            return response;
+        }
+        Verdict::Blocked { retry_after } => {
+            return ApiError::RateLimited { retry_after }.into_response();
+        }
+    };
     request.extensions_mut().insert(principal);
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if let Some(decision) = tightest {
+        set_headers(response.headers_mut(), &decision);
+    }
+    response
 }
 
 /// Audits a handler's tier-gate refusal (a 403), like the scope refusals above.

@@ -42,6 +42,7 @@ pub struct AppState {
     pub encoders: BlockingPool,
     pub auth: Arc<Authenticator>,
     pub admin: Admin,
+    pub gate: Arc<crate::limits::Gate>,
 }
 
 /// The request-id header set on every request and response.
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
     let guard = access::Guard {
         table: access::PUBLIC_ROUTES,
         auth: Arc::clone(&state.auth),
+        gate: Arc::clone(&state.gate),
     };
     let routes = Router::new()
         .merge(speech::router())
@@ -73,6 +75,7 @@ pub fn admin_router(state: AppState) -> Router {
     let guard = access::Guard {
         table: access::ADMIN_ROUTES,
         auth: Arc::clone(&state.auth),
+        gate: Arc::clone(&state.gate),
     };
     let routes = admin::router()
         .fallback(unknown_route)

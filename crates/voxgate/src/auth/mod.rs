@@ -392,7 +392,7 @@ impl Authenticator {
 
 /// The brute-force guard's view of a source: an IPv4 address, or an IPv6 /64 (one subscriber
 /// usually holds a whole /64, so counting single IPv6 addresses would be trivially evaded).
-fn guard_source(ip: IpAddr) -> String {
+pub fn guard_source(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

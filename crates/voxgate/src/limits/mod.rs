@@ -12,6 +12,7 @@
 //! `TAT ← max(TAT, now) + c×T`. A burst of `burst + 1` requests admits exactly `burst`.
 
 mod fallback;
+mod gate;
 mod memory;
 mod redis;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use fallback::{FallbackLimiter, OnBackendError};
+pub use gate::{Gate, Verdict, set_headers};
 pub use memory::MemoryLimiter;
 pub use redis::RedisLimiter;
 

@@ -27,6 +27,22 @@ pub struct TestApp {
     pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// Most tests send many requests from 127.0.0.1: their per-address and tier limits are lifted
+/// (the rate-limit tests set their own).
+const RELAXED_LIMITS: &str = r#"
+[limits]
+per_ip = [{ period = "second", limit = 100000 }]
+per_ip_unauthenticated = [{ period = "second", limit = 100000 }]
+[tiers.guest]
+rate_limits = []
+[tiers.basic]
+rate_limits = []
+[tiers.premium]
+rate_limits = []
+[tiers.admin]
+rate_limits = []
+"#;
+
 /// Starts the server on the embedded defaults.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with("").await
@@ -35,7 +51,7 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the server with `toml` layered over the embedded defaults.
 pub async fn spawn_app_with(toml: &str) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::from_toml(toml).expect("config");
+    let mut config = Config::from_toml_layers(&[RELAXED_LIMITS, toml]).expect("config");
     config.server.bind = "127.0.0.1:0".parse().expect("addr");
     config.admin.bind = "127.0.0.1:0".parse().expect("addr");
     config.data_dir = dir.path().join("data");

@@ -9,6 +9,7 @@ mod helpers;
 mod limits;
 mod logs;
 mod models;
+mod ratelimit;
 mod server;
 mod speech;
 mod store;

@@ -1,0 +1,196 @@
+//! Rate limits as clients see them: headers, 429s with Retry-After, account-wide buckets,
+//! stricter limits without a key, repeat violators, and two gateways sharing Redis.
+
+use std::time::Duration;
+
+use crate::helpers::{client_with, create_key, error_of, spawn_app_with};
+
+const STRICT: &str = r#"
+[limits]
+per_ip = [{ period = "second", limit = 100000 }]
+per_ip_unauthenticated = [{ period = "minute", limit = 3 }]
+violations_before_block = 5
+block_secs = 60
+[tiers.basic]
+rate_limits = [{ per = "account", period = "minute", limit = 4 }]
+"#;
+
+#[tokio::test]
+async fn successes_carry_openai_rate_limit_headers() {
+    let app = spawn_app_with(STRICT).await;
+    let (_, key) = create_key(&app.state, "basic", None, None).await;
+    let response = client_with(Some(&key))
+        .get(app.url("/v1/models"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let h = response.headers();
+    assert_eq!(h["x-ratelimit-limit-requests"], "4");
+    assert_eq!(h["x-ratelimit-remaining-requests"], "3");
+    let reset = h["x-ratelimit-reset-requests"].to_str().expect("ascii");
+    assert_eq!(reset, "15s", "one request is 15 s of a 4-per-minute bucket");
+}
+
+#[tokio::test]
+async fn the_limit_is_per_account_across_keys() {
+    let app = spawn_app_with(STRICT).await;
+    let (account, key) = create_key(&app.state, "basic", None, None).await;
+    let second = app
+        .state
+        .admin
+        .create_key(
+            voxgate::audit::Actor::Cli,
+            &account,
+            voxgate::accounts::KeyRequest::default(),
+            None,
+        )
+        .await
+        .expect("key");
+    let a = client_with(Some(&key));
+    let b = client_with(Some(secrecy::ExposeSecret::expose_secret(&second.secret)));
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let client = if i % 2 == 0 { &a } else { &b };
+        statuses.push(
+            client
+                .get(app.url("/v1/models"))
+                .send()
+                .await
+                .expect("send"),
+        );
+    }
+    let codes: Vec<u16> = statuses.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        codes,
+        [200, 200, 200, 200, 429, 429],
+        "two keys share one account bucket"
+    );
+    let last = statuses.pop().expect("response");
+    let retry: u64 = last.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=15).contains(&retry), "retry after {retry}s");
+    assert_eq!(last.headers()["x-ratelimit-remaining-requests"], "0");
+    let (status, code, _) = error_of(last).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (429, Some("rate_limit_exceeded"))
+    );
+    // Another account is unaffected.
+    let (_, other) = create_key(&app.state, "basic", None, None).await;
+    assert_eq!(
+        client_with(Some(&other))
+            .get(app.url("/v1/models"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_key_hit_the_stricter_address_limit() {
+    let app = spawn_app_with(STRICT).await;
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(
+            app.anonymous
+                .get(app.url("/v1/models"))
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(codes, [401, 401, 401, 429, 429]);
+    // Public routes are not limited.
+    assert_eq!(
+        app.anonymous
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn repeat_violators_are_blocked() {
+    let app = spawn_app_with(STRICT).await;
+    let (_, key) = create_key(&app.state, "basic", None, None).await;
+    let client = client_with(Some(&key));
+    let mut last_retry = 0;
+    for _ in 0..12 {
+        let response = client
+            .get(app.url("/v1/models"))
+            .send()
+            .await
+            .expect("send");
+        if response.status() == 429 {
+            last_retry = response.headers()["retry-after"]
+                .to_str()
+                .expect("ascii")
+                .parse()
+                .expect("seconds");
+        }
+    }
+    // Four allowed, then violations; the fifth violation blocks the key for 60 s.
+    assert!(
+        last_retry >= 50,
+        "blocked for the block period, got {last_retry}s"
+    );
+}
+
+/// Two gateways share one Redis: hammered together, they admit exactly the account's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_sharing_redis_admit_exactly_the_limit() {
+    let db = crate::store::PgDatabase::create().await;
+    let toml = format!(
+        "{STRICT}\n[database]\nurl = \"{}\"\n[auth]\npepper = \"{}\"\n",
+        db.url,
+        "r".repeat(40)
+    );
+    let toml = toml.replace(
+        "[limits]\n",
+        "[limits]\nbackend = \"redis://127.0.0.1:6379\"\n",
+    );
+    let a = spawn_app_with(&toml).await;
+    let b = spawn_app_with(&toml).await;
+    for trial in 0..5 {
+        let (_, key) = create_key(&a.state, "basic", None, None).await;
+        let client = client_with(Some(&key));
+        let requests = (0..20).map(|i| {
+            let url = if i % 2 == 0 {
+                a.url("/v1/models")
+            } else {
+                b.url("/v1/models")
+            };
+            let client = client.clone();
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .expect("send")
+                    .status()
+                    .as_u16()
+            }
+        });
+        let codes = futures::future::join_all(requests).await;
+        let admitted = codes.iter().filter(|c| **c == 200).count();
+        assert_eq!(admitted, 4, "trial {trial}: {codes:?}");
+        assert!(
+            codes.iter().all(|c| *c == 200 || *c == 429),
+            "no 5xx: {codes:?}"
+        );
+    }
+    drop((a, b));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    db.drop_now().await;
+}
