@@ -225,6 +225,18 @@ pub struct ServerConfig {
     pub json_body_limit_bytes: usize,
     pub shutdown_grace_secs: u64,
     pub max_connections: usize,
+    /// Proxies whose `X-Forwarded-For` is believed (address blocks, e.g. "10.0.0.0/8").
+    pub trusted_proxies: Vec<String>,
+}
+
+impl ServerConfig {
+    /// The parsed `trusted_proxies` (validated at start-up).
+    pub fn trusted_proxies(&self) -> Vec<crate::api::client_ip::Cidr> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    }
 }
 
 impl ServerConfig {
@@ -421,6 +433,11 @@ impl Config {
                 "server.json_body_limit_bytes",
                 "must be between 1 KiB and 16 MiB",
             ));
+        }
+        for cidr in &s.trusted_proxies {
+            if let Err(problem) = cidr.parse::<crate::api::client_ip::Cidr>() {
+                return Err(invalid("server.trusted_proxies", problem));
+            }
         }
         if s.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));

@@ -125,6 +125,7 @@ pub struct Guard {
     pub table: &'static [Route],
     pub auth: Arc<Authenticator>,
     pub gate: Arc<Gate>,
+    pub trusted_proxies: Arc<Vec<super::client_ip::Cidr>>,
 }
 
 /// The access-control middleware.
@@ -149,10 +150,11 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
             .into_response();
         }
     };
-    let source = request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let source = super::client_ip::client_ip(peer, request.headers(), &guard.trusted_proxies);
     if let Err(refusal) = refuse_misplaced_credentials(&request) {
         let reason = match &refusal {
             ApiError::Unauthorized { code, .. } => code,

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod client_ip;
 mod health;
 mod json;
 mod models;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         table: access::PUBLIC_ROUTES,
         auth: Arc::clone(&state.auth),
         gate: Arc::clone(&state.gate),
+        trusted_proxies: Arc::new(state.config.server.trusted_proxies()),
     };
     let routes = Router::new()
         .merge(speech::router())
@@ -76,6 +78,7 @@ pub fn admin_router(state: AppState) -> Router {
         table: access::ADMIN_ROUTES,
         auth: Arc::clone(&state.auth),
         gate: Arc::clone(&state.gate),
+        trusted_proxies: Arc::new(state.config.server.trusted_proxies()),
     };
     let routes = admin::router()
         .fallback(unknown_route)

@@ -194,3 +194,59 @@ async fn two_gateways_sharing_redis_admit_exactly_the_limit() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     db.drop_now().await;
 }
+
+#[tokio::test]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    // A direct client rotating X-Forwarded-For is still one client.
+    let app = spawn_app_with(STRICT).await;
+    let mut codes = Vec::new();
+    for i in 0..5 {
+        let response = app
+            .anonymous
+            .get(app.url("/v1/models"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .expect("send");
+        codes.push(response.status().as_u16());
+    }
+    assert_eq!(
+        codes,
+        [401, 401, 401, 429, 429],
+        "spoofed headers are ignored"
+    );
+
+    // Behind a trusted proxy (here: loopback), the forwarded client address counts.
+    let app = spawn_app_with(&format!(
+        "{STRICT}\n[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n"
+    ))
+    .await;
+    let mut codes = Vec::new();
+    for i in 0..5 {
+        let response = app
+            .anonymous
+            .get(app.url("/v1/models"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .expect("send");
+        codes.push(response.status().as_u16());
+    }
+    assert_eq!(codes, [401; 5], "five different clients behind the proxy");
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let response = app
+            .anonymous
+            .get(app.url("/v1/models"))
+            .header("x-forwarded-for", "6.6.6.6, 203.0.113.50")
+            .send()
+            .await
+            .expect("send");
+        codes.push(response.status().as_u16());
+    }
+    assert_eq!(
+        codes,
+        [401, 401, 401, 429],
+        "one client, the rightmost untrusted hop"
+    );
+}
