@@ -63,6 +63,7 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
     for _ in 0..reps {
         let job = SpeechJob {
             engine: resolved.engine.clone(),
+            engine_name: model.engine_id.clone(),
             voice: resolved.native_voice.clone(),
             text: long.clone(),
             speed: 1.0,

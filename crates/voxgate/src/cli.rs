@@ -313,6 +313,7 @@ async fn say(
     }
     let job = SpeechJob {
         engine: resolved.engine,
+        engine_name: model.engine_id.clone(),
         voice: resolved.native_voice,
         text,
         speed,

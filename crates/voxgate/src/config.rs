@@ -101,6 +101,10 @@ pub struct TierConfig {
     /// Request rate limits for keys of this tier.
     #[serde(default)]
     pub rate_limits: Vec<RateRule>,
+    /// Speech requests one key may have in flight at once.
+    pub max_concurrent_per_key: usize,
+    /// Speech requests one account (all its keys) may have in flight at once.
+    pub max_concurrent_per_account: usize,
 }
 
 /// Where rate limits are kept and what happens when that store is away.
@@ -122,6 +126,13 @@ pub struct LimitsConfig {
     /// First block; doubles on repeat up to `max_block_secs`.
     pub block_secs: u64,
     pub max_block_secs: u64,
+    /// Speech requests in flight on this instance, all callers together.
+    pub max_in_flight: usize,
+    /// Per engine: requests synthesizing at once, requests waiting behind them, and how long
+    /// one may wait before a 503.
+    pub engine_in_flight: usize,
+    pub engine_queue_depth: usize,
+    pub engine_queue_wait_ms: u64,
 }
 
 /// One rate limit: `limit` requests per `period`, bursts up to `burst` (default `limit`).
@@ -212,6 +223,8 @@ impl TierConfig {
             && list_within(&self.voices, &other.voices)
             && list_within(&self.engines, &other.engines)
             && self.max_input_chars <= other.max_input_chars
+            && self.max_concurrent_per_key <= other.max_concurrent_per_key
+            && self.max_concurrent_per_account <= other.max_concurrent_per_account
     }
 }
 

@@ -60,6 +60,9 @@ pub enum ApiError {
     /// Over a rate limit (or blocked as a repeat violator).
     #[error("Rate limit reached; retry after the time in Retry-After.")]
     RateLimited { retry_after: Duration },
+    /// The key or account has its maximum of requests in flight.
+    #[error("Too many concurrent requests for this key or account; wait for one to finish.")]
+    TooManyConcurrent,
     /// Too many failed authentications from this source.
     #[error("Too many failed authentication attempts; retry later.")]
     AuthThrottled { retry_after: Duration },
@@ -93,6 +96,7 @@ pub enum ErrorKind {
     Forbidden,
     AuthThrottled,
     RateLimited,
+    TooManyConcurrent,
     Overloaded,
     Timeout,
     Upstream,
@@ -101,7 +105,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// All kinds, for the table test.
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::InvalidJson,
         ErrorKind::InvalidParameter,
         ErrorKind::ModelNotFound,
@@ -115,6 +119,7 @@ impl ErrorKind {
         ErrorKind::Forbidden,
         ErrorKind::AuthThrottled,
         ErrorKind::RateLimited,
+        ErrorKind::TooManyConcurrent,
         ErrorKind::Overloaded,
         ErrorKind::Timeout,
         ErrorKind::Upstream,
@@ -166,6 +171,11 @@ impl ErrorKind {
                 "rate_limit_error",
                 Some("rate_limit_exceeded"),
             ),
+            TooManyConcurrent => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                Some("too_many_concurrent_requests"),
+            ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 INVALID,
@@ -203,6 +213,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => ErrorKind::Forbidden,
             ApiError::AuthThrottled { .. } => ErrorKind::AuthThrottled,
             ApiError::RateLimited { .. } => ErrorKind::RateLimited,
+            ApiError::TooManyConcurrent => ErrorKind::TooManyConcurrent,
             ApiError::Overloaded { .. } => ErrorKind::Overloaded,
             ApiError::Timeout => ErrorKind::Timeout,
             ApiError::Upstream(_) => ErrorKind::Upstream,
@@ -425,6 +436,12 @@ mod tests {
                 429,
                 "rate_limit_error",
                 Some("rate_limit_exceeded"),
+            ),
+            (
+                TooManyConcurrent,
+                429,
+                "rate_limit_error",
+                Some("too_many_concurrent_requests"),
             ),
             (Overloaded, 503, "server_error", Some("overloaded")),
             (Timeout, 504, "server_error", Some("timeout")),

@@ -21,7 +21,7 @@ use crate::api::{self, AppState};
 use crate::auth::{self, Authenticator, Pepper};
 use crate::config::{self, Config, LimitsConfig};
 use crate::engines::Catalog;
-use crate::limits::{FallbackLimiter, Gate, MemoryLimiter, RateLimiter, RedisLimiter};
+use crate::limits::{Concurrency, FallbackLimiter, Gate, MemoryLimiter, RateLimiter, RedisLimiter};
 use crate::store::{self, Store};
 
 /// A bound, ready-to-run server: the public listener and, if enabled, the admin listener.
@@ -179,6 +179,14 @@ pub async fn app_state(config: Config) -> anyhow::Result<AppState> {
     ));
     auth.spawn_usage_writer();
     let gate = Arc::new(Gate::new(limiter(&config.limits).await?, &config.limits));
+    let limits = &config.limits;
+    let concurrency = Arc::new(Concurrency::new(
+        limits.max_in_flight,
+        config.engines.keys().map(String::as_str),
+        limits.engine_in_flight,
+        limits.engine_queue_depth,
+        std::time::Duration::from_millis(limits.engine_queue_wait_ms),
+    ));
     let admin = Admin::new(
         store,
         pepper,
@@ -192,6 +200,7 @@ pub async fn app_state(config: Config) -> anyhow::Result<AppState> {
         auth,
         admin,
         gate,
+        concurrency,
     })
 }
 

@@ -20,6 +20,8 @@ use crate::error::ApiError;
 #[derive(Debug, Clone)]
 pub struct SpeechJob {
     pub engine: Arc<dyn Synthesizer>,
+    /// The configured engine name (its admission queue's key).
+    pub engine_name: String,
     pub voice: String,
     pub text: String,
     pub speed: f32,
@@ -220,6 +222,7 @@ mod tests {
     fn job(engine: Arc<dyn Synthesizer>, text: &str, format: AudioFormat) -> SpeechJob {
         SpeechJob {
             engine,
+            engine_name: "flite".into(),
             voice: "slt".into(),
             text: text.into(),
             speed: 1.0,

@@ -44,6 +44,7 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub admin: Admin,
     pub gate: Arc<crate::limits::Gate>,
+    pub concurrency: Arc<crate::limits::Concurrency>,
 }
 
 /// The request-id header set on every request and response.

@@ -20,6 +20,7 @@ use crate::auth::Principal;
 use crate::config::{InstructionsPolicy, TierConfig};
 use crate::engines;
 use crate::error::ApiError;
+use crate::limits::Refusal;
 use crate::speech::{self, SpeechJob};
 
 pub fn router() -> Router<AppState> {
@@ -159,13 +160,31 @@ pub async fn create_speech(
             return Err(err);
         }
     };
+    let in_flight = state
+        .concurrency
+        .admit(
+            &principal.keyid,
+            principal.tier.max_concurrent_per_key,
+            &principal.account_id,
+            principal.tier.max_concurrent_per_account,
+            &job.engine_name,
+        )
+        .await
+        .map_err(|refusal| match refusal {
+            Refusal::TooManyConcurrent => ApiError::TooManyConcurrent,
+            Refusal::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
+        })?;
     let speech = speech::start(job, state.encoders.clone()).await?;
     let engine =
         HeaderValue::from_str(&speech.engine).unwrap_or(HeaderValue::from_static("unknown"));
     // An error after the head has left cannot change the status: it ends the stream and is
     // logged once, in this request's span.
     let span = tracing::Span::current();
-    let audio = speech.audio.inspect_err(move |err| {
+    // The slots are held until the last byte has been produced (or the client leaves).
+    let audio = speech.audio.inspect(move |_| {
+        let _held = &in_flight;
+    });
+    let audio = audio.inspect_err(move |err| {
         span.in_scope(|| {
             tracing::error!(error = %err, source = ?std::error::Error::source(err), "stream failed after the response started");
         });
@@ -327,6 +346,7 @@ fn validate(
     }
     Ok(SpeechJob {
         engine: resolved.engine,
+        engine_name: model.engine_id.clone(),
         voice: resolved.native_voice,
         text: request.input,
         speed: speed as f32,

@@ -11,6 +11,7 @@
 //! request of cost `c` at `now` is allowed when `max(TAT, now) + c×T − τ ≤ now`, and then
 //! `TAT ← max(TAT, now) + c×T`. A burst of `burst + 1` requests admits exactly `burst`.
 
+mod concurrency;
 mod fallback;
 mod gate;
 mod memory;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use concurrency::{AdmissionQueue, Concurrency, InFlight, PerSubject, Refusal};
 pub use fallback::{FallbackLimiter, OnBackendError};
 pub use gate::{Gate, Verdict, set_headers};
 pub use memory::MemoryLimiter;

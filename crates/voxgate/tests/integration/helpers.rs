@@ -35,12 +35,20 @@ per_ip = [{ period = "second", limit = 100000 }]
 per_ip_unauthenticated = [{ period = "second", limit = 100000 }]
 [tiers.guest]
 rate_limits = []
+max_concurrent_per_key = 1000
+max_concurrent_per_account = 1000
 [tiers.basic]
 rate_limits = []
+max_concurrent_per_key = 1000
+max_concurrent_per_account = 1000
 [tiers.premium]
 rate_limits = []
+max_concurrent_per_key = 1000
+max_concurrent_per_account = 1000
 [tiers.admin]
 rate_limits = []
+max_concurrent_per_key = 1000
+max_concurrent_per_account = 1000
 "#;
 
 /// Starts the server on the embedded defaults.

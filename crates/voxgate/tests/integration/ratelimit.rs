@@ -250,3 +250,90 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
         "one client, the rightmost untrusted hop"
     );
 }
+
+/// A speech request whose body is not read: backpressure stalls its stream, so it keeps its
+/// slots until the response is dropped.
+async fn held_stream(app: &crate::helpers::TestApp, key: &str) -> reqwest::Response {
+    let text = "This sentence is spoken slowly so the stream lasts. ".repeat(38);
+    let response = client_with(Some(key))
+        .post(app.url("/v1/audio/speech"))
+        .json(&serde_json::json!({"model": "tts-1", "input": text, "voice": "alloy", "response_format": "pcm", "speed": 0.25}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    response
+}
+
+fn short_speech() -> serde_json::Value {
+    serde_json::json!({"model": "tts-1", "input": "Hi.", "voice": "alloy", "response_format": "pcm"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_concurrency_cap_gets_429() {
+    let app = spawn_app_with(
+        "[tiers.guest]\nmax_concurrent_per_key = 1\n[tiers.basic]\nmax_concurrent_per_key = 1\n",
+    )
+    .await;
+    let (_, key) = create_key(&app.state, "basic", None, None).await;
+    let held = held_stream(&app, &key).await;
+    let second = client_with(Some(&key))
+        .post(app.url("/v1/audio/speech"))
+        .json(&short_speech())
+        .send()
+        .await
+        .expect("send");
+    let (status, code, _) = error_of(second).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (429, Some("too_many_concurrent_requests"))
+    );
+    drop(held);
+    // The slot comes back once the held stream is gone.
+    let mut freed = false;
+    for _ in 0..50 {
+        let response = client_with(Some(&key))
+            .post(app.url("/v1/audio/speech"))
+            .json(&short_speech())
+            .send()
+            .await
+            .expect("send");
+        if response.status() == 200 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the slot was released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_engine_queue_answers_503_with_retry_after() {
+    let app = spawn_app_with(
+        "[limits]\nengine_in_flight = 1\nengine_queue_depth = 0\nengine_queue_wait_ms = 100\n",
+    )
+    .await;
+    let (_, first) = create_key(&app.state, "basic", None, None).await;
+    let (_, second) = create_key(&app.state, "basic", None, None).await;
+    let held = held_stream(&app, &first).await;
+    let response = client_with(Some(&second))
+        .post(app.url("/v1/audio/speech"))
+        .json(&short_speech())
+        .send()
+        .await
+        .expect("send");
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_deref()), (503, Some("overloaded")));
+    // Listing models does not need the engine.
+    assert_eq!(
+        client_with(Some(&second))
+            .get(app.url("/v1/models"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    drop(held);
+}
