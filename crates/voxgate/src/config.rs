@@ -101,6 +101,9 @@ pub struct TierConfig {
     /// Request rate limits for keys of this tier.
     #[serde(default)]
     pub rate_limits: Vec<RateRule>,
+    /// Durable budgets per period (characters, audio seconds, requests).
+    #[serde(default)]
+    pub quotas: Vec<crate::limits::quota::QuotaRule>,
     /// Speech requests one key may have in flight at once.
     pub max_concurrent_per_key: usize,
     /// Speech requests one account (all its keys) may have in flight at once.

@@ -60,6 +60,9 @@ pub enum ApiError {
     /// Over a rate limit (or blocked as a repeat violator).
     #[error("Rate limit reached; retry after the time in Retry-After.")]
     RateLimited { retry_after: Duration },
+    /// A quota for the current period is used up; retrying before it resets cannot help.
+    #[error("You exceeded your quota for this period; it resets after the time in Retry-After.")]
+    QuotaExceeded { retry_after: Duration },
     /// The key or account has its maximum of requests in flight.
     #[error("Too many concurrent requests for this key or account; wait for one to finish.")]
     TooManyConcurrent,
@@ -97,6 +100,7 @@ pub enum ErrorKind {
     AuthThrottled,
     RateLimited,
     TooManyConcurrent,
+    QuotaExceeded,
     Overloaded,
     Timeout,
     Upstream,
@@ -105,7 +109,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// All kinds, for the table test.
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::InvalidJson,
         ErrorKind::InvalidParameter,
         ErrorKind::ModelNotFound,
@@ -120,6 +124,7 @@ impl ErrorKind {
         ErrorKind::AuthThrottled,
         ErrorKind::RateLimited,
         ErrorKind::TooManyConcurrent,
+        ErrorKind::QuotaExceeded,
         ErrorKind::Overloaded,
         ErrorKind::Timeout,
         ErrorKind::Upstream,
@@ -176,6 +181,11 @@ impl ErrorKind {
                 "rate_limit_error",
                 Some("too_many_concurrent_requests"),
             ),
+            QuotaExceeded => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                Some("quota_exceeded"),
+            ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 INVALID,
@@ -214,6 +224,7 @@ impl ApiError {
             ApiError::AuthThrottled { .. } => ErrorKind::AuthThrottled,
             ApiError::RateLimited { .. } => ErrorKind::RateLimited,
             ApiError::TooManyConcurrent => ErrorKind::TooManyConcurrent,
+            ApiError::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
             ApiError::Overloaded { .. } => ErrorKind::Overloaded,
             ApiError::Timeout => ErrorKind::Timeout,
             ApiError::Upstream(_) => ErrorKind::Upstream,
@@ -322,10 +333,18 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if matches!(self, ApiError::QuotaExceeded { .. }) {
+            // The official SDKs retry every 429 unless told not to; a spent quota will not
+            // come back within their retry budget.
+            response
+                .headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
+        }
         match self {
             ApiError::Overloaded { retry_after }
             | ApiError::AuthThrottled { retry_after }
-            | ApiError::RateLimited { retry_after } => {
+            | ApiError::RateLimited { retry_after }
+            | ApiError::QuotaExceeded { retry_after } => {
                 // Rounded up: retrying at the stated second must succeed.
                 let secs = (retry_after.as_secs_f64().ceil() as u64).max(1);
                 if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
@@ -442,6 +461,12 @@ mod tests {
                 429,
                 "rate_limit_error",
                 Some("too_many_concurrent_requests"),
+            ),
+            (
+                QuotaExceeded,
+                429,
+                "insufficient_quota",
+                Some("quota_exceeded"),
             ),
             (Overloaded, 503, "server_error", Some("overloaded")),
             (Timeout, 504, "server_error", Some("timeout")),

@@ -21,7 +21,9 @@ use crate::config::{InstructionsPolicy, TierConfig};
 use crate::engines;
 use crate::error::ApiError;
 use crate::limits::Refusal;
+use crate::limits::quota::{self, Amounts, Metric};
 use crate::speech::{self, SpeechJob};
+use std::sync::Arc;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/audio/speech", post(create_speech))
@@ -174,7 +176,56 @@ pub async fn create_speech(
             Refusal::TooManyConcurrent => ApiError::TooManyConcurrent,
             Refusal::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
         })?;
+    let characters = i64::try_from(job.text.chars().count()).unwrap_or(i64::MAX);
+    let estimate = Amounts {
+        characters,
+        requests: 1,
+        audio_seconds: estimated_audio_seconds(characters, job.speed),
+    };
+    let hold = match quota::reserve(
+        state.admin.store(),
+        &principal,
+        &principal.tier.quotas,
+        estimate,
+    )
+    .await
+    .map_err(ApiError::internal)?
+    {
+        Ok(hold) => hold,
+        Err(exceeded) => {
+            return Err(ApiError::QuotaExceeded {
+                retry_after: exceeded.retry_after,
+            });
+        }
+    };
     let speech = speech::start(job, state.encoders.clone()).await?;
+    // Audio beyond the reserved seconds is not produced: the stream ends there.
+    let audio_cap = hold.reserved(Metric::AudioSeconds).map(|s| s as f64);
+    let produced = Arc::clone(&speech.stats);
+    let settled = Arc::clone(&speech.stats);
+    let settle = futures::stream::once(async move {
+        let actual = Amounts {
+            characters,
+            requests: 1,
+            audio_seconds: settled.output_seconds().ceil() as i64,
+        };
+        hold.settle(actual).await;
+    })
+    .filter_map(|()| futures::future::ready(None::<Result<Bytes, ApiError>>));
+    let speech = speech::Speech {
+        engine: speech.engine,
+        audio: Box::pin(
+            speech
+                .audio
+                .take_while(move |_| {
+                    futures::future::ready(
+                        audio_cap.is_none_or(|cap| produced.output_seconds() <= cap),
+                    )
+                })
+                .chain(settle),
+        ),
+        stats: speech.stats,
+    };
     let engine =
         HeaderValue::from_str(&speech.engine).unwrap_or(HeaderValue::from_static("unknown"));
     // An error after the head has left cannot change the status: it ends the stream and is
@@ -353,6 +404,12 @@ fn validate(
         format,
         deadline: Instant::now() + state.config.server.stream_timeout(),
     })
+}
+
+/// A generous estimate of the audio a text produces (Flite speaks about 14 characters a
+/// second; this assumes 8), reserved against audio-second quotas before synthesis.
+fn estimated_audio_seconds(characters: i64, speed: f32) -> i64 {
+    (characters as f64 / 8.0 / f64::from(speed.max(0.25))).ceil() as i64 + 1
 }
 
 /// Client-sent names are echoed in messages only in a short, printable form.

@@ -15,6 +15,7 @@ mod concurrency;
 mod fallback;
 mod gate;
 mod memory;
+pub mod quota;
 mod redis;
 
 use std::time::Duration;

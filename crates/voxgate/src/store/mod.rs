@@ -112,6 +112,34 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         ip: Option<&str>,
     ) -> Result<(), StoreError>;
 
+    /// Atomically reserves `amount` of `metric` for `subject` in the window starting at
+    /// `window_start`, unless used + reserved + amount would exceed `limit`. `true` when
+    /// reserved. Parallel reservations can never overspend.
+    async fn reserve_quota(
+        &self,
+        subject: &str,
+        metric: &str,
+        window_start: i64,
+        amount: i64,
+        limit: i64,
+    ) -> Result<bool, StoreError>;
+    /// Turns a reservation into usage: releases `reserved`, records `actual` (0 refunds).
+    async fn settle_quota(
+        &self,
+        subject: &str,
+        metric: &str,
+        window_start: i64,
+        reserved: i64,
+        actual: i64,
+    ) -> Result<(), StoreError>;
+    /// (used, reserved) in a window.
+    async fn quota_usage(
+        &self,
+        subject: &str,
+        metric: &str,
+        window_start: i64,
+    ) -> Result<(i64, i64), StoreError>;
+
     async fn append_audit(&self, event: &AuditRecord) -> Result<(), StoreError>;
     /// The newest `limit` events, newest first.
     async fn audit_events(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;

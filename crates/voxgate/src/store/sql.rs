@@ -15,12 +15,17 @@ use sqlx::{AssertSqlSafe, Row as _};
 use super::{Account, AuditRecord, KeyRecord, Store, StoreError};
 
 /// Embedded migrations, in order: (version, SQL).
-const SQLITE_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/sqlite/0001_identity.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    include_str!("../../migrations/postgres/0001_identity.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_identity.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_quotas.sql")),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../migrations/postgres/0001_identity.sql"),
+    ),
+    (2, include_str!("../../migrations/postgres/0002_quotas.sql")),
+];
 
 /// The embedded default: one SQLite file in WAL mode.
 #[derive(Debug, Clone)]
@@ -300,6 +305,45 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn reserve_quota(&self, subject: &str, metric: &str, window_start: i64, amount: i64, limit: i64) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let insert = $sql("INSERT INTO quota_usage (subject, metric, window_start, used, reserved) VALUES ($1, $2, $3, 0, 0) ON CONFLICT DO NOTHING");
+                sqlx::query(insert).bind(subject).bind(metric).bind(window_start).execute(&mut *tx).await?;
+                // One conditional UPDATE: the check and the reservation cannot be separated.
+                let reserve = $sql(
+                    "UPDATE quota_usage SET reserved = reserved + $1 \
+                     WHERE subject = $2 AND metric = $3 AND window_start = $4 AND used + reserved + $1 <= $5",
+                );
+                let done = sqlx::query(reserve)
+                    .bind(amount)
+                    .bind(subject)
+                    .bind(metric)
+                    .bind(window_start)
+                    .bind(limit)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn settle_quota(&self, subject: &str, metric: &str, window_start: i64, reserved: i64, actual: i64) -> Result<(), StoreError> {
+                let sql = $sql(
+                    "UPDATE quota_usage SET reserved = reserved - $1, used = used + $2 \
+                     WHERE subject = $3 AND metric = $4 AND window_start = $5",
+                );
+                sqlx::query(sql).bind(reserved).bind(actual).bind(subject).bind(metric).bind(window_start).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn quota_usage(&self, subject: &str, metric: &str, window_start: i64) -> Result<(i64, i64), StoreError> {
+                let sql = $sql("SELECT used, reserved FROM quota_usage WHERE subject = $1 AND metric = $2 AND window_start = $3");
+                let row = sqlx::query(sql).bind(subject).bind(metric).bind(window_start).fetch_optional(&self.pool).await?;
+                Ok(match row {
+                    Some(r) => (r.try_get("used")?, r.try_get("reserved")?),
+                    None => (0, 0),
+                })
             }
 
             async fn audit_events(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {

@@ -337,3 +337,66 @@ async fn a_full_engine_queue_answers_503_with_retry_after() {
     );
     drop(held);
 }
+
+/// Parallel requests that together exceed a character quota: what is charged never exceeds
+/// the quota, and refusals tell the SDK not to retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_requests_never_overspend_a_character_quota() {
+    let app = spawn_app_with(
+        "[tiers.basic]\nquotas = [{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100 }]\n",
+    )
+    .await;
+    let (account, key) = create_key(&app.state, "basic", None, None).await;
+    let client = client_with(Some(&key));
+    let text = "Thirty characters of speech ok"; // 30 characters
+    let requests = (0..10).map(|_| {
+        let client = client.clone();
+        let url = app.url("/v1/audio/speech");
+        async move {
+            let response = client
+                .post(url)
+                .json(&serde_json::json!({"model": "tts-1", "input": text, "voice": "alloy", "response_format": "pcm"}))
+                .send()
+                .await
+                .expect("send");
+            let status = response.status().as_u16();
+            let no_retry = response.headers().get("x-should-retry").map(|v| v.to_str().expect("ascii").to_owned());
+            let _ = response.bytes().await;
+            (status, no_retry)
+        }
+    });
+    let results = futures::future::join_all(requests).await;
+    let served = results.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(
+        served, 3,
+        "three 30-character requests fit in 100: {results:?}"
+    );
+    for (status, no_retry) in &results {
+        if *status == 429 {
+            assert_eq!(no_retry.as_deref(), Some("false"));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let now = voxgate::store::now();
+    let window = now - now.rem_euclid(86_400);
+    let (used, reserved) = app
+        .state
+        .admin
+        .store()
+        .quota_usage(&format!("acct:{account}"), "characters", window)
+        .await
+        .expect("usage");
+    assert_eq!((used, reserved), (90, 0), "charged exactly what was served");
+    let response = client
+        .post(app.url("/v1/audio/speech"))
+        .json(&serde_json::json!({"model": "tts-1", "input": "Hello there", "voice": "alloy"}))
+        .send()
+        .await
+        .expect("send");
+    let (status, code, _) = error_of(response).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (429, Some("quota_exceeded")),
+        "10 characters left, 11 asked"
+    );
+}

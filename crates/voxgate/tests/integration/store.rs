@@ -275,6 +275,56 @@ async fn story(store: Arc<dyn Store>) {
         .expect("found");
     assert!(!owner.active);
 
+    // Quotas: reservations never overspend; settling records actual use; refunds free it.
+    assert!(
+        store
+            .reserve_quota("acct_a", "characters", 0, 60, 100)
+            .await
+            .expect("reserve")
+    );
+    assert!(
+        !store
+            .reserve_quota("acct_a", "characters", 0, 41, 100)
+            .await
+            .expect("reserve"),
+        "60 + 41 > 100"
+    );
+    assert!(
+        store
+            .reserve_quota("acct_a", "characters", 0, 40, 100)
+            .await
+            .expect("reserve")
+    );
+    assert_eq!(
+        store
+            .quota_usage("acct_a", "characters", 0)
+            .await
+            .expect("usage"),
+        (0, 100)
+    );
+    store
+        .settle_quota("acct_a", "characters", 0, 60, 55)
+        .await
+        .expect("settle");
+    store
+        .settle_quota("acct_a", "characters", 0, 40, 0)
+        .await
+        .expect("refund");
+    assert_eq!(
+        store
+            .quota_usage("acct_a", "characters", 0)
+            .await
+            .expect("usage"),
+        (55, 0)
+    );
+    assert!(
+        store
+            .reserve_quota("acct_a", "characters", 86_400, 100, 100)
+            .await
+            .expect("reserve"),
+        "a new window"
+    );
+
     // Audit events come back newest first.
     for kind in ["one", "two", "three"] {
         store
@@ -327,5 +377,54 @@ async fn postgres_store_keeps_the_contract() {
     let db = PgDatabase::create().await;
     let store = PostgresStore::connect(&db.url).await.expect("connect");
     story(Arc::new(store)).await;
+    db.drop_now().await;
+}
+
+async fn parallel_reservations(store: Arc<dyn Store>) {
+    store.migrate().await.expect("migrate");
+    let subject = format!("acct_{}", uuid::Uuid::new_v4().simple());
+    let attempts = (0..50).map(|_| {
+        let store = Arc::clone(&store);
+        let subject = subject.clone();
+        tokio::spawn(async move {
+            store
+                .reserve_quota(&subject, "characters", 0, 10, 95)
+                .await
+                .expect("reserve")
+        })
+    });
+    let granted = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().expect("join"))
+        .count();
+    assert_eq!(granted, 9, "exactly floor(95 / 10) reservations");
+    assert_eq!(
+        store
+            .quota_usage(&subject, "characters", 0)
+            .await
+            .expect("usage"),
+        (0, 90)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_quota_reservations_never_overspend_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    parallel_reservations(Arc::new(
+        SqliteStore::open(&dir.path().join("q.db"))
+            .await
+            .expect("open"),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_quota_reservations_never_overspend_on_postgres() {
+    let db = PgDatabase::create().await;
+    parallel_reservations(Arc::new(
+        PostgresStore::connect(&db.url).await.expect("connect"),
+    ))
+    .await;
     db.drop_now().await;
 }

@@ -1,0 +1,193 @@
+//! Quotas: durable per-period budgets (characters, audio seconds, requests) per account or
+//! key, reserved atomically in the store before the work, then settled to the actual amount
+//! or refunded on failure. Parallel requests can never overspend: the reservation is one
+//! conditional UPDATE.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::Principal;
+use crate::config::{Period, RateSubject};
+use crate::store::{Store, now};
+
+/// What a quota counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Input characters synthesized.
+    Characters,
+    /// Seconds of audio produced.
+    AudioSeconds,
+    /// Requests served.
+    Requests,
+}
+
+impl Metric {
+    fn as_str(self) -> &'static str {
+        match self {
+            Metric::Characters => "characters",
+            Metric::AudioSeconds => "audio_seconds",
+            Metric::Requests => "requests",
+        }
+    }
+}
+
+/// One budget: `limit` of `metric` per calendar `period` (UTC), per account or key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRule {
+    #[serde(default = "QuotaRule::default_per")]
+    pub per: RateSubject,
+    pub metric: Metric,
+    pub period: Period,
+    pub limit: u64,
+}
+
+impl QuotaRule {
+    fn default_per() -> RateSubject {
+        RateSubject::Account
+    }
+
+    fn period_secs(&self) -> i64 {
+        match self.period {
+            Period::Second => 1,
+            Period::Minute => 60,
+            Period::Hour => 3600,
+            Period::Day => 86_400,
+        }
+    }
+}
+
+/// The amounts one request will use (estimates when reserving, actuals when settling).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Amounts {
+    pub characters: i64,
+    pub audio_seconds: i64,
+    pub requests: i64,
+}
+
+impl Amounts {
+    fn of(&self, metric: Metric) -> i64 {
+        match metric {
+            Metric::Characters => self.characters,
+            Metric::AudioSeconds => self.audio_seconds,
+            Metric::Requests => self.requests,
+        }
+    }
+}
+
+/// A quota would be exceeded.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaExceeded {
+    /// Until the window that ran out ends.
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Reservation {
+    subject: String,
+    metric: Metric,
+    window_start: i64,
+    amount: i64,
+}
+
+/// Reservations held by one request. Settle them when the work is done; dropped unsettled
+/// (failure, client gone) they are refunded.
+#[derive(Debug)]
+pub struct QuotaHold {
+    store: Arc<dyn Store>,
+    reservations: Vec<Reservation>,
+}
+
+impl QuotaHold {
+    /// How much of `metric` is reserved (the most a request may use of it).
+    pub fn reserved(&self, metric: Metric) -> Option<i64> {
+        self.reservations
+            .iter()
+            .filter(|r| r.metric == metric)
+            .map(|r| r.amount)
+            .min()
+    }
+
+    /// Records the actual use (never above what was reserved) and releases the rest.
+    pub async fn settle(mut self, actual: Amounts) {
+        let reservations = std::mem::take(&mut self.reservations);
+        release(&self.store, &reservations, Some(actual)).await;
+    }
+}
+
+impl Drop for QuotaHold {
+    fn drop(&mut self) {
+        if self.reservations.is_empty() {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let reservations = std::mem::take(&mut self.reservations);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { release(&store, &reservations, None).await });
+        }
+    }
+}
+
+async fn release(store: &Arc<dyn Store>, reservations: &[Reservation], actual: Option<Amounts>) {
+    for r in reservations {
+        let used = actual.map_or(0, |a| a.of(r.metric).clamp(0, r.amount));
+        if let Err(e) = store
+            .settle_quota(
+                &r.subject,
+                r.metric.as_str(),
+                r.window_start,
+                r.amount,
+                used,
+            )
+            .await
+        {
+            tracing::error!(error = %e, metric = r.metric.as_str(), "quota settlement failed");
+        }
+    }
+}
+
+/// Reserves every quota of the principal's tier for a request.
+pub async fn reserve(
+    store: &Arc<dyn Store>,
+    principal: &Principal,
+    rules: &[QuotaRule],
+    estimate: Amounts,
+) -> Result<Result<QuotaHold, QuotaExceeded>, crate::store::StoreError> {
+    let mut hold = QuotaHold {
+        store: Arc::clone(store),
+        reservations: Vec::new(),
+    };
+    let t = now();
+    for rule in rules {
+        let amount = estimate.of(rule.metric);
+        if amount <= 0 {
+            continue;
+        }
+        let subject = match rule.per {
+            RateSubject::Account => format!("acct:{}", principal.account_id),
+            RateSubject::Key => format!("key:{}", principal.keyid),
+        };
+        let period = rule.period_secs();
+        let window_start = t - t.rem_euclid(period);
+        let limit = i64::try_from(rule.limit).unwrap_or(i64::MAX);
+        // On refusal (or error) `hold` drops and refunds what was already reserved.
+        if !store
+            .reserve_quota(&subject, rule.metric.as_str(), window_start, amount, limit)
+            .await?
+        {
+            let retry_after =
+                Duration::from_secs(u64::try_from(window_start + period - t).unwrap_or(1).max(1));
+            return Ok(Err(QuotaExceeded { retry_after }));
+        }
+        hold.reservations.push(Reservation {
+            subject,
+            metric: rule.metric,
+            window_start,
+            amount,
+        });
+    }
+    Ok(Ok(hold))
+}
