@@ -120,6 +120,15 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
     )?;
     auth_cost(&config, if quick { 2_000 } else { 20_000 }, &mut out).await?;
 
+    writeln!(out, "\n## Rate-limit decisions per second")?;
+    limiter_throughput(if quick { 20_000 } else { 200_000 }, &mut out).await?;
+
+    writeln!(
+        out,
+        "\n## Cost of the auth + limits stack on GET /v1/models (in-process, no network)"
+    )?;
+    stack_cost(&config, if quick { 2_000 } else { 20_000 }, &mut out).await?;
+
     writeln!(out, "\n## Idle memory of `voxgate serve`")?;
     match idle_rss() {
         Ok(kb) => writeln!(out, "idle RSS {:.1} MB", kb as f64 / 1024.0)?,
@@ -170,6 +179,131 @@ async fn auth_cost(config: &Config, n: u32, out: &mut impl std::io::Write) -> an
     writeln!(
         out,
         "cached {cached:.1} µs per request, uncached (lookup + HMAC) {uncached:.1} µs"
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn limiter_throughput(n: u32, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    use crate::limits::{MemoryLimiter, Policy, RateLimiter, RedisLimiter};
+    let policy = Policy::new(1_000_000, Duration::from_secs(60));
+    let memory = MemoryLimiter::default();
+    let start = Instant::now();
+    for i in 0..n {
+        memory
+            .acquire(&format!("k{}", i % 1000), &policy, 1)
+            .await?;
+    }
+    writeln!(
+        out,
+        "memory  {:.0} decisions/s",
+        f64::from(n) / start.elapsed().as_secs_f64()
+    )?;
+    match RedisLimiter::connect(
+        "redis://127.0.0.1:6379",
+        "vg:bench",
+        Duration::from_millis(500),
+    )
+    .await
+    {
+        Ok(redis) => {
+            let redis = Arc::new(redis);
+            let total = n / 4;
+            let start = Instant::now();
+            // 64 decisions in flight at once, as many concurrent requests would have.
+            for batch in 0..total / 64 {
+                let calls = (0..64).map(|i| {
+                    let redis = Arc::clone(&redis);
+                    async move {
+                        redis
+                            .acquire(&format!("k{}", (batch * 64 + i) % 1000), &policy, 1)
+                            .await
+                    }
+                });
+                for result in futures::future::join_all(calls).await {
+                    result?;
+                }
+            }
+            let done = (total / 64) * 64;
+            writeln!(
+                out,
+                "redis   {:.0} decisions/s (one instance, 64 in flight)",
+                f64::from(done) / start.elapsed().as_secs_f64()
+            )?;
+        }
+        Err(e) => writeln!(out, "redis   not measured: {e}")?,
+    }
+    Ok(())
+}
+
+/// Requests per second through the whole public router (auth, limits, handler) against a
+/// bare router with the same handler body, both called in-process.
+async fn stack_cost(config: &Config, n: u32, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    use axum::body::Body;
+    use axum::http::Request;
+    use secrecy::ExposeSecret as _;
+    use tower::ServiceExt as _;
+    let dir = std::env::temp_dir().join(format!("voxgate-bench-stack-{}", std::process::id()));
+    let mut config = config.clone();
+    config.data_dir = dir.clone();
+    config.database.url = secrecy::SecretString::from(String::new());
+    config.auth.pepper = Some(secrecy::SecretString::from("c".repeat(32)));
+    // Real decisions on every request (per address and per account), never refusing.
+    let generous = |per| crate::config::RateRule {
+        per,
+        period: crate::config::Period::Minute,
+        limit: 1_000_000_000,
+        burst: None,
+        route: None,
+    };
+    for tier in config.tiers.values_mut() {
+        tier.rate_limits = vec![generous(crate::config::RateSubject::Account)];
+    }
+    config.limits.per_ip = vec![generous(crate::config::RateSubject::Account)];
+    server::prepare_data_dir(&config)?;
+    let state = server::app_state(config).await?;
+    let account = state
+        .admin
+        .create_account(Actor::Cli, "bench", None, "admin")
+        .await?;
+    let key = state
+        .admin
+        .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
+        .await?;
+    let header = format!("Bearer {}", key.secret.expose_secret());
+    let full = crate::api::router(state.clone());
+    let body = serde_json::to_string(&serde_json::json!({"object": "list", "data": []}))?;
+    let bare = axum::Router::new().route(
+        "/v1/models",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { body }
+        }),
+    );
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+    let run = |router: axum::Router, auth: Option<String>| async move {
+        let start = Instant::now();
+        for _ in 0..n {
+            let mut request = Request::builder().uri("/v1/models");
+            if let Some(auth) = &auth {
+                request = request.header("authorization", auth);
+            }
+            let mut request = request.body(Body::empty())?;
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let response = router.clone().oneshot(request).await?;
+            anyhow::ensure!(response.status() == 200, "status {}", response.status());
+            let _ = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
+        }
+        Ok::<f64, anyhow::Error>(f64::from(n) / start.elapsed().as_secs_f64())
+    };
+    let bare_rps = run(bare, None).await?;
+    let full_rps = run(full, Some(header)).await?;
+    writeln!(
+        out,
+        "bare handler {bare_rps:.0} req/s, with request id, tracing, auth and limits {full_rps:.0} req/s ({:.0}% of bare)",
+        full_rps / bare_rps * 100.0
     )?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
