@@ -5,27 +5,35 @@
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 
+use super::Routes;
 use super::{ApiJson, AppState};
 use crate::accounts::{AdminError, Ceiling, KeyRequest, parse_expiry};
 use crate::audit::Actor;
 use crate::auth::{Principal, parse_scopes};
 use crate::error::ApiError;
 use crate::store::{Account, AuditRecord, KeyRecord};
+use axum::http::Method;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/accounts", get(list_accounts).post(create_account))
-        .route("/admin/accounts/{id}", get(show_account))
-        .route("/admin/accounts/{id}/deactivate", post(deactivate_account))
-        .route("/admin/keys", get(list_keys).post(create_key))
-        .route("/admin/keys/{keyid}/revoke", post(revoke_key))
-        .route("/admin/keys/{keyid}/rotate", post(rotate_key))
-        .route("/admin/audit", get(audit))
+/// The admin listener's routes (without middleware).
+pub fn routes() -> Routes {
+    Routes::default()
+        .add(Method::GET, "/admin/accounts", list_accounts)
+        .add(Method::POST, "/admin/accounts", create_account)
+        .add(Method::GET, "/admin/accounts/{id}", show_account)
+        .add(
+            Method::POST,
+            "/admin/accounts/{id}/deactivate",
+            deactivate_account,
+        )
+        .add(Method::GET, "/admin/keys", list_keys)
+        .add(Method::POST, "/admin/keys", create_key)
+        .add(Method::POST, "/admin/keys/{keyid}/revoke", revoke_key)
+        .add(Method::POST, "/admin/keys/{keyid}/rotate", rotate_key)
+        .add(Method::GET, "/admin/audit", audit)
 }
 
 #[derive(Debug, Serialize)]

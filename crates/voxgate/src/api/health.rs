@@ -1,18 +1,19 @@
 //! `GET /healthz` (the process is alive) and `GET /readyz` (engines can serve). Neither says
 //! anything about the inside.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 
 use super::AppState;
+use super::Routes;
+use axum::http::Method;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn routes() -> Routes {
+    Routes::default()
+        .add(Method::GET, "/healthz", healthz)
+        .add(Method::GET, "/readyz", readyz)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -50,6 +50,66 @@ pub struct AppState {
 /// The request-id header set on every request and response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// A router that records what it registers, so the authorization-matrix test can compare
+/// the routes really served with the access tables.
+pub struct Routes {
+    router: Router<AppState>,
+    registered: Vec<(Method, &'static str)>,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes")
+            .field("registered", &self.registered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self {
+            router: Router::new(),
+            registered: Vec::new(),
+        }
+    }
+}
+
+impl Routes {
+    /// Serves `handler` for `method` on `path` (the method router is built from `method`, so
+    /// what is recorded is what is served).
+    pub fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = axum::routing::MethodFilter::try_from(method.clone())
+            .unwrap_or_else(|_| panic!("no method filter for {method}"));
+        self.router = self.router.route(path, axum::routing::on(filter, handler));
+        self.registered.push((method, path));
+        self
+    }
+
+    pub fn merge(mut self, other: Routes) -> Self {
+        self.router = self.router.merge(other.router);
+        self.registered.extend(other.registered);
+        self
+    }
+
+    /// Every (method, path) registered.
+    pub fn registered(&self) -> &[(Method, &'static str)] {
+        &self.registered
+    }
+}
+
+/// The public listener's routes (without middleware).
+pub fn public_routes(state: &AppState) -> Routes {
+    speech::routes()
+        .merge(models::routes())
+        .merge(voices::routes())
+        .merge(health::routes())
+        .merge(openapi::routes(state))
+}
+
 /// Every route the public listener serves, with the middleware stack.
 pub fn router(state: AppState) -> Router {
     let request_timeout = state.config.server.request_timeout();
@@ -59,12 +119,8 @@ pub fn router(state: AppState) -> Router {
         gate: Arc::clone(&state.gate),
         trusted_proxies: Arc::new(state.config.server.trusted_proxies()),
     };
-    let routes = Router::new()
-        .merge(speech::router())
-        .merge(models::router())
-        .merge(voices::router())
-        .merge(health::router())
-        .merge(openapi::router(&state))
+    let routes = public_routes(&state)
+        .router
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -81,7 +137,8 @@ pub fn admin_router(state: AppState) -> Router {
         gate: Arc::clone(&state.gate),
         trusted_proxies: Arc::new(state.config.server.trusted_proxies()),
     };
-    let routes = admin::router()
+    let routes = admin::routes()
+        .router
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -2,19 +2,20 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Serialize;
 
 use super::AppState;
+use super::Routes;
 use crate::auth::Principal;
 use crate::engines::Model;
 use crate::error::ApiError;
+use axum::http::Method;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/models", get(list_models))
-        .route("/v1/models/{id}", get(get_model))
+pub fn routes() -> Routes {
+    Routes::default()
+        .add(Method::GET, "/v1/models", list_models)
+        .add(Method::GET, "/v1/models/{id}", get_model)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -5,13 +5,14 @@
 
 use std::sync::Arc;
 
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{Value, json};
 use utoipa::OpenApi;
 
 use super::AppState;
+use super::Routes;
 use crate::audio::AudioFormat;
+use axum::http::Method;
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -121,13 +122,10 @@ fn secure_v1_routes(doc: &mut Value) {
     }
 }
 
-pub fn router(state: &AppState) -> Router<AppState> {
+pub fn routes(state: &AppState) -> Routes {
     let doc = Arc::new(document(state));
-    Router::new().route(
-        "/openapi.json",
-        get(move || {
-            let doc = Arc::clone(&doc);
-            async move { Json(doc.as_ref().clone()) }
-        }),
-    )
+    Routes::default().add(Method::GET, "/openapi.json", move || {
+        let doc = Arc::clone(&doc);
+        async move { Json(doc.as_ref().clone()) }
+    })
 }

@@ -1,12 +1,10 @@
 //! `POST /v1/audio/speech`: OpenAI's text-to-speech contract, streamed.
 
 use axum::Extension;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -14,6 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::Routes;
 use super::{ApiJson, AppState};
 use crate::audio::AudioFormat;
 use crate::auth::Principal;
@@ -23,10 +22,11 @@ use crate::error::ApiError;
 use crate::limits::Refusal;
 use crate::limits::quota::{self, Amounts, Metric};
 use crate::speech::{self, SpeechJob};
+use axum::http::Method;
 use std::sync::Arc;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/audio/speech", post(create_speech))
+pub fn routes() -> Routes {
+    Routes::default().add(Method::POST, "/v1/audio/speech", create_speech)
 }
 
 /// The request body, exactly as OpenAI defines it.

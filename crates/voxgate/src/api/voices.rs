@@ -1,15 +1,16 @@
 //! `GET /v1/audio/voices`: the voices clients may name, in the shape Open WebUI reads.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Serialize;
 
 use super::AppState;
+use super::Routes;
 use crate::auth::Principal;
+use axum::http::Method;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/audio/voices", get(list_voices))
+pub fn routes() -> Routes {
+    Routes::default().add(Method::GET, "/v1/audio/voices", list_voices)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -126,6 +126,16 @@ async fn authorization_matrix() {
         server, ours,
         "the access table and this test's table differ"
     );
+    // What the router really serves is exactly what the table lists.
+    let served: BTreeSet<(String, String)> = voxgate::api::public_routes(&app.state)
+        .registered()
+        .iter()
+        .map(|(m, p)| (m.to_string(), (*p).to_owned()))
+        .collect();
+    assert_eq!(
+        served, ours,
+        "the router serves a route the access table lacks (or the reverse)"
+    );
     let doc: Value = app.get("/openapi.json").await.json().await.expect("json");
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for method in item.as_object().expect("operations").keys() {
@@ -882,6 +892,19 @@ async fn admin_authorization_matrix() {
         .revoke_key(voxgate::audit::Actor::Cli, &keyid_of(&revoked))
         .await
         .expect("revoke");
+    let served: BTreeSet<(String, String)> = voxgate::api::admin::routes()
+        .registered()
+        .iter()
+        .map(|(m, p)| (m.to_string(), (*p).to_owned()))
+        .collect();
+    let table: BTreeSet<(String, String)> = voxgate::api::access::ADMIN_ROUTES
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_owned()))
+        .collect();
+    assert_eq!(
+        served, table,
+        "the admin router and its access table differ"
+    );
     let (other_account, _) = create_key(&app.state, "basic", None, None).await;
     let body = json!({"name": "x", "tier": "basic"});
     for route in voxgate::api::access::ADMIN_ROUTES {
