@@ -198,6 +198,7 @@ pub async fn create_speech(
             });
         }
     };
+    let budget = hold.character_budget().await;
     let speech = speech::start(job, state.encoders.clone()).await?;
     // Audio beyond the reserved seconds is not produced: the stream ends there.
     let audio_cap = hold.reserved(Metric::AudioSeconds).map(|s| s as f64);
@@ -273,6 +274,20 @@ pub async fn create_speech(
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(ENGINE_HEADER, engine);
+    if let Some(budget) = budget {
+        // OpenAI's token headers, counting characters.
+        let mut put = |name: &'static str, value: String| {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        };
+        put("x-ratelimit-limit-tokens", budget.limit.to_string());
+        put("x-ratelimit-remaining-tokens", budget.remaining.to_string());
+        put(
+            "x-ratelimit-reset-tokens",
+            crate::limits::openai_duration(budget.reset_after),
+        );
+    }
     Ok(response)
 }
 

@@ -91,6 +91,16 @@ struct Reservation {
     metric: Metric,
     window_start: i64,
     amount: i64,
+    limit: i64,
+    period: i64,
+}
+
+/// A character budget as OpenAI's `x-ratelimit-*-tokens` headers report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub limit: i64,
+    pub remaining: i64,
+    pub reset_after: Duration,
 }
 
 /// Reservations held by one request. Settle them when the work is done; dropped unsettled
@@ -109,6 +119,34 @@ impl QuotaHold {
             .filter(|r| r.metric == metric)
             .map(|r| r.amount)
             .min()
+    }
+
+    /// The tightest character budget after this reservation (one read per quota).
+    pub async fn character_budget(&self) -> Option<Budget> {
+        let t = now();
+        let mut tightest: Option<Budget> = None;
+        for r in self
+            .reservations
+            .iter()
+            .filter(|r| r.metric == Metric::Characters)
+        {
+            let (used, reserved) = self
+                .store
+                .quota_usage(&r.subject, r.metric.as_str(), r.window_start)
+                .await
+                .ok()?;
+            let budget = Budget {
+                limit: r.limit,
+                remaining: (r.limit - used - reserved).max(0),
+                reset_after: Duration::from_secs(
+                    u64::try_from(r.window_start + r.period - t).unwrap_or(0),
+                ),
+            };
+            if tightest.is_none_or(|b| budget.remaining < b.remaining) {
+                tightest = Some(budget);
+            }
+        }
+        tightest
     }
 
     /// Records the actual use (never above what was reserved) and releases the rest.
@@ -187,6 +225,8 @@ pub async fn reserve(
             metric: rule.metric,
             window_start,
             amount,
+            limit,
+            period,
         });
     }
     Ok(Ok(hold))

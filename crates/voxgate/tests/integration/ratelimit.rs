@@ -367,6 +367,18 @@ async fn parallel_requests_never_overspend_a_character_quota() {
     });
     let results = futures::future::join_all(requests).await;
     let served = results.iter().filter(|(s, _)| *s == 200).count();
+    // A served request reports the character budget in OpenAI's token headers.
+    let (_, other) = create_key(&app.state, "basic", None, None).await;
+    let response = client_with(Some(&other))
+        .post(app.url("/v1/audio/speech"))
+        .json(&serde_json::json!({"model": "tts-1", "input": "Twelve chars", "voice": "alloy", "response_format": "pcm"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.headers()["x-ratelimit-limit-tokens"], "100");
+    assert_eq!(response.headers()["x-ratelimit-remaining-tokens"], "88");
+    assert!(response.headers().contains_key("x-ratelimit-reset-tokens"));
+    let _ = response.bytes().await;
     assert_eq!(
         served, 3,
         "three 30-character requests fit in 100: {results:?}"
