@@ -118,13 +118,13 @@ async fn two_instances_never_over_admit() {
 }
 
 /// A private Redis on a free port, for killing and restarting.
-struct OwnRedis {
+pub struct OwnRedis {
     port: u16,
     child: std::process::Child,
 }
 
 impl OwnRedis {
-    fn start(port: u16) -> Self {
+    pub fn start(port: u16) -> Self {
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -142,7 +142,7 @@ impl OwnRedis {
         Self { port, child }
     }
 
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -154,7 +154,7 @@ impl Drop for OwnRedis {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -162,7 +162,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn wait_for_redis(port: u16) {
+pub async fn wait_for_redis(port: u16) {
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await

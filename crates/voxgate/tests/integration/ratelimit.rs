@@ -412,3 +412,75 @@ async fn parallel_requests_never_overspend_a_character_quota() {
         "10 characters left, 11 asked"
     );
 }
+
+/// A gateway on Redis keeps serving when Redis stops (the local fallback decides, no 5xx) and
+/// uses Redis again when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_survives_redis_going_away() {
+    let port = crate::limits::free_port();
+    let mut redis = crate::limits::OwnRedis::start(port);
+    crate::limits::wait_for_redis(port).await;
+    let toml = format!(
+        "[limits]\nbackend = \"redis://127.0.0.1:{port}\"\nredis_timeout_ms = 200\non_backend_error = \"local\"\n\
+         [tiers.basic]\nrate_limits = [{{ per = \"account\", period = \"minute\", limit = 10 }}]\n"
+    );
+    let app = spawn_app_with(&toml).await;
+    let (_, key) = create_key(&app.state, "basic", None, None).await;
+    let client = client_with(Some(&key));
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            client
+                .get(app.url("/v1/models"))
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16(),
+        );
+    }
+    redis.stop();
+    for _ in 0..12 {
+        statuses.push(
+            client
+                .get(app.url("/v1/models"))
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "no 5xx storm: {statuses:?}"
+    );
+    // The local fallback grants half of the limit (5) on its own.
+    let during = &statuses[4..];
+    assert_eq!(
+        during.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+
+    let _restarted = crate::limits::OwnRedis::start(port);
+    crate::limits::wait_for_redis(port).await;
+    let (_, fresh) = create_key(&app.state, "basic", None, None).await;
+    let fresh = client_with(Some(&fresh));
+    let mut recovered = false;
+    for _ in 0..50 {
+        let response = fresh.get(app.url("/v1/models")).send().await.expect("send");
+        assert!(response.status() == 200 || response.status() == 429);
+        // Back on Redis, the bucket reports the full limit again.
+        if response
+            .headers()
+            .get("x-ratelimit-limit-requests")
+            .is_some_and(|v| v == "10")
+        {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "shared limits are used again once Redis is back");
+}
