@@ -95,6 +95,11 @@ impl Routes {
         self
     }
 
+    /// The routes as a plain router (no middleware, no state yet).
+    pub fn into_router(self) -> Router<AppState> {
+        self.router
+    }
+
     /// Every (method, path) registered.
     pub fn registered(&self) -> &[(Method, &'static str)] {
         &self.registered
@@ -148,7 +153,7 @@ pub fn admin_router(state: AppState) -> Router {
 
 /// The stack every route runs in, outermost first: request id, trace span, catch-panic,
 /// response-head timeout.
-fn with_middleware(routes: Router, request_timeout: Duration) -> Router {
+pub fn with_middleware(routes: Router, request_timeout: Duration) -> Router {
     routes.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
