@@ -117,32 +117,26 @@ pub fn public_routes(state: &AppState) -> Routes {
 
 /// Every route the public listener serves, with the middleware stack.
 pub fn router(state: AppState) -> Router {
-    let request_timeout = state.config.server.request_timeout();
-    let guard = access::Guard {
-        table: access::PUBLIC_ROUTES,
-        auth: Arc::clone(&state.auth),
-        gate: Arc::clone(&state.gate),
-        trusted_proxies: Arc::new(state.config.server.trusted_proxies()),
-    };
-    let routes = public_routes(&state)
-        .router
-        .fallback(unknown_route)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(middleware::from_fn_with_state(guard, access::enforce));
-    with_middleware(routes, request_timeout)
+    let routes = public_routes(&state);
+    listener(routes, access::PUBLIC_ROUTES, state)
 }
 
 /// The admin listener's routes, with the same middleware stack and its own access table.
 pub fn admin_router(state: AppState) -> Router {
+    listener(admin::routes(), access::ADMIN_ROUTES, state)
+}
+
+/// One listener's router: its routes behind its access table, the 404/405 fallbacks, and
+/// the common middleware stack.
+fn listener(routes: Routes, table: &'static [access::Route], state: AppState) -> Router {
     let request_timeout = state.config.server.request_timeout();
     let guard = access::Guard {
-        table: access::ADMIN_ROUTES,
+        table,
         auth: Arc::clone(&state.auth),
         gate: Arc::clone(&state.gate),
         trusted_proxies: Arc::new(state.config.server.trusted_proxies()),
     };
-    let routes = admin::routes()
+    let routes = routes
         .router
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
