@@ -212,9 +212,13 @@ pub async fn limiter(config: &LimitsConfig) -> anyhow::Result<Arc<dyn RateLimite
         return Ok(Arc::new(MemoryLimiter::default()));
     }
     let timeout = std::time::Duration::from_millis(config.redis_timeout_ms);
-    let redis = RedisLimiter::connect(backend, "vg:rl", timeout)
-        .await
-        .context("cannot connect to the rate-limit backend (limits.backend)")?;
+    let redis = RedisLimiter::lazy(backend, "vg:rl", timeout)
+        .context("limits.backend is not a usable Redis URL")?;
+    // Connect before serving when Redis is up, so the first requests are decided by it; when
+    // it is down, the fallback decides until it comes.
+    if !redis.try_connect().await {
+        tracing::warn!(target: "voxgate::security", event = "rate_limit_backend_failed", "rate-limit backend unreachable at start-up; falling back until it is");
+    }
     Ok(Arc::new(FallbackLimiter::new(
         Arc::new(redis),
         config.on_backend_error,

@@ -29,10 +29,13 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(used / 1000) + 1)
 return {1, math.floor(math.max(tolerance - used, 0) / emission), used, 0}
 "#;
 
-/// GCRA on Redis.
-#[derive(Clone)]
+/// GCRA on Redis. The first connection is made lazily (at most one attempt per second), so
+/// a gateway starts even while Redis is away; after that the connection manager reconnects
+/// by itself.
 pub struct RedisLimiter {
-    connection: ConnectionManager,
+    client: redis::Client,
+    connection: tokio::sync::OnceCell<ConnectionManager>,
+    last_failure: std::sync::Mutex<Option<tokio::time::Instant>>,
     script: redis::Script,
     timeout: Duration,
     prefix: String,
@@ -47,27 +50,71 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// Connects to `url` (`redis://host:port/db`). Decisions taking longer than `timeout`
-    /// count as backend errors.
-    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, LimiterError> {
+    /// A limiter for `url` (`redis://host:port/db`) that connects on first use. Decisions
+    /// taking longer than `timeout` count as backend errors.
+    pub fn lazy(url: &str, prefix: &str, timeout: Duration) -> Result<Self, LimiterError> {
         let client = redis::Client::open(url).map_err(|e| LimiterError(e.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let connection = tokio::time::timeout(
-            timeout * 4,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| LimiterError("connect timed out".into()))?
-        .map_err(|e| LimiterError(e.to_string()))?;
         Ok(Self {
-            connection,
+            client,
+            connection: tokio::sync::OnceCell::new(),
+            last_failure: std::sync::Mutex::new(None),
             script: redis::Script::new(SCRIPT),
             timeout,
             prefix: prefix.to_owned(),
         })
+    }
+
+    /// Like [`lazy`](Self::lazy), but connects now and fails if Redis cannot be reached.
+    pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, LimiterError> {
+        let limiter = Self::lazy(url, prefix, timeout)?;
+        limiter.connection().await?;
+        Ok(limiter)
+    }
+
+    /// Tries to connect now; `false` if Redis is not reachable (use continues lazily).
+    pub async fn try_connect(&self) -> bool {
+        self.connection().await.is_ok()
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, LimiterError> {
+        if let Some(connection) = self.connection.get() {
+            return Ok(connection.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let client = self.client.clone();
+        let timeout = self.timeout * 4;
+        // Concurrent callers wait for the one attempt in progress; after a failed attempt,
+        // callers fail fast for a second instead of queueing behind new connect timeouts.
+        self.connection
+            .get_or_try_init(|| async move {
+                if self.failed_recently() {
+                    return Err(LimiterError("not connected yet".into()));
+                }
+                let connected = tokio::time::timeout(
+                    timeout,
+                    ConnectionManager::new_with_config(client, config),
+                )
+                .await
+                .map_err(|_| LimiterError("connect timed out".into()))
+                .and_then(|c| c.map_err(|e| LimiterError(e.to_string())));
+                if connected.is_err() {
+                    *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(tokio::time::Instant::now());
+                }
+                connected
+            })
+            .await
+            .cloned()
+    }
+
+    fn failed_recently(&self) -> bool {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
     }
 }
 
@@ -85,7 +132,7 @@ impl RateLimiter for RedisLimiter {
         let tolerance = u64::try_from(policy.tolerance().as_micros()).unwrap_or(u64::MAX);
         // The hash tag keeps each bucket on one slot in a cluster.
         let bucket = format!("{}:{{{key}}}", self.prefix);
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         let mut invocation = self.script.key(bucket);
         invocation.arg(emission).arg(tolerance).arg(cost);
         let reply: (i64, i64, i64, i64) =

@@ -484,3 +484,49 @@ async fn a_gateway_survives_redis_going_away() {
     }
     assert!(recovered, "shared limits are used again once Redis is back");
 }
+
+/// A gateway configured for Redis starts while Redis is down (the fallback decides) and
+/// switches to Redis once it appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_starts_without_redis_and_picks_it_up_later() {
+    let port = crate::limits::free_port();
+    let toml = format!(
+        "[limits]\nbackend = \"redis://127.0.0.1:{port}\"\nredis_timeout_ms = 200\n\
+         [tiers.basic]\nrate_limits = [{{ per = \"account\", period = \"minute\", limit = 10 }}]\n"
+    );
+    let app = spawn_app_with(&toml).await;
+    let (_, key) = create_key(&app.state, "basic", None, None).await;
+    let response = client_with(Some(&key))
+        .get(app.url("/v1/models"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-ratelimit-limit-requests"],
+        "5",
+        "the local fallback's half"
+    );
+
+    let _redis = crate::limits::OwnRedis::start(port);
+    crate::limits::wait_for_redis(port).await;
+    let (_, fresh) = create_key(&app.state, "basic", None, None).await;
+    let fresh = client_with(Some(&fresh));
+    let mut on_redis = false;
+    for _ in 0..50 {
+        let response = fresh.get(app.url("/v1/models")).send().await.expect("send");
+        if response
+            .headers()
+            .get("x-ratelimit-limit-requests")
+            .is_some_and(|v| v == "10")
+        {
+            on_redis = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        on_redis,
+        "the shared limiter is used once Redis is reachable"
+    );
+}
