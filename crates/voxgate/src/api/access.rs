@@ -109,14 +109,18 @@ fn lookup(table: &[Route], method: &Method, path: &str) -> Lookup {
     } else {
         method
     };
-    let rows: Vec<&Route> = table.iter().filter(|r| r.path == path).collect();
-    if rows.is_empty() {
+    let mut rows = table.iter().filter(|r| r.path == path).peekable();
+    if rows.peek().is_none() {
         return Lookup::Unlisted;
     }
-    match rows.iter().find(|r| r.method == *method) {
-        Some(row) => Lookup::Found(row.access),
-        None => Lookup::WrongMethod(rows.iter().map(|r| r.method.clone()).collect()),
+    let mut allowed = Vec::new();
+    for row in rows {
+        if row.method == *method {
+            return Lookup::Found(row.access);
+        }
+        allowed.push(row.method.clone());
     }
+    Lookup::WrongMethod(allowed)
 }
 
 /// The state the middleware needs.

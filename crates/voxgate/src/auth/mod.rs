@@ -81,7 +81,7 @@ pub struct Authenticator {
     audit: Audit,
     pepper: Arc<Pepper>,
     tiers: BTreeMap<String, Arc<TierConfig>>,
-    cache: Mutex<HashMap<String, Cached>>,
+    cache: Mutex<HashMap<String, Arc<Cached>>>,
     ttl: Duration,
     guard: FailureGuard,
     ip_tracking: IpTracking,
@@ -318,17 +318,18 @@ impl Authenticator {
     }
 
     /// A fresh cache entry for `keyid` whose stored digest equals `presented`.
-    fn cached(&self, keyid: &str, presented: &[u8]) -> Option<Cached> {
+    fn cached(&self, keyid: &str, presented: &[u8]) -> Option<Arc<Cached>> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let hit = cache
             .get(keyid)
             .filter(|c| c.fetched.elapsed() < self.ttl)?;
         let same: bool = hit.key.digest.ct_eq(presented).into();
-        same.then(|| hit.clone())
+        same.then(|| Arc::clone(hit))
     }
 
     /// Caches a verified key (only verified keys are ever cached).
-    fn remember(&self, verified: Cached) -> Cached {
+    fn remember(&self, verified: Cached) -> Arc<Cached> {
+        let verified = Arc::new(verified);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= CACHE_CAPACITY {
             cache.retain(|_, c| c.fetched.elapsed() < self.ttl);
@@ -336,7 +337,7 @@ impl Authenticator {
                 cache.clear();
             }
         }
-        cache.insert(verified.key.keyid.clone(), verified.clone());
+        cache.insert(verified.key.keyid.clone(), Arc::clone(&verified));
         verified
     }
 
@@ -383,7 +384,12 @@ impl Authenticator {
             IpTracking::Off => None,
         };
         let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = usage.entry(keyid.to_owned()).or_default();
+        if !usage.contains_key(keyid) {
+            usage.insert(keyid.to_owned(), Usage::default());
+        }
+        let Some(entry) = usage.get_mut(keyid) else {
+            return;
+        };
         entry.count += 1;
         entry.at = now();
         entry.ip = ip;

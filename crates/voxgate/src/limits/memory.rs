@@ -62,7 +62,12 @@ impl MemoryLimiter {
                     tats.extend(by_tat);
                 }
             }
-            tats.insert(key.to_owned(), tat);
+            match tats.get_mut(key) {
+                Some(existing) => *existing = tat,
+                None => {
+                    tats.insert(key.to_owned(), tat);
+                }
+            }
         }
         decision
     }
