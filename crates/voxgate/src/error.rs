@@ -332,6 +332,14 @@ impl IntoResponse for ApiError {
                 code: self.code().map(str::to_owned),
             },
         };
+        match self.kind() {
+            ErrorKind::RateLimited => crate::metrics::RATE_LIMITED.inc(),
+            ErrorKind::QuotaExceeded => crate::metrics::QUOTA_EXCEEDED.inc(),
+            ErrorKind::TooManyConcurrent | ErrorKind::Overloaded => {
+                crate::metrics::CONCURRENCY_REFUSED.inc()
+            }
+            _ => {}
+        }
         let mut response = (status, Json(body)).into_response();
         if matches!(self, ApiError::QuotaExceeded { .. }) {
             // The official SDKs retry every 429 unless told not to; a spent quota will not

@@ -10,6 +10,7 @@
 //! - [`auth`]: keys, scopes, tiers, verification, the brute-force guard.
 //! - [`accounts`]: account and key administration (CLI and admin API).
 //! - [`audit`]: typed audit events written through the store.
+//! - [`limits`]: rate limits, quotas, concurrency. [`metrics`]: Prometheus counters.
 //! - [`audio`]: output formats, resampling and streaming encoders.
 //! - [`server`]: start-up, the listener, graceful shutdown.
 //! - [`telemetry`]: logging and the request span.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod engines;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod server;
 pub mod speech;
 pub mod store;

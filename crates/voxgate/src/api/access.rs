@@ -90,6 +90,7 @@ pub const ADMIN_ROUTES: &[Route] = &[
         Access::Scope(Scope::Admin),
     ),
     route(Method::GET, "/admin/audit", Access::Scope(Scope::Admin)),
+    route(Method::GET, "/metrics", Access::Scope(Scope::Admin)),
 ];
 
 /// What the table says about a request.

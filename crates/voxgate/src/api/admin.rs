@@ -34,6 +34,7 @@ pub fn routes() -> Routes {
         .add(Method::POST, "/admin/keys/{keyid}/revoke", revoke_key)
         .add(Method::POST, "/admin/keys/{keyid}/rotate", rotate_key)
         .add(Method::GET, "/admin/audit", audit)
+        .add(Method::GET, "/metrics", metrics)
 }
 
 #[derive(Debug, Serialize)]
@@ -372,6 +373,17 @@ async fn rotate_key(
             record: created.record.into(),
         }),
     ))
+}
+
+/// Prometheus text; only fixed names, never user data.
+async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
 }
 
 #[derive(Debug, Serialize)]

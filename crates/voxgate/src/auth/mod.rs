@@ -355,6 +355,10 @@ impl Authenticator {
             vec![&ip, source_key]
         };
         let blocked = self.guard.fail(&sources);
+        crate::metrics::AUTH_FAILURES.inc();
+        if blocked.is_some() {
+            crate::metrics::AUTH_BLOCKS.inc();
+        }
         self.audit
             .record(
                 Actor::Anonymous,

@@ -62,12 +62,16 @@ impl RateLimiter for FallbackLimiter {
         match self.primary.acquire(key, policy, cost).await {
             Ok(decision) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
+                    crate::metrics::LIMITER_DEGRADED.set(0);
+                    crate::metrics::LIMITER_SWITCHES.inc();
                     tracing::warn!(target: "voxgate::security", event = "rate_limit_backend_recovered", "rate-limit backend is back; shared limits apply again");
                 }
                 Ok(decision)
             }
             Err(err) => {
                 if !self.degraded.swap(true, Ordering::Relaxed) {
+                    crate::metrics::LIMITER_DEGRADED.set(1);
+                    crate::metrics::LIMITER_SWITCHES.inc();
                     tracing::warn!(target: "voxgate::security", event = "rate_limit_backend_failed", error = %err, mode = ?self.mode, "rate-limit backend unavailable; falling back");
                 }
                 match self.mode {

@@ -107,6 +107,20 @@ mod tests {
         );
     }
 
+    /// A flood of refused requests leaves no state behind: memory stays flat while rejecting.
+    #[test]
+    fn rejections_allocate_nothing() {
+        let limiter = MemoryLimiter::default();
+        let policy = Policy::new(1, Duration::from_secs(60));
+        for i in 0..10_000 {
+            assert!(
+                !limiter.acquire_now(&format!("k{i}"), &policy, 2).allowed,
+                "cost above the burst"
+            );
+        }
+        assert!(limiter.is_empty());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn memory_stays_bounded() {
         let limiter = MemoryLimiter::with_capacity(100);

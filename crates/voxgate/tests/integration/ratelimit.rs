@@ -462,6 +462,20 @@ async fn a_gateway_survives_redis_going_away() {
         5,
         "{statuses:?}"
     );
+    // The switch is visible as a metric (and logged as a security event).
+    let metrics = app
+        .client
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains("voxgate_rate_limit_backend_degraded 1"),
+        "{metrics}"
+    );
 
     let _restarted = crate::limits::OwnRedis::start(port);
     crate::limits::wait_for_redis(port).await;
@@ -483,6 +497,24 @@ async fn a_gateway_survives_redis_going_away() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recovered, "shared limits are used again once Redis is back");
+    let metrics = app
+        .client
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains("voxgate_rate_limit_backend_degraded 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("voxgate_rate_limit_backend_switches_total 2"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&key), "no user data in metrics");
 }
 
 /// A gateway configured for Redis starts while Redis is down (the fallback decides) and
