@@ -562,3 +562,53 @@ async fn a_gateway_starts_without_redis_and_picks_it_up_later() {
         "the shared limiter is used once Redis is reachable"
     );
 }
+
+/// Work that fails (or a client that leaves) gives its reservation back.
+#[tokio::test]
+async fn abandoned_work_is_refunded() {
+    use voxgate::limits::quota::{self, Amounts};
+    let app = spawn_app_with(
+        "[tiers.basic]\nquotas = [{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100 }]\n",
+    )
+    .await;
+    let (account, key) = create_key(&app.state, "basic", None, None).await;
+    let principal = app
+        .state
+        .auth
+        .authenticate(
+            Some(&format!("Bearer {key}")),
+            std::net::IpAddr::from([127, 0, 0, 1]),
+        )
+        .await
+        .expect("principal");
+    let store = app.state.admin.store();
+    let estimate = Amounts {
+        characters: 80,
+        audio_seconds: 0,
+        requests: 1,
+    };
+    let hold = quota::reserve(store, &principal, &principal.tier.quotas, estimate)
+        .await
+        .expect("store")
+        .expect("fits");
+    let second = quota::reserve(store, &principal, &principal.tier.quotas, estimate)
+        .await
+        .expect("store");
+    assert!(second.is_err(), "80 + 80 > 100 while the first is reserved");
+    drop(hold); // the request failed: nothing is charged
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let now = voxgate::store::now();
+    let usage = store
+        .quota_usage(
+            &format!("acct:{account}"),
+            "characters",
+            now - now.rem_euclid(86_400),
+        )
+        .await
+        .expect("usage");
+    assert_eq!(usage, (0, 0), "refunded");
+    let again = quota::reserve(store, &principal, &principal.tier.quotas, estimate)
+        .await
+        .expect("store");
+    assert!(again.is_ok(), "the budget is whole again");
+}
