@@ -187,13 +187,14 @@ impl Admin {
                 ceiling,
             )?;
         }
-        let record_template = self.check_narrowing(&account, &request)?;
-        let generated = key::generate(&self.pepper);
-        let record = KeyRecord {
-            keyid: generated.keyid.clone(),
-            digest: generated.digest,
-            ..record_template
-        };
+        self.check_narrowing(&account, &request)?;
+        let (record, secret) = self.fresh_key(
+            &account.id,
+            &request.name,
+            request.tier.clone(),
+            request.scopes.as_deref().map(join_scopes),
+            request.expires_at,
+        );
         self.store.create_key(&record).await?;
         self.audit
             .record(
@@ -207,17 +208,10 @@ impl Admin {
                 },
             )
             .await;
-        Ok(CreatedKey {
-            record,
-            secret: generated.full,
-        })
+        Ok(CreatedKey { record, secret })
     }
 
-    fn check_narrowing(
-        &self,
-        account: &Account,
-        request: &KeyRequest,
-    ) -> Result<KeyRecord, AdminError> {
+    fn check_narrowing(&self, account: &Account, request: &KeyRequest) -> Result<(), AdminError> {
         let account_tier = self
             .tiers
             .get(&account.tier)
@@ -251,23 +245,37 @@ impl Admin {
         if request.name.chars().count() > 200 || request.name.chars().any(char::is_control) {
             return Err(AdminError::Invalid("name"));
         }
-        Ok(KeyRecord {
-            keyid: String::new(),
-            account_id: account.id.clone(),
-            name: request.name.clone(),
+        Ok(())
+    }
+
+    /// A new key (id, secret, digest) and its record, unused and unrevoked.
+    fn fresh_key(
+        &self,
+        account_id: &str,
+        name: &str,
+        tier: Option<String>,
+        scopes: Option<String>,
+        expires_at: Option<i64>,
+    ) -> (KeyRecord, SecretString) {
+        let generated = key::generate(&self.pepper);
+        let record = KeyRecord {
+            keyid: generated.keyid,
+            account_id: account_id.to_owned(),
+            name: name.to_owned(),
             digest_version: key::DIGEST_VERSION,
-            digest: Vec::new(),
-            tier: request.tier.clone(),
-            scopes: request.scopes.as_deref().map(join_scopes),
+            digest: generated.digest,
+            tier,
+            scopes,
             created_at: now(),
-            expires_at: request.expires_at,
+            expires_at,
             revoked_at: None,
             grace_until: None,
             replaced_by: None,
             request_count: 0,
             last_used_at: None,
             last_ip: None,
-        })
+        };
+        (record, generated.full)
     }
 
     pub async fn revoke_key(&self, actor: Actor, keyid: &str) -> Result<(), AdminError> {
@@ -341,24 +349,13 @@ impl Admin {
                 ceiling,
             )?;
         }
-        let generated = key::generate(&self.pepper);
-        let record = KeyRecord {
-            keyid: generated.keyid.clone(),
-            account_id: account.id.clone(),
-            name: old.name.clone(),
-            digest_version: key::DIGEST_VERSION,
-            digest: generated.digest,
-            tier: old.tier.clone(),
-            scopes: old.scopes.clone(),
-            created_at: now(),
-            expires_at: old.expires_at,
-            revoked_at: None,
-            grace_until: None,
-            replaced_by: None,
-            request_count: 0,
-            last_used_at: None,
-            last_ip: None,
-        };
+        let (record, secret) = self.fresh_key(
+            &account.id,
+            &old.name,
+            old.tier.clone(),
+            old.scopes.clone(),
+            old.expires_at,
+        );
         let grace_until = now().saturating_add(self.rotation_grace_secs);
         if !self.store.rotate_key(keyid, &record, grace_until).await? {
             return Err(AdminError::NoKey);
@@ -374,10 +371,7 @@ impl Admin {
                 },
             )
             .await;
-        Ok(CreatedKey {
-            record,
-            secret: generated.full,
-        })
+        Ok(CreatedKey { record, secret })
     }
 }
 
