@@ -14,6 +14,9 @@ pub enum ErrorClass {
     Overload,
     /// The engine took too long.
     Timeout,
+    /// The engine cannot run on this server (its model files are missing or fail their
+    /// checksums, or it was not compiled in); another engine may serve.
+    Unavailable,
     /// A bug or an unexpected local failure.
     Internal,
 }
@@ -39,6 +42,9 @@ pub enum EngineError {
     /// A remote provider failed. The provider's own text is kept for logs only.
     #[error("upstream provider failed")]
     Upstream(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The engine cannot run here; the reason is for the operator's log.
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
     /// Anything else: a bug or a local failure.
     #[error("internal engine failure: {0}")]
     Internal(String),
@@ -52,6 +58,7 @@ impl EngineError {
             EngineError::Overloaded { .. } => ErrorClass::Overload,
             EngineError::Timeout => ErrorClass::Timeout,
             EngineError::Upstream(_) => ErrorClass::Upstream,
+            EngineError::Unavailable(_) => ErrorClass::Unavailable,
             EngineError::Internal(_) => ErrorClass::Internal,
         }
     }
@@ -73,6 +80,10 @@ mod tests {
             ),
             (EngineError::Timeout, ErrorClass::Timeout),
             (EngineError::Upstream(Box::new(io)), ErrorClass::Upstream),
+            (
+                EngineError::Unavailable("x".into()),
+                ErrorClass::Unavailable,
+            ),
             (EngineError::Internal("x".into()), ErrorClass::Internal),
         ];
         for (err, class) in cases {

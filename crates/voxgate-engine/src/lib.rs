@@ -8,11 +8,14 @@
 //! - [`EngineError`] classifies every failure by who is at fault and whether a retry helps.
 //! - [`BlockingPool`] runs CPU-bound synthesis off the async workers, bounded.
 //! - [`sentences`] splits text at sentence boundaries so engines can stream piece by piece.
+//! - [`Transcriber`] is the trait every speech recogniser implements (local Whisper now,
+//!   remote OpenAI-compatible STT providers later).
 
 mod error;
 mod pool;
 pub mod sentences;
 
+use std::future::Future;
 use std::pin::Pin;
 
 use futures::Stream;
@@ -71,7 +74,82 @@ pub trait Synthesizer: Send + Sync + std::fmt::Debug {
         true
     }
 
+    /// Whether text leaves this machine (a remote provider): tiers with PII redaction
+    /// redact it first.
+    fn remote(&self) -> bool {
+        false
+    }
+
+    /// Whether the engine can speak with a stored voice reference (cloning).
+    fn supports_cloning(&self) -> bool {
+        false
+    }
+
     /// Starts synthesis. Errors that are known before any audio exists are returned here;
     /// later ones arrive in the stream.
     fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError>;
+}
+
+/// One transcription job: validated, decoded audio at the engine's [`Transcriber::sample_rate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriptionRequest {
+    /// Mono samples in `[-1, 1]`.
+    pub samples: Vec<f32>,
+    /// An ISO 639-1 code from [`Transcriber::languages`], or `None` to detect.
+    pub language: Option<String>,
+    /// 0 decodes greedily (beam search); above 0 samples at this temperature (at most 1).
+    pub temperature: f32,
+    /// Whether segment and word timings are wanted (they cost an alignment pass).
+    pub timestamps: bool,
+}
+
+/// A timed word.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriptWord {
+    pub word: String,
+    /// Seconds from the start of the audio.
+    pub start: f32,
+    pub end: f32,
+}
+
+/// A timed stretch of the transcript (a caption line).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriptSegment {
+    pub start: f32,
+    pub end: f32,
+    pub text: String,
+    pub words: Vec<TranscriptWord>,
+}
+
+/// What a recogniser heard.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Transcript {
+    pub text: String,
+    /// The language transcribed, when known.
+    pub language: Option<String>,
+    /// Empty unless timestamps were asked for.
+    pub segments: Vec<TranscriptSegment>,
+}
+
+/// The future a [`Transcriber`] returns.
+pub type TranscriptionFuture =
+    Pin<Box<dyn Future<Output = Result<Transcript, EngineError>> + Send + 'static>>;
+
+/// A speech recogniser: a local engine or a remote provider.
+pub trait Transcriber: Send + Sync + std::fmt::Debug {
+    /// A short stable id for logs, metrics and the `x-voxgate-engine` header.
+    fn id(&self) -> &str;
+
+    /// The sample rate [`TranscriptionRequest::samples`] must have.
+    fn sample_rate(&self) -> u32;
+
+    /// The language codes the engine accepts.
+    fn languages(&self) -> &[&str];
+
+    /// Whether the engine can time single words.
+    fn word_timestamps(&self) -> bool;
+
+    /// Transcribes one request. Dropping the future abandons the wait, not necessarily the
+    /// computation already running on a blocking thread.
+    fn transcribe(&self, request: TranscriptionRequest) -> TranscriptionFuture;
 }

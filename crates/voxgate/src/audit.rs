@@ -46,6 +46,14 @@ pub enum AuditEvent {
         route: String,
         reason: &'static str,
     },
+    VoiceCreated {
+        voice_id: String,
+        account_id: String,
+    },
+    VoiceDeleted {
+        voice_id: String,
+        account_id: String,
+    },
 }
 
 impl AuditEvent {
@@ -59,6 +67,8 @@ impl AuditEvent {
             AuditEvent::AuthFailed { .. } => "auth_failed",
             AuditEvent::AuthBlocked { .. } => "auth_blocked",
             AuditEvent::AccessDenied { .. } => "access_denied",
+            AuditEvent::VoiceCreated { .. } => "voice_created",
+            AuditEvent::VoiceDeleted { .. } => "voice_deleted",
         }
     }
 
@@ -75,6 +85,14 @@ impl AuditEvent {
             AuditEvent::AccessDenied { keyid, .. } => (None, Some(keyid)),
             AuditEvent::AuthFailed { keyid, .. } => (None, keyid.as_deref()),
             AuditEvent::AuthBlocked { .. } => (None, None),
+            AuditEvent::VoiceCreated {
+                voice_id,
+                account_id,
+            }
+            | AuditEvent::VoiceDeleted {
+                voice_id,
+                account_id,
+            } => (Some(account_id), Some(voice_id)),
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use futures::StreamExt;
+use voxgate_engine::BlockingPool;
 use voxgate_flite::{Flite, SAMPLE_RATE};
 
 use crate::accounts::{Admin, KeyRequest};
@@ -17,7 +18,7 @@ use crate::audit::Actor;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::server;
-use crate::speech::{self, SpeechJob};
+use crate::speech::{self, Part, SpeechJob};
 
 const PARAGRAPH: &str = "The quick brown fox jumps over the lazy dog. Speech synthesis turns \
     written text into sound, one sentence after another. A gateway in front of it decides who \
@@ -65,7 +66,11 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
             engine: resolved.engine.clone(),
             engine_name: model.engine_id.clone(),
             voice: resolved.native_voice.clone(),
-            text: long.clone(),
+            script: vec![Part::Say {
+                text: long.clone(),
+                speed: 1.0,
+            }],
+            characters: long.chars().count(),
             speed: 1.0,
             format: AudioFormat::Mp3,
             deadline: tokio::time::Instant::now() + Duration::from_secs(3600),
@@ -116,6 +121,20 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
 
     writeln!(
         out,
+        "\n## Upload probe cost (check + full decode), per MB of upload"
+    )?;
+    probe_cost(&pcm, reps, &mut out)?;
+
+    writeln!(
+        out,
+        "\n## Speech recognition (Whisper base) real-time factor, Flite speech in"
+    )?;
+    if let Err(err) = stt_rtf(&catalog, &encoders, reps, &mut out).await {
+        writeln!(out, "not measured: {err}")?;
+    }
+
+    writeln!(
+        out,
         "\n## Authentication cost per request (SQLite, one key)"
     )?;
     auth_cost(&config, if quick { 2_000 } else { 20_000 }, &mut out).await?;
@@ -133,6 +152,94 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
     match idle_rss() {
         Ok(kb) => writeln!(out, "idle RSS {:.1} MB", kb as f64 / 1024.0)?,
         Err(e) => writeln!(out, "idle RSS not measured: {e}")?,
+    }
+    Ok(())
+}
+
+/// Encodes `pcm` (24 kHz) as each accepted upload format this build can write, then times
+/// `probe_bytes` on it: magic bytes, polyglot checks and a complete decode.
+fn probe_cost(pcm: &[i16], reps: usize, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    use voxgate_input::probe::{ProbeLimits, probe_bytes};
+    let secs = pcm.len() as f64 / f64::from(OUTPUT_RATE);
+    let limits = ProbeLimits {
+        max_duration_secs: 3600.0,
+        ..ProbeLimits::default()
+    };
+    for (format, ext) in [
+        (AudioFormat::Wav, "wav"),
+        (AudioFormat::Mp3, "mp3"),
+        (AudioFormat::Flac, "flac"),
+        (AudioFormat::Opus, "ogg"),
+    ] {
+        let mut encoder = Encoder::new(format)?;
+        let mut bytes = encoder.encode(pcm)?;
+        bytes.extend(encoder.finish()?);
+        if format == AudioFormat::Wav {
+            // The streaming WAV header leaves the sizes open; an upload has them filled in.
+            let riff = u32::try_from(bytes.len() - 8)?;
+            bytes[4..8].copy_from_slice(&riff.to_le_bytes());
+            let data = u32::try_from(bytes.len() - 44)?;
+            bytes[40..44].copy_from_slice(&data.to_le_bytes());
+        }
+        let start = Instant::now();
+        for _ in 0..reps {
+            probe_bytes(&bytes, &format!("upload.{ext}"), &limits)
+                .map_err(|e| anyhow::anyhow!("{ext}: {e}"))?;
+        }
+        let elapsed = start.elapsed().as_secs_f64() / reps as f64;
+        let mb = bytes.len() as f64 / 1e6;
+        writeln!(
+            out,
+            "{ext:<5} {:.1} ms per MB ({mb:.2} MB, {secs:.0} s of audio, {:.1} ms per audio minute)",
+            elapsed * 1e3 / mb,
+            elapsed * 1e3 / secs * 60.0
+        )?;
+    }
+    Ok(())
+}
+
+/// Times the configured `whisper-1` recogniser on the paragraph spoken by Flite: the first
+/// call (checksums and loading) apart, then plain text and with word timings.
+async fn stt_rtf(
+    catalog: &crate::engines::Catalog,
+    encoders: &BlockingPool,
+    reps: usize,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    use voxgate_engine::TranscriptionRequest;
+    let model = catalog
+        .model("whisper-1")
+        .ok_or_else(|| anyhow::anyhow!("no model whisper-1"))?;
+    let engine = catalog
+        .transcriber(model)
+        .ok_or_else(|| anyhow::anyhow!("whisper-1 has no recogniser"))?;
+    let pcm = Flite::synthesize_blocking("slt", PARAGRAPH, 1.0)?;
+    let samples: Vec<f32> = pcm.iter().map(|s| f32::from(*s) / 32768.0).collect();
+    let rate = engine.sample_rate();
+    let samples = encoders
+        .run(move || crate::transcription::resample(&samples, SAMPLE_RATE, rate))
+        .await??;
+    let secs = samples.len() as f64 / f64::from(rate);
+    let request = |timestamps| TranscriptionRequest {
+        samples: samples.clone(),
+        language: Some("en".into()),
+        temperature: 0.0,
+        timestamps,
+    };
+    let start = Instant::now();
+    engine.transcribe(request(false)).await?;
+    writeln!(
+        out,
+        "first call (verify checksums, load, transcribe): {:.2} s",
+        start.elapsed().as_secs_f64()
+    )?;
+    for (label, timestamps) in [("text", false), ("word timings", true)] {
+        let start = Instant::now();
+        for _ in 0..reps {
+            engine.transcribe(request(timestamps)).await?;
+        }
+        let rtf = start.elapsed().as_secs_f64() / (secs * reps as f64);
+        writeln!(out, "{label:<13} RTF {rtf:.3}  ({secs:.1} s of audio)")?;
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ use crate::audit::Actor;
 use crate::auth::parse_scopes;
 use crate::config::{self, Config, LogFormat, Overrides};
 use crate::server::{self, Application};
+use crate::speech::Part;
 use crate::speech::{self, SpeechJob};
 use crate::store::KeyRecord;
 
@@ -315,7 +316,8 @@ async fn say(
         engine: resolved.engine,
         engine_name: model.engine_id.clone(),
         voice: resolved.native_voice,
-        text,
+        characters: text.chars().count(),
+        script: vec![Part::Say { text, speed }],
         speed,
         format,
         deadline: tokio::time::Instant::now() + Duration::from_secs(24 * 3600),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use voxgate_engine::Synthesizer;
+use voxgate_engine::{Synthesizer, Transcriber};
 use voxgate_flite::Flite;
 
 use crate::config::{self, Config, EngineConfig, InstructionsPolicy};
@@ -23,15 +23,53 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// An engine built from its configuration: it speaks or it listens.
+#[derive(Debug, Clone)]
+pub enum Built {
+    Synthesizer(Arc<dyn Synthesizer>),
+    Transcriber(Arc<dyn Transcriber>),
+}
+
 impl EngineConfig {
-    /// Builds the engine this configuration describes.
-    pub fn build(&self) -> Arc<dyn Synthesizer> {
+    /// Builds the engine this configuration describes. Recognisers load their model lazily.
+    pub fn build(&self, id: &str) -> Built {
         match self {
             EngineConfig::Flite { threads, .. } => {
-                Arc::new(Flite::new(config::threads_or_cpus(*threads)))
+                Built::Synthesizer(Arc::new(Flite::new(config::threads_or_cpus(*threads))))
+            }
+            #[cfg(feature = "whisper")]
+            EngineConfig::Whisper {
+                model_dir,
+                threads,
+                parallel,
+                beam_size,
+            } => Built::Transcriber(Arc::new(crate::transcription::LazyWhisper::new(
+                id,
+                voxgate_whisper::WhisperSettings {
+                    model_dir: model_dir.clone(),
+                    threads: config::threads_or_cpus(*threads),
+                    parallel: *parallel,
+                    beam_size: *beam_size,
+                },
+            ))),
+            #[cfg(not(feature = "whisper"))]
+            EngineConfig::Whisper { .. } => {
+                Built::Transcriber(Arc::new(crate::transcription::Unavailable::new(
+                    id,
+                    "this binary was built without the `whisper` feature",
+                )))
             }
         }
     }
+}
+
+/// What a model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Text to speech (`POST /v1/audio/speech`).
+    Speech,
+    /// Speech to text (`POST /v1/audio/transcriptions`).
+    Transcription,
 }
 
 /// A model clients may name.
@@ -39,6 +77,7 @@ impl EngineConfig {
 pub struct Model {
     pub id: String,
     pub engine_id: String,
+    pub kind: ModelKind,
     pub instructions: InstructionsPolicy,
 }
 
@@ -61,6 +100,7 @@ pub struct ListedVoice {
 #[derive(Debug)]
 pub struct Catalog {
     engines: BTreeMap<String, Arc<dyn Synthesizer>>,
+    transcribers: BTreeMap<String, Arc<dyn Transcriber>>,
     aliases: BTreeMap<String, BTreeMap<String, String>>,
     models: BTreeMap<String, Model>,
     /// Seconds since the epoch at start-up, reported as models' `created`.
@@ -88,9 +128,16 @@ impl Catalog {
     /// Builds every configured engine and checks every alias against its voices.
     pub fn build(config: &Config) -> Result<Self, UnknownNativeVoice> {
         let mut engines = BTreeMap::new();
+        let mut transcribers = BTreeMap::new();
         let mut aliases = BTreeMap::new();
         for (id, engine_config) in &config.engines {
-            let engine = engine_config.build();
+            let engine = match engine_config.build(id) {
+                Built::Synthesizer(engine) => engine,
+                Built::Transcriber(engine) => {
+                    transcribers.insert(id.clone(), engine);
+                    continue;
+                }
+            };
             for (alias, native) in engine_config.voice_aliases() {
                 if !engine.voices().iter().any(|v| &v.id == native) {
                     return Err(UnknownNativeVoice {
@@ -107,9 +154,15 @@ impl Catalog {
             .models
             .iter()
             .map(|(id, m)| {
+                let kind = if transcribers.contains_key(&m.engine) {
+                    ModelKind::Transcription
+                } else {
+                    ModelKind::Speech
+                };
                 let model = Model {
                     id: id.clone(),
                     engine_id: m.engine.clone(),
+                    kind,
                     instructions: m.instructions,
                 };
                 (id.clone(), model)
@@ -120,6 +173,7 @@ impl Catalog {
             .map_or(0, |d| d.as_secs());
         Ok(Self {
             engines,
+            transcribers,
             aliases,
             models,
             created,
@@ -138,6 +192,11 @@ impl Catalog {
     /// Every engine, by id.
     pub fn engines(&self) -> impl Iterator<Item = (&str, &Arc<dyn Synthesizer>)> {
         self.engines.iter().map(|(id, e)| (id.as_str(), e))
+    }
+
+    /// The recogniser serving a transcription model.
+    pub fn transcriber(&self, model: &Model) -> Option<Arc<dyn Transcriber>> {
+        self.transcribers.get(&model.engine_id).cloned()
     }
 
     /// Whether every engine is ready.

@@ -42,6 +42,35 @@ pub enum ApiError {
     /// Body over the limit.
     #[error("The request body is larger than {limit} bytes.")]
     PayloadTooLarge { limit: usize },
+    /// An uploaded file over the tier's cap (counted while reading).
+    #[error("The uploaded file is larger than {limit} bytes.")]
+    FileTooLarge { param: &'static str, limit: u64 },
+    /// An upload that is not acceptable audio (empty, undecodable, too long or short...).
+    #[error("{message}")]
+    InvalidFile {
+        param: &'static str,
+        code: &'static str,
+        message: String,
+    },
+    /// An upload whose content is not an allowed kind of audio (an executable named `.wav`,
+    /// a polyglot, a mismatch between extension and content).
+    #[error("{message}")]
+    UnsupportedFile {
+        param: &'static str,
+        code: &'static str,
+        message: String,
+    },
+    /// An object that does not exist for this caller (another account's objects included).
+    #[error("{message}")]
+    NotFound {
+        param: Option<&'static str>,
+        code: &'static str,
+        message: String,
+    },
+    /// The engine a model needs is not available on this server (e.g. its model files are
+    /// missing or fail their checksums).
+    #[error("The engine for this model is not available on this server.")]
+    EngineUnavailable,
     /// No such route.
     #[error("Invalid URL ({method} {path}).")]
     UnknownRoute { method: String, path: String },
@@ -93,6 +122,11 @@ pub enum ErrorKind {
     UnsupportedFormat,
     UnsupportedMediaType,
     PayloadTooLarge,
+    FileTooLarge,
+    InvalidFile,
+    UnsupportedFile,
+    NotFound,
+    EngineUnavailable,
     UnknownRoute,
     MethodNotAllowed,
     Unauthorized,
@@ -109,7 +143,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// All kinds, for the table test.
-    pub const ALL: [ErrorKind; 19] = [
+    pub const ALL: [ErrorKind; 24] = [
         ErrorKind::InvalidJson,
         ErrorKind::InvalidParameter,
         ErrorKind::ModelNotFound,
@@ -117,6 +151,11 @@ impl ErrorKind {
         ErrorKind::UnsupportedFormat,
         ErrorKind::UnsupportedMediaType,
         ErrorKind::PayloadTooLarge,
+        ErrorKind::FileTooLarge,
+        ErrorKind::InvalidFile,
+        ErrorKind::UnsupportedFile,
+        ErrorKind::NotFound,
+        ErrorKind::EngineUnavailable,
         ErrorKind::UnknownRoute,
         ErrorKind::MethodNotAllowed,
         ErrorKind::Unauthorized,
@@ -154,6 +193,23 @@ impl ErrorKind {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 INVALID,
                 Some("payload_too_large"),
+            ),
+            FileTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                INVALID,
+                Some("file_too_large"),
+            ),
+            InvalidFile => (StatusCode::BAD_REQUEST, INVALID, Some("invalid_audio")),
+            UnsupportedFile => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                INVALID,
+                Some("unsupported_media_type"),
+            ),
+            NotFound => (StatusCode::NOT_FOUND, INVALID, Some("not_found")),
+            EngineUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("engine_unavailable"),
             ),
             UnknownRoute => (StatusCode::NOT_FOUND, INVALID, Some("unknown_url")),
             Unauthorized => (
@@ -217,6 +273,11 @@ impl ApiError {
             ApiError::UnsupportedFormat { .. } => ErrorKind::UnsupportedFormat,
             ApiError::UnsupportedMediaType { .. } => ErrorKind::UnsupportedMediaType,
             ApiError::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            ApiError::FileTooLarge { .. } => ErrorKind::FileTooLarge,
+            ApiError::InvalidFile { .. } => ErrorKind::InvalidFile,
+            ApiError::UnsupportedFile { .. } => ErrorKind::UnsupportedFile,
+            ApiError::NotFound { .. } => ErrorKind::NotFound,
+            ApiError::EngineUnavailable => ErrorKind::EngineUnavailable,
             ApiError::UnknownRoute { .. } => ErrorKind::UnknownRoute,
             ApiError::MethodNotAllowed => ErrorKind::MethodNotAllowed,
             ApiError::Unauthorized { .. } => ErrorKind::Unauthorized,
@@ -256,6 +317,10 @@ impl ApiError {
             ApiError::ModelNotFound(_) => Some("model"),
             ApiError::VoiceNotFound(_) => Some("voice"),
             ApiError::UnsupportedFormat { .. } => Some("response_format"),
+            ApiError::FileTooLarge { param, .. }
+            | ApiError::InvalidFile { param, .. }
+            | ApiError::UnsupportedFile { param, .. } => Some(param),
+            ApiError::NotFound { param, .. } => *param,
             _ => None,
         }
     }
@@ -264,7 +329,10 @@ impl ApiError {
         match self {
             ApiError::InvalidParameter { code, .. }
             | ApiError::Unauthorized { code, .. }
-            | ApiError::Forbidden { code, .. } => Some(code),
+            | ApiError::Forbidden { code, .. }
+            | ApiError::InvalidFile { code, .. }
+            | ApiError::UnsupportedFile { code, .. }
+            | ApiError::NotFound { code, .. } => Some(code),
             other => other.kind().spec().2,
         }
     }
@@ -295,6 +363,10 @@ impl From<EngineError> for ApiError {
                 }
             }
             ErrorClass::Timeout => ApiError::Timeout,
+            ErrorClass::Unavailable => {
+                tracing::error!(error = %err, "engine unavailable");
+                ApiError::EngineUnavailable
+            }
             ErrorClass::Upstream => ApiError::Upstream(err),
             ErrorClass::Internal => ApiError::Internal(Box::new(err)),
         }
@@ -429,6 +501,31 @@ mod tests {
                 Some("payload_too_large"),
             ),
             (
+                FileTooLarge,
+                413,
+                "invalid_request_error",
+                Some("file_too_large"),
+            ),
+            (
+                InvalidFile,
+                400,
+                "invalid_request_error",
+                Some("invalid_audio"),
+            ),
+            (
+                UnsupportedFile,
+                415,
+                "invalid_request_error",
+                Some("unsupported_media_type"),
+            ),
+            (NotFound, 404, "invalid_request_error", Some("not_found")),
+            (
+                EngineUnavailable,
+                503,
+                "server_error",
+                Some("engine_unavailable"),
+            ),
+            (
                 UnknownRoute,
                 404,
                 "invalid_request_error",
@@ -500,6 +597,10 @@ mod tests {
                 ErrorKind::Overloaded,
             ),
             (EngineError::Timeout, ErrorKind::Timeout),
+            (
+                EngineError::Unavailable("model.bin fails its checksum".into()),
+                ErrorKind::EngineUnavailable,
+            ),
             (upstream, ErrorKind::Upstream),
             (EngineError::Internal("x".into()), ErrorKind::Internal),
         ];

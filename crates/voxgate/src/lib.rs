@@ -5,6 +5,12 @@
 //! - [`api`]: the HTTP surface: routes, wire types, the JSON extractor, middleware.
 //! - [`error`]: the one HTTP-facing error type and its status/type/code table.
 //! - [`speech`]: orchestration of a speech request: engine → resample → encode.
+//! - [`transcription`]: orchestration of a transcription: decoded upload → 16 kHz →
+//!   recogniser → json/text/srt/vtt/verbose_json.
+//! - [`upload`]: multipart reading with caps enforced while reading, private temp files.
+//! - [`voices`]: stored voice references (cloning inputs), sealed by [`vault`].
+//! - [`vault`]: encryption at rest under per-account keys; [`secrets`]: secrets kept out of
+//!   the database (pepper, master key).
 //! - [`engines`]: builds engines from configuration; resolves models and voices by table.
 //! - [`store`]: the `Store` trait (SQLite, PostgreSQL): accounts, keys, audit events.
 //! - [`auth`]: keys, scopes, tiers, verification, the brute-force guard.
@@ -16,7 +22,9 @@
 //! - [`telemetry`]: logging and the request span.
 //! - [`cli`]: the command line. [`bench`]: the `voxgate bench` measurements.
 //!
-//! Engines implement `voxgate_engine::Synthesizer`; Flite lives in `voxgate-flite`.
+//! Engines implement `voxgate_engine::Synthesizer` (Flite lives in `voxgate-flite`) or
+//! `voxgate_engine::Transcriber` (Whisper lives in `voxgate-whisper`, behind the `whisper`
+//! feature). Input checks (text pipeline, SSML, upload probe) live in `voxgate-input`.
 
 pub mod accounts;
 pub mod api;
@@ -30,7 +38,12 @@ pub mod engines;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod secrets;
 pub mod server;
 pub mod speech;
 pub mod store;
 pub mod telemetry;
+pub mod transcription;
+pub mod upload;
+pub mod vault;
+pub mod voices;

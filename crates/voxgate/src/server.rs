@@ -23,6 +23,10 @@ use crate::config::{self, Config, LimitsConfig};
 use crate::engines::Catalog;
 use crate::limits::{Concurrency, FallbackLimiter, Gate, MemoryLimiter, RateLimiter, RedisLimiter};
 use crate::store::{self, Store};
+use crate::upload::UploadDir;
+use crate::vault::Vault;
+use crate::voices::VoiceLibrary;
+use voxgate_input::text::WordList;
 
 /// A bound, ready-to-run server: the public listener and, if enabled, the admin listener.
 #[derive(Debug)]
@@ -187,6 +191,16 @@ pub async fn app_state(config: Config) -> anyhow::Result<AppState> {
         limits.engine_queue_depth,
         std::time::Duration::from_millis(limits.engine_queue_wait_ms),
     ));
+    let master = crate::secrets::load_or_create(
+        config.storage.master_key.as_ref(),
+        &config.storage.master_key_file,
+        &config.data_dir,
+        "master_key",
+    )?;
+    let voices = VoiceLibrary::new(Arc::clone(&store), Arc::new(Vault::new(&master)));
+    let uploads = UploadDir::prepare(&config.data_dir)
+        .with_context(|| format!("cannot prepare uploads under {}", config.data_dir.display()))?;
+    let blocked_words = Arc::new(blocked_words(&config.text)?);
     let admin = Admin::new(
         store,
         pepper,
@@ -201,7 +215,30 @@ pub async fn app_state(config: Config) -> anyhow::Result<AppState> {
         admin,
         gate,
         concurrency,
+        voices,
+        uploads,
+        blocked_words,
     })
+}
+
+/// `text.blocked_words` plus the lines of `text.blocked_words_file`.
+fn blocked_words(config: &crate::config::TextConfig) -> anyhow::Result<WordList> {
+    let mut words = config.blocked_words.clone();
+    if !config.blocked_words_file.as_os_str().is_empty() {
+        let text = std::fs::read_to_string(&config.blocked_words_file).with_context(|| {
+            format!(
+                "cannot read text.blocked_words_file {}",
+                config.blocked_words_file.display()
+            )
+        })?;
+        words.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    Ok(WordList::new(words))
 }
 
 /// The configured rate limiter: in memory, or Redis behind the configured fallback.

@@ -11,10 +11,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
-use voxgate_engine::{BlockingPool, EngineError, PcmStream, SynthesisRequest, Synthesizer};
+use voxgate_engine::{BlockingPool, EngineError, SynthesisRequest, Synthesizer};
 
 use crate::audio::{AudioFormat, Encoder, OUTPUT_RATE, Resampler};
 use crate::error::ApiError;
+
+/// One step of a script: text to speak at a speed, or a pause.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    /// Normalised text (never empty) and its speaking rate.
+    Say { text: String, speed: f32 },
+    /// Silence, e.g. from an SSML `<break>` for an engine that does not take SSML.
+    Pause { ms: u32 },
+}
 
 /// What to synthesize, already validated and resolved.
 #[derive(Debug, Clone)]
@@ -23,11 +32,45 @@ pub struct SpeechJob {
     /// The configured engine name (its admission queue's key).
     pub engine_name: String,
     pub voice: String,
-    pub text: String,
+    /// What to say, in order.
+    pub script: Vec<Part>,
+    /// Characters of text in the script (what quotas and usage count).
+    pub characters: usize,
+    /// The request's speed (SSML prosody multiplies it per part).
     pub speed: f32,
     pub format: AudioFormat,
     /// When the whole stream must be done.
     pub deadline: Instant,
+}
+
+/// What flows from the engine(s) to the encoder.
+enum Piece {
+    Pcm(voxgate_engine::PcmChunk),
+    Silence { ms: u32 },
+}
+
+type PieceStream = Pin<Box<dyn Stream<Item = Result<Piece, EngineError>> + Send + 'static>>;
+
+/// The script as one lazy stream: each part starts only when the previous one is done.
+fn script_stream(engine: Arc<dyn Synthesizer>, voice: String, script: Vec<Part>) -> PieceStream {
+    let parts = futures::stream::iter(script).map(move |part| -> PieceStream {
+        match part {
+            Part::Say { text, speed } => match engine.synthesize(SynthesisRequest {
+                text,
+                voice: voice.clone(),
+                speed,
+            }) {
+                Ok(pcm) => Box::pin(pcm.map(|chunk| chunk.map(Piece::Pcm))),
+                Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
+            },
+            Part::Pause { ms } => {
+                Box::pin(futures::stream::once(
+                    async move { Ok(Piece::Silence { ms }) },
+                ))
+            }
+        }
+    });
+    Box::pin(parts.flatten())
 }
 
 /// Counters for one response, read when it ends (usage, logs).
@@ -68,11 +111,9 @@ impl std::fmt::Debug for Speech {
 /// any audio exists still become a proper status code.
 pub async fn start(job: SpeechJob, encoders: BlockingPool) -> Result<Speech, ApiError> {
     let engine = job.engine.id().to_owned();
-    let pcm = job.engine.synthesize(SynthesisRequest {
-        text: job.text,
-        voice: job.voice,
-        speed: job.speed,
-    })?;
+    // Errors known before any audio exists (an unknown voice) surface as the first item,
+    // which is awaited below, so they still become a proper status code.
+    let pcm = script_stream(job.engine, job.voice, job.script);
     let stats = Arc::new(SpeechStats::default());
     let mut audio = encode_stream(pcm, job.format, encoders, job.deadline, Arc::clone(&stats));
     let first = match audio.next().await {
@@ -106,6 +147,13 @@ impl Pipeline {
         self.encode(&pcm)
     }
 
+    /// Silence goes straight to the encoder at the output rate (after what the resampler
+    /// holds, which is at most a few milliseconds).
+    fn silence(&mut self, ms: u32) -> Result<Vec<u8>, ApiError> {
+        let samples = (u64::from(ms) * u64::from(OUTPUT_RATE) / 1000) as usize;
+        self.encode(&vec![0; samples])
+    }
+
     fn finish(&mut self) -> Result<Vec<u8>, ApiError> {
         let tail = match &mut self.resampler {
             Some(r) => r.finish().map_err(ApiError::internal)?,
@@ -126,14 +174,14 @@ impl Pipeline {
 
 enum State {
     Running {
-        pcm: PcmStream,
+        pcm: PieceStream,
         pipeline: Box<Pipeline>,
     },
     Done,
 }
 
 fn encode_stream(
-    pcm: PcmStream,
+    pcm: PieceStream,
     format: AudioFormat,
     pool: BlockingPool,
     deadline: Instant,
@@ -169,10 +217,15 @@ fn encode_stream(
                     Err(_) => return Some((Err(ApiError::Timeout), State::Done)),
                 };
                 match next {
-                    Some(Ok(chunk)) => {
+                    Some(Ok(piece)) => {
                         let (back, bytes) = match pool
                             .run(move || {
-                                let bytes = pipeline.feed(chunk.sample_rate, &chunk.samples);
+                                let bytes = match piece {
+                                    Piece::Pcm(chunk) => {
+                                        pipeline.feed(chunk.sample_rate, &chunk.samples)
+                                    }
+                                    Piece::Silence { ms } => pipeline.silence(ms),
+                                };
                                 (pipeline, bytes)
                             })
                             .await
@@ -224,7 +277,11 @@ mod tests {
             engine,
             engine_name: "flite".into(),
             voice: "slt".into(),
-            text: text.into(),
+            script: vec![Part::Say {
+                text: text.into(),
+                speed: 1.0,
+            }],
+            characters: text.chars().count(),
             speed: 1.0,
             format,
             deadline: Instant::now() + Duration::from_secs(60),
@@ -285,6 +342,45 @@ mod tests {
             samples,
             (direct * 3).div_ceil(2),
             "16 kHz → 24 kHz keeps the duration"
+        );
+    }
+
+    /// A pause between two parts becomes exactly that much silence in the output.
+    #[tokio::test]
+    async fn pauses_become_silence_between_parts() {
+        let flite = Flite::new(1);
+        let mut job = job(Arc::new(flite), "", AudioFormat::Pcm);
+        job.script = vec![
+            Part::Say {
+                text: "One.".into(),
+                speed: 1.0,
+            },
+            Part::Pause { ms: 1000 },
+            Part::Say {
+                text: "Two.".into(),
+                speed: 1.0,
+            },
+        ];
+        let speech = start(job, BlockingPool::new(1)).await.expect("start");
+        let bytes: Vec<u8> = speech
+            .audio
+            .map(|c| c.expect("chunk").to_vec())
+            .concat()
+            .await;
+        let samples: Vec<i16> = bytes
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        // The longest run of exact zeros is the pause (Flite's own silences are shorter).
+        let (mut longest, mut run) = (0usize, 0usize);
+        for s in &samples {
+            run = if *s == 0 { run + 1 } else { 0 };
+            longest = longest.max(run);
+        }
+        let expected = OUTPUT_RATE as usize;
+        assert!(
+            (expected..expected + OUTPUT_RATE as usize / 2).contains(&longest),
+            "longest silence {longest} samples"
         );
     }
 

@@ -58,6 +58,26 @@ pub const PUBLIC_ROUTES: &[Route] = &[
         "/v1/audio/voices",
         Access::Scope(Scope::ModelsRead),
     ),
+    route(
+        Method::POST,
+        "/v1/audio/voices",
+        Access::Scope(Scope::VoicesManage),
+    ),
+    route(
+        Method::GET,
+        "/v1/audio/voices/{voice_id}",
+        Access::Scope(Scope::VoicesManage),
+    ),
+    route(
+        Method::DELETE,
+        "/v1/audio/voices/{voice_id}",
+        Access::Scope(Scope::VoicesManage),
+    ),
+    route(
+        Method::POST,
+        "/v1/audio/transcriptions",
+        Access::Scope(Scope::Transcription),
+    ),
     route(Method::GET, "/healthz", Access::Public),
     route(Method::GET, "/readyz", Access::Public),
     route(Method::GET, "/openapi.json", Access::Public),

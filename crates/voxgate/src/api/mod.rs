@@ -9,6 +9,7 @@ mod json;
 mod models;
 pub mod openapi;
 pub(crate) mod speech;
+mod transcriptions;
 mod voices;
 
 use std::sync::Arc;
@@ -45,6 +46,36 @@ pub struct AppState {
     pub admin: Admin,
     pub gate: Arc<crate::limits::Gate>,
     pub concurrency: Arc<crate::limits::Concurrency>,
+    /// Stored voice references, sealed at rest.
+    pub voices: crate::voices::VoiceLibrary,
+    /// Where uploads are spooled.
+    pub uploads: crate::upload::UploadDir,
+    /// `text.blocked_words`, for tiers with `block_profanity`.
+    pub blocked_words: Arc<voxgate_input::text::WordList>,
+}
+
+impl AppState {
+    /// The text pipeline's policy for a tier, with a length limit.
+    pub fn text_policy(
+        &self,
+        tier: &crate::config::TierConfig,
+        max_chars: usize,
+    ) -> voxgate_input::text::TextPolicy {
+        use crate::config::ZeroWidthPolicy;
+        use voxgate_input::text::ZeroWidth;
+        voxgate_input::text::TextPolicy {
+            max_chars,
+            zero_width: match self.config.text.zero_width {
+                ZeroWidthPolicy::Reject => ZeroWidth::Reject,
+                ZeroWidthPolicy::Strip => ZeroWidth::Strip,
+                ZeroWidthPolicy::Allow => ZeroWidth::Allow,
+            },
+            profanity: tier
+                .block_profanity
+                .then(|| Arc::clone(&self.blocked_words)),
+            spam: tier.block_spam,
+        }
+    }
 }
 
 /// The request-id header set on every request and response.
@@ -109,6 +140,7 @@ impl Routes {
 /// The public listener's routes (without middleware).
 pub fn public_routes(state: &AppState) -> Routes {
     speech::routes()
+        .merge(transcriptions::routes())
         .merge(models::routes())
         .merge(voices::routes())
         .merge(health::routes())

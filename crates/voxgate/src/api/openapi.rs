@@ -19,9 +19,13 @@ use axum::http::Method;
     info(title = "voxgate", description = "OpenAI-compatible speech gateway"),
     paths(
         super::speech::create_speech,
+        super::transcriptions::create_transcription,
         super::models::list_models,
         super::models::get_model,
         super::voices::list_voices,
+        super::voices::create_voice,
+        super::voices::get_voice,
+        super::voices::delete_voice,
         super::health::healthz,
         super::health::readyz,
     ),
@@ -31,6 +35,7 @@ use axum::http::Method;
         super::speech::AudioDelta,
         super::speech::AudioDone,
         super::speech::Usage,
+        crate::transcription::VerboseTranscription,
     ))
 )]
 pub struct ApiDoc;
@@ -38,7 +43,16 @@ pub struct ApiDoc;
 /// The document for this server's configuration.
 pub fn document(state: &AppState) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
-    let models: Vec<&str> = state.catalog.models().map(|m| m.id.as_str()).collect();
+    let models_of = |kind| -> Vec<&str> {
+        state
+            .catalog
+            .models()
+            .filter(|m| m.kind == kind)
+            .map(|m| m.id.as_str())
+            .collect()
+    };
+    let models = models_of(crate::engines::ModelKind::Speech);
+    let transcription_models = models_of(crate::engines::ModelKind::Transcription);
     let voices: Vec<String> = state.catalog.voices().into_iter().map(|v| v.id).collect();
     let formats: Vec<&str> = AudioFormat::ALL
         .iter()
@@ -53,14 +67,19 @@ pub fn document(state: &AppState) -> Value {
     props["voice"] = json!({
         "type": "string",
         "enum": voices,
-        "description": "A voice from GET /v1/audio/voices. Stored voices ({\"id\": \"voice_…\"}) are refused with 400 stored_voices_unavailable until voice references exist.",
+        "description": "A voice from GET /v1/audio/voices. A stored voice ({\"id\": \"voice_…\"}) needs an engine that clones voices; others answer 400 voice_cloning_unsupported.",
+    });
+    props["input_format"] = json!({
+        "type": ["string", "null"],
+        "enum": ["text", null],
+        "description": "voxgate extension. \"ssml\" (a strict subset) is accepted for tiers with SSML enabled; this document describes plain text.",
     });
     props["input"] = json!({
         "type": "string",
         "minLength": 1,
         "maxLength": speech.max_input_chars,
-        "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
-        "description": "The text to speak: not blank, no NUL.",
+        "pattern": TEXT_PATTERN,
+        "description": "The text to speak. It is NFKC-normalised, then refused if it holds control characters (other than newline and tab), bidi overrides or isolates, tag characters or noncharacters; the length is checked after normalisation.",
     });
     props["instructions"] = json!({
         "type": ["string", "null"],
@@ -68,6 +87,11 @@ pub fn document(state: &AppState) -> Value {
         "description": "Ignored by models that cannot follow it (or refused, where configured).",
     });
     schemas["AudioFormat"]["enum"] = json!(formats);
+    let form = &mut schemas["TranscriptionForm"]["properties"];
+    form["model"] = json!({"type": "string", "enum": transcription_models});
+    form["language"] =
+        json!({"type": ["string", "null"], "enum": ["en", "de", "fr", "es", "it", null]});
+    form["prompt"] = json!({"type": ["string", "null"], "maxLength": state.config.transcription.max_prompt_chars, "pattern": TEXT_PATTERN});
     // An event stream's schema describes one event (OpenAPI 3.1 has no `itemSchema`); each
     // event's data is a JSON delta or the final done event.
     doc["paths"]["/v1/audio/speech"]["post"]["responses"]["200"]["content"]["text/event-stream"]
@@ -89,6 +113,10 @@ pub fn document(state: &AppState) -> Value {
     secure_v1_routes(&mut doc);
     doc
 }
+
+/// What the text pipeline accepts, as far as a pattern can say: at least one character that
+/// is neither whitespace nor invisible, and none of the refused ones.
+const TEXT_PATTERN: &str = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069\\ufdd0-\\ufdef\\ufffe\\uffff]*[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u034f\\u061c\\u115f\\u1160\\u17b4\\u17b5\\u180b-\\u180f\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u206f\\u3164\\ufe00-\\ufe0f\\ufeff\\uffa0\\ufff0-\\uffff\\ufdd0-\\ufdef][^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069\\ufdd0-\\ufdef\\ufffe\\uffff]*$";
 
 /// Every `/v1` operation takes a bearer key and can answer 401, 403 and 429.
 fn secure_v1_routes(doc: &mut Value) {

@@ -18,12 +18,15 @@ use crate::audio::AudioFormat;
 use crate::auth::Principal;
 use crate::config::{InstructionsPolicy, TierConfig};
 use crate::engines;
+use crate::engines::ModelKind;
 use crate::error::ApiError;
 use crate::limits::Refusal;
 use crate::limits::quota::{self, Amounts, Metric};
-use crate::speech::{self, SpeechJob};
+use crate::speech::{self, Part, SpeechJob};
 use axum::http::Method;
 use std::sync::Arc;
+use voxgate_input::ssml;
+use voxgate_input::text::{self, TextPolicy};
 
 pub fn routes() -> Routes {
     Routes::default().add(Method::POST, "/v1/audio/speech", create_speech)
@@ -64,6 +67,17 @@ pub struct SpeechRequest {
     /// `audio` (default): the encoded audio, chunked. `sse`: server-sent events.
     #[serde(default)]
     pub stream_format: Option<StreamFormat>,
+    /// voxgate extension: `text` (default) or `ssml` (a strict subset; tiers with SSML only).
+    #[serde(default)]
+    pub input_format: Option<InputFormat>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    #[default]
+    Text,
+    Ssml,
 }
 
 /// `voice`: a name, or a stored voice by id.
@@ -72,17 +86,13 @@ pub struct SpeechRequest {
 pub enum VoiceParam {
     #[schema(example = "alloy")]
     Name(String),
-    Stored(#[allow(dead_code, reason = "refused until stored voices exist")] StoredVoice),
+    Stored(StoredVoice),
 }
 
-/// A stored voice reference (`voice_…`).
+/// A stored voice reference (`voice_…`), usable by engines that clone voices.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoredVoice {
-    #[allow(
-        dead_code,
-        reason = "stored voices arrive with voice references; until then every id is refused"
-    )]
     pub id: String,
 }
 
@@ -152,9 +162,13 @@ pub async fn create_speech(
     Extension(principal): Extension<Principal>,
     ApiJson(request): ApiJson<SpeechRequest>,
 ) -> Result<Response, ApiError> {
-    let input_chars = request.input.chars().count() as u64;
     let stream_format = request.stream_format.unwrap_or_default();
     let format = request.response_format.unwrap_or_default();
+    if let VoiceParam::Stored(stored) = &request.voice {
+        let err = stored_voice(&state, &principal, &stored.id).await;
+        super::access::audit_denial(&state.auth, &principal, "/v1/audio/speech", &err).await;
+        return Err(err);
+    }
     let job = match validate(&state, &principal.tier, request) {
         Ok(job) => job,
         Err(err) => {
@@ -176,11 +190,13 @@ pub async fn create_speech(
             Refusal::TooManyConcurrent => ApiError::TooManyConcurrent,
             Refusal::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
         })?;
-    let characters = i64::try_from(job.text.chars().count()).unwrap_or(i64::MAX);
+    let input_chars = job.characters as u64;
+    let characters = i64::try_from(job.characters).unwrap_or(i64::MAX);
     let estimate = Amounts {
         characters,
         requests: 1,
         audio_seconds: estimated_audio_seconds(characters, job.speed),
+        ..Default::default()
     };
     let hold = match quota::reserve(
         state.admin.store(),
@@ -209,6 +225,7 @@ pub async fn create_speech(
             characters,
             requests: 1,
             audio_seconds: settled.output_seconds().ceil() as i64,
+            ..Default::default()
         };
         hold.settle(actual).await;
     })
@@ -329,38 +346,26 @@ fn validate(
         });
     }
 
-    if request.input.trim().is_empty() {
+    if model.kind != ModelKind::Speech {
         return Err(ApiError::invalid(
-            "input",
-            "empty_input",
-            "'input' must not be empty.",
-        ));
-    }
-    if request.input.chars().count() > max_input_chars {
-        return Err(ApiError::invalid(
-            "input",
-            "input_too_long",
-            format!("'input' is longer than {max_input_chars} characters."),
-        ));
-    }
-    if request.input.contains('\0') {
-        return Err(ApiError::invalid(
-            "input",
-            "invalid_characters",
-            "'input' must not contain NUL.",
+            "model",
+            "unsupported_model",
+            format!("The model `{}` does not produce speech.", model.id),
         ));
     }
     if let Some(instructions) = &request.instructions {
-        if instructions.chars().count() > limits.max_instructions_chars {
-            return Err(ApiError::invalid(
+        let policy = TextPolicy {
+            max_chars: limits.max_instructions_chars,
+            ..state.text_policy(tier, usize::MAX)
+        };
+        text::normalize(instructions, &policy).map_err(|e| match e.kind {
+            text::TextErrorKind::TooLong { max, .. } => ApiError::invalid(
                 "instructions",
                 "instructions_too_long",
-                format!(
-                    "'instructions' is longer than {} characters.",
-                    limits.max_instructions_chars
-                ),
-            ));
-        }
+                format!("'instructions' is longer than {max} characters."),
+            ),
+            _ => text_error("instructions", &e),
+        })?;
         if model.instructions == InstructionsPolicy::Reject {
             return Err(ApiError::invalid(
                 "instructions",
@@ -389,8 +394,8 @@ fn validate(
         VoiceParam::Stored(_) => {
             return Err(ApiError::invalid(
                 "voice",
-                "stored_voices_unavailable",
-                "Stored voices are not available on this server.",
+                "voice_cloning_unsupported",
+                "This model's engine cannot speak with a stored voice.",
             ));
         }
     };
@@ -410,15 +415,114 @@ fn validate(
             message: "Your tier does not include this model's engine.".into(),
         });
     }
+    let speed = speed as f32;
+    let policy = state.text_policy(tier, max_input_chars);
+    let (mut script, characters) = match request.input_format.unwrap_or_default() {
+        InputFormat::Text => {
+            let text =
+                text::normalize(&request.input, &policy).map_err(|e| text_error("input", &e))?;
+            let characters = text.chars().count();
+            (vec![Part::Say { text, speed }], characters)
+        }
+        InputFormat::Ssml => {
+            if !tier.ssml {
+                return Err(ApiError::Forbidden {
+                    code: "ssml_not_allowed",
+                    message: "Your tier does not accept SSML input.".into(),
+                });
+            }
+            ssml_script(&request.input, &limits.ssml.limits(), &policy, speed)?
+        }
+    };
+    if tier.redact_pii && resolved.engine.remote() {
+        for part in &mut script {
+            if let Part::Say { text, .. } = part
+                && let std::borrow::Cow::Owned(redacted) = text::redact_pii(text)
+            {
+                *text = redacted;
+            }
+        }
+    }
     Ok(SpeechJob {
         engine: resolved.engine,
         engine_name: model.engine_id.clone(),
         voice: resolved.native_voice,
-        text: request.input,
-        speed: speed as f32,
+        script,
+        characters,
+        speed,
         format,
         deadline: Instant::now() + state.config.server.stream_timeout(),
     })
+}
+
+/// Parses SSML into a script: each text piece goes through the text pipeline after parsing
+/// (normalising first could turn fullwidth `＜` into markup), breaks become pauses, prosody
+/// rates multiply the request's speed. The length limit counts the text of all pieces.
+fn ssml_script(
+    input: &str,
+    limits: &ssml::SsmlLimits,
+    policy: &TextPolicy,
+    speed: f32,
+) -> Result<(Vec<Part>, usize), ApiError> {
+    let doc = ssml::parse(input, limits).map_err(|e| {
+        ApiError::invalid(
+            "input",
+            e.code(),
+            format!("'input' is not acceptable SSML: {e}."),
+        )
+    })?;
+    let piece_policy = TextPolicy {
+        max_chars: usize::MAX,
+        ..policy.clone()
+    };
+    let mut script = Vec::new();
+    let mut characters = 0usize;
+    for piece in doc.pieces {
+        match piece {
+            ssml::Piece::Text { text, rate } => match text::normalize(&text, &piece_policy) {
+                Ok(text) => {
+                    characters += text.chars().count();
+                    let speed = (speed * rate).clamp(0.25, 4.0);
+                    script.push(Part::Say { text, speed });
+                }
+                Err(e) if e.kind == text::TextErrorKind::Empty => {}
+                Err(e) => return Err(text_error("input", &e)),
+            },
+            ssml::Piece::Break { ms } if ms > 0 => script.push(Part::Pause { ms }),
+            ssml::Piece::Break { .. } => {}
+        }
+    }
+    if characters == 0 {
+        return Err(text_error("input", &text::TextErrorKind::Empty.into()));
+    }
+    if characters > policy.max_chars {
+        let too_long = text::TextErrorKind::TooLong {
+            max: policy.max_chars,
+            actual: characters,
+        };
+        return Err(text_error("input", &too_long.into()));
+    }
+    Ok((script, characters))
+}
+
+/// A text-pipeline refusal as a 400 naming the parameter and the precise code.
+fn text_error(param: &str, err: &text::TextError) -> ApiError {
+    ApiError::invalid(param, err.code(), format!("'{param}': {err}."))
+}
+
+/// `voice: {"id": ...}`: the id must name one of the caller's stored voices (another
+/// account's id is as unknown as a made-up one: 404). No engine in this build clones voices
+/// (remote providers that do arrive with them), so an owned id then gets a plain 400.
+async fn stored_voice(state: &AppState, principal: &Principal, id: &str) -> ApiError {
+    match state.voices.find(&principal.account_id, id).await {
+        Ok(Some(_)) => ApiError::invalid(
+            "voice",
+            "voice_cloning_unsupported",
+            "This model's engine cannot speak with a stored voice.",
+        ),
+        Ok(None) => crate::voices::not_found(Some("voice")),
+        Err(err) => err,
+    }
 }
 
 /// A generous estimate of the audio a text produces (Flite speaks about 14 characters a
@@ -465,6 +569,7 @@ mod tests {
             response_format: None,
             speed,
             stream_format: None,
+            input_format: None,
         }
     }
 

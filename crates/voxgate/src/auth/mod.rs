@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use secrecy::SecretString;
 use subtle::ConstantTimeEq as _;
 use tokio::time::Instant;
 
@@ -433,47 +432,13 @@ pub fn truncate_ip(ip: IpAddr) -> IpAddr {
 /// random pepper, mode 0600, if it does not exist).
 pub fn load_pepper(config: &AuthConfig, data_dir: &std::path::Path) -> anyhow::Result<Pepper> {
     use anyhow::Context as _;
-    use std::io::Write as _;
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
-    if let Some(secret) = &config.pepper {
-        return Pepper::new(secret.clone()).context("auth.pepper must be at least 32 bytes");
-    }
-    let path = if config.pepper_file.as_os_str().is_empty() {
-        data_dir.join("secrets").join("pepper")
-    } else {
-        config.pepper_file.clone()
-    };
-    if !path.exists() {
-        if let Some(dir) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let pepper = key::random_bytes::<32>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot create pepper file {}", path.display()))?;
-        file.write_all(pepper.as_bytes())?;
-        tracing::warn!(path = %path.display(), "created a new pepper file; keep it outside the database's backups");
-    }
-    let mode = std::fs::metadata(&path)?.permissions().mode();
-    anyhow::ensure!(
-        mode & 0o077 == 0,
-        "pepper file {} must not be readable by group or others",
-        path.display()
-    );
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read pepper file {}", path.display()))?;
-    Pepper::new(SecretString::from(text.trim().to_owned()))
-        .context("the pepper file must hold at least 32 bytes")
+    let secret = crate::secrets::load_or_create(
+        config.pepper.as_ref(),
+        &config.pepper_file,
+        data_dir,
+        "pepper",
+    )?;
+    Pepper::new(secret).context("the pepper must be at least 32 bytes")
 }
 
 #[cfg(test)]

@@ -40,6 +40,61 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Tiers by name: what keys of each tier may do.
     pub tiers: BTreeMap<String, TierConfig>,
+    pub text: TextConfig,
+    pub transcription: TranscriptionConfig,
+    pub voices: VoicesConfig,
+    pub storage: StorageConfig,
+}
+
+/// The text pipeline's settings shared by every tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextConfig {
+    /// Zero-width characters: "reject", "strip" or "allow".
+    pub zero_width: ZeroWidthPolicy,
+    /// Whole words refused for tiers with `block_profanity` (case-insensitive).
+    pub blocked_words: Vec<String>,
+    /// A file with one blocked word or phrase per line, added to `blocked_words`.
+    pub blocked_words_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZeroWidthPolicy {
+    Reject,
+    Strip,
+    Allow,
+}
+
+/// `POST /v1/audio/transcriptions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscriptionConfig {
+    /// Longest `prompt` accepted, in characters.
+    pub max_prompt_chars: usize,
+}
+
+/// Stored voice references (cloning inputs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoicesConfig {
+    /// Shortest and longest reference clip, in seconds of decoded audio.
+    pub min_secs: f64,
+    pub max_secs: f64,
+    /// Longest voice name, in characters.
+    pub max_name_chars: usize,
+}
+
+/// Encryption at rest for what voxgate keeps of users' content.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The master key (at least 32 bytes), usually from `VOXGATE_STORAGE__MASTER_KEY`.
+    #[serde(default)]
+    pub master_key: Option<SecretString>,
+    /// A file holding the master key. Empty: `<data_dir>/secrets/master_key`, created on first
+    /// use.
+    pub master_key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,6 +206,38 @@ pub struct SpeechConfig {
     pub max_instructions_chars: usize,
     /// 0 means one per CPU.
     pub encoder_threads: usize,
+    /// Limits for SSML input (tiers with `ssml = true`).
+    pub ssml: SsmlConfig,
+}
+
+/// Bounds on SSML documents; values beyond them are refused or clamped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsmlConfig {
+    pub max_bytes: usize,
+    pub max_nodes: u32,
+    pub max_depth: usize,
+    /// One `<break>` is clamped to this.
+    pub max_break_ms: u32,
+    /// All breaks together are clamped to this.
+    pub max_total_break_ms: u32,
+    /// `<prosody rate>` is clamped to this range (a multiple of normal speed).
+    pub min_rate: f32,
+    pub max_rate: f32,
+}
+
+impl SsmlConfig {
+    pub fn limits(&self) -> voxgate_input::ssml::SsmlLimits {
+        voxgate_input::ssml::SsmlLimits {
+            max_nodes: self.max_nodes,
+            max_depth: self.max_depth,
+            max_break_ms: self.max_break_ms,
+            max_total_break_ms: self.max_total_break_ms,
+            min_rate: self.min_rate,
+            max_rate: self.max_rate,
+            max_bytes: self.max_bytes,
+        }
+    }
 }
 
 /// The closed set of engine kinds, each with its own settings.
@@ -165,14 +252,34 @@ pub enum EngineConfig {
         #[serde(default)]
         voices: BTreeMap<String, String>,
     },
+    /// Whisper base through CTranslate2 (speech recognition), loaded on first use after its
+    /// files pass their checksums.
+    Whisper {
+        /// The directory `scripts/fetch-models` fills.
+        model_dir: PathBuf,
+        /// CPU threads for one transcription; 0 means one per CPU.
+        threads: usize,
+        /// Transcriptions running at once.
+        parallel: usize,
+        /// Beam width when `temperature` is 0 (1 is fastest, 5 is Whisper's default).
+        beam_size: usize,
+    },
 }
+
+static NO_ALIASES: BTreeMap<String, String> = BTreeMap::new();
 
 impl EngineConfig {
     /// Alias → native voice id.
     pub fn voice_aliases(&self) -> &BTreeMap<String, String> {
         match self {
             EngineConfig::Flite { voices, .. } => voices,
+            EngineConfig::Whisper { .. } => &NO_ALIASES,
         }
+    }
+
+    /// Whether the engine recognises speech (rather than synthesizing it).
+    pub fn is_transcriber(&self) -> bool {
+        matches!(self, EngineConfig::Whisper { .. })
     }
 }
 
@@ -181,8 +288,15 @@ impl EngineConfig {
 pub struct ModelConfig {
     /// The engine id that serves this model.
     pub engine: String,
-    /// What to do with `instructions` when the engine cannot follow them.
+    /// What to do with `instructions` when the engine cannot follow them (speech models).
+    #[serde(default = "InstructionsPolicy::ignore")]
     pub instructions: InstructionsPolicy,
+}
+
+impl InstructionsPolicy {
+    fn ignore() -> Self {
+        InstructionsPolicy::Ignore
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,10 +554,58 @@ impl Config {
                     return Err(invalid(
                         format!("tiers.{lower_name}"),
                         format!(
-                            "its rank is not above tiers.{higher_name}, so it must allow nothing more (scopes, models, voices, engines, max_input_chars)"
+                            "its rank is not above tiers.{higher_name}, so it must allow nothing more (scopes, models, voices, engines, input, concurrency, ssml, upload and stored-voice limits)"
                         ),
                     ));
                 }
+            }
+        }
+        let ssml = &self.speech.ssml;
+        if !(0.1..=1.0).contains(&ssml.min_rate)
+            || !(1.0..=4.0).contains(&ssml.max_rate)
+            || ssml.max_depth == 0
+            || ssml.max_nodes == 0
+            || !(64..=1024 * 1024).contains(&ssml.max_bytes)
+        {
+            return Err(invalid(
+                "speech.ssml",
+                "min_rate must be in 0.1..=1, max_rate in 1..=4, max_bytes in 64..=1048576, max_depth and max_nodes positive",
+            ));
+        }
+        if !(0.5..=60.0).contains(&self.voices.min_secs)
+            || !(self.voices.min_secs..=120.0).contains(&self.voices.max_secs)
+        {
+            return Err(invalid(
+                "voices",
+                "min_secs must be in 0.5..=60 and max_secs in min_secs..=120",
+            ));
+        }
+        if !(1..=256).contains(&self.voices.max_name_chars) {
+            return Err(invalid(
+                "voices.max_name_chars",
+                "must be between 1 and 256",
+            ));
+        }
+        if self
+            .storage
+            .master_key
+            .as_ref()
+            .is_some_and(|k| secrecy::ExposeSecret::expose_secret(k).len() < 32)
+        {
+            return Err(invalid("storage.master_key", "must be at least 32 bytes"));
+        }
+        for (name, tier) in &self.tiers {
+            if !(1..=1024 * 1024 * 1024).contains(&tier.max_upload_bytes) {
+                return Err(invalid(
+                    format!("tiers.{name}.max_upload_bytes"),
+                    "must be between 1 byte and 1 GiB",
+                ));
+            }
+            if !(1..=3600).contains(&tier.max_upload_secs) {
+                return Err(invalid(
+                    format!("tiers.{name}.max_upload_secs"),
+                    "must be between 1 and 3600",
+                ));
             }
         }
         if self.engines.is_empty() {
@@ -451,6 +613,9 @@ impl Config {
         }
         if self.models.is_empty() {
             return Err(invalid("models", "at least one model is required"));
+        }
+        if !self.engines.values().any(|e| !e.is_transcriber()) {
+            return Err(invalid("engines", "at least one speech engine is required"));
         }
         for (id, model) in &self.models {
             check_name(&format!("models.{id}"), id)?;

@@ -26,6 +26,28 @@ pub struct TierConfig {
     pub max_concurrent_per_key: usize,
     /// Speech requests one account (all its keys) may have in flight at once.
     pub max_concurrent_per_account: usize,
+    /// Whether `input_format: "ssml"` is accepted.
+    #[serde(default)]
+    pub ssml: bool,
+    /// Replace e-mail addresses, phone and card numbers before text leaves for a remote
+    /// provider.
+    #[serde(default)]
+    pub redact_pii: bool,
+    /// Refuse input containing a word of `text.blocked_words`.
+    #[serde(default)]
+    pub block_profanity: bool,
+    /// Refuse input that looks like spam (long repeated runs, many links).
+    #[serde(default)]
+    pub block_spam: bool,
+    /// Largest upload (transcription file, voice sample), enforced while reading.
+    #[serde(default = "TierConfig::default_upload_bytes")]
+    pub max_upload_bytes: u64,
+    /// Longest upload, in seconds of decoded audio.
+    #[serde(default = "TierConfig::default_upload_secs")]
+    pub max_upload_secs: u32,
+    /// Voice references one account may keep.
+    #[serde(default)]
+    pub max_stored_voices: u32,
 }
 
 /// Where rate limits are kept and what happens when that store is away.
@@ -119,6 +141,13 @@ impl RateRule {
 }
 
 impl TierConfig {
+    fn default_upload_bytes() -> u64 {
+        25 * 1024 * 1024
+    }
+    fn default_upload_secs() -> u32 {
+        90
+    }
+
     fn allows(list: &[String], item: &str) -> bool {
         list.iter().any(|e| e == "*" || e == item)
     }
@@ -146,5 +175,9 @@ impl TierConfig {
             && self.max_input_chars <= other.max_input_chars
             && self.max_concurrent_per_key <= other.max_concurrent_per_key
             && self.max_concurrent_per_account <= other.max_concurrent_per_account
+            && (!self.ssml || other.ssml)
+            && self.max_upload_bytes <= other.max_upload_bytes
+            && self.max_upload_secs <= other.max_upload_secs
+            && self.max_stored_voices <= other.max_stored_voices
     }
 }

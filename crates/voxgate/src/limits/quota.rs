@@ -22,6 +22,8 @@ pub enum Metric {
     AudioSeconds,
     /// Requests served.
     Requests,
+    /// Seconds of uploaded audio transcribed (counted from decoded frames).
+    TranscribedSeconds,
 }
 
 impl Metric {
@@ -30,6 +32,7 @@ impl Metric {
             Metric::Characters => "characters",
             Metric::AudioSeconds => "audio_seconds",
             Metric::Requests => "requests",
+            Metric::TranscribedSeconds => "transcribed_seconds",
         }
     }
 }
@@ -66,6 +69,7 @@ pub struct Amounts {
     pub characters: i64,
     pub audio_seconds: i64,
     pub requests: i64,
+    pub transcribed_seconds: i64,
 }
 
 impl Amounts {
@@ -74,6 +78,7 @@ impl Amounts {
             Metric::Characters => self.characters,
             Metric::AudioSeconds => self.audio_seconds,
             Metric::Requests => self.requests,
+            Metric::TranscribedSeconds => self.transcribed_seconds,
         }
     }
 }

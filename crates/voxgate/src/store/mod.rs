@@ -63,6 +63,28 @@ pub struct AuditRecord {
 }
 
 /// A store operation failed.
+/// A stored voice reference. `sealed` is the encrypted audio (empty in listings).
+#[derive(Clone, PartialEq, Eq)]
+pub struct VoiceRecord {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub duration_ms: i64,
+    pub created_at: i64,
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for VoiceRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VoiceRecord")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("duration_ms", &self.duration_ms)
+            .field("sealed_bytes", &self.sealed.len())
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error")]
@@ -139,6 +161,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         metric: &str,
         window_start: i64,
     ) -> Result<(i64, i64), StoreError>;
+
+    /// Stores a voice reference unless the account already has `max_per_account`; returns
+    /// whether it was stored.
+    async fn insert_voice(
+        &self,
+        voice: &VoiceRecord,
+        max_per_account: i64,
+    ) -> Result<bool, StoreError>;
+    /// The account's voice references, without their audio.
+    async fn voices(&self, account_id: &str) -> Result<Vec<VoiceRecord>, StoreError>;
+    /// One voice reference of this account (another account's id finds nothing).
+    async fn voice(&self, account_id: &str, id: &str) -> Result<Option<VoiceRecord>, StoreError>;
+    async fn delete_voice(&self, account_id: &str, id: &str) -> Result<bool, StoreError>;
 
     async fn append_audit(&self, event: &AuditRecord) -> Result<(), StoreError>;
     /// The newest `limit` events, newest first.

@@ -12,12 +12,13 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::{Account, AuditRecord, KeyRecord, Store, StoreError};
+use super::{Account, AuditRecord, KeyRecord, Store, StoreError, VoiceRecord};
 
 /// Embedded migrations, in order: (version, SQL).
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_identity.sql")),
     (2, include_str!("../../migrations/sqlite/0002_quotas.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_voices.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
@@ -25,6 +26,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../migrations/postgres/0001_identity.sql"),
     ),
     (2, include_str!("../../migrations/postgres/0002_quotas.sql")),
+    (3, include_str!("../../migrations/postgres/0003_voices.sql")),
 ];
 
 /// The embedded default: one SQLite file in WAL mode.
@@ -344,6 +346,69 @@ macro_rules! impl_store {
                     Some(r) => (r.try_get("used")?, r.try_get("reserved")?),
                     None => (0, 0),
                 })
+            }
+
+            async fn insert_voice(&self, v: &VoiceRecord, max_per_account: i64) -> Result<bool, StoreError> {
+                // The count check and the insert in one statement: concurrent uploads cannot
+                // exceed the account's limit.
+                let sql = $sql(
+                    "INSERT INTO voice_references (id, account_id, name, duration_ms, created_at, sealed) \
+                     SELECT $1, $2, $3, $4, $5, $6 \
+                     WHERE (SELECT COUNT(*) FROM voice_references WHERE account_id = $2) < $7",
+                );
+                let done = sqlx::query(sql)
+                    .bind(&v.id)
+                    .bind(&v.account_id)
+                    .bind(&v.name)
+                    .bind(v.duration_ms)
+                    .bind(v.created_at)
+                    .bind(&v.sealed)
+                    .bind(max_per_account)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict } else { e.into() })?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn voices(&self, account_id: &str) -> Result<Vec<VoiceRecord>, StoreError> {
+                let sql = $sql("SELECT id, account_id, name, duration_ms, created_at FROM voice_references WHERE account_id = $1 ORDER BY created_at, id");
+                let rows = sqlx::query(sql).bind(account_id).fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(VoiceRecord {
+                            id: r.try_get("id")?,
+                            account_id: r.try_get("account_id")?,
+                            name: r.try_get("name")?,
+                            duration_ms: r.try_get("duration_ms")?,
+                            created_at: r.try_get("created_at")?,
+                            sealed: Vec::new(),
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(Into::into)
+            }
+
+            async fn voice(&self, account_id: &str, id: &str) -> Result<Option<VoiceRecord>, StoreError> {
+                let sql = $sql("SELECT id, account_id, name, duration_ms, created_at, sealed FROM voice_references WHERE account_id = $1 AND id = $2");
+                let row = sqlx::query(sql).bind(account_id).bind(id).fetch_optional(&self.pool).await?;
+                row.map(|r| -> Result<VoiceRecord, sqlx::Error> {
+                    Ok(VoiceRecord {
+                        id: r.try_get("id")?,
+                        account_id: r.try_get("account_id")?,
+                        name: r.try_get("name")?,
+                        duration_ms: r.try_get("duration_ms")?,
+                        created_at: r.try_get("created_at")?,
+                        sealed: r.try_get("sealed")?,
+                    })
+                })
+                .transpose()
+                .map_err(Into::into)
+            }
+
+            async fn delete_voice(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
+                let sql = $sql("DELETE FROM voice_references WHERE account_id = $1 AND id = $2");
+                let done = sqlx::query(sql).bind(account_id).bind(id).execute(&self.pool).await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn audit_events(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use voxgate::auth::{Scope, key};
 use voxgate::store::{KeyRecord, now};
 
-use crate::helpers::{TestApp, client_with, create_key, error_of, spawn_app_with};
+use crate::helpers::{
+    TestApp, client_with, create_key, error_of, file_part, spawn_app_with, tone_wav,
+};
 
 /// Every public route, with a request that succeeds given the scope (the test's own table;
 /// it must equal the server's).
@@ -20,13 +22,22 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/v1/models", Some("models.read")),
     ("GET", "/v1/models/{id}", Some("models.read")),
     ("GET", "/v1/audio/voices", Some("models.read")),
+    ("POST", "/v1/audio/voices", Some("voices.manage")),
+    ("GET", "/v1/audio/voices/{voice_id}", Some("voices.manage")),
+    (
+        "DELETE",
+        "/v1/audio/voices/{voice_id}",
+        Some("voices.manage"),
+    ),
+    ("POST", "/v1/audio/transcriptions", Some("transcription")),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
     ("GET", "/openapi.json", None),
 ];
 
-fn concrete(path: &str) -> String {
+fn concrete(path: &str, voice_id: &str) -> String {
     path.replace("{id}", "tts-1")
+        .replace("{voice_id}", voice_id)
 }
 
 async fn call(
@@ -35,13 +46,46 @@ async fn call(
     method: &str,
     path: &str,
 ) -> reqwest::Response {
+    call_on(
+        client,
+        app,
+        method,
+        path,
+        "voice_00000000000000000000000000000000",
+    )
+    .await
+}
+
+/// One request per route: a small valid body for the POST routes, `voice_id` for the
+/// stored-voice routes.
+async fn call_on(
+    client: &reqwest::Client,
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    voice_id: &str,
+) -> reqwest::Response {
+    use reqwest::multipart::Form;
     let method = Method::from_bytes(method.as_bytes()).expect("method");
-    let mut request = client.request(method.clone(), app.url(&concrete(path)));
-    if method == Method::POST {
-        request = request.json(
+    let mut request = client.request(method.clone(), app.url(&concrete(path, voice_id)));
+    request = match (method.as_str(), path) {
+        ("POST", "/v1/audio/transcriptions") => request.multipart(
+            Form::new()
+                .text("model", "whisper-1")
+                .text("language", "en")
+                .part("file", file_part(tone_wav(1.0, 16_000), "a.wav")),
+        ),
+        ("POST", "/v1/audio/voices") => request.multipart(
+            Form::new()
+                .text("name", "v")
+                .text("consent", "true")
+                .part("audio_sample", file_part(tone_wav(6.0, 16_000), "a.wav")),
+        ),
+        ("POST", _) => request.json(
             &json!({"model": "tts-1", "input": "Hi.", "voice": "alloy", "response_format": "pcm"}),
-        );
-    }
+        ),
+        _ => request,
+    };
     request.send().await.expect("send")
 }
 
@@ -171,6 +215,21 @@ async fn authorization_matrix() {
     let (_, speech_only) = create_key(&app.state, "admin", None, Some(vec![Scope::Speech])).await;
     let (_, models_only) =
         create_key(&app.state, "admin", None, Some(vec![Scope::ModelsRead])).await;
+    let (_, transcription_only) =
+        create_key(&app.state, "admin", None, Some(vec![Scope::Transcription])).await;
+    let (_, voices_only) =
+        create_key(&app.state, "admin", None, Some(vec![Scope::VoicesManage])).await;
+    let created: Value = call(
+        &client_with(Some(&voices_only)),
+        &app,
+        "POST",
+        "/v1/audio/voices",
+    )
+    .await
+    .json()
+    .await
+    .expect("voice");
+    let voice_id = created["id"].as_str().expect("voice id").to_owned();
 
     let states: Vec<(&str, Option<String>, &str)> = vec![
         ("no key", None, "missing_api_key"),
@@ -256,19 +315,21 @@ async fn authorization_matrix() {
         }
         // Wrong scope → 403; right scope → success.
         let Some(scope) = scope else { continue };
-        let (wrong, right) = if *scope == "speech" {
-            (&models_only, &speech_only)
-        } else {
-            (&speech_only, &models_only)
+        let (wrong, right) = match *scope {
+            "speech" => (&models_only, &speech_only),
+            "models.read" => (&speech_only, &models_only),
+            "transcription" => (&speech_only, &transcription_only),
+            "voices.manage" => (&speech_only, &voices_only),
+            other => panic!("no key for scope {other}"),
         };
         let (status, code, _) =
-            error_of(call(&client_with(Some(wrong)), &app, method, path).await).await;
+            error_of(call_on(&client_with(Some(wrong)), &app, method, path, &voice_id).await).await;
         assert_eq!(
             (status, code.as_deref()),
             (403, Some("insufficient_scope")),
             "{method} {path} wrong scope"
         );
-        let response = call(&client_with(Some(right)), &app, method, path).await;
+        let response = call_on(&client_with(Some(right)), &app, method, path, &voice_id).await;
         assert_eq!(response.status(), 200, "{method} {path} right scope");
     }
 }

@@ -48,7 +48,7 @@ async fn validation_errors_name_the_parameter() {
         (
             with("input", json!("a\u{0}b")),
             400,
-            "invalid_characters",
+            "control_character",
             "input",
         ),
         (
@@ -89,8 +89,8 @@ async fn validation_errors_name_the_parameter() {
         ),
         (
             with("voice", json!({"id": "voice_123"})),
-            400,
-            "stored_voices_unavailable",
+            404,
+            "voice_not_found",
             "voice",
         ),
         (

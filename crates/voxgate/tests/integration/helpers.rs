@@ -63,6 +63,13 @@ pub async fn spawn_app_with(toml: &str) -> TestApp {
     config.server.bind = "127.0.0.1:0".parse().expect("addr");
     config.admin.bind = "127.0.0.1:0".parse().expect("addr");
     config.data_dir = dir.path().join("data");
+    // Tests run in the crate's directory; the models live at the repository root.
+    if let Some(voxgate::config::EngineConfig::Whisper { model_dir, .. }) =
+        config.engines.get_mut("whisper")
+        && model_dir.is_relative()
+    {
+        *model_dir = repo_root().join(&*model_dir);
+    }
     let app = Application::build(config).await.expect("build");
     let addr = app.local_addr().expect("addr");
     let admin_addr = app.admin_addr().expect("admin listener");
@@ -84,6 +91,38 @@ pub async fn spawn_app_with(toml: &str) -> TestApp {
         stop: Some(stop),
         server: Some(server),
     }
+}
+
+/// The repository root (where `scripts/fetch-models` puts `models/`).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A mono 16-bit WAV of a 220 Hz tone with a slow tremolo, `secs` long.
+pub fn tone_wav(secs: f64, rate: u32) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    {
+        let mut writer = hound::WavWriter::new(&mut cursor, spec).expect("wav");
+        let n = (secs * f64::from(rate)) as usize;
+        for i in 0..n {
+            let t = i as f64 / f64::from(rate);
+            let v = (t * 220.0 * std::f64::consts::TAU).sin() * (0.3 + 0.2 * (t * 3.0).sin());
+            writer.write_sample((v * 20000.0) as i16).expect("sample");
+        }
+        writer.finalize().expect("finalize");
+    }
+    cursor.into_inner()
+}
+
+/// A multipart file part.
+pub fn file_part(bytes: Vec<u8>, filename: &str) -> reqwest::multipart::Part {
+    reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned())
 }
 
 /// A client that sends `key` as a bearer token on every request.

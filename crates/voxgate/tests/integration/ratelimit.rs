@@ -586,6 +586,7 @@ async fn abandoned_work_is_refunded() {
         characters: 80,
         audio_seconds: 0,
         requests: 1,
+        transcribed_seconds: 0,
     };
     let hold = quota::reserve(store, &principal, &principal.tier.quotas, estimate)
         .await

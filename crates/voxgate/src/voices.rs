@@ -1,0 +1,167 @@
+//! Stored voice references: short clips an account uploads (with consent) so engines that
+//! clone voices can speak with them.
+//!
+//! The clip is kept only as decoded, resampled 16-bit WAV (no container metadata or tags of
+//! the upload survive), sealed by the [`Vault`] under the owner's data key and bound to the
+//! voice id. Every lookup is by (account, id): another account's id finds nothing, so it is
+//! answered exactly like an id that never existed.
+
+use std::sync::Arc;
+
+use crate::error::ApiError;
+use crate::store::{Store, VoiceRecord, now};
+use crate::vault::Vault;
+
+/// The vault's `kind` for voice references.
+const KIND: &str = "voice";
+
+/// Prefix of voice ids.
+pub const ID_PREFIX: &str = "voice_";
+
+/// The answer for an id that is not the caller's (`param` names where it was sent).
+pub fn not_found(param: Option<&'static str>) -> ApiError {
+    ApiError::NotFound {
+        param,
+        code: "voice_not_found",
+        message: "No stored voice with this id.".into(),
+    }
+}
+
+/// Whether `id` could be a voice id at all (checked before any lookup).
+pub fn is_valid_id(id: &str) -> bool {
+    id.strip_prefix(ID_PREFIX).is_some_and(|rest| {
+        rest.len() == 32
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    })
+}
+
+/// Stores, lists, opens and deletes voice references.
+#[derive(Debug, Clone)]
+pub struct VoiceLibrary {
+    store: Arc<dyn Store>,
+    vault: Arc<Vault>,
+}
+
+impl VoiceLibrary {
+    pub fn new(store: Arc<dyn Store>, vault: Arc<Vault>) -> Self {
+        Self { store, vault }
+    }
+
+    /// Seals and stores `wav` for `account_id`, unless the account already keeps `max`.
+    pub async fn create(
+        &self,
+        account_id: &str,
+        name: &str,
+        wav: &[u8],
+        duration_ms: i64,
+        max: u32,
+    ) -> Result<VoiceRecord, ApiError> {
+        let id = format!("{ID_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        let record = VoiceRecord {
+            sealed: self.vault.seal(account_id, KIND, &id, wav),
+            id,
+            account_id: account_id.to_owned(),
+            name: name.to_owned(),
+            duration_ms,
+            created_at: now(),
+        };
+        let stored = self
+            .store
+            .insert_voice(&record, i64::from(max))
+            .await
+            .map_err(ApiError::internal)?;
+        if !stored {
+            return Err(ApiError::Forbidden {
+                code: "voice_limit_reached",
+                message: format!("Your tier keeps at most {max} stored voices; delete one first."),
+            });
+        }
+        Ok(VoiceRecord {
+            sealed: Vec::new(),
+            ..record
+        })
+    }
+
+    pub async fn list(&self, account_id: &str) -> Result<Vec<VoiceRecord>, ApiError> {
+        self.store
+            .voices(account_id)
+            .await
+            .map_err(ApiError::internal)
+    }
+
+    /// The caller's voice with this id, if any (sealed audio included, not opened).
+    pub async fn find(&self, account_id: &str, id: &str) -> Result<Option<VoiceRecord>, ApiError> {
+        if !is_valid_id(id) {
+            return Ok(None);
+        }
+        self.store
+            .voice(account_id, id)
+            .await
+            .map_err(ApiError::internal)
+    }
+
+    /// The caller's voice audio (WAV), decrypted.
+    pub async fn audio(&self, account_id: &str, id: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        let Some(record) = self.find(account_id, id).await? else {
+            return Ok(None);
+        };
+        self.vault
+            .open(account_id, KIND, &record.id, &record.sealed)
+            .map(Some)
+            .map_err(ApiError::internal)
+    }
+
+    pub async fn delete(&self, account_id: &str, id: &str) -> Result<bool, ApiError> {
+        if !is_valid_id(id) {
+            return Ok(false);
+        }
+        self.store
+            .delete_voice(account_id, id)
+            .await
+            .map_err(ApiError::internal)
+    }
+}
+
+/// Encodes mono samples as 16-bit WAV.
+pub fn wav_bytes(samples: &[f32], sample_rate: u32) -> Result<Vec<u8>, ApiError> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    {
+        let mut writer = hound::WavWriter::new(&mut cursor, spec).map_err(ApiError::internal)?;
+        for s in samples {
+            let v = (s.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16;
+            writer.write_sample(v).map_err(ApiError::internal)?;
+        }
+        writer.finalize().map_err(ApiError::internal)?;
+    }
+    Ok(cursor.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked_before_any_lookup() {
+        let good = format!("{ID_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        assert!(is_valid_id(&good));
+        for bad in [
+            "voice_",
+            "voice_../../etc/passwd",
+            "../voice_0123",
+            "VOICE_0123456789abcdef0123456789abcdef",
+            "voice_0123456789ABCDEF0123456789ABCDEF",
+            "voice_0123456789abcdef0123456789abcdef0",
+            "voice_0123456789abcdef0123456789abcde\0",
+        ] {
+            assert!(!is_valid_id(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! `POST /v1/audio/transcriptions` against real Whisper base: intelligibility of the embedded
+//! engine's speech (round trip), the response formats, and hostile uploads.
+
+use reqwest::multipart::Form;
+use serde_json::Value;
+
+use crate::helpers::{
+    TestApp, client_with, create_key, error_of, file_part, spawn_app, spawn_app_with, speech_body,
+    tone_wav,
+};
+
+const PARAGRAPH: &str = "The quick brown fox jumps over the lazy dog. \
+    A gateway should check every request before it reaches the engine. \
+    Speech synthesis turns written text into sound that people can understand.";
+
+async fn speak_wav(app: &TestApp, text: &str) -> Vec<u8> {
+    let response = app.speech(speech_body(text, "wav")).await;
+    assert_eq!(response.status(), 200);
+    response.bytes().await.expect("audio").to_vec()
+}
+
+async fn transcribe(app: &TestApp, form: Form) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/audio/transcriptions"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("send")
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric())
+                .flat_map(char::to_lowercase)
+                .collect::<String>()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Word error rate: word-level edit distance over the reference length.
+fn wer(reference: &str, hypothesis: &str) -> f64 {
+    let (r, h) = (words(reference), words(hypothesis));
+    let mut row: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, hw) in h.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if rw == hw {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(row[j + 1])
+            };
+            prev = cur;
+        }
+    }
+    row[h.len()] as f64 / r.len() as f64
+}
+
+#[test]
+fn wer_counts_substitutions_insertions_and_deletions() {
+    assert_eq!(wer("a b c d", "a b c d"), 0.0);
+    assert_eq!(wer("a b c d", "a x c d"), 0.25);
+    assert_eq!(wer("a b c d", "a b c"), 0.25);
+    assert_eq!(wer("a b c d", "a b c d e"), 0.25);
+    assert_eq!(wer("Hello, World!", "hello world"), 0.0);
+}
+
+/// The embedded engine speaks a paragraph; Whisper must understand it (WER ≤ 25%).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_speech_is_intelligible_to_whisper() {
+    let app = spawn_app().await;
+    let wav = speak_wav(&app, PARAGRAPH).await;
+    let form = Form::new()
+        .text("model", "whisper-1")
+        .text("language", "en")
+        .part("file", file_part(wav, "speech.wav"));
+    let response = transcribe(&app, form).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.expect("json");
+    let text = body["text"].as_str().expect("text");
+    let rate = wer(PARAGRAPH, text);
+    eprintln!(
+        "round trip WER {:.1}% ({} words)",
+        rate * 100.0,
+        words(PARAGRAPH).len()
+    );
+    assert!(rate <= 0.25, "WER {rate:.2}: {text:?}");
+    assert!(body["usage"]["seconds"].as_u64().expect("seconds") >= 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_formats_follow_openai() {
+    let app = spawn_app().await;
+    let wav = speak_wav(&app, "Hello there. This is a short test.").await;
+    let send = |format: &'static str, words: bool| {
+        let mut form = Form::new()
+            .text("model", "whisper-1")
+            .text("language", "en")
+            .text("response_format", format)
+            .part("file", file_part(wav.clone(), "a.wav"));
+        if words {
+            form = form.text("timestamp_granularities[]", "word");
+        }
+        transcribe(&app, form)
+    };
+    let text = send("text", false).await;
+    assert!(
+        text.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/plain")
+    );
+    let text = text.text().await.expect("text").to_lowercase();
+    assert!(text.contains("hello"), "{text}");
+
+    let srt = send("srt", false).await.text().await.expect("srt");
+    assert!(srt.starts_with("1\n00:00:0"), "{srt}");
+    assert!(srt.contains(" --> "), "{srt}");
+
+    let vtt = send("vtt", false).await.text().await.expect("vtt");
+    assert!(vtt.starts_with("WEBVTT\n\n00:00:0"), "{vtt}");
+
+    let verbose: Value = send("verbose_json", true).await.json().await.expect("json");
+    assert_eq!(verbose["task"], "transcribe");
+    assert_eq!(verbose["language"], "en");
+    let duration = verbose["duration"].as_f64().expect("duration");
+    assert!(duration > 1.0 && duration < 10.0, "{duration}");
+    let words = verbose["words"].as_array().expect("words");
+    assert!(words.len() >= 4, "{verbose}");
+    let ends: Vec<f64> = words
+        .iter()
+        .map(|w| w["end"].as_f64().expect("end"))
+        .collect();
+    assert!(
+        ends.windows(2).all(|w| w[0] <= w[1]),
+        "word times go forward"
+    );
+    assert!(ends.last().copied().unwrap_or_default() <= duration + 0.5);
+    assert!(!verbose["segments"].as_array().expect("segments").is_empty());
+
+    // Word timestamps need verbose_json.
+    let (status, code, _) = error_of(send("json", true).await).await;
+    assert_eq!((status, code.as_deref()), (400, Some("invalid_value")));
+}
+
+/// The same setting for every tier (tiers must nest: a lower rank may not allow more).
+fn every_tier(setting: &str) -> String {
+    ["guest", "basic", "premium", "admin"]
+        .iter()
+        .map(|t| format!("[tiers.{t}]\n{setting}\n"))
+        .collect()
+}
+
+fn form_with(bytes: Vec<u8>, filename: &str) -> Form {
+    Form::new()
+        .text("model", "whisper-1")
+        .part("file", file_part(bytes, filename))
+}
+
+#[tokio::test]
+async fn hostile_uploads_are_refused_before_any_transcription() {
+    let app = spawn_app_with(&every_tier("max_upload_secs = 3")).await;
+    let wav = tone_wav(1.0, 16_000);
+    let mut elf = b"\x7fELF\x02\x01\x01\x00".to_vec();
+    elf.resize(4096, 0);
+    let mut zip = b"PK\x03\x04\x14\x00\x00\x00".to_vec();
+    zip.resize(2048, 0);
+    let mut polyglot = wav.clone();
+    // A ZIP appended to real audio: an end-of-central-directory record ending the file.
+    polyglot.extend_from_slice(b"PK\x05\x06\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+    let mut huge_header = wav.clone();
+    huge_header[24..28].copy_from_slice(&4_000_000_000u32.to_le_bytes());
+    let cases: Vec<(Vec<u8>, &str, u16, &str)> = vec![
+        (Vec::new(), "empty.wav", 400, "empty_file"),
+        (elf, "x.wav", 415, "unsupported_media_type"),
+        (zip, "x.wav", 415, "unsupported_media_type"),
+        (
+            b"%PDF-1.7\n%\xe2\xe3".repeat(100),
+            "x.mp3",
+            415,
+            "unsupported_media_type",
+        ),
+        (wav.clone(), "x.mp3", 415, "unsupported_media_type"),
+        (wav.clone(), "x.exe", 400, "unsupported_file_type"),
+        (
+            wav.clone(),
+            "../../etc/passwd",
+            400,
+            "unsupported_file_type",
+        ),
+        (polyglot, "x.wav", 415, "polyglot_file"),
+        (huge_header, "x.wav", 400, "unsupported_sample_rate"),
+        (tone_wav(5.0, 16_000), "long.wav", 400, "audio_too_long"),
+    ];
+    for (bytes, name, status, code) in cases {
+        let response = transcribe(&app, form_with(bytes, name)).await;
+        let (got_status, got_code, param) = error_of(response).await;
+        assert_eq!(
+            (got_status, got_code.as_deref(), param.as_deref()),
+            (status, Some(code), Some("file")),
+            "{name} → {code}"
+        );
+    }
+    // Nothing spooled is left behind.
+    let left = std::fs::read_dir(app.state.uploads.path())
+        .expect("dir")
+        .count();
+    assert_eq!(
+        left, 0,
+        "spooled uploads must be removed when the request ends"
+    );
+}
+
+#[tokio::test]
+async fn uploads_over_the_tier_cap_stop_at_413() {
+    let app = spawn_app_with(&every_tier("max_upload_bytes = 100000")).await;
+    let big = tone_wav(4.0, 16_000); // 128 KB
+    let (status, code, param) = error_of(transcribe(&app, form_with(big, "big.wav")).await).await;
+    assert_eq!(
+        (status, code.as_deref(), param.as_deref()),
+        (413, Some("file_too_large"), Some("file"))
+    );
+}
+
+#[tokio::test]
+async fn form_fields_are_checked() {
+    let app = spawn_app().await;
+    let wav = tone_wav(1.0, 16_000);
+    let cases: Vec<(Form, u16, &str, &str)> = vec![
+        (
+            Form::new().part("file", file_part(wav.clone(), "a.wav")),
+            400,
+            "missing_parameter",
+            "model",
+        ),
+        (
+            Form::new().text("model", "whisper-1"),
+            400,
+            "missing_parameter",
+            "file",
+        ),
+        (
+            form_with(wav.clone(), "a.wav").text("evil", "x"),
+            400,
+            "unknown_parameter",
+            "evil",
+        ),
+        (
+            form_with(wav.clone(), "a.wav").text("language", "xx"),
+            400,
+            "unsupported_language",
+            "language",
+        ),
+        (
+            form_with(wav.clone(), "a.wav").text("temperature", "NaN"),
+            400,
+            "invalid_value",
+            "temperature",
+        ),
+        (
+            form_with(wav.clone(), "a.wav").text("temperature", "1.5"),
+            400,
+            "invalid_value",
+            "temperature",
+        ),
+        (
+            form_with(wav.clone(), "a.wav").text("response_format", "xml"),
+            400,
+            "invalid_value",
+            "response_format",
+        ),
+        (
+            form_with(wav.clone(), "a.wav").text("prompt", "a\u{202e}b"),
+            400,
+            "bidi_control",
+            "prompt",
+        ),
+        (
+            form_with(wav.clone(), "a.wav").text("model", "whisper-1"),
+            400,
+            "duplicate_parameter",
+            "model",
+        ),
+        (
+            Form::new()
+                .text("model", "tts-1")
+                .part("file", file_part(wav.clone(), "a.wav")),
+            400,
+            "unsupported_model",
+            "model",
+        ),
+    ];
+    for (form, status, code, param) in cases {
+        let (got_status, got_code, got_param) = error_of(transcribe(&app, form).await).await;
+        assert_eq!(
+            (got_status, got_code.as_deref(), got_param.as_deref()),
+            (status, Some(code), Some(param)),
+            "{code}"
+        );
+    }
+    // JSON is not a form.
+    let response = app
+        .client
+        .post(app.url("/v1/audio/transcriptions"))
+        .json(&serde_json::json!({"model": "whisper-1"}))
+        .send()
+        .await
+        .expect("send");
+    let (status, code, _) = error_of(response).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (415, Some("unsupported_media_type"))
+    );
+    // A key without the transcription scope.
+    let (_, guest) = create_key(&app.state, "guest", None, None).await;
+    let response = client_with(Some(&guest))
+        .post(app.url("/v1/audio/transcriptions"))
+        .multipart(form_with(wav, "a.wav"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test]
+async fn a_model_failing_its_checksum_leaves_the_engine_unavailable() {
+    let models = tempfile::tempdir().expect("tempdir");
+    let real = crate::helpers::repo_root().join("models/whisper-base");
+    for file in [
+        "model.bin",
+        "tokenizer.json",
+        "vocabulary.txt",
+        "preprocessor_config.json",
+    ] {
+        std::os::unix::fs::symlink(real.join(file), models.path().join(file)).expect("link");
+    }
+    std::fs::write(models.path().join("config.json"), b"{\"tampered\": true}").expect("write");
+    let app = spawn_app_with(&format!(
+        "[engines.whisper]\nkind = \"whisper\"\nmodel_dir = \"{}\"\nthreads = 1\nparallel = 1\nbeam_size = 1\n",
+        models.path().display()
+    ))
+    .await;
+    for _ in 0..2 {
+        let response = transcribe(&app, form_with(tone_wav(1.0, 16_000), "a.wav")).await;
+        let (status, code, _) = error_of(response).await;
+        assert_eq!((status, code.as_deref()), (503, Some("engine_unavailable")));
+    }
+}
+
+#[tokio::test]
+async fn transcribed_seconds_are_a_quota() {
+    let app = spawn_app_with(
+        "[tiers.admin]\nquotas = [{ per = \"account\", metric = \"transcribed_seconds\", period = \"day\", limit = 2 }]\n",
+    )
+    .await;
+    // 3 s of audio against a 2 s budget: refused before any transcription.
+    let response = transcribe(&app, form_with(tone_wav(3.0, 16_000), "a.wav")).await;
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_deref()), (429, Some("quota_exceeded")));
+}
+
+#[tokio::test]
+async fn transcription_models_are_listed() {
+    // The embedded defaults configure whisper-1 as a transcription model.
+    let app = spawn_app().await;
+    let models = app.models().await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"whisper-1"), "{ids:?}");
+}
