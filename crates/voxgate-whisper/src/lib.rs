@@ -262,10 +262,10 @@ pub fn segments_from_words(words: Vec<TranscriptWord>) -> Vec<TranscriptSegment>
         }
     };
     for word in words {
-        if let (Some(first), Some(last)) = (current.first(), current.last()) {
-            if word.start - last.end > 1.0 || word.end - first.start > 10.0 {
-                flush(&mut current, &mut segments);
-            }
+        if let (Some(first), Some(last)) = (current.first(), current.last())
+            && (word.start - last.end > 1.0 || word.end - first.start > 10.0)
+        {
+            flush(&mut current, &mut segments);
         }
         let ends_sentence = word.word.ends_with(['.', '?', '!']);
         current.push(word);

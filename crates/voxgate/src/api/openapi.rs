@@ -89,9 +89,15 @@ pub fn document(state: &AppState) -> Value {
     schemas["AudioFormat"]["enum"] = json!(formats);
     let form = &mut schemas["TranscriptionForm"]["properties"];
     form["model"] = json!({"type": "string", "enum": transcription_models});
-    form["language"] =
-        json!({"type": ["string", "null"], "enum": ["en", "de", "fr", "es", "it", null]});
-    form["prompt"] = json!({"type": ["string", "null"], "maxLength": state.config.transcription.max_prompt_chars, "pattern": TEXT_PATTERN});
+    form["prompt"] = json!({"type": "string", "maxLength": state.config.transcription.max_prompt_chars, "pattern": TEXT_PATTERN});
+    form["response_format"] =
+        json!({"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"]});
+    form["temperature"] = json!({"type": "number", "minimum": 0, "maximum": 1});
+    form["language"] = json!({"type": "string", "enum": ["en", "de", "fr", "es", "it"]});
+    form["timestamp_granularities[]"] = json!({"type": "array", "items": {"type": "string", "enum": ["segment"]}, "description": "`segment` and/or `word` (word needs verbose_json)."});
+    let voice_form = &mut schemas["CreateVoiceForm"]["properties"];
+    voice_form["consent"] = json!({"type": "string", "enum": ["true"], "description": "Must be `true`: the speaker agreed to having their voice cloned."});
+    voice_form["name"] = json!({"type": "string", "minLength": 1, "maxLength": state.config.voices.max_name_chars, "pattern": TEXT_PATTERN});
     // An event stream's schema describes one event (OpenAPI 3.1 has no `itemSchema`); each
     // event's data is a JSON delta or the final done event.
     doc["paths"]["/v1/audio/speech"]["post"]["responses"]["200"]["content"]["text/event-stream"]

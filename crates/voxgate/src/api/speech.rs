@@ -358,14 +358,21 @@ fn validate(
             max_chars: limits.max_instructions_chars,
             ..state.text_policy(tier, usize::MAX)
         };
-        text::normalize(instructions, &policy).map_err(|e| match e.kind {
-            text::TextErrorKind::TooLong { max, .. } => ApiError::invalid(
-                "instructions",
-                "instructions_too_long",
-                format!("'instructions' is longer than {max} characters."),
-            ),
-            _ => text_error("instructions", &e),
-        })?;
+        match text::normalize(instructions, &policy) {
+            // Empty instructions are no instructions.
+            Ok(_) => {}
+            Err(e) if e.kind == text::TextErrorKind::Empty => {}
+            Err(e) => {
+                return Err(match e.kind {
+                    text::TextErrorKind::TooLong { max, .. } => ApiError::invalid(
+                        "instructions",
+                        "instructions_too_long",
+                        format!("'instructions' is longer than {max} characters."),
+                    ),
+                    _ => text_error("instructions", &e),
+                });
+            }
+        }
         if model.instructions == InstructionsPolicy::Reject {
             return Err(ApiError::invalid(
                 "instructions",
