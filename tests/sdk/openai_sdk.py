@@ -50,4 +50,30 @@ except openai.AuthenticationError as e:
 else:
     raise AssertionError("a wrong key was accepted")
 
-print("openai SDK: speech, streaming, models and errors ok")
+# Transcription through the SDK: the WAV the server just spoke, back to text.
+spoken = client.audio.speech.create(
+    model="tts-1", voice="alloy", input="Hello there. This is a test.", response_format="wav"
+).read()
+transcript = client.audio.transcriptions.create(
+    model="whisper-1", file=("hello.wav", spoken, "audio/wav"), language="en"
+)
+assert "hello" in transcript.text.lower(), transcript.text
+srt = client.audio.transcriptions.create(
+    model="whisper-1", file=("hello.wav", spoken, "audio/wav"), response_format="srt"
+)
+assert " --> " in srt, srt
+verbose = client.audio.transcriptions.create(
+    model="whisper-1",
+    file=("hello.wav", spoken, "audio/wav"),
+    response_format="verbose_json",
+    timestamp_granularities=["word"],
+)
+assert verbose.words and verbose.words[0].end >= verbose.words[0].start, verbose
+try:
+    client.audio.transcriptions.create(model="whisper-1", file=("x.wav", b"\x7fELF" + b"\0" * 64))
+except openai.APIStatusError as e:
+    assert e.status_code == 415 and e.code == "unsupported_media_type", e.body
+else:
+    raise AssertionError("an ELF file named .wav was accepted")
+
+print("openai SDK: speech, streaming, models, transcription and errors ok")
