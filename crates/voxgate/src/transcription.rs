@@ -6,7 +6,6 @@
 //! it), once; a failed check is remembered so a broken model cannot be re-hashed per request.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use voxgate_engine::{EngineError, Transcriber, Transcript};
@@ -283,6 +282,8 @@ pub use lazy::LazyWhisper;
 
 #[cfg(feature = "whisper")]
 mod lazy {
+    use std::sync::Arc;
+
     use super::*;
     use voxgate_whisper::{WhisperEngine, WhisperSettings};
 
