@@ -55,6 +55,49 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Takes the principal's concurrency slots and a place in `engine`'s queue: 429 when the
+    /// key or account has its maximum in flight, 503 when the instance or engine is full.
+    pub async fn admit(
+        &self,
+        principal: &crate::auth::Principal,
+        engine: &str,
+    ) -> Result<crate::limits::InFlight, ApiError> {
+        use crate::limits::Refusal;
+        self.concurrency
+            .admit(
+                &principal.keyid,
+                principal.tier.max_concurrent_per_key,
+                &principal.account_id,
+                principal.tier.max_concurrent_per_account,
+                engine,
+            )
+            .await
+            .map_err(|refusal| match refusal {
+                Refusal::TooManyConcurrent => ApiError::TooManyConcurrent,
+                Refusal::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
+            })
+    }
+
+    /// Reserves `amounts` against the principal's quotas (429 `quota_exceeded` when a budget
+    /// cannot hold them). The hold refunds itself unless settled.
+    pub async fn reserve(
+        &self,
+        principal: &crate::auth::Principal,
+        amounts: crate::limits::quota::Amounts,
+    ) -> Result<crate::limits::quota::QuotaHold, ApiError> {
+        crate::limits::quota::reserve(
+            self.admin.store(),
+            principal,
+            &principal.tier.quotas,
+            amounts,
+        )
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|exceeded| ApiError::QuotaExceeded {
+            retry_after: exceeded.retry_after,
+        })
+    }
+
     /// The text pipeline's policy for a tier, with a length limit.
     pub fn text_policy(
         &self,

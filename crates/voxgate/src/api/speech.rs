@@ -20,8 +20,7 @@ use crate::config::{InstructionsPolicy, TierConfig};
 use crate::engines;
 use crate::engines::ModelKind;
 use crate::error::ApiError;
-use crate::limits::Refusal;
-use crate::limits::quota::{self, Amounts, Metric};
+use crate::limits::quota::{Amounts, Metric};
 use crate::speech::{self, Part, SpeechJob};
 use axum::http::Method;
 use std::sync::Arc;
@@ -176,20 +175,7 @@ pub async fn create_speech(
             return Err(err);
         }
     };
-    let in_flight = state
-        .concurrency
-        .admit(
-            &principal.keyid,
-            principal.tier.max_concurrent_per_key,
-            &principal.account_id,
-            principal.tier.max_concurrent_per_account,
-            &job.engine_name,
-        )
-        .await
-        .map_err(|refusal| match refusal {
-            Refusal::TooManyConcurrent => ApiError::TooManyConcurrent,
-            Refusal::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
-        })?;
+    let in_flight = state.admit(&principal, &job.engine_name).await?;
     let input_chars = job.characters as u64;
     let characters = i64::try_from(job.characters).unwrap_or(i64::MAX);
     let estimate = Amounts {
@@ -198,22 +184,7 @@ pub async fn create_speech(
         audio_seconds: estimated_audio_seconds(characters, job.speed),
         ..Default::default()
     };
-    let hold = match quota::reserve(
-        state.admin.store(),
-        &principal,
-        &principal.tier.quotas,
-        estimate,
-    )
-    .await
-    .map_err(ApiError::internal)?
-    {
-        Ok(hold) => hold,
-        Err(exceeded) => {
-            return Err(ApiError::QuotaExceeded {
-                retry_after: exceeded.retry_after,
-            });
-        }
-    };
+    let hold = state.reserve(&principal, estimate).await?;
     let budget = hold.character_budget().await;
     let speech = speech::start(job, state.encoders.clone()).await?;
     // Audio beyond the reserved seconds is not produced: the stream ends there.

@@ -13,8 +13,7 @@ use super::{AppState, Routes};
 use crate::auth::Principal;
 use crate::engines::ModelKind;
 use crate::error::ApiError;
-use crate::limits::Refusal;
-use crate::limits::quota::{self, Amounts};
+use crate::limits::quota::Amounts;
 use crate::transcription::{self, TranscriptFormat};
 use crate::upload::{self, FormSpec};
 
@@ -211,37 +210,14 @@ pub async fn create_transcription(
     let probed = upload::probe(file, "file", limits).await?;
     let duration = probed.duration_secs;
 
-    let _in_flight = state
-        .concurrency
-        .admit(
-            &principal.keyid,
-            tier.max_concurrent_per_key,
-            &principal.account_id,
-            tier.max_concurrent_per_account,
-            &model.engine_id,
-        )
-        .await
-        .map_err(|refusal| match refusal {
-            Refusal::TooManyConcurrent => ApiError::TooManyConcurrent,
-            Refusal::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
-        })?;
+    let _in_flight = state.admit(&principal, &model.engine_id).await?;
     // The seconds are known exactly (decoded frames) before any work: reserve them.
     let amounts = Amounts {
         requests: 1,
         transcribed_seconds: duration.ceil() as i64,
         ..Amounts::default()
     };
-    let hold = match quota::reserve(state.admin.store(), &principal, &tier.quotas, amounts)
-        .await
-        .map_err(ApiError::internal)?
-    {
-        Ok(hold) => hold,
-        Err(exceeded) => {
-            return Err(ApiError::QuotaExceeded {
-                retry_after: exceeded.retry_after,
-            });
-        }
-    };
+    let hold = state.reserve(&principal, amounts).await?;
 
     let rate = engine.sample_rate();
     let (samples, from) = (probed.samples, probed.sample_rate);

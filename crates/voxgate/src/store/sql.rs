@@ -140,6 +140,18 @@ macro_rules! impl_store {
                 })
             }
 
+            /// A voice row; `sealed` only when the query selected it (listings leave it out).
+            fn voice_from(row: &<$db as sqlx::Database>::Row, sealed: bool) -> Result<VoiceRecord, sqlx::Error> {
+                Ok(VoiceRecord {
+                    id: row.try_get("id")?,
+                    account_id: row.try_get("account_id")?,
+                    name: row.try_get("name")?,
+                    duration_ms: row.try_get("duration_ms")?,
+                    created_at: row.try_get("created_at")?,
+                    sealed: if sealed { row.try_get("sealed")? } else { Vec::new() },
+                })
+            }
+
             async fn insert_key<'e, E>(executor: E, key: &KeyRecord) -> Result<(), StoreError>
             where
                 E: sqlx::Executor<'e, Database = $db>,
@@ -373,36 +385,13 @@ macro_rules! impl_store {
             async fn voices(&self, account_id: &str) -> Result<Vec<VoiceRecord>, StoreError> {
                 let sql = $sql("SELECT id, account_id, name, duration_ms, created_at FROM voice_references WHERE account_id = $1 ORDER BY created_at, id");
                 let rows = sqlx::query(sql).bind(account_id).fetch_all(&self.pool).await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(VoiceRecord {
-                            id: r.try_get("id")?,
-                            account_id: r.try_get("account_id")?,
-                            name: r.try_get("name")?,
-                            duration_ms: r.try_get("duration_ms")?,
-                            created_at: r.try_get("created_at")?,
-                            sealed: Vec::new(),
-                        })
-                    })
-                    .collect::<Result<_, sqlx::Error>>()
-                    .map_err(Into::into)
+                Ok(rows.iter().map(|r| Self::voice_from(r, false)).collect::<Result<_, _>>()?)
             }
 
             async fn voice(&self, account_id: &str, id: &str) -> Result<Option<VoiceRecord>, StoreError> {
                 let sql = $sql("SELECT id, account_id, name, duration_ms, created_at, sealed FROM voice_references WHERE account_id = $1 AND id = $2");
                 let row = sqlx::query(sql).bind(account_id).bind(id).fetch_optional(&self.pool).await?;
-                row.map(|r| -> Result<VoiceRecord, sqlx::Error> {
-                    Ok(VoiceRecord {
-                        id: r.try_get("id")?,
-                        account_id: r.try_get("account_id")?,
-                        name: r.try_get("name")?,
-                        duration_ms: r.try_get("duration_ms")?,
-                        created_at: r.try_get("created_at")?,
-                        sealed: r.try_get("sealed")?,
-                    })
-                })
-                .transpose()
-                .map_err(Into::into)
+                Ok(row.map(|r| Self::voice_from(&r, true)).transpose()?)
             }
 
             async fn delete_voice(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
