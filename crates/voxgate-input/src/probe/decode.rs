@@ -266,26 +266,7 @@ fn decode_symphonia<'s>(
     let mut acc = Accum::new(limits);
     let mut interleaved: Vec<f32> = Vec::new();
     let mut packets = 0u64;
-    loop {
-        packets += 1;
-        if packets > MAX_PACKETS {
-            return Err(invalid("the file has too many packets"));
-        }
-        let packet = match reader.next_packet() {
-            Ok(Some(p)) => p,
-            Ok(None) => break,
-            // Truncated or damaged mid-stream: count it; the demuxer may resynchronise.
-            Err(SymError::DecodeError(_)) => {
-                acc.error()?;
-                continue;
-            }
-            // End of data (including a truncated final packet) or an unrecoverable demuxer
-            // state: stop and judge what was decoded.
-            Err(_) => break,
-        };
-        if packet.track_id != track_id {
-            continue;
-        }
+    while let Some(packet) = next_packet(reader.as_mut(), track_id, &mut packets, &mut acc)? {
         match decoder.decode(&packet) {
             Ok(buf) => {
                 if buf.frames() == 0 {
@@ -401,25 +382,34 @@ fn decode_packets_opus(
     let mut acc = Accum::new(limits);
     let mut state = OpusState::new(head, &mut acc, limits)?;
     let mut packets = 0u64;
-    loop {
-        packets += 1;
-        if packets > MAX_PACKETS {
-            return Err(invalid("the file has too many packets"));
-        }
-        let packet = match reader.next_packet() {
-            Ok(Some(p)) => p,
-            Ok(None) => break,
-            Err(SymError::DecodeError(_)) => {
-                acc.error()?;
-                continue;
-            }
-            Err(_) => break,
-        };
-        if packet.track_id == track_id {
-            state.packet(&packet.data, &mut acc)?;
-        }
+    while let Some(packet) = next_packet(reader, track_id, &mut packets, &mut acc)? {
+        state.packet(&packet.data, &mut acc)?;
     }
     acc.finish(container, "opus")
+}
+
+/// The next packet of `track_id`, or `None` at the end of the usable data (including a
+/// truncated final packet or an unrecoverable demuxer state: what was decoded is judged).
+/// Every packet read counts against `MAX_PACKETS`; a damaged one mid-stream counts against
+/// the decode-error budget, and the demuxer may resynchronise.
+fn next_packet(
+    reader: &mut dyn FormatReader,
+    track_id: u32,
+    packets: &mut u64,
+    acc: &mut Accum,
+) -> Result<Option<symphonia::core::packet::Packet>, ProbeError> {
+    loop {
+        *packets += 1;
+        if *packets > MAX_PACKETS {
+            return Err(invalid("the file has too many packets"));
+        }
+        match reader.next_packet() {
+            Ok(Some(packet)) if packet.track_id == track_id => return Ok(Some(packet)),
+            Ok(Some(_)) => {}
+            Err(SymError::DecodeError(_)) => acc.error()?,
+            Ok(None) | Err(_) => return Ok(None),
+        }
+    }
 }
 
 /// Opus inside Ogg: demuxed with `ogg::PacketReader`, decoded with libopus.
