@@ -20,6 +20,7 @@
 //! - [`audio`]: output formats, resampling and streaming encoders.
 //! - [`server`]: start-up, the listener, graceful shutdown.
 //! - [`telemetry`]: logging and the request span.
+//! - [`breaker`]: the per-provider circuit breaker (remote providers use it, #6).
 //! - [`cli`]: the command line. [`bench`]: the `voxgate bench` measurements.
 //!
 //! Engines implement `voxgate_engine::Synthesizer` (Flite lives in `voxgate-flite`) or
@@ -32,6 +33,7 @@ pub mod audio;
 pub mod audit;
 pub mod auth;
 pub mod bench;
+pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod engines;
