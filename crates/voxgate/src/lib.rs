@@ -20,7 +20,8 @@
 //! - [`audio`]: output formats, resampling and streaming encoders.
 //! - [`server`]: start-up, the listener, graceful shutdown.
 //! - [`telemetry`]: logging and the request span.
-//! - [`breaker`]: the per-provider circuit breaker (remote providers use it, #6).
+//! - [`breaker`]: the per-provider circuit breaker; [`egress`]: which addresses outbound
+//!   connections may reach (both for the remote providers of #6).
 //! - [`cli`]: the command line. [`bench`]: the `voxgate bench` measurements.
 //!
 //! Engines implement `voxgate_engine::Synthesizer` (Flite lives in `voxgate-flite`) or
@@ -36,6 +37,7 @@ pub mod bench;
 pub mod breaker;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod engines;
 pub mod error;
 pub mod limits;
