@@ -23,6 +23,17 @@ use futures::Stream;
 pub use error::{EngineError, ErrorClass};
 pub use pool::BlockingPool;
 
+/// Languages Whisper base knows, as ISO 639-1 codes (plus `haw`), in the model's order.
+pub const WHISPER_LANGUAGES: &[&str] = &[
+    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it",
+    "id", "hi", "fi", "vi", "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur",
+    "hr", "bg", "lt", "la", "mi", "ml", "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn",
+    "et", "mk", "br", "eu", "is", "hy", "ne", "mn", "bs", "kk", "sq", "sw", "gl", "mr", "pa", "si",
+    "km", "sn", "yo", "so", "af", "oc", "ka", "be", "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo",
+    "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln",
+    "ha", "ba", "jw", "su",
+];
+
 /// A voice an engine can speak with, as it describes itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoiceInfo {
@@ -43,6 +54,30 @@ pub struct SynthesisRequest {
     pub voice: String,
     /// Speaking rate, 1.0 is normal; already range-checked.
     pub speed: f32,
+    /// A stored voice to clone instead of `voice`, for engines whose
+    /// [`Synthesizer::supports_cloning`] is true (others never receive one).
+    pub reference: Option<std::sync::Arc<VoiceReference>>,
+}
+
+/// A caller's stored voice reference: a short, decoded, re-encoded WAV clip.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VoiceReference {
+    /// The stored voice's id (stable: engines may key their own clone of it by this).
+    pub id: String,
+    /// The owning account (engines key clones by owner and id together).
+    pub owner: String,
+    /// 16-bit mono WAV.
+    pub wav: Vec<u8>,
+}
+
+impl std::fmt::Debug for VoiceReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The recording itself is user content: never in a log line.
+        f.debug_struct("VoiceReference")
+            .field("id", &self.id)
+            .field("bytes", &self.wav.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A piece of synthesized audio: mono, signed 16-bit samples.

@@ -303,6 +303,7 @@ mod tests {
             text: "One. Two. Three.".into(),
             voice: "slt".into(),
             speed: 1.0,
+            reference: None,
         };
         let mut stream = flite.synthesize(request).expect("start");
         let first = stream.next().await.expect("chunk").expect("audio");

@@ -26,16 +26,9 @@ pub const MANIFEST: &str = include_str!("../assets/whisper-base.sha256");
 /// The sample rate Whisper listens at.
 pub const SAMPLE_RATE: u32 = 16_000;
 
-/// Languages Whisper base knows, as ISO 639-1 codes (plus `haw`), in the model's order.
-pub const LANGUAGES: &[&str] = &[
-    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it",
-    "id", "hi", "fi", "vi", "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur",
-    "hr", "bg", "lt", "la", "mi", "ml", "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn",
-    "et", "mk", "br", "eu", "is", "hy", "ne", "mn", "bs", "kk", "sq", "sw", "gl", "mr", "pa", "si",
-    "km", "sn", "yo", "so", "af", "oc", "ka", "be", "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo",
-    "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln",
-    "ha", "ba", "jw", "su",
-];
+/// Languages Whisper base knows (the list lives in the engine contract, where remote
+/// Whisper-compatible providers share it).
+pub use voxgate_engine::WHISPER_LANGUAGES as LANGUAGES;
 
 /// Why a model directory cannot be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -58,14 +58,12 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
     let model = catalog
         .model("tts-1")
         .ok_or_else(|| anyhow::anyhow!("no model tts-1"))?;
-    let resolved = catalog
-        .resolve(model, "alloy")
-        .ok_or_else(|| anyhow::anyhow!("no voice alloy"))?;
+    let candidates = catalog.resolve(model, "alloy");
+    anyhow::ensure!(!candidates.is_empty(), "no voice alloy");
     for _ in 0..reps {
         let job = SpeechJob {
-            engine: resolved.engine.clone(),
-            engine_name: model.engine_id.clone(),
-            voice: resolved.native_voice.clone(),
+            candidates: candidates.clone(),
+            reference: None,
             script: vec![Part::Say {
                 text: long.clone(),
                 speed: 1.0,
@@ -135,6 +133,20 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
 
     writeln!(
         out,
+        "\n## Piper (en_US-joe-medium) real-time factor, ONNX Runtime"
+    )?;
+    if let Err(err) = piper_rtf(&catalog, &encoders, reps, &mut out).await {
+        writeln!(out, "not measured: {err}")?;
+    }
+
+    writeln!(
+        out,
+        "\n## Speech cache: a hit vs synthesis of the same response (mp3; goal: hit ≥ 50× faster)"
+    )?;
+    cache_vs_synthesis(&catalog, &encoders, reps, &mut out).await?;
+
+    writeln!(
+        out,
         "\n## Authentication cost per request (SQLite, one key)"
     )?;
     auth_cost(&config, if quick { 2_000 } else { 20_000 }, &mut out).await?;
@@ -152,6 +164,162 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
     match idle_rss() {
         Ok(kb) => writeln!(out, "idle RSS {:.1} MB", kb as f64 / 1024.0)?,
         Err(e) => writeln!(out, "idle RSS not measured: {e}")?,
+    }
+    Ok(())
+}
+
+/// One job for `model` and voice `alloy` saying `text` in `format`.
+fn job_for(
+    catalog: &crate::engines::Catalog,
+    model: &str,
+    text: &str,
+    format: AudioFormat,
+) -> anyhow::Result<SpeechJob> {
+    let model = catalog
+        .model(model)
+        .ok_or_else(|| anyhow::anyhow!("no model {model}"))?;
+    let candidates = catalog.resolve(model, "alloy");
+    anyhow::ensure!(!candidates.is_empty(), "no voice alloy");
+    Ok(SpeechJob {
+        candidates,
+        reference: None,
+        script: vec![Part::Say {
+            text: text.to_owned(),
+            speed: 1.0,
+        }],
+        characters: text.chars().count(),
+        speed: 1.0,
+        format,
+        deadline: tokio::time::Instant::now() + Duration::from_secs(3600),
+    })
+}
+
+/// Synthesizes a job to the end; returns the encoded bytes, the seconds of audio and who
+/// served.
+async fn synthesize_all(
+    job: SpeechJob,
+    encoders: &BlockingPool,
+) -> anyhow::Result<(Vec<u8>, f64, String)> {
+    let speech = speech::start(job, encoders.clone()).await?;
+    let mut bytes = Vec::new();
+    let mut audio = speech.audio;
+    while let Some(chunk) = audio.next().await {
+        bytes.extend_from_slice(&chunk?);
+    }
+    Ok((bytes, speech.stats.output_seconds(), speech.engine))
+}
+
+async fn piper_rtf(
+    catalog: &crate::engines::Catalog,
+    encoders: &BlockingPool,
+    reps: usize,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    let text = PARAGRAPH.repeat(2);
+    let start = Instant::now();
+    let (_, _, engine) = synthesize_all(
+        job_for(catalog, "piper", "Hello.", AudioFormat::Pcm)?,
+        encoders,
+    )
+    .await?;
+    anyhow::ensure!(
+        engine == "piper",
+        "served by {engine} (run scripts/fetch-models)"
+    );
+    writeln!(
+        out,
+        "first call (verify 3 checksums, load, one word) {:.2} s",
+        start.elapsed().as_secs_f64()
+    )?;
+    for _ in 0..reps {
+        let start = Instant::now();
+        let (_, seconds, _) = synthesize_all(
+            job_for(catalog, "piper", &text, AudioFormat::Pcm)?,
+            encoders,
+        )
+        .await?;
+        let took = start.elapsed().as_secs_f64();
+        writeln!(
+            out,
+            "RTF {:.3}  ({seconds:.1} s of audio in {took:.2} s, pcm out)",
+            took / seconds
+        )?;
+    }
+    Ok(())
+}
+
+async fn cache_vs_synthesis(
+    catalog: &crate::engines::Catalog,
+    encoders: &BlockingPool,
+    reps: usize,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    use crate::cache::{KeyParts, SpeechCache};
+    let dir = tempfile::tempdir()?;
+    let master = secrecy::SecretString::from(
+        crate::auth::key::random_bytes::<32>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+    );
+    let vault = Arc::new(crate::vault::Vault::new(&master));
+    let config = Config::defaults()?.cache;
+    let cache = SpeechCache::open(dir.path(), vault, config)?;
+    for model in ["tts-1", "piper"] {
+        let mut synth = Duration::ZERO;
+        let mut hit = Duration::ZERO;
+        let mut bytes = 0;
+        for rep in 0..reps {
+            let key = cache.key(
+                "acct_bench",
+                &KeyParts {
+                    model,
+                    engines: vec![model],
+                    voice: "alloy",
+                    script: &format!("{PARAGRAPH} {rep}"),
+                    speed: 1.0,
+                    format: "mp3",
+                },
+            );
+            let start = Instant::now();
+            let (audio, seconds, engine) = match synthesize_all(
+                job_for(catalog, model, PARAGRAPH, AudioFormat::Mp3)?,
+                encoders,
+            )
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    writeln!(out, "{model}: not measured: {e}")?;
+                    break;
+                }
+            };
+            synth += start.elapsed();
+            cache.put(&key, &engine, seconds, &audio).await;
+            bytes = audio.len();
+            let start = Instant::now();
+            let cached = cache
+                .get(&key, false)
+                .await
+                .ok_or_else(|| anyhow::anyhow!("cache miss right after put"))?;
+            let replay = speech::Speech::replay(cached.engine, cached.audio, cached.seconds);
+            let mut audio = replay.audio;
+            while let Some(chunk) = audio.next().await {
+                chunk?;
+            }
+            hit += start.elapsed();
+        }
+        if hit.is_zero() {
+            continue;
+        }
+        writeln!(
+            out,
+            "{model:<6} synthesis {:.1} ms, cache hit {:.2} ms ({} kB sealed on disk): {:.0}× faster",
+            synth.as_secs_f64() * 1e3 / reps as f64,
+            hit.as_secs_f64() * 1e3 / reps as f64,
+            bytes / 1000,
+            synth.as_secs_f64() / hit.as_secs_f64()
+        )?;
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! A circuit breaker per remote provider (#6 wires it to the providers): closed → open after
+//! A circuit breaker per remote provider, and the wrappers that put an engine behind one: closed → open after
 //! `consecutive_failures` failures in a row, or when the failure rate over `window` reaches
 //! `failure_rate` with at least `min_requests` outcomes → after `cooldown`, half-open: one
 //! probe at a time; its success closes the breaker, its failure opens it again.
@@ -9,7 +9,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::time::Instant;
+use voxgate_engine::{
+    EngineError, ErrorClass, PcmStream, SynthesisRequest, Synthesizer, Transcriber,
+    TranscriptionFuture, TranscriptionRequest, VoiceInfo,
+};
 
 /// When a breaker opens and how long it stays open.
 #[derive(Debug, Clone)]
@@ -69,6 +74,7 @@ pub struct Permit {
 
 impl CircuitBreaker {
     pub fn new(name: &str, config: BreakerConfig) -> Arc<Self> {
+        crate::metrics::BREAKER_STATE.set(name, "closed", 1);
         Arc::new(Self {
             name: name.to_owned(),
             config,
@@ -176,6 +182,8 @@ impl CircuitBreaker {
         let (from, to) = (name(&inner.phase), name(&next));
         if from != to {
             tracing::warn!(target: "voxgate::security", event = "breaker_state_changed", provider = %self.name, from, to, "circuit breaker changed state");
+            crate::metrics::BREAKER_STATE.set(&self.name, from, 0);
+            crate::metrics::BREAKER_STATE.set(&self.name, to, 1);
         }
         inner.phase = next;
     }
@@ -198,6 +206,167 @@ impl Drop for Permit {
         if !self.reported && self.probe {
             self.breaker.release_probe();
         }
+    }
+}
+
+/// Whether an engine failure says the provider is unhealthy (and counts against its
+/// breaker). Client errors (an unknown voice, text it refuses) do not.
+fn counts_against(err: &EngineError) -> bool {
+    matches!(
+        err.class(),
+        ErrorClass::Upstream | ErrorClass::Timeout | ErrorClass::Overload | ErrorClass::Internal
+    )
+}
+
+impl Permit {
+    /// Reports an outcome: success, a failure that counts, or nothing (dropped).
+    fn report(self, engine: &str, outcome: Result<(), &EngineError>) {
+        match outcome {
+            Ok(()) => {
+                crate::metrics::PROVIDER_CALLS.inc(engine, "success");
+                self.success();
+            }
+            Err(e) if counts_against(e) => {
+                crate::metrics::PROVIDER_CALLS.inc(engine, "failure");
+                self.failure();
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn rejected(engine: &str, rejected: Rejected) -> EngineError {
+    crate::metrics::PROVIDER_CALLS.inc(engine, "rejected");
+    EngineError::Unavailable(format!(
+        "circuit breaker open, next probe in {} s",
+        rejected.retry_after.as_secs().max(1)
+    ))
+}
+
+/// A synthesizer behind its circuit breaker: an open breaker refuses at once with
+/// [`EngineError::Unavailable`] (so a fallback chain moves on); a stream that ends cleanly is
+/// a success (a half-open probe succeeds at its first audio), one that fails with an upstream, timeout or overload error a failure; a stream
+/// dropped midway (the client left) counts for nothing.
+#[derive(Debug)]
+pub struct GuardedSynthesizer<S> {
+    inner: S,
+    breaker: Arc<CircuitBreaker>,
+}
+
+impl<S> GuardedSynthesizer<S> {
+    pub fn new(inner: S, breaker: Arc<CircuitBreaker>) -> Self {
+        Self { inner, breaker }
+    }
+}
+
+impl<S: Synthesizer> Synthesizer for GuardedSynthesizer<S> {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+    fn voices(&self) -> &[VoiceInfo] {
+        self.inner.voices()
+    }
+    fn ready(&self) -> bool {
+        self.inner.ready()
+    }
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
+    fn supports_cloning(&self) -> bool {
+        self.inner.supports_cloning()
+    }
+
+    fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError> {
+        let engine = self.inner.id().to_owned();
+        let permit = self
+            .breaker
+            .try_acquire()
+            .map_err(|r| rejected(&engine, r))?;
+        let stream = match self.inner.synthesize(request) {
+            Ok(stream) => stream,
+            Err(e) => {
+                permit.report(&engine, Err(&e));
+                return Err(e);
+            }
+        };
+        let guarded =
+            futures::stream::unfold((stream, Some(permit)), move |(mut stream, mut permit)| {
+                let engine = engine.clone();
+                async move {
+                    let item = stream.next().await;
+                    match &item {
+                        // A half-open probe that yields audio has shown the provider is back:
+                        // close now, not at the end of a long stream, so requests arriving
+                        // meanwhile are not refused.
+                        Some(Ok(_)) if permit.as_ref().is_some_and(|p| p.probe) => {
+                            if let Some(p) = permit.take() {
+                                p.report(&engine, Ok(()));
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            if let Some(p) = permit.take() {
+                                p.report(&engine, Err(e));
+                            }
+                        }
+                        None => {
+                            if let Some(p) = permit.take() {
+                                p.report(&engine, Ok(()));
+                            }
+                        }
+                    }
+                    item.map(|item| (item, (stream, permit)))
+                }
+            });
+        Ok(Box::pin(guarded))
+    }
+}
+
+/// A recogniser behind its circuit breaker (same rules as [`GuardedSynthesizer`]).
+#[derive(Debug)]
+pub struct GuardedTranscriber<T> {
+    inner: Arc<T>,
+    breaker: Arc<CircuitBreaker>,
+}
+
+impl<T> GuardedTranscriber<T> {
+    pub fn new(inner: T, breaker: Arc<CircuitBreaker>) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            breaker,
+        }
+    }
+}
+
+impl<T: Transcriber + 'static> Transcriber for GuardedTranscriber<T> {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+    fn sample_rate(&self) -> u32 {
+        self.inner.sample_rate()
+    }
+    fn languages(&self) -> &[&str] {
+        self.inner.languages()
+    }
+    fn word_timestamps(&self) -> bool {
+        self.inner.word_timestamps()
+    }
+
+    fn transcribe(&self, request: TranscriptionRequest) -> TranscriptionFuture {
+        let engine = self.inner.id().to_owned();
+        let permit = match self.breaker.try_acquire() {
+            Ok(permit) => permit,
+            Err(r) => {
+                let err = rejected(&engine, r);
+                return Box::pin(async move { Err(err) });
+            }
+        };
+        let call = self.inner.transcribe(request);
+        Box::pin(async move {
+            let result = call.await;
+            permit.report(&engine, result.as_ref().map(|_| ()));
+            result
+        })
     }
 }
 

@@ -305,17 +305,17 @@ async fn say(
     let model = catalog
         .model(model)
         .with_context(|| format!("no model {model}"))?;
-    let resolved = catalog
-        .resolve(model, voice)
-        .with_context(|| format!("model {} has no voice {voice}", model.id))?;
+    let candidates = catalog.resolve(model, voice);
+    if candidates.is_empty() {
+        bail!("model {} has no voice {voice}", model.id);
+    }
     let pieces = voxgate_engine::sentences::split(&text).len() as u64;
     if pieces == 0 {
         bail!("nothing to say");
     }
     let job = SpeechJob {
-        engine: resolved.engine,
-        engine_name: model.engine_id.clone(),
-        voice: resolved.native_voice,
+        candidates,
+        reference: None,
         characters: text.chars().count(),
         script: vec![Part::Say { text, speed }],
         speed,

@@ -3,11 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use voxgate_engine::{Synthesizer, Transcriber};
 use voxgate_flite::Flite;
 
+use crate::breaker::{GuardedSynthesizer, GuardedTranscriber};
 use crate::config::{self, Config, EngineConfig, InstructionsPolicy};
+use crate::providers::elevenlabs::ElevenLabs;
+use crate::providers::openai::{OpenAiSpeech, OpenAiTranscriber};
+use crate::providers::pollinations::Pollinations;
 
 /// Longest model, engine or voice name.
 const MAX_NAME_LEN: usize = 64;
@@ -31,12 +36,53 @@ pub enum Built {
 }
 
 impl EngineConfig {
-    /// Builds the engine this configuration describes. Recognisers load their model lazily.
-    pub fn build(&self, id: &str) -> Built {
-        match self {
+    /// Builds the engine this configuration describes. Recognisers load their model lazily;
+    /// remote providers are wrapped in their circuit breaker.
+    pub fn build(&self, id: &str, data_dir: &std::path::Path) -> Result<Built, String> {
+        let breaker = |settings: &config::BreakerSettings| {
+            crate::breaker::CircuitBreaker::new(id, settings.build())
+        };
+        Ok(match self {
             EngineConfig::Flite { threads, .. } => {
                 Built::Synthesizer(Arc::new(Flite::new(config::threads_or_cpus(*threads))))
             }
+            EngineConfig::Piper {
+                model_dir,
+                threads,
+                parallel,
+                idle_unload_secs,
+                ..
+            } => {
+                let mut settings = voxgate_piper::PiperSettings::new(model_dir.clone());
+                settings.intra_threads = config::threads_or_cpus(*threads);
+                settings.parallel = (*parallel).max(1);
+                settings.idle_unload =
+                    (*idle_unload_secs > 0).then(|| Duration::from_secs(*idle_unload_secs));
+                let phonemizer = crate::subprocess::SandboxedEspeak::new(data_dir);
+                Built::Synthesizer(Arc::new(voxgate_piper::Piper::new(
+                    settings,
+                    Arc::new(phonemizer),
+                )))
+            }
+            EngineConfig::Subprocess(c) => Built::Synthesizer(Arc::new(
+                crate::subprocess::SubprocessEngine::new(id, c, data_dir)?,
+            )),
+            EngineConfig::OpenAi(c) => Built::Synthesizer(Arc::new(GuardedSynthesizer::new(
+                OpenAiSpeech::new(id, c)?,
+                breaker(&c.breaker),
+            ))),
+            EngineConfig::ElevenLabs(c) => Built::Synthesizer(Arc::new(GuardedSynthesizer::new(
+                ElevenLabs::new(id, c)?,
+                breaker(&c.breaker),
+            ))),
+            EngineConfig::Pollinations(c) => Built::Synthesizer(Arc::new(GuardedSynthesizer::new(
+                Pollinations::new(id, c)?,
+                breaker(&c.breaker),
+            ))),
+            EngineConfig::OpenAiStt(c) => Built::Transcriber(Arc::new(GuardedTranscriber::new(
+                OpenAiTranscriber::new(id, c)?,
+                breaker(&c.breaker),
+            ))),
             #[cfg(feature = "whisper")]
             EngineConfig::Whisper {
                 model_dir,
@@ -59,7 +105,7 @@ impl EngineConfig {
                     "this binary was built without the `whisper` feature",
                 )))
             }
-        }
+        })
     }
 }
 
@@ -76,7 +122,10 @@ pub enum ModelKind {
 #[derive(Debug, Clone)]
 pub struct Model {
     pub id: String,
+    /// The first engine of the chain (admission queue, tier checks).
     pub engine_id: String,
+    /// Engines tried in order: `engine_id`, then the fallbacks.
+    pub chain: Vec<String>,
     pub kind: ModelKind,
     pub instructions: InstructionsPolicy,
 }
@@ -107,31 +156,38 @@ pub struct Catalog {
     pub created: u64,
 }
 
-/// A model and voice resolved for one request.
+/// One engine of a model's chain that can speak the requested voice.
 #[derive(Debug, Clone)]
-pub struct Resolved {
-    pub model: Model,
+pub struct Candidate {
+    /// The configured engine id (`x-voxgate-engine`, admission queue, tier checks).
+    pub engine_id: String,
     pub engine: Arc<dyn Synthesizer>,
+    /// The engine's native voice id (empty when speaking with a stored reference).
     pub native_voice: String,
 }
 
-/// A configuration that names voices its engine lacks.
+/// A configuration the engines refuse, naming the key.
 #[derive(Debug, thiserror::Error)]
-#[error("configuration key `engines.{engine}.voices.{alias}`: engine has no voice `{native}`")]
-pub struct UnknownNativeVoice {
-    engine: String,
-    alias: String,
-    native: String,
+#[error("configuration key `{key}`: {problem}")]
+pub struct CatalogError {
+    key: String,
+    problem: String,
 }
 
 impl Catalog {
     /// Builds every configured engine and checks every alias against its voices.
-    pub fn build(config: &Config) -> Result<Self, UnknownNativeVoice> {
+    pub fn build(config: &Config) -> Result<Self, CatalogError> {
         let mut engines = BTreeMap::new();
         let mut transcribers = BTreeMap::new();
         let mut aliases = BTreeMap::new();
         for (id, engine_config) in &config.engines {
-            let engine = match engine_config.build(id) {
+            let built = engine_config
+                .build(id, &config.data_dir)
+                .map_err(|problem| CatalogError {
+                    key: format!("engines.{id}"),
+                    problem,
+                })?;
+            let engine = match built {
                 Built::Synthesizer(engine) => engine,
                 Built::Transcriber(engine) => {
                     transcribers.insert(id.clone(), engine);
@@ -140,10 +196,9 @@ impl Catalog {
             };
             for (alias, native) in engine_config.voice_aliases() {
                 if !engine.voices().iter().any(|v| &v.id == native) {
-                    return Err(UnknownNativeVoice {
-                        engine: id.clone(),
-                        alias: alias.clone(),
-                        native: native.clone(),
+                    return Err(CatalogError {
+                        key: format!("engines.{id}.voices.{alias}"),
+                        problem: format!("engine has no voice `{native}`"),
                     });
                 }
             }
@@ -162,6 +217,7 @@ impl Catalog {
                 let model = Model {
                     id: id.clone(),
                     engine_id: m.engine.clone(),
+                    chain: m.chain().cloned().collect(),
                     kind,
                     instructions: m.instructions,
                 };
@@ -199,31 +255,62 @@ impl Catalog {
         self.transcribers.get(&model.engine_id).cloned()
     }
 
-    /// Whether every engine is ready.
+    /// Whether every speech model has a ready engine in its chain (an optional engine that
+    /// failed to load, with a fallback behind it, does not take the instance out of service).
     pub fn ready(&self) -> bool {
-        self.engines.values().all(|e| e.ready())
+        self.models
+            .values()
+            .filter(|m| m.kind == ModelKind::Speech)
+            .all(|m| {
+                m.chain
+                    .iter()
+                    .any(|id| self.engines.get(id).is_some_and(|e| e.ready()))
+            })
     }
 
-    /// Resolves a model id and a voice name (alias or native) by exact table lookup.
-    pub fn resolve(&self, model: &Model, voice: &str) -> Option<Resolved> {
-        let engine = self.engines.get(&model.engine_id)?;
-        let native = self
-            .aliases
-            .get(&model.engine_id)
-            .and_then(|a| a.get(voice))
-            .map(String::as_str)
-            .or_else(|| {
-                engine
-                    .voices()
-                    .iter()
-                    .find(|v| v.id == voice)
-                    .map(|v| v.id.as_str())
-            })?;
-        Some(Resolved {
-            model: model.clone(),
-            engine: Arc::clone(engine),
-            native_voice: native.to_owned(),
-        })
+    /// Resolves a voice name (alias or native) on every engine of the model's chain, by exact
+    /// table lookup; engines that lack the voice are left out. Empty: no engine has it.
+    pub fn resolve(&self, model: &Model, voice: &str) -> Vec<Candidate> {
+        model
+            .chain
+            .iter()
+            .filter_map(|engine_id| {
+                let engine = self.engines.get(engine_id)?;
+                let native = self
+                    .aliases
+                    .get(engine_id)
+                    .and_then(|a| a.get(voice))
+                    .map(String::as_str)
+                    .or_else(|| {
+                        engine
+                            .voices()
+                            .iter()
+                            .find(|v| v.id == voice)
+                            .map(|v| v.id.as_str())
+                    })?;
+                Some(Candidate {
+                    engine_id: engine_id.clone(),
+                    engine: Arc::clone(engine),
+                    native_voice: native.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// The engines of the model's chain that can speak with a stored voice reference.
+    pub fn cloners(&self, model: &Model) -> Vec<Candidate> {
+        model
+            .chain
+            .iter()
+            .filter_map(|engine_id| {
+                let engine = self.engines.get(engine_id)?;
+                engine.supports_cloning().then(|| Candidate {
+                    engine_id: engine_id.clone(),
+                    engine: Arc::clone(engine),
+                    native_voice: String::new(),
+                })
+            })
+            .collect()
     }
 
     /// Every voice clients may name, with the models that accept it.
@@ -233,7 +320,7 @@ impl Catalog {
             let models: Vec<String> = self
                 .models
                 .values()
-                .filter(|m| &m.engine_id == engine_id)
+                .filter(|m| m.chain.contains(engine_id))
                 .map(|m| m.id.clone())
                 .collect();
             let describe = |id: &str, native: &str| {
@@ -297,19 +384,10 @@ mod tests {
     fn resolves_aliases_and_native_names_only() {
         let catalog = Catalog::build(&Config::defaults().expect("config")).expect("catalog");
         let model = catalog.model("tts-1").expect("tts-1");
-        assert_eq!(
-            catalog.resolve(model, "alloy").expect("alias").native_voice,
-            "slt"
-        );
-        assert_eq!(
-            catalog
-                .resolve(model, "kal16")
-                .expect("native")
-                .native_voice,
-            "kal16"
-        );
+        assert_eq!(catalog.resolve(model, "alloy")[0].native_voice, "slt");
+        assert_eq!(catalog.resolve(model, "kal16")[0].native_voice, "kal16");
         for bad in ["../../etc/passwd", "ALLOY", "alloy ", "slt\0"] {
-            assert!(catalog.resolve(model, bad).is_none(), "{bad:?}");
+            assert!(catalog.resolve(model, bad).is_empty(), "{bad:?}");
         }
     }
 

@@ -1,7 +1,9 @@
 //! Process metrics as Prometheus text. Counters and gauges are plain atomics updated where
 //! things happen; labels never carry user data (only fixed names).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One named counter or gauge.
@@ -72,7 +74,103 @@ pub static LIMITER_SWITCHES: Metric = Metric::new(
     "counter",
 );
 
-const ALL: [&Metric; 7] = [
+pub static CACHE_HITS: Metric = Metric::new(
+    "voxgate_speech_cache_hits_total",
+    "Speech responses served from the cache (fresh, or stale while every engine failed).",
+    "counter",
+);
+pub static CACHE_MISSES: Metric = Metric::new(
+    "voxgate_speech_cache_misses_total",
+    "Cacheable speech requests not found in the cache.",
+    "counter",
+);
+pub static FALLBACKS: Metric = Metric::new(
+    "voxgate_engine_fallbacks_total",
+    "Times an engine failed before any audio and the next one in the chain was tried.",
+    "counter",
+);
+
+/// A metric with one label whose values are configuration names (engine ids), never user
+/// data, plus a fixed second label.
+#[derive(Debug)]
+pub struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    labels: (&'static str, &'static str),
+    values: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl Family {
+    const fn new(
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+        labels: (&'static str, &'static str),
+    ) -> Self {
+        Self {
+            name,
+            help,
+            kind,
+            labels,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn with(&self, first: &str, second: &'static str, f: impl FnOnce(&mut u64)) {
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        f(values.entry((first.to_owned(), second)).or_insert(0));
+    }
+
+    pub fn inc(&self, first: &str, second: &'static str) {
+        self.with(first, second, |v| *v += 1);
+    }
+
+    pub fn set(&self, first: &str, second: &'static str, value: u64) {
+        self.with(first, second, |v| *v = value);
+    }
+
+    pub fn get(&self, first: &str, second: &'static str) -> u64 {
+        let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        values
+            .get(&(first.to_owned(), second))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} {}",
+            self.name, self.help, self.name, self.kind
+        );
+        let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        for ((first, second), value) in values.iter() {
+            let _ = writeln!(
+                out,
+                "{}{{{}=\"{first}\",{}=\"{second}\"}} {value}",
+                self.name, self.labels.0, self.labels.1
+            );
+        }
+    }
+}
+
+pub static PROVIDER_CALLS: Family = Family::new(
+    "voxgate_provider_calls_total",
+    "Calls to engines behind a circuit breaker, by outcome (success, failure, rejected).",
+    "counter",
+    ("engine", "outcome"),
+);
+pub static BREAKER_STATE: Family = Family::new(
+    "voxgate_breaker_state",
+    "1 for each engine's current breaker state (closed, open, half_open).",
+    "gauge",
+    ("engine", "state"),
+);
+
+const FAMILIES: [&Family; 2] = [&PROVIDER_CALLS, &BREAKER_STATE];
+
+const ALL: [&Metric; 10] = [
     &AUTH_FAILURES,
     &AUTH_BLOCKS,
     &RATE_LIMITED,
@@ -80,6 +178,9 @@ const ALL: [&Metric; 7] = [
     &CONCURRENCY_REFUSED,
     &LIMITER_DEGRADED,
     &LIMITER_SWITCHES,
+    &CACHE_HITS,
+    &CACHE_MISSES,
+    &FALLBACKS,
 ];
 
 /// Everything, in the Prometheus text exposition format.
@@ -96,6 +197,9 @@ pub fn render() -> String {
             m.name,
             m.get()
         );
+    }
+    for family in FAMILIES {
+        family.render(&mut out);
     }
     out
 }
@@ -115,7 +219,12 @@ mod tests {
         );
         assert_eq!(
             text.lines().filter(|l| l.starts_with("# HELP")).count(),
-            ALL.len()
+            ALL.len() + FAMILIES.len()
+        );
+        PROVIDER_CALLS.inc("eleven", "failure");
+        assert!(
+            render()
+                .contains("voxgate_provider_calls_total{engine=\"eleven\",outcome=\"failure\"} 1")
         );
     }
 }

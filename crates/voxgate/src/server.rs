@@ -19,6 +19,7 @@ use voxgate_engine::BlockingPool;
 use crate::accounts::Admin;
 use crate::api::{self, AppState};
 use crate::auth::{self, Authenticator, Pepper};
+use crate::cache::SpeechCache;
 use crate::config::{self, Config, LimitsConfig};
 use crate::engines::Catalog;
 use crate::limits::{Concurrency, FallbackLimiter, Gate, MemoryLimiter, RateLimiter, RedisLimiter};
@@ -197,7 +198,13 @@ pub async fn app_state(config: Config) -> anyhow::Result<AppState> {
         &config.data_dir,
         "master_key",
     )?;
-    let voices = VoiceLibrary::new(Arc::clone(&store), Arc::new(Vault::new(&master)));
+    let vault = Arc::new(Vault::new(&master));
+    let voices = VoiceLibrary::new(Arc::clone(&store), Arc::clone(&vault));
+    let cache_dir = config.data_dir.join("cache");
+    let cache = Arc::new(
+        SpeechCache::open(&cache_dir, vault, config.cache.clone())
+            .with_context(|| format!("cannot open the speech cache at {}", cache_dir.display()))?,
+    );
     let uploads = UploadDir::prepare(&config.data_dir)
         .with_context(|| format!("cannot prepare uploads under {}", config.data_dir.display()))?;
     let blocked_words = Arc::new(blocked_words(&config.text)?);
@@ -218,6 +225,7 @@ pub async fn app_state(config: Config) -> anyhow::Result<AppState> {
         voices,
         uploads,
         blocked_words,
+        cache,
     })
 }
 

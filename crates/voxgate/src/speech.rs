@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
-use voxgate_engine::{BlockingPool, EngineError, SynthesisRequest, Synthesizer};
+use voxgate_engine::{BlockingPool, EngineError, SynthesisRequest, Synthesizer, VoiceReference};
 
 use crate::audio::{AudioFormat, Encoder, OUTPUT_RATE, Resampler};
+use crate::engines::Candidate;
 use crate::error::ApiError;
 
 /// One step of a script: text to speak at a speed, or a pause.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum Part {
     /// Normalised text (never empty) and its speaking rate.
     Say { text: String, speed: f32 },
@@ -28,10 +29,10 @@ pub enum Part {
 /// What to synthesize, already validated and resolved.
 #[derive(Debug, Clone)]
 pub struct SpeechJob {
-    pub engine: Arc<dyn Synthesizer>,
-    /// The configured engine name (its admission queue's key).
-    pub engine_name: String,
-    pub voice: String,
+    /// The engines to try, in order, each with its native voice (never empty).
+    pub candidates: Vec<Candidate>,
+    /// A stored voice to clone (the candidates all support cloning then).
+    pub reference: Option<Arc<VoiceReference>>,
     /// What to say, in order.
     pub script: Vec<Part>,
     /// Characters of text in the script (what quotas and usage count).
@@ -52,13 +53,19 @@ enum Piece {
 type PieceStream = Pin<Box<dyn Stream<Item = Result<Piece, EngineError>> + Send + 'static>>;
 
 /// The script as one lazy stream: each part starts only when the previous one is done.
-fn script_stream(engine: Arc<dyn Synthesizer>, voice: String, script: Vec<Part>) -> PieceStream {
+fn script_stream(
+    engine: Arc<dyn Synthesizer>,
+    voice: String,
+    reference: Option<Arc<VoiceReference>>,
+    script: Vec<Part>,
+) -> PieceStream {
     let parts = futures::stream::iter(script).map(move |part| -> PieceStream {
         match part {
             Part::Say { text, speed } => match engine.synthesize(SynthesisRequest {
                 text,
                 voice: voice.clone(),
                 speed,
+                reference: reference.clone(),
             }) {
                 Ok(pcm) => Box::pin(pcm.map(|chunk| chunk.map(Piece::Pcm))),
                 Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
@@ -99,6 +106,26 @@ pub struct Speech {
     pub stats: Arc<SpeechStats>,
 }
 
+impl Speech {
+    /// A response replayed from complete encoded audio (the cache), in 16 KiB pieces.
+    pub fn replay(engine: String, audio: Vec<u8>, seconds: f64) -> Self {
+        let stats = Arc::new(SpeechStats::default());
+        stats.output_samples.store(
+            (seconds * f64::from(OUTPUT_RATE)).round() as u64,
+            Ordering::Relaxed,
+        );
+        let pieces: Vec<Result<Bytes, ApiError>> = Bytes::from(audio)
+            .chunks(16 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Self {
+            engine,
+            audio: Box::pin(futures::stream::iter(pieces)),
+            stats,
+        }
+    }
+}
+
 impl std::fmt::Debug for Speech {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Speech")
@@ -107,25 +134,63 @@ impl std::fmt::Debug for Speech {
     }
 }
 
+/// Whether a failure before any audio lets the next engine of the chain try: the provider
+/// failed, timed out, is saturated or unavailable (its breaker is open). Client errors do not.
+pub fn falls_back(err: &ApiError) -> bool {
+    matches!(
+        err,
+        ApiError::Upstream(_)
+            | ApiError::Timeout
+            | ApiError::EngineUnavailable
+            | ApiError::Overloaded { .. }
+    )
+}
+
 /// Starts synthesis and waits for the first encoded bytes, so failures that happen before
-/// any audio exists still become a proper status code.
+/// any audio exists still become a proper status code. Engines are tried in the chain's
+/// order until one produces audio; once bytes have left, the response belongs to that
+/// engine (a later failure ends the stream).
 pub async fn start(job: SpeechJob, encoders: BlockingPool) -> Result<Speech, ApiError> {
-    let engine = job.engine.id().to_owned();
-    // Errors known before any audio exists (an unknown voice) surface as the first item,
-    // which is awaited below, so they still become a proper status code.
-    let pcm = script_stream(job.engine, job.voice, job.script);
-    let stats = Arc::new(SpeechStats::default());
-    let mut audio = encode_stream(pcm, job.format, encoders, job.deadline, Arc::clone(&stats));
-    let first = match audio.next().await {
-        Some(first) => first?,
-        None => Bytes::new(),
-    };
-    let audio = futures::stream::once(async move { Ok(first) }).chain(audio);
-    Ok(Speech {
-        engine,
-        audio: Box::pin(audio),
-        stats,
-    })
+    let mut last = None;
+    for candidate in job.candidates {
+        if tokio::time::Instant::now() >= job.deadline {
+            break;
+        }
+        // Errors known before any audio exists (an unknown voice) surface as the first
+        // item, which is awaited below, so they still become a proper status code.
+        let pcm = script_stream(
+            candidate.engine,
+            candidate.native_voice,
+            job.reference.clone(),
+            job.script.clone(),
+        );
+        let stats = Arc::new(SpeechStats::default());
+        let mut audio = encode_stream(
+            pcm,
+            job.format,
+            encoders.clone(),
+            job.deadline,
+            Arc::clone(&stats),
+        );
+        let first = match audio.next().await {
+            Some(Ok(first)) => first,
+            None => Bytes::new(),
+            Some(Err(err)) if falls_back(&err) => {
+                tracing::warn!(engine = %candidate.engine_id, error = %err, source = ?std::error::Error::source(&err), "engine failed before any audio; trying the next in the chain");
+                crate::metrics::FALLBACKS.inc();
+                last = Some(err);
+                continue;
+            }
+            Some(Err(err)) => return Err(err),
+        };
+        let audio = futures::stream::once(async move { Ok(first) }).chain(audio);
+        return Ok(Speech {
+            engine: candidate.engine_id,
+            audio: Box::pin(audio),
+            stats,
+        });
+    }
+    Err(last.unwrap_or(ApiError::Timeout))
 }
 
 /// The per-request resampler and encoder, moved to the encoder pool and back for each piece.
@@ -274,9 +339,12 @@ mod tests {
 
     fn job(engine: Arc<dyn Synthesizer>, text: &str, format: AudioFormat) -> SpeechJob {
         SpeechJob {
-            engine,
-            engine_name: "flite".into(),
-            voice: "slt".into(),
+            candidates: vec![Candidate {
+                engine_id: "flite".into(),
+                engine,
+                native_voice: "slt".into(),
+            }],
+            reference: None,
             script: vec![Part::Say {
                 text: text.into(),
                 speed: 1.0,

@@ -17,6 +17,7 @@ use sha2::Sha256;
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 24;
 const SALT: &[u8] = b"voxgate/v1/data-key";
+const MAC_SALT: &[u8] = b"voxgate/v1/mac-key";
 
 /// Why a sealed object cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,15 @@ impl Vault {
         let cipher = XChaCha20Poly1305::new(&key.into());
         key.fill(0);
         cipher
+    }
+
+    /// A 256-bit key for keyed hashes (cache file names, …), derived from the master key apart
+    /// from every account's data key.
+    pub fn mac_key(&self, purpose: &str) -> [u8; 32] {
+        let hkdf = Hkdf::<Sha256>::new(Some(MAC_SALT), self.master.expose_secret());
+        let mut key = [0u8; 32];
+        let _ = hkdf.expand(purpose.as_bytes(), &mut key);
+        key
     }
 
     /// Encrypts `plaintext` for `owner`, bound to `kind` and `id`.

@@ -52,6 +52,8 @@ pub struct AppState {
     pub uploads: crate::upload::UploadDir,
     /// `text.blocked_words`, for tiers with `block_profanity`.
     pub blocked_words: Arc<voxgate_input::text::WordList>,
+    /// Encrypted speech responses, per account (tiers with `cache = true`).
+    pub cache: Arc<crate::cache::SpeechCache>,
 }
 
 impl AppState {

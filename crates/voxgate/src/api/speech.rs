@@ -16,6 +16,7 @@ use super::Routes;
 use super::{ApiJson, AppState};
 use crate::audio::AudioFormat;
 use crate::auth::Principal;
+use crate::cache::{CacheKey, KeyParts};
 use crate::config::{InstructionsPolicy, TierConfig};
 use crate::engines;
 use crate::engines::ModelKind;
@@ -24,6 +25,7 @@ use crate::limits::quota::{Amounts, Metric};
 use crate::speech::{self, Part, SpeechJob};
 use axum::http::Method;
 use std::sync::Arc;
+use voxgate_engine::VoiceReference;
 use voxgate_input::ssml;
 use voxgate_input::text::{self, TextPolicy};
 
@@ -133,6 +135,92 @@ pub struct Usage {
 
 /// Header naming the engine that served a response.
 const ENGINE_HEADER: &str = "x-voxgate-engine";
+/// Header telling whether the speech cache answered: `hit`, `miss` or `stale`.
+const CACHE_HEADER: &str = "x-voxgate-cache";
+
+/// Serves a job from the cache or the engine chain. A fresh entry answers at once; a miss
+/// synthesizes and keeps the complete response; when every engine fails before any audio,
+/// an expired entry still answers (`stale`). Without a key (the tier does not cache) the
+/// chain alone serves.
+async fn serve(
+    state: &AppState,
+    job: SpeechJob,
+    key: Option<CacheKey>,
+) -> Result<(speech::Speech, Option<&'static str>), ApiError> {
+    let Some(key) = key else {
+        return Ok((speech::start(job, state.encoders.clone()).await?, None));
+    };
+    if let Some(hit) = state.cache.get(&key, false).await {
+        crate::metrics::CACHE_HITS.inc();
+        return Ok((
+            speech::Speech::replay(hit.engine, hit.audio, hit.seconds),
+            Some("hit"),
+        ));
+    }
+    crate::metrics::CACHE_MISSES.inc();
+    match speech::start(job, state.encoders.clone()).await {
+        Ok(speech) => Ok((keep(state, key, speech), Some("miss"))),
+        Err(err) if speech::falls_back(&err) => match state.cache.get(&key, true).await {
+            Some(stale) => {
+                crate::metrics::CACHE_HITS.inc();
+                tracing::warn!(error = %err, "every engine failed; served an expired cache entry");
+                Ok((
+                    speech::Speech::replay(stale.engine, stale.audio, stale.seconds),
+                    Some("stale"),
+                ))
+            }
+            None => Err(err),
+        },
+        Err(err) => Err(err),
+    }
+}
+
+/// Passes the audio through and, once it has ended cleanly, keeps a copy in the cache. A
+/// failed, abandoned or oversized response is not kept.
+fn keep(state: &AppState, key: CacheKey, speech: speech::Speech) -> speech::Speech {
+    let cache = Arc::clone(&state.cache);
+    let limit = state.config.cache.max_entry_bytes as usize;
+    let engine = speech.engine.clone();
+    let stats = Arc::clone(&speech.stats);
+    let audio = futures::stream::unfold(
+        (speech.audio, Some(Vec::new())),
+        move |(mut audio, mut copy)| {
+            let (cache, key, engine, stats) = (
+                Arc::clone(&cache),
+                key.clone(),
+                engine.clone(),
+                Arc::clone(&stats),
+            );
+            async move {
+                match audio.next().await {
+                    Some(Ok(bytes)) => {
+                        if copy.as_ref().is_some_and(|c| c.len() + bytes.len() > limit) {
+                            copy = None;
+                        }
+                        if let Some(c) = &mut copy {
+                            c.extend_from_slice(&bytes);
+                        }
+                        Some((Ok(bytes), (audio, copy)))
+                    }
+                    Some(Err(e)) => Some((Err(e), (audio, None))),
+                    None => {
+                        if let Some(copy) = copy.take() {
+                            cache
+                                .put(&key, &engine, stats.output_seconds(), &copy)
+                                .await;
+                        }
+                        None
+                    }
+                }
+            }
+        },
+    );
+    speech::Speech {
+        engine: speech.engine,
+        audio: Box::pin(audio),
+        stats: speech.stats,
+    }
+}
 
 #[utoipa::path(
     post,
@@ -163,19 +251,32 @@ pub async fn create_speech(
 ) -> Result<Response, ApiError> {
     let stream_format = request.stream_format.unwrap_or_default();
     let format = request.response_format.unwrap_or_default();
-    if let VoiceParam::Stored(stored) = &request.voice {
-        let err = stored_voice(&state, &principal, &stored.id).await;
-        super::access::audit_denial(&state.auth, &principal, "/v1/audio/speech", &err).await;
-        return Err(err);
-    }
-    let job = match validate(&state, &principal.tier, request) {
+    let reference = match &request.voice {
+        VoiceParam::Stored(stored) => match stored_voice(&state, &principal, &stored.id).await {
+            Ok(reference) => Some(reference),
+            Err(err) => {
+                super::access::audit_denial(&state.auth, &principal, "/v1/audio/speech", &err)
+                    .await;
+                return Err(err);
+            }
+        },
+        VoiceParam::Name(_) => None,
+    };
+    let model_id = request.model.clone();
+    let voice_label = match &request.voice {
+        VoiceParam::Name(name) => name.clone(),
+        VoiceParam::Stored(stored) => stored.id.clone(),
+    };
+    let job = match validate(&state, &principal.tier, request, reference) {
         Ok(job) => job,
         Err(err) => {
             super::access::audit_denial(&state.auth, &principal, "/v1/audio/speech", &err).await;
             return Err(err);
         }
     };
-    let in_flight = state.admit(&principal, &job.engine_name).await?;
+    let in_flight = state
+        .admit(&principal, &job.candidates[0].engine_id)
+        .await?;
     let input_chars = job.characters as u64;
     let characters = i64::try_from(job.characters).unwrap_or(i64::MAX);
     let estimate = Amounts {
@@ -186,7 +287,25 @@ pub async fn create_speech(
     };
     let hold = state.reserve(&principal, estimate).await?;
     let budget = hold.character_budget().await;
-    let speech = speech::start(job, state.encoders.clone()).await?;
+    let cache_key = principal.tier.cache.then(|| {
+        let script = serde_json::to_string(&job.script).unwrap_or_default();
+        state.cache.key(
+            &principal.account_id,
+            &KeyParts {
+                model: &model_id,
+                engines: job
+                    .candidates
+                    .iter()
+                    .map(|c| c.engine_id.as_str())
+                    .collect(),
+                voice: &voice_label,
+                script: &script,
+                speed: job.speed,
+                format: format.as_str(),
+            },
+        )
+    });
+    let (speech, cache_status) = serve(&state, job, cache_key).await?;
     // Audio beyond the reserved seconds is not produced: the stream ends there.
     let audio_cap = hold.reserved(Metric::AudioSeconds).map(|s| s as f64);
     let produced = Arc::clone(&speech.stats);
@@ -262,6 +381,9 @@ pub async fn create_speech(
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(ENGINE_HEADER, engine);
+    if let Some(status) = cache_status {
+        headers.insert(CACHE_HEADER, HeaderValue::from_static(status));
+    }
     if let Some(budget) = budget {
         // OpenAI's token headers, counting characters.
         let mut put = |name: &'static str, value: String| {
@@ -301,6 +423,7 @@ fn validate(
     state: &AppState,
     tier: &TierConfig,
     request: SpeechRequest,
+    reference: Option<Arc<VoiceReference>>,
 ) -> Result<SpeechJob, ApiError> {
     let limits = &state.config.speech;
     let max_input_chars = limits.max_input_chars.min(tier.max_input_chars);
@@ -367,27 +490,42 @@ fn validate(
             "'speed' must be between 0.25 and 4.0.",
         ));
     }
-    let voice = match &request.voice {
-        VoiceParam::Name(name) => name,
-        VoiceParam::Stored(_) => {
-            return Err(ApiError::invalid(
-                "voice",
-                "voice_cloning_unsupported",
-                "This model's engine cannot speak with a stored voice.",
-            ));
+    let candidates = match (&request.voice, &reference) {
+        (VoiceParam::Name(voice), _) => {
+            let candidates = if engines::is_valid_name(voice) {
+                state.catalog.resolve(model, voice)
+            } else {
+                Vec::new()
+            };
+            if candidates.is_empty() {
+                return Err(ApiError::VoiceNotFound(clip(voice)));
+            }
+            if !tier.allows_voice(voice) {
+                return Err(ApiError::Forbidden {
+                    code: "voice_not_allowed",
+                    message: format!("Your tier does not include the voice `{voice}`."),
+                });
+            }
+            candidates
+        }
+        (VoiceParam::Stored(_), _) => {
+            let candidates = state.catalog.cloners(model);
+            if candidates.is_empty() {
+                return Err(ApiError::invalid(
+                    "voice",
+                    "voice_cloning_unsupported",
+                    "No engine of this model can speak with a stored voice.",
+                ));
+            }
+            candidates
         }
     };
-    let resolved = engines::is_valid_name(voice)
-        .then(|| state.catalog.resolve(model, voice))
-        .flatten()
-        .ok_or_else(|| ApiError::VoiceNotFound(clip(voice)))?;
-    if !tier.allows_voice(voice) {
-        return Err(ApiError::Forbidden {
-            code: "voice_not_allowed",
-            message: format!("Your tier does not include the voice `{voice}`."),
-        });
-    }
-    if !tier.allows_engine(&model.engine_id) {
+    // The tier's engines filter the chain; nothing left is a denial.
+    let candidates: Vec<_> = candidates
+        .into_iter()
+        .filter(|c| tier.allows_engine(&c.engine_id))
+        .collect();
+    if candidates.is_empty() {
         return Err(ApiError::Forbidden {
             code: "engine_not_allowed",
             message: "Your tier does not include this model's engine.".into(),
@@ -412,7 +550,8 @@ fn validate(
             ssml_script(&request.input, &limits.ssml.limits(), &policy, speed)?
         }
     };
-    if tier.redact_pii && resolved.engine.remote() {
+    // Text may leave this machine if any engine of the chain is remote.
+    if tier.redact_pii && candidates.iter().any(|c| c.engine.remote()) {
         for part in &mut script {
             if let Part::Say { text, .. } = part
                 && let std::borrow::Cow::Owned(redacted) = text::redact_pii(text)
@@ -422,9 +561,8 @@ fn validate(
         }
     }
     Ok(SpeechJob {
-        engine: resolved.engine,
-        engine_name: model.engine_id.clone(),
-        voice: resolved.native_voice,
+        candidates,
+        reference,
         script,
         characters,
         speed,
@@ -491,15 +629,22 @@ fn text_error(param: &str, err: &text::TextError) -> ApiError {
 /// `voice: {"id": ...}`: the id must name one of the caller's stored voices (another
 /// account's id is as unknown as a made-up one: 404). No engine in this build clones voices
 /// (remote providers that do arrive with them), so an owned id then gets a plain 400.
-async fn stored_voice(state: &AppState, principal: &Principal, id: &str) -> ApiError {
-    match state.voices.find(&principal.account_id, id).await {
-        Ok(Some(_)) => ApiError::invalid(
-            "voice",
-            "voice_cloning_unsupported",
-            "This model's engine cannot speak with a stored voice.",
-        ),
-        Ok(None) => crate::voices::not_found(Some("voice")),
-        Err(err) => err,
+/// The caller's own stored voice (another account's id is simply not found).
+async fn stored_voice(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Arc<VoiceReference>, ApiError> {
+    if !crate::voices::is_valid_id(id) {
+        return Err(crate::voices::not_found(Some("voice")));
+    }
+    match state.voices.audio(&principal.account_id, id).await? {
+        Some(wav) => Ok(Arc::new(VoiceReference {
+            id: id.to_owned(),
+            owner: principal.account_id.clone(),
+            wav,
+        })),
+        None => Err(crate::voices::not_found(Some("voice"))),
     }
 }
 
@@ -564,11 +709,14 @@ mod tests {
             let tokio = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("rt");
             let _guard = tokio.enter();
             let tier = &state().config.tiers["admin"];
-            match validate(state(), tier, request(model.clone(), input, voice.clone(), speed)) {
+            match validate(state(), tier, request(model.clone(), input, voice.clone(), speed), None) {
                 Ok(job) => {
                     prop_assert!(state().catalog.model(&model).is_some());
                     prop_assert!(engines::is_valid_name(&voice));
-                    prop_assert!(job.engine.voices().iter().any(|v| v.id == job.voice));
+                    prop_assert!(!job.candidates.is_empty());
+                    for c in &job.candidates {
+                        prop_assert!(c.engine.voices().iter().any(|v| v.id == c.native_voice));
+                    }
                     prop_assert!((0.25..=4.0).contains(&job.speed));
                 }
                 Err(err) => {

@@ -10,10 +10,17 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::SecretString;
 
+mod local;
 mod policy;
+mod remote;
 mod validate;
 
+pub use local::{Program, SubprocessConfig};
 pub use policy::{LimitsConfig, Period, RateRule, RateSubject, TierConfig};
+pub use remote::{
+    BreakerSettings, ElevenLabsConfig, HttpConfig, OpenAiConfig, PollinationsConfig, RemoteAudio,
+    elevenlabs_pcm_rate,
+};
 use serde::{Deserialize, Serialize};
 
 /// The commented defaults, as shipped.
@@ -45,6 +52,23 @@ pub struct Config {
     pub transcription: TranscriptionConfig,
     pub voices: VoicesConfig,
     pub storage: StorageConfig,
+    pub cache: CacheConfig,
+}
+
+/// The encrypted speech cache (for tiers with `cache = true`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// All entries together; the least recently used go first.
+    pub max_bytes: u64,
+    /// Larger responses are not kept.
+    pub max_entry_bytes: u64,
+    /// How long an entry answers requests.
+    pub ttl_secs: u64,
+    /// How much longer an expired entry is kept to answer when every engine of the chain
+    /// fails (`x-voxgate-cache: stale`); 0 disables that.
+    pub stale_if_error_secs: u64,
 }
 
 /// The text pipeline's settings shared by every tier.
@@ -265,6 +289,34 @@ pub enum EngineConfig {
         /// Beam width when `temperature` is 0 (1 is fastest, 5 is Whisper's default).
         beam_size: usize,
     },
+    /// Piper (en_US-joe-medium, ONNX Runtime), loaded on first use after its files pass their
+    /// checksums; phonemes from espeak-ng run in the sandbox.
+    Piper {
+        /// The directory `scripts/fetch-models` fills.
+        model_dir: PathBuf,
+        /// ONNX Runtime threads for one sentence.
+        threads: usize,
+        /// Sentences in progress at once (phonemizing overlaps; inference takes turns).
+        parallel: usize,
+        /// Unload the voice after this long unused; 0 keeps it loaded.
+        idle_unload_secs: u64,
+        /// Alias → native voice id.
+        #[serde(default)]
+        voices: BTreeMap<String, String>,
+    },
+    /// A synthesizer binary (espeak-ng, festival, or the operator's) run in the sandbox.
+    Subprocess(SubprocessConfig),
+    /// An OpenAI-compatible text-to-speech upstream.
+    #[serde(rename = "openai")]
+    OpenAi(OpenAiConfig),
+    /// An OpenAI-compatible speech-to-text upstream.
+    #[serde(rename = "openai-stt")]
+    OpenAiStt(OpenAiConfig),
+    /// ElevenLabs text-to-speech (and instant voice cloning).
+    #[serde(rename = "elevenlabs")]
+    ElevenLabs(ElevenLabsConfig),
+    /// Pollinations' text-to-speech.
+    Pollinations(PollinationsConfig),
 }
 
 static NO_ALIASES: BTreeMap<String, String> = BTreeMap::new();
@@ -274,13 +326,48 @@ impl EngineConfig {
     pub fn voice_aliases(&self) -> &BTreeMap<String, String> {
         match self {
             EngineConfig::Flite { voices, .. } => voices,
-            EngineConfig::Whisper { .. } => &NO_ALIASES,
+            EngineConfig::OpenAi(c) => &c.voices,
+            EngineConfig::ElevenLabs(c) => &c.voices,
+            EngineConfig::Pollinations(c) => &c.voices,
+            EngineConfig::Subprocess(c) => &c.voices,
+            EngineConfig::Piper { voices, .. } => voices,
+            EngineConfig::Whisper { .. } | EngineConfig::OpenAiStt(_) => &NO_ALIASES,
         }
     }
 
     /// Whether the engine recognises speech (rather than synthesizing it).
     pub fn is_transcriber(&self) -> bool {
-        matches!(self, EngineConfig::Whisper { .. })
+        matches!(
+            self,
+            EngineConfig::Whisper { .. } | EngineConfig::OpenAiStt(_)
+        )
+    }
+
+    /// A remote provider's connection settings, breaker and secret variable.
+    pub fn remote(&self) -> Option<(&HttpConfig, &BreakerSettings, &str)> {
+        match self {
+            EngineConfig::OpenAi(c) | EngineConfig::OpenAiStt(c) => {
+                Some((&c.http, &c.breaker, &c.api_key_env))
+            }
+            EngineConfig::ElevenLabs(c) => Some((&c.http, &c.breaker, &c.api_key_env)),
+            EngineConfig::Pollinations(c) => Some((&c.http, &c.breaker, &c.api_key_env)),
+            EngineConfig::Flite { .. }
+            | EngineConfig::Whisper { .. }
+            | EngineConfig::Piper { .. }
+            | EngineConfig::Subprocess(_) => None,
+        }
+    }
+
+    fn set_api_key(&mut self, key: Option<SecretString>) {
+        match self {
+            EngineConfig::OpenAi(c) | EngineConfig::OpenAiStt(c) => c.api_key = key,
+            EngineConfig::ElevenLabs(c) => c.api_key = key,
+            EngineConfig::Pollinations(c) => c.api_key = key,
+            EngineConfig::Flite { .. }
+            | EngineConfig::Whisper { .. }
+            | EngineConfig::Piper { .. }
+            | EngineConfig::Subprocess(_) => {}
+        }
     }
 }
 
@@ -292,6 +379,16 @@ pub struct ModelConfig {
     /// What to do with `instructions` when the engine cannot follow them (speech models).
     #[serde(default = "InstructionsPolicy::ignore")]
     pub instructions: InstructionsPolicy,
+    /// Engines tried in order when `engine` fails or its breaker is open (speech models).
+    #[serde(default)]
+    pub fallback: Vec<String>,
+}
+
+impl ModelConfig {
+    /// `engine`, then the fallbacks.
+    pub fn chain(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.engine).chain(&self.fallback)
+    }
 }
 
 impl InstructionsPolicy {
@@ -344,7 +441,25 @@ impl Config {
             .clone()
             .or_else(|| std::env::var_os(CONFIG_FILE_VAR).map(PathBuf::from));
         let env = Env::prefixed("VOXGATE_").ignore(&["CONFIG"]).split("__");
-        Self::from_sources(file.as_deref(), Some(env), overrides)
+        let mut config = Self::from_sources(file.as_deref(), Some(env), overrides)?;
+        config.resolve_secrets(|name| std::env::var(name).ok());
+        Ok(config)
+    }
+
+    /// Fills each remote provider's key from the environment variable its `api_key_env`
+    /// names (`lookup` is `std::env::var` in [`Config::load`]; tests pass their own).
+    pub fn resolve_secrets(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        for engine in self.engines.values_mut() {
+            let Some((_, _, var)) = engine.remote() else {
+                continue;
+            };
+            let key = (!var.is_empty())
+                .then(|| lookup(var))
+                .flatten()
+                .filter(|k| !k.is_empty())
+                .map(SecretString::from);
+            engine.set_api_key(key);
+        }
     }
 
     /// The embedded defaults alone (plus flags), ignoring the environment: for tests and

@@ -48,6 +48,9 @@ pub struct TierConfig {
     /// Voice references one account may keep.
     #[serde(default)]
     pub max_stored_voices: u32,
+    /// Whether speech responses are kept in (and served from) the account's encrypted cache.
+    #[serde(default)]
+    pub cache: bool,
 }
 
 /// Where rate limits are kept and what happens when that store is away.

@@ -1,6 +1,6 @@
 //! `Config::validate`: what the types alone cannot check, each refusal naming its key.
 
-use super::{Config, ConfigError, invalid};
+use super::{Config, ConfigError, EngineConfig, invalid};
 
 impl Config {
     /// Checks what types alone cannot.
@@ -225,14 +225,180 @@ impl Config {
                     format!("no engine `{}` is configured", model.engine),
                 ));
             }
+            let transcribes = self.engines[&model.engine].is_transcriber();
+            if transcribes && !model.fallback.is_empty() {
+                return Err(invalid(
+                    format!("models.{id}.fallback"),
+                    "fallback chains are for speech models",
+                ));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for engine in model.chain().filter(|_| !transcribes) {
+                if !seen.insert(engine) {
+                    return Err(invalid(
+                        format!("models.{id}.fallback"),
+                        format!("engine `{engine}` appears twice in the chain"),
+                    ));
+                }
+                match self.engines.get(engine) {
+                    None => {
+                        return Err(invalid(
+                            format!("models.{id}.fallback"),
+                            format!("no engine `{engine}` is configured"),
+                        ));
+                    }
+                    Some(e) if e.is_transcriber() => {
+                        return Err(invalid(
+                            format!("models.{id}.fallback"),
+                            format!("engine `{engine}` does not synthesize speech"),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
         }
         for (id, engine) in &self.engines {
             check_name(&format!("engines.{id}"), id)?;
-            for alias in engine.voice_aliases().keys() {
+            for (alias, native) in engine.voice_aliases() {
                 check_name(&format!("engines.{id}.voices.{alias}"), alias)?;
+                if engine.remote().is_some() {
+                    // Remote voice ids travel in URLs and bodies: identifiers only.
+                    check_name(&format!("engines.{id}.voices.{alias}"), native)?;
+                }
+            }
+            check_remote(id, engine)?;
+            if let EngineConfig::Subprocess(c) = engine {
+                check_subprocess(id, c)?;
             }
         }
         Ok(())
+    }
+}
+
+/// A sandboxed binary's program, voices and limits (the binary itself is checked when the
+/// engine is built, at start-up).
+fn check_subprocess(id: &str, c: &super::SubprocessConfig) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("engines.{id}.{field}");
+    let custom = c.program == super::Program::Custom;
+    if custom == c.binary.as_os_str().is_empty() {
+        return Err(invalid(
+            key("binary"),
+            "required for program = \"custom\" and only for it",
+        ));
+    }
+    if !custom && !c.args.is_empty() {
+        return Err(invalid(
+            key("args"),
+            "only program = \"custom\" takes arguments",
+        ));
+    }
+    if custom && !c.binary.is_absolute() {
+        return Err(invalid(key("binary"), "must be an absolute path"));
+    }
+    for voice in c.natives() {
+        let ok = !voice.starts_with('-')
+            && !voice.is_empty()
+            && voice.len() <= 64
+            && voice
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_+".contains(&b));
+        if !ok {
+            return Err(invalid(
+                key("native_voices"),
+                "voice names use A-Z, a-z, 0-9, '-', '_', '+' and do not start with '-'",
+            ));
+        }
+    }
+    for (alias, native) in &c.voices {
+        if !c.natives().contains(native) {
+            return Err(invalid(
+                key(&format!("voices.{alias}")),
+                format!("`{native}` is not one of native_voices"),
+            ));
+        }
+    }
+    if c.parallel == 0 || c.cpu_secs == 0 || c.timeout_ms == 0 || c.max_output_bytes < 1024 {
+        return Err(invalid(
+            key("limits"),
+            "parallel, cpu_secs and timeout_ms must be positive, max_output_bytes at least 1 KiB",
+        ));
+    }
+    if c.memory_bytes < 16 << 20 {
+        return Err(invalid(key("memory_bytes"), "must be at least 16 MiB"));
+    }
+    if let Some(p) = c.read_paths.iter().find(|p| !p.is_absolute()) {
+        return Err(invalid(
+            key("read_paths"),
+            format!("{} is not an absolute path", p.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// A remote provider's URL, secret variable, timeouts, caps and breaker.
+fn check_remote(id: &str, engine: &EngineConfig) -> Result<(), ConfigError> {
+    let Some((http, breaker, var)) = engine.remote() else {
+        return Ok(());
+    };
+    let key = |field: &str| format!("engines.{id}.{field}");
+    let base = match engine {
+        EngineConfig::OpenAi(c) | EngineConfig::OpenAiStt(c) => &c.base_url,
+        EngineConfig::ElevenLabs(c) => &c.base_url,
+        EngineConfig::Pollinations(c) => &c.base_url,
+        _ => return Ok(()),
+    };
+    crate::providers::check_base_url(base, http).map_err(|p| invalid(key("base_url"), p))?;
+    if !var.is_empty()
+        && (var.starts_with("VOXGATE_")
+            || !var
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'))
+    {
+        return Err(invalid(
+            key("api_key_env"),
+            "must name an environment variable (A-Z, 0-9, _) outside the VOXGATE_ namespace",
+        ));
+    }
+    if http.connect_timeout_ms == 0 || http.read_timeout_ms == 0 || http.total_timeout_secs == 0 {
+        return Err(invalid(key("http"), "timeouts must be positive"));
+    }
+    if !(1024..=1 << 30).contains(&http.max_response_bytes) {
+        return Err(invalid(
+            key("http.max_response_bytes"),
+            "must be between 1 KiB and 1 GiB",
+        ));
+    }
+    if breaker.consecutive_failures == 0
+        || !(breaker.failure_rate > 0.0 && breaker.failure_rate <= 1.0)
+        || breaker.window_secs == 0
+        || breaker.cooldown_secs == 0
+    {
+        return Err(invalid(
+            key("breaker"),
+            "consecutive_failures, window_secs and cooldown_secs must be positive and failure_rate in (0, 1]",
+        ));
+    }
+    match engine {
+        EngineConfig::OpenAi(c) if !(8_000..=48_000).contains(&c.sample_rate) => Err(invalid(
+            key("sample_rate"),
+            "must be between 8000 and 48000",
+        )),
+        EngineConfig::OpenAi(c) | EngineConfig::OpenAiStt(c) if c.model.is_empty() => {
+            Err(invalid(key("model"), "must name the upstream's model"))
+        }
+        EngineConfig::ElevenLabs(c) if super::elevenlabs_pcm_rate(&c.output_format).is_none() => {
+            Err(invalid(
+                key("output_format"),
+                "must be pcm_16000, pcm_22050, pcm_24000 or pcm_44100",
+            ))
+        }
+        EngineConfig::ElevenLabs(c) if c.api_key_env.is_empty() => {
+            Err(invalid(key("api_key_env"), "ElevenLabs needs a key"))
+        }
+        EngineConfig::Pollinations(c) if !(1..=4000).contains(&c.max_chars) => {
+            Err(invalid(key("max_chars"), "must be between 1 and 4000"))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -58,14 +58,32 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the server with `toml` layered over the embedded defaults.
 pub async fn spawn_app_with(toml: &str) -> TestApp {
+    spawn_app_with_secrets(toml, &[]).await
+}
+
+/// Like [`spawn_app_with`], with provider secrets given as (variable, value) pairs in place of
+/// the process environment.
+pub async fn spawn_app_with_secrets(toml: &str, secrets: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::from_toml_layers(&[RELAXED_LIMITS, toml]).expect("config");
+    config.resolve_secrets(|var| {
+        secrets
+            .iter()
+            .find(|(name, _)| *name == var)
+            .map(|(_, value)| (*value).to_owned())
+    });
     config.server.bind = "127.0.0.1:0".parse().expect("addr");
     config.admin.bind = "127.0.0.1:0".parse().expect("addr");
     config.data_dir = dir.path().join("data");
     // Tests run in the crate's directory; the models live at the repository root.
     if let Some(voxgate::config::EngineConfig::Whisper { model_dir, .. }) =
         config.engines.get_mut("whisper")
+        && model_dir.is_relative()
+    {
+        *model_dir = repo_root().join(&*model_dir);
+    }
+    if let Some(voxgate::config::EngineConfig::Piper { model_dir, .. }) =
+        config.engines.get_mut("piper")
         && model_dir.is_relative()
     {
         *model_dir = repo_root().join(&*model_dir);
@@ -127,6 +145,7 @@ pub fn file_part(bytes: Vec<u8>, filename: &str) -> reqwest::multipart::Part {
 
 /// A client that sends `key` as a bearer token on every request.
 pub fn client_with(key: Option<&str>) -> reqwest::Client {
+    voxgate::providers::install_crypto();
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(key) = key {
         headers.insert(

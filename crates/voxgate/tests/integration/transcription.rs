@@ -2,7 +2,7 @@
 //! engine's speech (round trip), the response formats, and hostile uploads.
 
 use reqwest::multipart::Form;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{
     TestApp, client_with, create_key, error_of, file_part, spawn_app, spawn_app_with, speech_body,
@@ -91,6 +91,35 @@ async fn round_trip_speech_is_intelligible_to_whisper() {
     );
     assert!(rate <= 0.25, "WER {rate:.2}: {text:?}");
     assert!(body["usage"]["seconds"].as_u64().expect("seconds") >= 5);
+}
+
+/// The neural voice: Piper (tts-1-hd) speaks the same paragraph, Whisper transcribes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piper_round_trip_is_intelligible_to_whisper() {
+    let app = spawn_app().await;
+    let response = app
+        .speech(json!({"model": "tts-1-hd", "input": PARAGRAPH, "voice": "alloy", "response_format": "wav"}))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-voxgate-engine"],
+        "piper",
+        "Piper served (models fetched, espeak-ng installed), not its Flite fallback"
+    );
+    let wav = response.bytes().await.expect("audio").to_vec();
+    let form = Form::new()
+        .text("model", "whisper-1")
+        .text("language", "en")
+        .part("file", file_part(wav, "speech.wav"));
+    let body: Value = transcribe(&app, form).await.json().await.expect("json");
+    let text = body["text"].as_str().expect("text");
+    let rate = wer(PARAGRAPH, text);
+    eprintln!(
+        "piper round trip WER {:.1}% ({} words)",
+        rate * 100.0,
+        words(PARAGRAPH).len()
+    );
+    assert!(rate <= 0.25, "WER {rate:.2}: {text:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,225 @@
+//! ElevenLabs: `POST {base}/v1/text-to-speech/{voice_id}/stream?output_format=pcm_…` with the
+//! `xi-api-key` header, streamed as raw PCM; instant voice cloning uploads a stored reference
+//! once (`POST {base}/v1/voices/add`) and speaks with the voice id it gets back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use voxgate_engine::{EngineError, PcmStream, SynthesisRequest, Synthesizer, VoiceInfo};
+
+use super::{check_base_url, check_content_type, check_status, endpoint, read_capped, upstream};
+use crate::config::{ElevenLabsConfig, elevenlabs_pcm_rate};
+
+/// ElevenLabs accepts speeds in this range only.
+const SPEED_RANGE: (f32, f32) = (0.7, 1.2);
+
+#[derive(Debug)]
+pub struct ElevenLabs {
+    id: String,
+    client: reqwest::Client,
+    base: Url,
+    model_id: String,
+    key: Option<SecretString>,
+    voices: Vec<VoiceInfo>,
+    output_format: String,
+    sample_rate: u32,
+    cloning: bool,
+    max_bytes: u64,
+    /// (owner, stored voice id) → the ElevenLabs voice made from it.
+    clones: Clones,
+}
+
+type Clones = Arc<Mutex<HashMap<(String, String), String>>>;
+
+impl ElevenLabs {
+    pub fn new(id: &str, config: &ElevenLabsConfig) -> Result<Self, String> {
+        let base = check_base_url(&config.base_url, &config.http)?;
+        let sample_rate = elevenlabs_pcm_rate(&config.output_format)
+            .ok_or("output_format must be a pcm_ format")?;
+        Ok(Self {
+            id: id.to_owned(),
+            client: super::client(id, &config.http).map_err(|e| e.to_string())?,
+            base,
+            model_id: config.model_id.clone(),
+            key: config.api_key.clone(),
+            voices: super::openai::remote_voices(config.voices.values()),
+            output_format: config.output_format.clone(),
+            sample_rate,
+            cloning: config.cloning,
+            max_bytes: config.http.max_response_bytes,
+            clones: Arc::default(),
+        })
+    }
+}
+
+#[derive(serde::Serialize)]
+struct TtsBody<'a> {
+    text: &'a str,
+    model_id: &'a str,
+    voice_settings: VoiceSettings,
+}
+
+#[derive(serde::Serialize)]
+struct VoiceSettings {
+    speed: f32,
+}
+
+#[derive(Deserialize)]
+struct Added {
+    voice_id: String,
+}
+
+/// What one call needs, moved into its future.
+struct Call {
+    id: String,
+    client: reqwest::Client,
+    base: Url,
+    key: Option<SecretString>,
+    max_bytes: u64,
+}
+
+impl Call {
+    fn post(&self, url: Url) -> reqwest::RequestBuilder {
+        let call = self.client.post(url);
+        match &self.key {
+            Some(key) => call.header("xi-api-key", key.expose_secret()),
+            None => call,
+        }
+    }
+
+    /// Uploads a reference for instant voice cloning; returns the new voice's id.
+    async fn clone_voice(
+        &self,
+        reference: &voxgate_engine::VoiceReference,
+    ) -> Result<String, EngineError> {
+        let file = reqwest::multipart::Part::bytes(reference.wav.clone())
+            .file_name("reference.wav")
+            .mime_str("audio/wav")
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        // The name carries no user text: the stored voice's opaque id only.
+        let form = reqwest::multipart::Form::new()
+            .text("name", format!("voxgate {}", reference.id))
+            .part("files", file);
+        let response = self
+            .post(endpoint(&self.base, &["v1", "voices", "add"]))
+            .multipart(form)
+            .send()
+            .await
+            .map_err(super::transport)?;
+        let response = check_status(&self.id, response).await?;
+        check_content_type(&self.id, &response, &["application/json"])?;
+        let body = read_capped(&self.id, response, 64 * 1024).await?;
+        let added: Added = serde_json::from_slice(&body)
+            .map_err(|_| upstream(format!("{}: malformed voices/add answer", self.id)))?;
+        if !crate::engines::is_valid_name(&added.voice_id) {
+            return Err(upstream(format!("{}: implausible voice id", self.id)));
+        }
+        Ok(added.voice_id)
+    }
+}
+
+impl ElevenLabs {
+    fn call(&self) -> Call {
+        Call {
+            id: self.id.clone(),
+            client: self.client.clone(),
+            base: self.base.clone(),
+            key: self.key.clone(),
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    fn known_clone(&self, owner: &str, id: &str) -> Option<String> {
+        self.clones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(owner.to_owned(), id.to_owned()))
+            .cloned()
+    }
+}
+
+impl Synthesizer for ElevenLabs {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn voices(&self) -> &[VoiceInfo] {
+        &self.voices
+    }
+
+    fn remote(&self) -> bool {
+        true
+    }
+
+    fn supports_cloning(&self) -> bool {
+        self.cloning
+    }
+
+    fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError> {
+        let reference = match request.reference {
+            Some(r) if self.cloning => Some(r),
+            Some(_) => return Err(EngineError::Unsupported("voice cloning is off")),
+            None => {
+                if !self.voices.iter().any(|v| v.id == request.voice) {
+                    return Err(EngineError::UnknownVoice);
+                }
+                None
+            }
+        };
+        let known = reference
+            .as_ref()
+            .and_then(|r| self.known_clone(&r.owner, &r.id));
+        let call = self.call();
+        let voice = request.voice;
+        let body = serde_json::to_vec(&TtsBody {
+            text: &request.text,
+            model_id: &self.model_id,
+            voice_settings: VoiceSettings {
+                speed: request.speed.clamp(SPEED_RANGE.0, SPEED_RANGE.1),
+            },
+        })
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let (format, rate) = (self.output_format.clone(), self.sample_rate);
+        let clones = Arc::clone(&self.clones);
+        let answer = async move {
+            let voice_id = match (known, reference) {
+                (Some(v), _) => v,
+                (None, Some(reference)) => {
+                    let made = call.clone_voice(&reference).await?;
+                    clones.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                        (reference.owner.clone(), reference.id.clone()),
+                        made.clone(),
+                    );
+                    made
+                }
+                (None, None) => voice,
+            };
+            let mut url = endpoint(&call.base, &["v1", "text-to-speech", &voice_id, "stream"]);
+            url.query_pairs_mut().append_pair("output_format", &format);
+            let response = call
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await
+                .map_err(super::transport)?;
+            let response = check_status(&call.id, response).await?;
+            check_content_type(
+                &call.id,
+                &response,
+                &["audio/*", "application/octet-stream"],
+            )?;
+            super::pcm_stream(call.id.clone(), response, rate, call.max_bytes)
+        };
+        Ok(Box::pin(futures::stream::once(answer).flat_map(
+            |result| match result {
+                Ok(stream) => stream,
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            },
+        )))
+    }
+}

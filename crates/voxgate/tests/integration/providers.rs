@@ -1,0 +1,704 @@
+//! Remote providers against local HTTP servers that speak their protocols (OpenAI-compatible
+//! speech and transcription, ElevenLabs, Pollinations): what voxgate sends, how each failure
+//! is handled (5xx, timeouts, slow and huge bodies, malformed audio, redirects to a private
+//! address, names that resolve to loopback), the breaker opening and recovering, fallback
+//! chains, PII redaction, voice cloning and the encrypted cache.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::helpers::{error_of, file_part, spawn_app_with_secrets, tone_wav};
+
+/// What the stub answers next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Ok,
+    ServerError,
+    /// Headers, then nothing until long after voxgate's read timeout.
+    StallBeforeBody,
+    /// No answer at all until long after the total timeout.
+    NoAnswer,
+    /// A 200 with an HTML body.
+    WrongContentType,
+    /// A 200 audio body with an odd number of bytes.
+    OddPcm,
+    /// A body larger than the configured cap.
+    Huge,
+    /// 307 to another local server.
+    Redirect,
+}
+
+#[derive(Debug)]
+struct Stub {
+    mode: Mutex<Mode>,
+    hits: AtomicUsize,
+    clones: AtomicUsize,
+    auth: Mutex<Vec<String>>,
+    bodies: Mutex<Vec<Value>>,
+    paths: Mutex<Vec<String>>,
+    redirect_to: Mutex<String>,
+}
+
+impl Stub {
+    fn set(&self, mode: Mode) {
+        *self.mode.lock().expect("lock") = mode;
+    }
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+    fn last_body(&self) -> Value {
+        self.bodies
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Half a second of a 440 Hz tone at 24 kHz, little-endian 16-bit.
+fn pcm_tone() -> Vec<u8> {
+    (0..12_000)
+        .map(|i| ((i as f32 * 440.0 * std::f32::consts::TAU / 24_000.0).sin() * 8000.0) as i16)
+        .flat_map(i16::to_le_bytes)
+        .collect()
+}
+
+fn mp3_tone() -> Vec<u8> {
+    let samples: Vec<i16> = pcm_tone()
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let mut encoder =
+        voxgate::audio::Encoder::new(voxgate::audio::AudioFormat::Mp3).expect("encoder");
+    let mut out = encoder.encode(&samples).expect("encode");
+    out.extend(encoder.finish().expect("finish"));
+    out
+}
+
+async fn answer(stub: &Stub, ok: impl FnOnce() -> Response) -> Response {
+    let mode = *stub.mode.lock().expect("lock");
+    match mode {
+        Mode::Ok => ok(),
+        Mode::ServerError => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SECRET-UPSTREAM-DETAIL: stack trace at /srv/model.py",
+        )
+            .into_response(),
+        Mode::StallBeforeBody => {
+            let body = futures::stream::once(async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok::<_, std::io::Error>(Bytes::from_static(&[0, 0]))
+            });
+            (
+                [(header::CONTENT_TYPE, "audio/pcm")],
+                Body::from_stream(body),
+            )
+                .into_response()
+        }
+        Mode::NoAnswer => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            ok()
+        }
+        Mode::WrongContentType => {
+            ([(header::CONTENT_TYPE, "text/html")], "<html>oops</html>").into_response()
+        }
+        Mode::OddPcm => ([(header::CONTENT_TYPE, "audio/pcm")], vec![1u8, 2, 3]).into_response(),
+        Mode::Huge => ([(header::CONTENT_TYPE, "audio/pcm")], vec![0u8; 300_000]).into_response(),
+        Mode::Redirect => {
+            let to = stub.redirect_to.lock().expect("lock").clone();
+            (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response()
+        }
+    }
+}
+
+fn record(stub: &Stub, headers: &HeaderMap, auth_header: &str, path: String) {
+    stub.hits.fetch_add(1, Ordering::SeqCst);
+    let auth = headers
+        .get(auth_header)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    stub.auth.lock().expect("lock").push(auth);
+    stub.paths.lock().expect("lock").push(path);
+}
+
+async fn openai_speech(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: Bytes) -> Response {
+    record(&stub, &headers, "authorization", "/v1/audio/speech".into());
+    stub.bodies
+        .lock()
+        .expect("lock")
+        .push(serde_json::from_slice(&body).unwrap_or_default());
+    answer(&stub, || {
+        ([(header::CONTENT_TYPE, "audio/pcm")], pcm_tone()).into_response()
+    })
+    .await
+}
+
+async fn openai_transcriptions(
+    State(stub): State<Arc<Stub>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(
+        &stub,
+        &headers,
+        "authorization",
+        "/v1/audio/transcriptions".into(),
+    );
+    let text = String::from_utf8_lossy(&body);
+    let verbose = text.contains("verbose_json");
+    let has_wav = text.contains("RIFF") && text.contains("WAVE");
+    answer(&stub, || {
+        let mut answer =
+            json!({"text": if has_wav { " Hello from upstream. " } else { "no audio" }});
+        if verbose {
+            answer["language"] = json!("english");
+            answer["segments"] =
+                json!([{"start": 0.0, "end": 1.0, "text": " Hello from upstream."}]);
+            answer["words"] = json!([{"word": "Hello", "start": 0.1, "end": 0.4}]);
+        }
+        axum::Json(answer).into_response()
+    })
+    .await
+}
+
+async fn elevenlabs_tts(
+    State(stub): State<Arc<Stub>>,
+    Path(voice): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let format = query.get("output_format").cloned().unwrap_or_default();
+    record(
+        &stub,
+        &headers,
+        "xi-api-key",
+        format!("tts/{voice}?{format}"),
+    );
+    stub.bodies
+        .lock()
+        .expect("lock")
+        .push(serde_json::from_slice(&body).unwrap_or_default());
+    answer(&stub, || {
+        ([(header::CONTENT_TYPE, "audio/pcm")], pcm_tone()).into_response()
+    })
+    .await
+}
+
+async fn elevenlabs_add(
+    State(stub): State<Arc<Stub>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    stub.clones.fetch_add(1, Ordering::SeqCst);
+    let key = headers
+        .get("xi-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let text = String::from_utf8_lossy(&body);
+    if key != "el-secret" || !text.contains("name=\"files\"") || !text.contains("RIFF") {
+        return (StatusCode::BAD_REQUEST, "bad clone request").into_response();
+    }
+    axum::Json(json!({"voice_id": "clonedVoice42"})).into_response()
+}
+
+async fn pollinations(
+    State(stub): State<Arc<Stub>>,
+    Path(text): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    record(&stub, &headers, "authorization", text.clone());
+    stub.bodies
+        .lock()
+        .expect("lock")
+        .push(json!({"text": text, "query": query}));
+    answer(&stub, || {
+        ([(header::CONTENT_TYPE, "audio/mpeg")], mp3_tone()).into_response()
+    })
+    .await
+}
+
+/// Starts a stub on 127.0.0.1:0 that speaks every provider's protocol.
+async fn stub() -> (SocketAddr, Arc<Stub>) {
+    let state = Arc::new(Stub {
+        mode: Mutex::new(Mode::Ok),
+        hits: AtomicUsize::new(0),
+        clones: AtomicUsize::new(0),
+        auth: Mutex::new(Vec::new()),
+        bodies: Mutex::new(Vec::new()),
+        paths: Mutex::new(Vec::new()),
+        redirect_to: Mutex::new(String::new()),
+    });
+    let app = axum::Router::new()
+        .route("/v1/audio/speech", post(openai_speech))
+        .route("/v1/audio/transcriptions", post(openai_transcriptions))
+        .route("/v1/text-to-speech/{voice}/stream", post(elevenlabs_tts))
+        .route("/v1/voices/add", post(elevenlabs_add))
+        .route("/poll/{text}", get(pollinations))
+        .with_state(Arc::clone(&state));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, state)
+}
+
+/// An `upstream` OpenAI-compatible engine at `addr` (voice alias `alloy` → `up-voice`), a
+/// model `remote` that only it serves and `chained` = upstream → flite.
+fn openai_config(addr: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[engines.upstream]
+kind = "openai"
+base_url = "http://{addr}/v1"
+model = "kokoro"
+api_key_env = "UPSTREAM_KEY"
+voices = {{ alloy = "up-voice" }}
+http = {{ allow_local = true, allow_http = true, read_timeout_ms = 500, total_timeout_secs = 3, connect_timeout_ms = 500, max_response_bytes = 100000 }}
+breaker = {{ consecutive_failures = 3, cooldown_secs = 1 }}
+[models.remote]
+engine = "upstream"
+[models.chained]
+engine = "upstream"
+fallback = ["flite"]
+{extra}
+"#
+    )
+}
+
+fn speech(model: &str, input: &str) -> Value {
+    json!({"model": model, "input": input, "voice": "alloy", "response_format": "pcm"})
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn an_openai_compatible_upstream_serves_with_its_key_and_is_named() {
+    let (addr, up) = stub().await;
+    let app =
+        spawn_app_with_secrets(&openai_config(addr, ""), &[("UPSTREAM_KEY", "up-secret")]).await;
+    let response = app
+        .client
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "remote", "input": "Hello there.", "voice": "alloy", "response_format": "pcm", "speed": 1.25}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-voxgate-engine"), "upstream");
+    let audio = response.bytes().await.expect("body");
+    // 0.5 s at 24 kHz passes through the 24 kHz pipeline unchanged in length.
+    assert_eq!(audio.len(), 24_000, "{}", audio.len());
+    assert_eq!(
+        up.auth.lock().expect("lock").last().map(String::as_str),
+        Some("Bearer up-secret")
+    );
+    let body = up.last_body();
+    assert_eq!(body["model"], "kokoro");
+    assert_eq!(body["voice"], "up-voice");
+    assert_eq!(body["input"], "Hello there.");
+    assert_eq!(body["response_format"], "pcm");
+    assert_eq!(body["speed"], 1.25);
+}
+
+#[tokio::test]
+async fn every_upstream_failure_falls_back_before_any_audio_and_hides_provider_text() {
+    let (addr, up) = stub().await;
+    let app = spawn_app_with_secrets(
+        &openai_config(addr, "").replace(
+            "consecutive_failures = 3, cooldown_secs = 1",
+            "consecutive_failures = 100, min_requests = 1000",
+        ),
+        &[("UPSTREAM_KEY", "k")],
+    )
+    .await;
+    for mode in [
+        Mode::ServerError,
+        Mode::StallBeforeBody,
+        Mode::NoAnswer,
+        Mode::WrongContentType,
+        Mode::OddPcm,
+        Mode::Huge,
+    ] {
+        up.set(mode);
+        let started = std::time::Instant::now();
+        let response = app.speech(speech("chained", "Fallback please.")).await;
+        assert_eq!(response.status(), 200, "{mode:?}");
+        assert_eq!(header(&response, "x-voxgate-engine"), "flite", "{mode:?}");
+        let audio = response.bytes().await.expect("body");
+        assert!(audio.len() > 10_000, "{mode:?}: Flite spoke");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{mode:?} bounded by timeouts"
+        );
+
+        // Without a fallback the client sees a generic error, never the provider's text.
+        let response = app.speech(speech("remote", "No fallback.")).await;
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("text");
+        assert!([502, 504].contains(&status), "{mode:?}: {status} {text}");
+        assert!(
+            !text.contains("SECRET-UPSTREAM-DETAIL") && !text.contains("oops"),
+            "{text}"
+        );
+        assert!(text.contains("\"error\""), "OpenAI envelope: {text}");
+    }
+}
+
+#[tokio::test]
+async fn redirects_are_never_followed_to_a_private_address() {
+    let (addr, up) = stub().await;
+    let (inner, internal) = stub().await;
+    *up.redirect_to.lock().expect("lock") = format!("http://{inner}/v1/audio/speech");
+    up.set(Mode::Redirect);
+    let app = spawn_app_with_secrets(&openai_config(addr, ""), &[("UPSTREAM_KEY", "k")]).await;
+    let response = app.speech(speech("remote", "Go elsewhere.")).await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(up.hits(), 1);
+    assert_eq!(
+        internal.hits(),
+        0,
+        "the redirect target was never contacted"
+    );
+    let response = app.speech(speech("chained", "Go elsewhere.")).await;
+    assert_eq!(header(&response, "x-voxgate-engine"), "flite");
+    assert_eq!(internal.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_name_that_resolves_to_loopback_is_refused_without_allow_local() {
+    let (addr, up) = stub().await;
+    let config = format!(
+        r#"
+[engines.upstream]
+kind = "openai"
+base_url = "http://localhost:{}/v1"
+model = "kokoro"
+voices = {{ alloy = "up-voice" }}
+http = {{ allow_http = true }}
+[models.remote]
+engine = "upstream"
+"#,
+        addr.port()
+    );
+    let app = spawn_app_with_secrets(&config, &[]).await;
+    let response = app.speech(speech("remote", "Reach inside.")).await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(up.hits(), 0, "nothing reached the loopback server");
+}
+
+#[tokio::test]
+async fn the_breaker_opens_serves_the_fallback_at_once_and_recovers_after_its_cooldown() {
+    let (addr, up) = stub().await;
+    let app = spawn_app_with_secrets(&openai_config(addr, ""), &[("UPSTREAM_KEY", "k")]).await;
+    up.set(Mode::ServerError);
+    for _ in 0..3 {
+        let response = app.speech(speech("chained", "One.")).await;
+        assert_eq!(header(&response, "x-voxgate-engine"), "flite");
+    }
+    assert_eq!(up.hits(), 3);
+    // Open: the upstream is not called, the fallback serves.
+    up.set(Mode::Ok);
+    let response = app.speech(speech("chained", "Two.")).await;
+    assert_eq!(header(&response, "x-voxgate-engine"), "flite");
+    assert_eq!(up.hits(), 3, "an open breaker sends nothing");
+    let response = app.speech(speech("remote", "Two.")).await;
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_deref()), (503, Some("engine_unavailable")));
+    let metrics = app
+        .client
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("voxgate_breaker_state{engine=\"upstream\",state=\"open\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("voxgate_provider_calls_total{engine=\"upstream\",outcome=\"rejected\"}")
+    );
+    // After the cooldown one probe goes through; its success closes the breaker.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let response = app.speech(speech("chained", "Three.")).await;
+    assert_eq!(header(&response, "x-voxgate-engine"), "upstream");
+    assert_eq!(up.hits(), 4);
+    let response = app.speech(speech("chained", "Four.")).await;
+    assert_eq!(header(&response, "x-voxgate-engine"), "upstream");
+}
+
+#[tokio::test]
+async fn pii_is_redacted_before_text_leaves_for_a_remote_engine() {
+    let (addr, up) = stub().await;
+    let app = spawn_app_with_secrets(
+        &openai_config(addr, "[tiers.admin]\nredact_pii = true"),
+        &[("UPSTREAM_KEY", "k")],
+    )
+    .await;
+    let response = app
+        .speech(speech(
+            "remote",
+            "Mail jane.doe@example.com or call +1 415 555 0100.",
+        ))
+        .await;
+    assert_eq!(response.status(), 200);
+    let sent = up.last_body()["input"].as_str().expect("input").to_owned();
+    assert!(
+        !sent.contains("jane.doe@example.com") && !sent.contains("555 0100"),
+        "{sent}"
+    );
+}
+
+#[tokio::test]
+async fn elevenlabs_streams_pcm_with_its_key_and_clones_a_stored_voice_once() {
+    let (addr, el) = stub().await;
+    let config = format!(
+        r#"
+[engines.eleven]
+kind = "elevenlabs"
+base_url = "http://{addr}"
+model_id = "eleven_multilingual_v2"
+api_key_env = "ELEVEN_KEY"
+voices = {{ alloy = "21m00Tcm4TlvDq8ikWAM" }}
+output_format = "pcm_24000"
+cloning = true
+http = {{ allow_local = true, allow_http = true }}
+[models.eleven]
+engine = "eleven"
+"#
+    );
+    let app = spawn_app_with_secrets(&config, &[("ELEVEN_KEY", "el-secret")]).await;
+    let response = app
+        .speech(json!({"model": "eleven", "input": "Hi.", "voice": "alloy", "response_format": "pcm", "speed": 3.0}))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-voxgate-engine"), "eleven");
+    assert_eq!(response.bytes().await.expect("body").len(), 24_000);
+    assert_eq!(
+        el.auth.lock().expect("lock").last().map(String::as_str),
+        Some("el-secret")
+    );
+    assert_eq!(
+        el.paths.lock().expect("lock").last().map(String::as_str),
+        Some("tts/21m00Tcm4TlvDq8ikWAM?pcm_24000")
+    );
+    let body = el.last_body();
+    assert_eq!(body["model_id"], "eleven_multilingual_v2");
+    assert_eq!(
+        body["voice_settings"]["speed"], 1.2,
+        "clamped to ElevenLabs' range"
+    );
+
+    // A stored voice: uploaded once for cloning, then spoken with the id ElevenLabs gave.
+    let form = reqwest::multipart::Form::new()
+        .text("name", "Mine")
+        .text("consent", "true")
+        .part("audio_sample", file_part(tone_wav(6.0, 22_050), "me.wav"));
+    let created: Value = app
+        .client
+        .post(app.url("/v1/audio/voices"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
+    for _ in 0..2 {
+        let response = app
+            .speech(json!({"model": "eleven", "input": "Cloned.", "voice": {"id": id}, "response_format": "pcm"}))
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(el.clones.load(Ordering::SeqCst), 1, "cloned once");
+    assert_eq!(
+        el.paths.lock().expect("lock").last().map(String::as_str),
+        Some("tts/clonedVoice42?pcm_24000")
+    );
+    // Flite cannot clone: a stored voice on a Flite model is refused.
+    let response = app
+        .speech(json!({"model": "tts-1", "input": "x", "voice": {"id": id}}))
+        .await;
+    let (status, code, _) = error_of(response).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (400, Some("voice_cloning_unsupported"))
+    );
+}
+
+#[tokio::test]
+async fn pollinations_gets_the_text_in_the_path_and_its_mp3_is_decoded() {
+    let (addr, po) = stub().await;
+    let config = format!(
+        r#"
+[engines.poll]
+kind = "pollinations"
+base_url = "http://{addr}/poll"
+voices = {{ alloy = "alloy" }}
+http = {{ allow_local = true, allow_http = true }}
+[models.poll]
+engine = "poll"
+"#
+    );
+    let app = spawn_app_with_secrets(&config, &[]).await;
+    let response = app.speech(speech("poll", "Hello / world? #1")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-voxgate-engine"), "poll");
+    let audio = response.bytes().await.expect("body");
+    let seconds = audio.len() as f64 / 48_000.0;
+    assert!((0.45..0.7).contains(&seconds), "decoded {seconds} s");
+    let body = po.last_body();
+    assert_eq!(
+        body["text"], "Hello / world? #1",
+        "one escaped path segment"
+    );
+    assert_eq!(body["query"]["voice"], "alloy");
+    assert_eq!(body["query"]["model"], "openai-audio");
+}
+
+#[tokio::test]
+async fn an_openai_compatible_recogniser_transcribes_uploads() {
+    let (addr, up) = stub().await;
+    let config = format!(
+        r#"
+[engines.stt]
+kind = "openai-stt"
+base_url = "http://{addr}/v1"
+model = "whisper-1"
+api_key_env = "STT_KEY"
+http = {{ allow_local = true, allow_http = true }}
+[models.remote-whisper]
+engine = "stt"
+"#
+    );
+    let app = spawn_app_with_secrets(&config, &[("STT_KEY", "stt-secret")]).await;
+    let form = reqwest::multipart::Form::new()
+        .text("model", "remote-whisper")
+        .text("response_format", "verbose_json")
+        .text("timestamp_granularities[]", "word")
+        .part("file", file_part(tone_wav(2.0, 16_000), "a.wav"));
+    let response = app
+        .client
+        .post(app.url("/v1/audio/transcriptions"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["text"], "Hello from upstream.");
+    assert_eq!(body["segments"][0]["text"], "Hello from upstream.");
+    assert_eq!(body["words"][0]["word"], "Hello");
+    assert_eq!(
+        up.auth.lock().expect("lock").last().map(String::as_str),
+        Some("Bearer stt-secret")
+    );
+}
+
+/// The admin test key's tier caches; `ttl` 0 makes every entry expired at once.
+fn cached(addr: SocketAddr, ttl: u64) -> String {
+    openai_config(
+        addr,
+        &format!(
+            "[tiers.admin]\ncache = true\n[cache]\nttl_secs = {ttl}\nstale_if_error_secs = 3600"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn the_cache_answers_repeats_without_the_engine_and_only_for_the_same_account() {
+    let (addr, up) = stub().await;
+    let app = spawn_app_with_secrets(&cached(addr, 3600), &[("UPSTREAM_KEY", "k")]).await;
+    let first = app.speech(speech("remote", "Cache me.")).await;
+    assert_eq!(header(&first, "x-voxgate-cache"), "miss");
+    let first = first.bytes().await.expect("body");
+    let second = app.speech(speech("remote", "Cache me.")).await;
+    assert_eq!(header(&second, "x-voxgate-cache"), "hit");
+    assert_eq!(header(&second, "x-voxgate-engine"), "upstream");
+    assert_eq!(second.bytes().await.expect("body"), first);
+    assert_eq!(up.hits(), 1, "the hit did not call the provider");
+    // Other text, speed or format: a miss.
+    let other = app
+        .speech(json!({"model": "remote", "input": "Cache me.", "voice": "alloy", "response_format": "wav"}))
+        .await;
+    assert_eq!(header(&other, "x-voxgate-cache"), "miss");
+    // Another account of the same tier never gets the first account's entry.
+    let (_, key) = crate::helpers::create_key(&app.state, "admin", None, None).await;
+    let response = crate::helpers::client_with(Some(&key))
+        .post(app.url("/v1/audio/speech"))
+        .json(&speech("remote", "Cache me."))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(header(&response, "x-voxgate-cache"), "miss");
+    // Tiers without caching get no header and no entry.
+    let (_, basic) = crate::helpers::create_key(&app.state, "basic", None, None).await;
+    let response = crate::helpers::client_with(Some(&basic))
+        .post(app.url("/v1/audio/speech"))
+        .json(&speech("remote", "Cache me."))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(header(&response, "x-voxgate-cache"), "");
+    // What is on disk is sealed: no audio bytes in the clear.
+    let pcm = &first[1000..1064];
+    let dir = app.state.config.data_dir.join("cache");
+    let mut files = 0;
+    for owner in std::fs::read_dir(&dir).expect("cache dir") {
+        for file in std::fs::read_dir(owner.expect("owner").path()).expect("entries") {
+            let bytes = std::fs::read(file.expect("file").path()).expect("read");
+            assert!(
+                !bytes.windows(pcm.len()).any(|w| w == pcm),
+                "audio in the clear"
+            );
+            files += 1;
+        }
+    }
+    assert_eq!(files, 3, "account one: pcm and wav; account two: pcm");
+}
+
+#[tokio::test]
+async fn when_every_engine_fails_an_expired_entry_still_answers() {
+    let (addr, up) = stub().await;
+    let app = spawn_app_with_secrets(&cached(addr, 0), &[("UPSTREAM_KEY", "k")]).await;
+    let first = app.speech(speech("remote", "Keep me.")).await;
+    assert_eq!(header(&first, "x-voxgate-cache"), "miss");
+    let first = first.bytes().await.expect("body");
+    // Expired at once: the next request asks the provider again.
+    let again = app.speech(speech("remote", "Keep me.")).await;
+    assert_eq!(header(&again, "x-voxgate-cache"), "miss");
+    assert_eq!(up.hits(), 2);
+    up.set(Mode::ServerError);
+    let stale = app.speech(speech("remote", "Keep me.")).await;
+    assert_eq!(stale.status(), 200);
+    assert_eq!(header(&stale, "x-voxgate-cache"), "stale");
+    assert_eq!(stale.bytes().await.expect("body"), first);
+    // Nothing cached for this text: the failure stands.
+    let response = app.speech(speech("remote", "Never said.")).await;
+    assert_eq!(response.status(), 502);
+}
