@@ -123,7 +123,16 @@ pub trait Synthesizer: Send + Sync + std::fmt::Debug {
     /// Starts synthesis. Errors that are known before any audio exists are returned here;
     /// later ones arrive in the stream.
     fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError>;
+
+    /// Forgets whatever the engine made from a stored voice reference (a provider-side
+    /// clone) when its owner deletes the reference. By default nothing was made.
+    fn forget_reference(&self, _owner: &str, _id: &str) -> ForgetFuture {
+        Box::pin(async { Ok(()) })
+    }
 }
+
+/// The future [`Synthesizer::forget_reference`] returns.
+pub type ForgetFuture = Pin<Box<dyn Future<Output = Result<(), EngineError>> + Send + 'static>>;
 
 /// One transcription job: validated, decoded audio at the engine's [`Transcriber::sample_rate`].
 #[derive(Debug, Clone, PartialEq)]

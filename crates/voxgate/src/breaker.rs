@@ -275,6 +275,9 @@ impl<S: Synthesizer> Synthesizer for GuardedSynthesizer<S> {
     fn supports_cloning(&self) -> bool {
         self.inner.supports_cloning()
     }
+    fn forget_reference(&self, owner: &str, id: &str) -> voxgate_engine::ForgetFuture {
+        self.inner.forget_reference(owner, id)
+    }
 
     fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError> {
         let engine = self.inner.id().to_owned();

@@ -215,6 +215,16 @@ pub async fn delete_voice(
     {
         return Err(crate::voices::not_found(None));
     }
+    // Clones a provider made from this reference go too.
+    for (engine_id, engine) in state.catalog.engines() {
+        if engine.supports_cloning()
+            && let Err(err) = engine
+                .forget_reference(&principal.account_id, &voice_id)
+                .await
+        {
+            tracing::warn!(engine = engine_id, error = %err, "could not delete a provider-side voice clone");
+        }
+    }
     state
         .auth
         .audit()

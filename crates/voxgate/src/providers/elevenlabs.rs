@@ -159,6 +159,28 @@ impl Synthesizer for ElevenLabs {
         self.cloning
     }
 
+    /// Deletes the ElevenLabs voice made from a stored reference, if one was made.
+    fn forget_reference(&self, owner: &str, id: &str) -> voxgate_engine::ForgetFuture {
+        let made = self
+            .clones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(owner.to_owned(), id.to_owned()));
+        let call = self.call();
+        Box::pin(async move {
+            let Some(voice_id) = made else {
+                return Ok(());
+            };
+            let url = endpoint(&call.base, &["v1", "voices", &voice_id]);
+            let mut request = call.client.delete(url);
+            if let Some(key) = &call.key {
+                request = request.header("xi-api-key", key.expose_secret());
+            }
+            let response = request.send().await.map_err(super::transport)?;
+            check_status(&call.id, response).await.map(|_| ())
+        })
+    }
+
     fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError> {
         let reference = match request.reference {
             Some(r) if self.cloning => Some(r),

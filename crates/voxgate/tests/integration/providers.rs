@@ -42,6 +42,7 @@ struct Stub {
     mode: Mutex<Mode>,
     hits: AtomicUsize,
     clones: AtomicUsize,
+    deleted: Mutex<Vec<String>>,
     auth: Mutex<Vec<String>>,
     bodies: Mutex<Vec<Value>>,
     paths: Mutex<Vec<String>>,
@@ -230,12 +231,29 @@ async fn pollinations(
     .await
 }
 
+async fn elevenlabs_delete(
+    State(stub): State<Arc<Stub>>,
+    Path(voice): Path<String>,
+    headers: HeaderMap,
+) -> StatusCode {
+    let key = headers
+        .get("xi-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if key != "el-secret" {
+        return StatusCode::UNAUTHORIZED;
+    }
+    stub.deleted.lock().expect("lock").push(voice);
+    StatusCode::OK
+}
+
 /// Starts a stub on 127.0.0.1:0 that speaks every provider's protocol.
 async fn stub() -> (SocketAddr, Arc<Stub>) {
     let state = Arc::new(Stub {
         mode: Mutex::new(Mode::Ok),
         hits: AtomicUsize::new(0),
         clones: AtomicUsize::new(0),
+        deleted: Mutex::new(Vec::new()),
         auth: Mutex::new(Vec::new()),
         bodies: Mutex::new(Vec::new()),
         paths: Mutex::new(Vec::new()),
@@ -246,6 +264,10 @@ async fn stub() -> (SocketAddr, Arc<Stub>) {
         .route("/v1/audio/transcriptions", post(openai_transcriptions))
         .route("/v1/text-to-speech/{voice}/stream", post(elevenlabs_tts))
         .route("/v1/voices/add", post(elevenlabs_add))
+        .route(
+            "/v1/voices/{voice}",
+            axum::routing::delete(elevenlabs_delete),
+        )
         .route("/poll/{text}", get(pollinations))
         .with_state(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -540,7 +562,31 @@ engine = "eleven"
         el.paths.lock().expect("lock").last().map(String::as_str),
         Some("tts/clonedVoice42?pcm_24000")
     );
+    // Deleting the stored voice deletes the clone made from it at the provider.
+    let response = app
+        .client
+        .delete(app.url(&format!("/v1/audio/voices/{id}")))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 200);
+    assert_eq!(*el.deleted.lock().expect("lock"), ["clonedVoice42"]);
     // Flite cannot clone: a stored voice on a Flite model is refused.
+    let form = reqwest::multipart::Form::new()
+        .text("name", "Again")
+        .text("consent", "true")
+        .part("audio_sample", file_part(tone_wav(6.0, 22_050), "me.wav"));
+    let again: Value = app
+        .client
+        .post(app.url("/v1/audio/voices"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let id = again["id"].as_str().expect("id").to_owned();
     let response = app
         .speech(json!({"model": "tts-1", "input": "x", "voice": {"id": id}}))
         .await;

@@ -110,7 +110,10 @@ async fn every_listed_voice_speaks() {
                     json!({"model": model, "input": "Hi.", "voice": id, "response_format": "pcm"}),
                 )
                 .await;
-            assert!(decode("pcm", &bytes).rms() > 0.01, "{id} with {model} is silent");
+            assert!(
+                decode("pcm", &bytes).rms() > 0.01,
+                "{id} with {model} is silent"
+            );
         }
     }
     assert!(!ids.is_empty());
