@@ -35,6 +35,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     admin: Option<(TcpListener, Router)>,
+    tls: Option<Arc<crate::tls::Tls>>,
+    unix: Option<(tokio::net::UnixListener, Arc<crate::socket::PeerPolicy>)>,
     config: Arc<Config>,
     state: AppState,
 }
@@ -45,9 +47,20 @@ impl Application {
         prepare_data_dir(&config)?;
         let state = app_state(config).await?;
         let config = Arc::clone(&state.config);
+        crate::providers::install_crypto();
+        let tls = if config.server.tls.enabled {
+            Some(crate::tls::Tls::load(&config.server.tls)?)
+        } else {
+            None
+        };
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot bind {}", config.server.bind))?;
+        let unix = if config.server.unix_socket.path.as_os_str().is_empty() {
+            None
+        } else {
+            Some(crate::socket::bind(&config.server.unix_socket)?)
+        };
         let admin = if config.admin.enabled {
             let admin_listener = TcpListener::bind(config.admin.bind)
                 .await
@@ -60,6 +73,8 @@ impl Application {
             listener,
             router: api::router(state.clone()),
             admin,
+            tls,
+            unix,
             config,
             state,
         })
@@ -88,9 +103,37 @@ impl Application {
         let admin = self.admin.map(|(listener, router)| {
             let config = Arc::clone(&self.config);
             let stopped = stopped.clone();
-            tokio::spawn(serve(listener, router, config, stopped))
+            tokio::spawn(serve(
+                Transport::Tcp(listener, None),
+                router,
+                config,
+                stopped,
+            ))
         });
-        let public = serve(self.listener, self.router, self.config, stopped);
+        let _socket_file = self
+            .unix
+            .as_ref()
+            .map(|_| crate::socket::SocketFile(self.config.server.unix_socket.path.clone()));
+        let unix = self.unix.map(|(listener, policy)| {
+            let config = Arc::clone(&self.config);
+            let stopped = stopped.clone();
+            let router = self.router.clone();
+            tokio::spawn(serve(
+                Transport::Unix(listener, policy),
+                router,
+                config,
+                stopped,
+            ))
+        });
+        if let Some(tls) = &self.tls {
+            tokio::spawn(reload_on_hangup(Arc::clone(tls)));
+        }
+        let public = serve(
+            Transport::Tcp(self.listener, self.tls),
+            self.router,
+            self.config,
+            stopped,
+        );
         let signal = async move {
             shutdown.await;
             let _ = stop.send(true);
@@ -99,15 +142,54 @@ impl Application {
         if let Some(admin) = admin {
             admin.await??;
         }
+        if let Some(unix) = unix {
+            unix.await??;
+        }
         // Usage buffered since the last write is not lost on a clean stop.
         auth.flush_usage().await;
         result
     }
 }
 
+/// Re-reads the TLS certificate and key on every SIGHUP; a failed reload keeps the old ones.
+async fn reload_on_hangup(tls: Arc<crate::tls::Tls>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: TLS certificates will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+            Err(e) => {
+                tracing::warn!(target: "voxgate::security", event = "tls_reload_failed", error = %format!("{e:#}"), "TLS reload failed; keeping the previous certificate")
+            }
+        }
+    }
+}
+
+/// What a listener accepts connections on.
+pub enum Transport {
+    /// TCP, plain or (with `Some`) TLS only.
+    Tcp(TcpListener, Option<Arc<crate::tls::Tls>>),
+    /// A Unix socket whose peers must pass the credential check.
+    Unix(tokio::net::UnixListener, Arc<crate::socket::PeerPolicy>),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Tcp(l, tls) => {
+                write!(f, "Tcp({:?}, tls: {})", l.local_addr().ok(), tls.is_some())
+            }
+            Transport::Unix(..) => f.write_str("Unix"),
+        }
+    }
+}
+
 /// Serves one listener until `stopped` turns true, then drains its connections.
 async fn serve(
-    listener: TcpListener,
+    transport: Transport,
     router: Router,
     config: Arc<Config>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -115,59 +197,150 @@ async fn serve(
     let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
-    {
-        let server = &config.server;
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(server.header_read_timeout())
-            .keep_alive(true);
-        let graceful = GracefulShutdown::new();
-        let connections = Arc::new(Semaphore::new(server.max_connections));
-        let mut shutdown = std::pin::pin!(shutdown);
-        tracing::info!(addr = %listener.local_addr()?, "listening");
-        loop {
-            let permit = tokio::select! {
-                permit = Arc::clone(&connections).acquire_owned() => permit?,
-                () = &mut shutdown => break,
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let router = router.clone();
-            let service =
-                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    router.clone().oneshot(request.map(axum::body::Body::new))
-                });
-            let connection = http.serve_connection(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                let _permit = permit;
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+    let server = &config.server;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout())
+        .keep_alive(true);
+    let http = Arc::new(http);
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(server.max_connections));
+    let mut shutdown = std::pin::pin!(shutdown);
+    match &transport {
+        Transport::Tcp(listener, tls) => {
+            tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "listening")
+        }
+        Transport::Unix(..) => {
+            tracing::info!(path = %server.unix_socket.path.display(), "listening on the unix socket")
+        }
+    }
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => permit?,
+            () = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            accepted = accept(&transport) => accepted,
+            () = &mut shutdown => break,
+        };
+        let conn = Conn {
+            http: Arc::clone(&http),
+            router: router.clone(),
+            watcher: graceful.watcher(),
+            permit,
+            handshake_timeout: server.header_read_timeout(),
+        };
+        match accepted {
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(Accepted::Tcp(stream, peer)) => match &transport {
+                Transport::Tcp(_, Some(tls)) => {
+                    tokio::spawn(conn.tls(stream, peer, tls.acceptor()));
                 }
-            });
+                _ => {
+                    tokio::spawn(conn.serve(TokioIo::new(stream), peer, None));
+                }
+            },
+            Ok(Accepted::Unix(stream)) => {
+                let Transport::Unix(_, policy) = &transport else {
+                    continue;
+                };
+                if let Some(peer) = policy.admit(&stream) {
+                    // Unix peers have no address: they count as loopback for limits.
+                    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+                    tokio::spawn(conn.serve(TokioIo::new(stream), addr, Some(peer)));
+                }
+            }
         }
-        drop(listener);
-        let grace = server.shutdown_grace();
-        tracing::info!(
-            grace_secs = grace.as_secs(),
-            "shutting down, draining connections"
-        );
-        tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections drained"),
-            () = tokio::time::sleep(grace) => tracing::warn!("grace period over, dropping connections"),
+    }
+    drop(transport);
+    let grace = server.shutdown_grace();
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down, draining connections"
+    );
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(grace) => tracing::warn!("grace period over, dropping connections"),
+    }
+    Ok(())
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(transport: &Transport) -> std::io::Result<Accepted> {
+    match transport {
+        Transport::Tcp(listener, _) => {
+            let (stream, peer) = listener.accept().await?;
+            Ok(Accepted::Tcp(stream, peer))
         }
-        Ok(())
+        Transport::Unix(listener, _) => Ok(Accepted::Unix(listener.accept().await?.0)),
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn {
+    http: Arc<hyper::server::conn::http1::Builder>,
+    router: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    handshake_timeout: std::time::Duration,
+}
+
+impl Conn {
+    /// A TLS connection: the first byte must open a TLS handshake (plain HTTP gets a 400
+    /// and is closed, never redirected), and the handshake must finish within the
+    /// header-read timeout.
+    async fn tls(
+        self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        acceptor: tokio_rustls::TlsAcceptor,
+    ) {
+        use tokio::io::AsyncWriteExt as _;
+        let mut first = [0u8; 1];
+        let peeked = tokio::time::timeout(self.handshake_timeout, stream.peek(&mut first)).await;
+        if !matches!(peeked, Ok(Ok(1))) {
+            return;
+        }
+        if first[0] != 0x16 {
+            let mut stream = stream;
+            let _ = stream.write_all(&crate::tls::plaintext_refusal()).await;
+            let _ = stream.shutdown().await;
+            tracing::debug!(%peer, "plain HTTP on the TLS listener refused");
+            return;
+        }
+        match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => self.serve(TokioIo::new(tls), peer, None).await,
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        }
+    }
+
+    async fn serve<I>(self, io: TokioIo<I>, peer: SocketAddr, cred: Option<crate::socket::PeerCred>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let router = self.router;
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(cred) = cred {
+                request.extensions_mut().insert(cred);
+            }
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = self.http.serve_connection(io, service);
+        let connection = self.watcher.watch(connection);
+        let _permit = self.permit;
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod health;
 mod json;
 mod models;
 pub mod openapi;
+pub mod perimeter;
 pub(crate) mod speech;
 mod transcriptions;
 mod voices;
@@ -207,6 +208,11 @@ pub fn admin_router(state: AppState) -> Router {
 /// the common middleware stack.
 fn listener(routes: Routes, table: &'static [access::Route], state: AppState) -> Router {
     let request_timeout = state.config.server.request_timeout();
+    let perimeter = perimeter::Perimeter {
+        origins: Arc::new(state.config.server.cors.allowed_origins.clone()),
+        max_age_secs: state.config.server.cors.max_age_secs,
+        tls: state.config.server.tls.enabled,
+    };
     let guard = access::Guard {
         table,
         auth: Arc::clone(&state.auth),
@@ -219,7 +225,10 @@ fn listener(routes: Routes, table: &'static [access::Route], state: AppState) ->
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(middleware::from_fn_with_state(guard, access::enforce));
-    with_middleware(routes, request_timeout)
+    with_middleware(routes, request_timeout).layer(middleware::from_fn_with_state(
+        perimeter,
+        perimeter::enforce,
+    ))
 }
 
 /// The stack every route runs in, outermost first: request id, trace span, catch-panic,

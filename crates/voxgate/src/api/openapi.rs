@@ -53,7 +53,16 @@ pub fn document(state: &AppState) -> Value {
     };
     let models = models_of(crate::engines::ModelKind::Speech);
     let transcription_models = models_of(crate::engines::ModelKind::Transcription);
-    let voices: Vec<String> = state.catalog.voices().into_iter().map(|v| v.id).collect();
+    // Voices some model accepts (an engine no model uses advertises nothing).
+    let mut voices: Vec<String> = state
+        .catalog
+        .voices()
+        .into_iter()
+        .filter(|v| !v.models.is_empty())
+        .map(|v| v.id)
+        .collect();
+    voices.sort();
+    voices.dedup();
     let formats: Vec<&str> = AudioFormat::ALL
         .iter()
         .filter(|f| f.is_available())

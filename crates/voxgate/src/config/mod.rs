@@ -183,6 +183,45 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Proxies whose `X-Forwarded-For` is believed (address blocks, e.g. "10.0.0.0/8").
     pub trusted_proxies: Vec<String>,
+    pub cors: CorsConfig,
+    pub tls: TlsConfig,
+    pub unix_socket: UnixSocketConfig,
+}
+
+/// Cross-origin access for browsers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`https://app.example.com`, scheme, host and port) that may call the
+    /// API from a browser. Empty: none.
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may cache a preflight answer.
+    pub max_age_secs: u64,
+}
+
+/// TLS on the public listener (rustls: TLS 1.2 and 1.3, forward-secret AEAD suites only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    /// PEM certificate chain and private key; re-read on SIGHUP.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// A local listener on a Unix socket, for processes on this host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnixSocketConfig {
+    /// Empty: no socket.
+    pub path: PathBuf,
+    /// Octal file mode of the socket, e.g. "0660".
+    pub mode: String,
+    /// A group to own the socket (its members may connect); empty keeps ours.
+    pub group: String,
+    /// Peers allowed to connect, by uid and by gid (either list admits).
+    pub allowed_uids: Vec<u32>,
+    pub allowed_gids: Vec<u32>,
 }
 
 impl ServerConfig {

@@ -11,6 +11,7 @@ mod limits;
 mod local_engines;
 mod logs;
 mod models;
+mod perimeter;
 mod providers;
 mod ratelimit;
 mod server;

@@ -44,7 +44,10 @@ async fn sse_events_concatenate_to_valid_audio() {
         .speech(json!({"model": "tts-1", "input": LONG, "voice": "alloy", "stream_format": "sse"}))
         .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
     let text = response.text().await.expect("body");
     let events: Vec<Value> = text
         .split("\n\n")
