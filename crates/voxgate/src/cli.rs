@@ -87,12 +87,36 @@ pub enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Measure engines, encoders and memory; prints figures.
     Bench {
         /// Fewer repetitions (for CI smoke runs).
         #[arg(long)]
         quick: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Recompute the Merkle tree, check every checkpoint (database and witness copies) and
+    /// name the first bad position. Exit status 1 when the log was tampered with.
+    Verify {
+        /// The witness directory (default: audit.witness_dir).
+        #[arg(long)]
+        witness: Option<PathBuf>,
+        /// The verifier key (`<origin>+<keyid>+<key>`); default: `<witness>/vkey`. Give the
+        /// copy kept off this machine.
+        #[arg(long)]
+        vkey: Option<String>,
+    },
+    /// Sign a checkpoint of the log now (the server also does it on its own).
+    Checkpoint,
+    /// Print this deployment's verifier key.
+    Vkey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -250,6 +274,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             writeln!(std::io::stdout(), "database migrated")?;
             Ok(())
         }
+        Command::Audit { action } => {
+            let config = Config::load(&overrides)?;
+            audit(&config, action).await
+        }
         Command::Accounts { action } => {
             let config = Config::load(&overrides)?;
             accounts(&admin(&config).await?, action).await
@@ -343,6 +371,51 @@ async fn say(
         output.display()
     )?;
     Ok(())
+}
+
+async fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
+    use crate::audit::tlog;
+    server::prepare_data_dir(config)?;
+    let (store, _) = server::identity_parts(config).await?;
+    let mut out = std::io::stdout().lock();
+    match action {
+        AuditAction::Verify { witness, vkey } => {
+            let witness =
+                witness.unwrap_or_else(|| tlog::witness_dir(&config.audit, &config.data_dir));
+            let verifier = tlog::load_verifier(vkey.as_deref(), &witness)?;
+            let report = tlog::verify(store.as_ref(), &verifier, Some(&witness)).await?;
+            match report.first_bad {
+                None => {
+                    writeln!(
+                        out,
+                        "audit log ok: {} entries, {} checkpoint signatures verified, {} entries covered",
+                        report.entries, report.checkpoints, report.covered
+                    )?;
+                    Ok(())
+                }
+                Some((index, why)) => {
+                    writeln!(out, "audit log TAMPERED: first bad index {index}: {why}")?;
+                    std::process::exit(1);
+                }
+            }
+        }
+        AuditAction::Checkpoint => {
+            let log = tlog::Tlog::open(&config.audit, &config.data_dir, store)?;
+            match log.checkpoint().await? {
+                Some(size) => writeln!(out, "checkpoint signed at size {size}")?,
+                None => writeln!(out, "nothing new to checkpoint")?,
+            }
+            Ok(())
+        }
+        AuditAction::Vkey => {
+            writeln!(
+                out,
+                "{}",
+                tlog::verifier_key(&config.audit, &config.data_dir)?
+            )?;
+            Ok(())
+        }
+    }
 }
 
 async fn admin(config: &Config) -> anyhow::Result<Admin> {

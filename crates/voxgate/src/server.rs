@@ -36,6 +36,7 @@ pub struct Application {
     router: Router,
     admin: Option<(TcpListener, Router)>,
     tls: Option<Arc<crate::tls::Tls>>,
+    tlog: Option<Arc<crate::audit::tlog::Tlog>>,
     unix: Option<(tokio::net::UnixListener, Arc<crate::socket::PeerPolicy>)>,
     config: Arc<Config>,
     state: AppState,
@@ -74,6 +75,11 @@ impl Application {
             router: api::router(state.clone()),
             admin,
             tls,
+            tlog: Some(crate::audit::tlog::Tlog::open(
+                &config.audit,
+                &config.data_dir,
+                Arc::clone(state.admin.store()),
+            )?),
             unix,
             config,
             state,
@@ -128,6 +134,8 @@ impl Application {
         if let Some(tls) = &self.tls {
             tokio::spawn(reload_on_hangup(Arc::clone(tls)));
         }
+        let tlog = self.tlog.clone();
+        let checkpoints = self.tlog.map(crate::audit::tlog::Tlog::spawn);
         let public = serve(
             Transport::Tcp(self.listener, self.tls),
             self.router,
@@ -144,6 +152,15 @@ impl Application {
         }
         if let Some(unix) = unix {
             unix.await??;
+        }
+        if let Some(checkpoints) = checkpoints {
+            checkpoints.abort();
+        }
+        // What was logged since the last checkpoint is signed before the process ends.
+        if let Some(tlog) = tlog
+            && let Err(e) = tlog.checkpoint().await
+        {
+            tracing::error!(target: "voxgate::security", error = %format!("{e:#}"), "final audit checkpoint failed");
         }
         // Usage buffered since the last write is not lost on a clean stop.
         auth.flush_usage().await;

@@ -53,6 +53,28 @@ pub struct Config {
     pub voices: VoicesConfig,
     pub storage: StorageConfig,
     pub cache: CacheConfig,
+    pub audit: AuditConfig,
+}
+
+/// The tamper-evident audit log's checkpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The log's name in its checkpoints (and the signing key's name): no spaces, no `+`.
+    pub origin: String,
+    /// The Ed25519 signing secret (at least 32 bytes), usually from
+    /// `VOXGATE_AUDIT__SIGNING_KEY`; never stored in the database.
+    #[serde(default)]
+    pub signing_key: Option<SecretString>,
+    /// Or a file holding it. Empty: `<data_dir>/secrets/audit_signing_key`, created on first use.
+    pub signing_key_file: PathBuf,
+    /// Where signed checkpoints are also written, for an operator to ship off this machine.
+    /// Empty: `<data_dir>/audit-witness`.
+    pub witness_dir: PathBuf,
+    /// A checkpoint every this many events …
+    pub checkpoint_every: u32,
+    /// … or this often when fewer arrived.
+    pub checkpoint_interval_secs: u64,
 }
 
 /// The encrypted speech cache (for tiers with `cache = true`).

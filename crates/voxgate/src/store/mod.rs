@@ -60,6 +60,10 @@ pub struct AuditRecord {
     pub subject: Option<String>,
     pub source: Option<String>,
     pub detail: String,
+    /// Position in the Merkle log (dense, from 0); set by the store on append.
+    pub idx: Option<i64>,
+    /// Hex SHA-256 leaf hash recorded at append (absent for events older than the log).
+    pub leaf_hash: Option<String>,
 }
 
 /// A store operation failed.
@@ -175,7 +179,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn voice(&self, account_id: &str, id: &str) -> Result<Option<VoiceRecord>, StoreError>;
     async fn delete_voice(&self, account_id: &str, id: &str) -> Result<bool, StoreError>;
 
-    async fn append_audit(&self, event: &AuditRecord) -> Result<(), StoreError>;
+    /// Appends `event` at the next position of the audit log; `leaf` computes the leaf hash
+    /// of the event with its position set. Returns the position.
+    async fn append_audit(
+        &self,
+        event: &AuditRecord,
+        leaf: for<'r> fn(&'r AuditRecord) -> String,
+    ) -> Result<i64, StoreError>;
+    /// How many events the log holds.
+    async fn audit_size(&self) -> Result<i64, StoreError>;
+    /// Every positioned event, in log order.
+    async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Keeps a signed checkpoint note (a second one for the same size is ignored).
+    async fn add_checkpoint(&self, size: i64, at: i64, note: &str) -> Result<(), StoreError>;
+    /// Every stored checkpoint as (size, note), smallest first.
+    async fn checkpoints(&self) -> Result<Vec<(i64, String)>, StoreError>;
     /// The newest `limit` events, newest first.
     async fn audit_events(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
 }

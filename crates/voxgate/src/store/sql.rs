@@ -19,6 +19,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_identity.sql")),
     (2, include_str!("../../migrations/sqlite/0002_quotas.sql")),
     (3, include_str!("../../migrations/sqlite/0003_voices.sql")),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_audit_log.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
@@ -27,6 +31,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     ),
     (2, include_str!("../../migrations/postgres/0002_quotas.sql")),
     (3, include_str!("../../migrations/postgres/0003_voices.sql")),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_audit_log.sql"),
+    ),
 ];
 
 /// The embedded default: one SQLite file in WAL mode.
@@ -105,7 +113,7 @@ const KEY_COLUMNS: &str = "k.keyid, k.account_id, k.name, k.digest_version, k.di
     k.last_used_at, k.last_ip";
 
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $sql:ident, $migrations:ident, $lock:expr) => {
+    ($store:ty, $db:ty, $sql:ident, $migrations:ident, $lock:expr, $audit_lock:expr) => {
         impl $store {
             fn account_from(row: &<$db as sqlx::Database>::Row, prefix: &str) -> Result<Account, sqlx::Error> {
                 let col = |name: &str| format!("{prefix}{name}");
@@ -117,6 +125,21 @@ macro_rules! impl_store {
                     active: row.try_get(col("active").as_str())?,
                     created_at: row.try_get(col("created_at").as_str())?,
                     updated_at: row.try_get(col("updated_at").as_str())?,
+                })
+            }
+
+            fn audit_from(r: &<$db as sqlx::Database>::Row) -> Result<AuditRecord, sqlx::Error> {
+                Ok(AuditRecord {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get("at")?,
+                    kind: r.try_get("kind")?,
+                    actor: r.try_get("actor")?,
+                    account_id: r.try_get("account_id")?,
+                    subject: r.try_get("subject")?,
+                    source: r.try_get("source")?,
+                    detail: r.try_get("detail")?,
+                    idx: r.try_get("idx")?,
+                    leaf_hash: r.try_get("leaf_hash")?,
                 })
             }
 
@@ -306,19 +329,79 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn append_audit(&self, e: &AuditRecord) -> Result<(), StoreError> {
-                let sql = $sql("INSERT INTO audit_events (at, kind, actor, account_id, subject, source, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)");
-                sqlx::query(sql)
-                    .bind(e.at)
-                    .bind(&e.kind)
-                    .bind(&e.actor)
-                    .bind(&e.account_id)
-                    .bind(&e.subject)
-                    .bind(&e.source)
-                    .bind(&e.detail)
-                    .execute(&self.pool)
+            async fn append_audit(
+                &self,
+                e: &AuditRecord,
+                leaf: for<'r> fn(&'r AuditRecord) -> String,
+            ) -> Result<i64, StoreError> {
+                // The next position and the insert in one transaction; a concurrent writer
+                // that took the same position makes the unique index refuse ours: try again.
+                let mut attempts = 0;
+                loop {
+                    let mut tx = self.pool.begin().await?;
+                    if let Some(lock) = $audit_lock {
+                        sqlx::query(lock).execute(&mut *tx).await?;
+                    }
+                    let idx: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_events")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let mut positioned = e.clone();
+                    positioned.idx = Some(idx);
+                    let hash = leaf(&positioned);
+                    let sql = $sql("INSERT INTO audit_events (at, kind, actor, account_id, subject, source, detail, idx, leaf_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+                    let inserted = sqlx::query(sql)
+                        .bind(e.at)
+                        .bind(&e.kind)
+                        .bind(&e.actor)
+                        .bind(&e.account_id)
+                        .bind(&e.subject)
+                        .bind(&e.source)
+                        .bind(&e.detail)
+                        .bind(idx)
+                        .bind(&hash)
+                        .execute(&mut *tx)
+                        .await;
+                    match inserted {
+                        Ok(_) => {
+                            tx.commit().await?;
+                            return Ok(idx);
+                        }
+                        Err(err) if attempts < 5 => {
+                            attempts += 1;
+                            tracing::debug!(error = %err, "audit position taken; retrying");
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            }
+
+            async fn audit_size(&self) -> Result<i64, StoreError> {
+                let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_events")
+                    .fetch_one(&self.pool)
                     .await?;
+                Ok(size)
+            }
+
+            async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError> {
+                let sql = "SELECT seq, at, kind, actor, account_id, subject, source, detail, idx, leaf_hash FROM audit_events ORDER BY idx";
+                let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(Self::audit_from)
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(Into::into)
+            }
+
+            async fn add_checkpoint(&self, size: i64, at: i64, note: &str) -> Result<(), StoreError> {
+                let sql = $sql("INSERT INTO audit_checkpoints (size, at, note) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING");
+                sqlx::query(sql).bind(size).bind(at).bind(note).execute(&self.pool).await?;
                 Ok(())
+            }
+
+            async fn checkpoints(&self) -> Result<Vec<(i64, String)>, StoreError> {
+                let rows: Vec<(i64, String)> = sqlx::query_as("SELECT size, note FROM audit_checkpoints ORDER BY size")
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows)
             }
 
             async fn reserve_quota(&self, subject: &str, metric: &str, window_start: i64, amount: i64, limit: i64) -> Result<bool, StoreError> {
@@ -401,21 +484,10 @@ macro_rules! impl_store {
             }
 
             async fn audit_events(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
-                let sql = $sql("SELECT seq, at, kind, actor, account_id, subject, source, detail FROM audit_events ORDER BY seq DESC LIMIT $1");
+                let sql = $sql("SELECT seq, at, kind, actor, account_id, subject, source, detail, idx, leaf_hash FROM audit_events ORDER BY seq DESC LIMIT $1");
                 let rows = sqlx::query(sql).bind(limit).fetch_all(&self.pool).await?;
                 rows.iter()
-                    .map(|r| {
-                        Ok(AuditRecord {
-                            seq: r.try_get("seq")?,
-                            at: r.try_get("at")?,
-                            kind: r.try_get("kind")?,
-                            actor: r.try_get("actor")?,
-                            account_id: r.try_get("account_id")?,
-                            subject: r.try_get("subject")?,
-                            source: r.try_get("source")?,
-                            detail: r.try_get("detail")?,
-                        })
-                    })
+                    .map(Self::audit_from)
                     .collect::<Result<_, sqlx::Error>>()
                     .map_err(Into::into)
             }
@@ -425,6 +497,10 @@ macro_rules! impl_store {
 
 /// SQLite: one process writes at a time anyway (`BEGIN` on the first write).
 const SQLITE_MIGRATION_LOCK: Option<&'static str> = None;
+/// Audit appends: SQLite has one writer; PostgreSQL instances take turns on an advisory lock
+/// (the unique position index would refuse a collision anyway).
+const SQLITE_AUDIT_LOCK: Option<&'static str> = None;
+const POSTGRES_AUDIT_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7366761298)");
 /// PostgreSQL: a transaction-scoped advisory lock serialises concurrent migrators.
 const POSTGRES_MIGRATION_LOCK: Option<&'static str> =
     Some("SELECT pg_advisory_xact_lock(7366761297)");
@@ -434,12 +510,14 @@ impl_store!(
     sqlx::Sqlite,
     sqlite_sql,
     SQLITE_MIGRATIONS,
-    SQLITE_MIGRATION_LOCK
+    SQLITE_MIGRATION_LOCK,
+    SQLITE_AUDIT_LOCK
 );
 impl_store!(
     PostgresStore,
     sqlx::Postgres,
     postgres_sql,
     POSTGRES_MIGRATIONS,
-    POSTGRES_MIGRATION_LOCK
+    POSTGRES_MIGRATION_LOCK,
+    POSTGRES_AUDIT_LOCK
 );

@@ -1,6 +1,7 @@
 //! The integration suite: one binary, a module per feature, every test against a real server
 //! started by `helpers::spawn_app` on 127.0.0.1:0 with its own temp dir.
 
+mod audit_log;
 mod auth;
 mod cli;
 mod decode;

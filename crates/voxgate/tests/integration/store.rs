@@ -325,22 +325,52 @@ async fn story(store: Arc<dyn Store>) {
         "a new window"
     );
 
-    // Audit events come back newest first.
-    for kind in ["one", "two", "three"] {
-        store
-            .append_audit(&AuditRecord {
-                seq: 0,
-                at: now(),
-                kind: kind.into(),
-                actor: Some("cli".into()),
-                account_id: None,
-                subject: Some("k1".into()),
-                source: None,
-                detail: "{}".into(),
-            })
+    // Audit events take dense log positions and come back newest first.
+    let leaf = |r: &AuditRecord| format!("leaf-{}-{}", r.idx.unwrap_or(-1), r.kind);
+    for (position, kind) in ["one", "two", "three"].into_iter().enumerate() {
+        let idx = store
+            .append_audit(
+                &AuditRecord {
+                    seq: 0,
+                    at: now(),
+                    kind: kind.into(),
+                    actor: Some("cli".into()),
+                    account_id: None,
+                    subject: Some("k1".into()),
+                    source: None,
+                    detail: "{}".into(),
+                    idx: None,
+                    leaf_hash: None,
+                },
+                leaf,
+            )
             .await
             .expect("audit");
+        assert_eq!(idx, position as i64);
     }
+    let log = store.audit_log().await.expect("log");
+    assert_eq!(
+        log.iter()
+            .map(|r| (r.idx, r.leaf_hash.clone()))
+            .collect::<Vec<_>>(),
+        [
+            (Some(0), Some("leaf-0-one".into())),
+            (Some(1), Some("leaf-1-two".into())),
+            (Some(2), Some("leaf-2-three".into()))
+        ]
+    );
+    store
+        .add_checkpoint(3, now(), "note 3")
+        .await
+        .expect("checkpoint");
+    store
+        .add_checkpoint(3, now(), "another")
+        .await
+        .expect("duplicate ignored");
+    assert_eq!(
+        store.checkpoints().await.expect("checkpoints"),
+        [(3, "note 3".to_owned())]
+    );
     let events = store.audit_events(2).await.expect("events");
     assert_eq!(
         events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),

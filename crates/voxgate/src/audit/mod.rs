@@ -1,6 +1,11 @@
 //! Typed audit events, recorded through one [`Audit`] type into the store and mirrored to
 //! the security-event log target. Events carry ids, sources and reasons, never a secret or
-//! user content. (The tamper-evident Merkle log builds on these records later.)
+//! user content. Each event is a leaf of the tamper-evident Merkle log ([`tlog`]: RFC 6962
+//! hashing in [`merkle`], signed C2SP checkpoints in [`checkpoint`]).
+
+pub mod checkpoint;
+pub mod merkle;
+pub mod tlog;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -153,8 +158,10 @@ impl Audit {
             subject: subject.map(str::to_owned),
             source: source.map(|s| s.to_string()),
             detail,
+            idx: None,
+            leaf_hash: None,
         };
-        if let Err(e) = self.store.append_audit(&record).await {
+        if let Err(e) = self.store.append_audit(&record, tlog::leaf_hex).await {
             tracing::error!(target: "voxgate::security", error = %e, kind = event.kind(), "audit event could not be stored");
         }
     }
