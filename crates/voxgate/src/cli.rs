@@ -203,7 +203,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             overrides.data_dir = data_dir;
             overrides.log_format = log_format;
             let config = Config::load(&overrides)?;
-            crate::telemetry::init(&config.log);
+            crate::telemetry::init(&config.log, &config.data_dir)?;
             let app = Application::build(config).await?;
             app.run_until_stopped(server::shutdown_signal()).await
         }

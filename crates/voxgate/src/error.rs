@@ -404,11 +404,19 @@ impl IntoResponse for ApiError {
                 code: self.code().map(str::to_owned),
             },
         };
+        // Refusals by limit are security events too (in the request's span: route, key id).
         match self.kind() {
-            ErrorKind::RateLimited => crate::metrics::RATE_LIMITED.inc(),
-            ErrorKind::QuotaExceeded => crate::metrics::QUOTA_EXCEEDED.inc(),
+            ErrorKind::RateLimited => {
+                crate::metrics::RATE_LIMITED.inc();
+                tracing::info!(target: "voxgate::security", event = "rate_limited", "request refused by a rate limit");
+            }
+            ErrorKind::QuotaExceeded => {
+                crate::metrics::QUOTA_EXCEEDED.inc();
+                tracing::info!(target: "voxgate::security", event = "quota_exceeded", "request refused: quota spent");
+            }
             ErrorKind::TooManyConcurrent | ErrorKind::Overloaded => {
-                crate::metrics::CONCURRENCY_REFUSED.inc()
+                crate::metrics::CONCURRENCY_REFUSED.inc();
+                tracing::info!(target: "voxgate::security", event = "concurrency_refused", "request refused by a concurrency cap");
             }
             _ => {}
         }

@@ -170,7 +170,151 @@ pub static BREAKER_STATE: Family = Family::new(
 
 const FAMILIES: [&Family; 2] = [&PROVIDER_CALLS, &BREAKER_STATE];
 
-const ALL: [&Metric; 10] = [
+/// Histogram bucket bounds, in seconds (response heads and real-time factors share them).
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, value: f64) {
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter_mut()) {
+            if value <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += value;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter()) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+/// HTTP requests by route template and status, and response-head latency by route.
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl HttpMetrics {
+    pub fn observe(&self, route: &str, status: u16, elapsed: std::time::Duration) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((route.to_owned(), status))
+            .or_insert(0) += 1;
+        self.latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(route.to_owned())
+            .or_default()
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Requests answered so far with `status` on `route`.
+    pub fn requests(&self, route: &str, status: u16) -> u64 {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(route.to_owned(), status))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP voxgate_http_requests_total Requests by route template and status.\n# TYPE voxgate_http_requests_total counter"
+        );
+        for ((route, status), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "voxgate_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP voxgate_http_response_seconds Time to the response head, by route template.\n# TYPE voxgate_http_response_seconds histogram"
+        );
+        for (route, histogram) in self
+            .latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            histogram.render(
+                out,
+                "voxgate_http_response_seconds",
+                &format!("route=\"{route}\""),
+            );
+        }
+    }
+}
+
+pub static HTTP: std::sync::LazyLock<HttpMetrics> = std::sync::LazyLock::new(HttpMetrics::default);
+
+/// Engine real-time factor (synthesis time / audio time) of completed speech responses.
+static ENGINE_RTF: std::sync::LazyLock<Mutex<BTreeMap<String, Histogram>>> =
+    std::sync::LazyLock::new(Default::default);
+
+pub fn observe_rtf(engine: &str, rtf: f64) {
+    ENGINE_RTF
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(engine.to_owned())
+        .or_default()
+        .observe(rtf);
+}
+
+pub static STREAMS_ACTIVE: Metric = Metric::new(
+    "voxgate_speech_streams_active",
+    "Speech responses streaming now.",
+    "gauge",
+);
+
+/// Decrements [`STREAMS_ACTIVE`] when the stream it travels with ends or is dropped.
+#[derive(Debug)]
+pub struct ActiveStream;
+
+impl ActiveStream {
+    pub fn start() -> Self {
+        STREAMS_ACTIVE.value.fetch_add(1, Ordering::Relaxed);
+        ActiveStream
+    }
+}
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        STREAMS_ACTIVE.value.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+const ALL: [&Metric; 11] = [
     &AUTH_FAILURES,
     &AUTH_BLOCKS,
     &RATE_LIMITED,
@@ -181,6 +325,7 @@ const ALL: [&Metric; 10] = [
     &CACHE_HITS,
     &CACHE_MISSES,
     &FALLBACKS,
+    &STREAMS_ACTIVE,
 ];
 
 /// Everything, in the Prometheus text exposition format.
@@ -201,12 +346,59 @@ pub fn render() -> String {
     for family in FAMILIES {
         family.render(&mut out);
     }
+    HTTP.render(&mut out);
+    let _ = writeln!(
+        out,
+        "# HELP voxgate_engine_rtf Synthesis time over audio time of completed speech responses, by engine.\n# TYPE voxgate_engine_rtf histogram"
+    );
+    for (engine, histogram) in ENGINE_RTF.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        histogram.render(
+            &mut out,
+            "voxgate_engine_rtf",
+            &format!("engine=\"{engine}\""),
+        );
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_labelled_by_template() {
+        let http = HttpMetrics::default();
+        http.observe("/v1/models", 200, std::time::Duration::from_millis(3));
+        http.observe("/v1/models", 200, std::time::Duration::from_millis(300));
+        http.observe("unmatched", 404, std::time::Duration::from_millis(1));
+        let mut out = String::new();
+        http.render(&mut out);
+        assert!(
+            out.contains("voxgate_http_requests_total{route=\"/v1/models\",status=\"200\"} 2"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "voxgate_http_response_seconds_bucket{route=\"/v1/models\",le=\"0.005\"} 1"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("voxgate_http_response_seconds_bucket{route=\"/v1/models\",le=\"0.5\"} 2"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "voxgate_http_response_seconds_bucket{route=\"/v1/models\",le=\"+Inf\"} 2"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("voxgate_http_response_seconds_count{route=\"/v1/models\"} 2"),
+            "{out}"
+        );
+        assert_eq!(http.requests("unmatched", 404), 1);
+    }
 
     #[test]
     fn renders_prometheus_text() {
@@ -219,7 +411,7 @@ mod tests {
         );
         assert_eq!(
             text.lines().filter(|l| l.starts_with("# HELP")).count(),
-            ALL.len() + FAMILIES.len()
+            ALL.len() + FAMILIES.len() + 3
         );
         PROVIDER_CALLS.inc("eleven", "failure");
         assert!(

@@ -3,6 +3,8 @@
 //! Request spans carry the request id, method and matched route: never the raw URI (its
 //! query may hold a secret), headers or body. Request text is never logged anywhere.
 
+use std::path::Path;
+
 use axum::extract::MatchedPath;
 use axum::http::Request;
 use tracing::Span;
@@ -11,21 +13,74 @@ use tracing_subscriber::EnvFilter;
 use crate::api::REQUEST_ID;
 use crate::config::{LogConfig, LogFormat};
 
-/// Installs the global subscriber. Writes to stderr; a second call is a no-op.
-pub fn init(config: &LogConfig) {
+/// The target of the security-event stream.
+pub const SECURITY: &str = "voxgate::security";
+
+/// Installs the global subscriber: the main stream on stderr (JSON or pretty, filtered by
+/// `log.level`) and the security-event stream appended to its own file whatever the level.
+/// A second call is a no-op.
+pub fn init(config: &LogConfig, data_dir: &Path) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.format {
-        LogFormat::Json => builder
+    let main = match config.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
     };
+    let security = security_file(config, data_dir)?.map(|file| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::sync::Mutex::new(file))
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(SECURITY, tracing::Level::TRACE),
+            )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(main)
+        .with(security)
+        .try_init();
+    Ok(())
+}
+
+/// The security-event file, opened for appending with mode 0600 (its directory 0700).
+fn security_file(config: &LogConfig, data_dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    if config.security_file.as_os_str() == "-" {
+        return Ok(None);
+    }
+    let path = if config.security_file.as_os_str().is_empty() {
+        data_dir.join("security.log")
+    } else {
+        config.security_file.clone()
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("log.security_file {}: {e}", path.display()))?;
+    Ok(Some(file))
 }
 
 /// The span every request runs in.

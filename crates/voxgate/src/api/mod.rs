@@ -236,6 +236,7 @@ fn listener(routes: Routes, table: &'static [access::Route], state: AppState) ->
 pub fn with_middleware(routes: Router, request_timeout: Duration) -> Router {
     routes.layer(
         ServiceBuilder::new()
+            .layer(middleware::from_fn(count))
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(
                 TraceLayer::new_for_http()
@@ -249,6 +250,19 @@ pub fn with_middleware(routes: Router, request_timeout: Duration) -> Router {
             }))
             .layer(middleware::from_fn_with_state(request_timeout, timeout)),
     )
+}
+
+/// Counts requests by matched route and status and times their response heads (labels are
+/// route templates, never raw paths).
+async fn count(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    crate::metrics::HTTP.observe(&route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// Bounds the time to a response head. Streamed bodies have their own deadline.

@@ -305,12 +305,24 @@ pub async fn create_speech(
             },
         )
     });
+    let started = std::time::Instant::now();
     let (speech, cache_status) = serve(&state, job, cache_key).await?;
+    let active = crate::metrics::ActiveStream::start();
+    // Synthesized (not cached) responses feed the engine's real-time factor.
+    let rtf_engine = (cache_status != Some("hit") && cache_status != Some("stale"))
+        .then(|| speech.engine.clone());
     // Audio beyond the reserved seconds is not produced: the stream ends there.
     let audio_cap = hold.reserved(Metric::AudioSeconds).map(|s| s as f64);
     let produced = Arc::clone(&speech.stats);
     let settled = Arc::clone(&speech.stats);
     let settle = futures::stream::once(async move {
+        let _active = active;
+        let seconds = settled.output_seconds();
+        if let Some(engine) = rtf_engine
+            && seconds > 0.0
+        {
+            crate::metrics::observe_rtf(&engine, started.elapsed().as_secs_f64() / seconds);
+        }
         let actual = Amounts {
             characters,
             requests: 1,

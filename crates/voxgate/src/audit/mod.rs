@@ -147,7 +147,8 @@ impl Audit {
         let detail = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
         let (account_id, subject) = event.account_and_subject();
         if event.is_security_event() {
-            tracing::warn!(target: "voxgate::security", kind = event.kind(), actor = actor.label().as_deref(), source = source.map(|s| s.to_string()).as_deref(), subject, "security event");
+            // `detail` is the event's own JSON: ids and reasons only, by construction.
+            tracing::warn!(target: "voxgate::security", kind = event.kind(), actor = actor.label().as_deref(), source = source.map(|s| s.to_string()).as_deref(), subject, detail = %detail, "security event");
         }
         let record = AuditRecord {
             seq: 0,

@@ -276,6 +276,9 @@ impl ServerConfig {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    /// The security-event stream (target `voxgate::security`) is also appended, as JSON
+    /// lines, to this file (0600). Empty: `<data_dir>/security.log`; "-": not written.
+    pub security_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -116,6 +116,29 @@ async fn logs_never_contain_keys_authorization_or_text() {
         logs.contains(&keyid),
         "key ids are logged (they are public)"
     );
+    // The security-event stream has its own file: JSON lines, mode 0600, the failures and
+    // refusals above, and no secret or text either.
+    let security_path = data.join("security.log");
+    let security = std::fs::read_to_string(&security_path).expect("security.log");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&security_path)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(security.lines().count() >= 3, "{security}");
+    for line in security.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        assert_eq!(event["target"], "voxgate::security", "{line}");
+    }
+    assert!(
+        security.contains("invalid_api_key") || security.contains("auth_failed"),
+        "{security}"
+    );
+    assert!(security.contains("credentials_in_query"), "{security}");
     for needle in [
         key.as_str(),
         secret.as_str(),
@@ -126,6 +149,10 @@ async fn logs_never_contain_keys_authorization_or_text() {
         assert!(
             !logs.to_lowercase().contains(&needle.to_lowercase()),
             "logs contain {needle:?}"
+        );
+        assert!(
+            !security.to_lowercase().contains(&needle.to_lowercase()),
+            "security.log contains {needle:?}"
         );
     }
 }
