@@ -262,9 +262,10 @@ async fn cache_vs_synthesis(
             .map(|b| format!("{b:02x}"))
             .collect::<String>(),
     );
-    let vault = Arc::new(crate::vault::Vault::new(&master));
+    let store = crate::store::open("", dir.path()).await?;
+    let vault = Arc::new(crate::vault::Vault::new(&master, store));
     let config = Config::defaults()?.cache;
-    let cache = SpeechCache::open(dir.path(), vault, config)?;
+    let cache = SpeechCache::open(&dir.path().join("cache"), vault, config)?;
     for model in ["tts-1", "piper"] {
         let mut synth = Duration::ZERO;
         let mut hit = Duration::ZERO;

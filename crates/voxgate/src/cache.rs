@@ -182,9 +182,12 @@ impl SpeechCache {
         let sealed = tokio::fs::read(&path).await.ok()?;
         let vault = Arc::clone(&self.vault);
         let (owner, tag) = (key.owner.clone(), key.tag.clone());
-        let opened = tokio::task::spawn_blocking(move || vault.open(&owner, KIND, &tag, &sealed))
-            .await
-            .ok()?;
+        let account_key = self.vault.existing_key(&owner).await.ok()?;
+        let opened = tokio::task::spawn_blocking(move || {
+            vault.open(&owner, account_key.as_ref(), KIND, &tag, &sealed)
+        })
+        .await
+        .ok()?;
         let Ok(plain) = opened else {
             tracing::warn!(target: "voxgate::security", event = "cache_entry_inauthentic", "a cache entry failed authentication and was removed");
             self.remove(key).await;
@@ -232,9 +235,12 @@ impl SpeechCache {
         plain.extend_from_slice(&header);
         plain.extend_from_slice(audio);
         let vault = Arc::clone(&self.vault);
-        let (owner, tag) = (key.owner.clone(), key.tag.clone());
+        let Ok(account_key) = self.vault.key(&key.owner).await else {
+            return;
+        };
+        let tag = key.tag.clone();
         let Ok(sealed) =
-            tokio::task::spawn_blocking(move || vault.seal(&owner, KIND, &tag, &plain)).await
+            tokio::task::spawn_blocking(move || vault.seal(&account_key, KIND, &tag, &plain)).await
         else {
             return;
         };
@@ -294,6 +300,38 @@ impl SpeechCache {
         if let Some(entry) = removed {
             let _ = tokio::fs::remove_file(entry.path).await;
         }
+    }
+
+    /// Removes entries past their TTL and stale window (judged by file age; an entry's own
+    /// sealed creation time is checked again on every read); returns how many.
+    pub async fn sweep(&self) -> u64 {
+        let age = Duration::from_secs(self.config.ttl_secs + self.config.stale_if_error_secs);
+        let expired: Vec<(String, PathBuf)> = {
+            let index = self.lock();
+            index
+                .entries
+                .iter()
+                .filter(|(_, e)| {
+                    std::fs::metadata(&e.path)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| crate::retention::older_than(t, age))
+                })
+                .map(|(tag, e)| (tag.clone(), e.path.clone()))
+                .collect()
+        };
+        let mut swept = 0;
+        for (tag, path) in expired {
+            {
+                let mut index = self.lock();
+                if let Some(e) = index.entries.remove(&tag) {
+                    index.total -= e.size;
+                }
+            }
+            if tokio::fs::remove_file(path).await.is_ok() {
+                swept += 1;
+            }
+        }
+        swept
     }
 
     /// Removes every entry of `owner` (account deletion).
@@ -384,11 +422,16 @@ mod tests {
         }
     }
 
-    fn cache(dir: &Path, config: CacheConfig) -> SpeechCache {
-        let vault = Arc::new(Vault::new(&SecretString::from(
-            "0123456789abcdef0123456789abcdef".to_owned(),
-        )));
-        SpeechCache::open(dir, vault, config).expect("open")
+    async fn cache(dir: &Path, config: CacheConfig) -> SpeechCache {
+        std::fs::create_dir_all(dir.join("db")).expect("db dir");
+        let store = crate::store::open("", &dir.join("db"))
+            .await
+            .expect("store");
+        let vault = Arc::new(Vault::new(
+            &SecretString::from("0123456789abcdef0123456789abcdef".to_owned()),
+            store,
+        ));
+        SpeechCache::open(&dir.join("cache"), vault, config).expect("open")
     }
 
     fn parts(text: &str) -> KeyParts<'_> {
@@ -405,7 +448,7 @@ mod tests {
     #[tokio::test]
     async fn entries_are_sealed_per_account_and_named_by_keyed_hash() {
         let dir = tempfile::tempdir().expect("dir");
-        let c = cache(dir.path(), config());
+        let c = cache(dir.path(), config()).await;
         let key = c.key("acct_a", &parts("hello canary-text"));
         c.put(&key, "flite", 1.5, b"AUDIO-BYTES-canary").await;
         let got = c.get(&key, false).await.expect("hit");
@@ -418,7 +461,7 @@ mod tests {
         let other = c.key("acct_b", &parts("hello canary-text"));
         assert!(c.get(&other, true).await.is_none());
         // Nothing readable on disk: no text, no audio, no account id in names or bytes.
-        for entry in walk(dir.path()) {
+        for entry in walk(&dir.path().join("cache")) {
             let name = entry.to_string_lossy().into_owned();
             assert!(
                 !name.contains("acct_a") && !name.contains("hello"),
@@ -458,10 +501,10 @@ mod tests {
     #[tokio::test]
     async fn a_tampered_entry_is_refused_and_removed() {
         let dir = tempfile::tempdir().expect("dir");
-        let c = cache(dir.path(), config());
+        let c = cache(dir.path(), config()).await;
         let key = c.key("acct_a", &parts("x"));
         c.put(&key, "flite", 1.0, b"audio").await;
-        let file = walk(dir.path()).pop().expect("file");
+        let file = walk(&dir.path().join("cache")).pop().expect("file");
         let mut bytes = std::fs::read(&file).expect("read");
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
@@ -474,7 +517,7 @@ mod tests {
     #[tokio::test]
     async fn least_recently_used_entries_go_first_and_large_ones_are_not_kept() {
         let dir = tempfile::tempdir().expect("dir");
-        let c = cache(dir.path(), config());
+        let c = cache(dir.path(), config()).await;
         let keys: Vec<CacheKey> = (0..4).map(|i| c.key("a", &parts(&i.to_string()))).collect();
         for key in &keys[..3] {
             c.put(key, "flite", 1.0, &[7; 3000]).await;
@@ -504,7 +547,8 @@ mod tests {
                 ttl_secs: 0,
                 ..config()
             },
-        );
+        )
+        .await;
         let key = c.key("a", &parts("x"));
         c.put(&key, "flite", 1.0, b"audio").await;
         assert!(c.get(&key, false).await.is_none());
@@ -517,13 +561,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let key;
         {
-            let c = cache(dir.path(), config());
+            let c = cache(dir.path(), config()).await;
             key = c.key("a", &parts("x"));
             c.put(&key, "flite", 1.0, b"audio").await;
             c.put(&c.key("b", &parts("x")), "flite", 1.0, b"audio")
                 .await;
         }
-        let c = cache(dir.path(), config());
+        let c = cache(dir.path(), config()).await;
         assert_eq!(c.len(), 2);
         assert!(c.get(&key, false).await.is_some());
         c.remove_owner("a").await;

@@ -134,6 +134,7 @@ impl Application {
         if let Some(tls) = &self.tls {
             tokio::spawn(reload_on_hangup(Arc::clone(tls)));
         }
+        let retention = crate::retention::spawn(self.state.clone());
         let tlog = self.tlog.clone();
         let checkpoints = self.tlog.map(crate::audit::tlog::Tlog::spawn);
         let public = serve(
@@ -156,6 +157,7 @@ impl Application {
         if let Some(checkpoints) = checkpoints {
             checkpoints.abort();
         }
+        retention.abort();
         // What was logged since the last checkpoint is signed before the process ends.
         if let Some(tlog) = tlog
             && let Err(e) = tlog.checkpoint().await
@@ -388,11 +390,11 @@ pub async fn app_state(config: Config) -> anyhow::Result<AppState> {
         &config.data_dir,
         "master_key",
     )?;
-    let vault = Arc::new(Vault::new(&master));
+    let vault = Arc::new(Vault::new(&master, Arc::clone(&store)));
     let voices = VoiceLibrary::new(Arc::clone(&store), Arc::clone(&vault));
     let cache_dir = config.data_dir.join("cache");
     let cache = Arc::new(
-        SpeechCache::open(&cache_dir, vault, config.cache.clone())
+        SpeechCache::open(&cache_dir, Arc::clone(&vault), config.cache.clone())
             .with_context(|| format!("cannot open the speech cache at {}", cache_dir.display()))?,
     );
     let uploads = UploadDir::prepare(&config.data_dir)
@@ -416,6 +418,7 @@ pub async fn app_state(config: Config) -> anyhow::Result<AppState> {
         uploads,
         blocked_words,
         cache,
+        vault,
     })
 }
 

@@ -54,6 +54,30 @@ impl UploadDir {
         &self.path
     }
 
+    /// Removes spool files older than `age` (abandoned: requests end long before); returns
+    /// how many.
+    pub async fn sweep_older_than(&self, age: std::time::Duration) -> u64 {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&path) else {
+                return 0;
+            };
+            let mut swept = 0;
+            for entry in entries.flatten() {
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| crate::retention::older_than(t, age));
+                if old && std::fs::remove_file(entry.path()).is_ok() {
+                    swept += 1;
+                }
+            }
+            swept
+        })
+        .await
+        .unwrap_or(0)
+    }
+
     /// A new, empty, private file under a random name.
     async fn create(&self) -> std::io::Result<(TempUpload, tokio::fs::File)> {
         let path = self

@@ -59,8 +59,13 @@ impl VoiceLibrary {
         max: u32,
     ) -> Result<VoiceRecord, ApiError> {
         let id = format!("{ID_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        let key = self
+            .vault
+            .key(account_id)
+            .await
+            .map_err(ApiError::internal)?;
         let record = VoiceRecord {
-            sealed: self.vault.seal(account_id, KIND, &id, wav),
+            sealed: self.vault.seal(&key, KIND, &id, wav),
             id,
             account_id: account_id.to_owned(),
             name: name.to_owned(),
@@ -107,8 +112,13 @@ impl VoiceLibrary {
         let Some(record) = self.find(account_id, id).await? else {
             return Ok(None);
         };
+        let key = self
+            .vault
+            .existing_key(account_id)
+            .await
+            .map_err(ApiError::internal)?;
         self.vault
-            .open(account_id, KIND, &record.id, &record.sealed)
+            .open(account_id, key.as_ref(), KIND, &record.id, &record.sealed)
             .map(Some)
             .map_err(ApiError::internal)
     }

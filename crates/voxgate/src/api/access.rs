@@ -78,6 +78,12 @@ pub const PUBLIC_ROUTES: &[Route] = &[
         "/v1/audio/transcriptions",
         Access::Scope(Scope::Transcription),
     ),
+    route(
+        Method::GET,
+        "/v1/me/export",
+        Access::Scope(Scope::ModelsRead),
+    ),
+    route(Method::DELETE, "/v1/me", Access::Scope(Scope::Delete)),
     route(Method::GET, "/healthz", Access::Public),
     route(Method::GET, "/readyz", Access::Public),
     route(Method::GET, "/openapi.json", Access::Public),
@@ -95,6 +101,16 @@ pub const ADMIN_ROUTES: &[Route] = &[
     route(
         Method::POST,
         "/admin/accounts/{id}/deactivate",
+        Access::Scope(Scope::Admin),
+    ),
+    route(
+        Method::DELETE,
+        "/admin/accounts/{id}",
+        Access::Scope(Scope::Admin),
+    ),
+    route(
+        Method::GET,
+        "/admin/accounts/{id}/export",
         Access::Scope(Scope::Admin),
     ),
     route(Method::GET, "/admin/keys", Access::Scope(Scope::Admin)),

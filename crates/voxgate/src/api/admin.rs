@@ -29,6 +29,8 @@ pub fn routes() -> Routes {
             "/admin/accounts/{id}/deactivate",
             deactivate_account,
         )
+        .add(Method::DELETE, "/admin/accounts/{id}", erase_account)
+        .add(Method::GET, "/admin/accounts/{id}/export", export_account)
         .add(Method::GET, "/admin/keys", list_keys)
         .add(Method::POST, "/admin/keys", create_key)
         .add(Method::POST, "/admin/keys/{keyid}/revoke", revoke_key)
@@ -426,4 +428,39 @@ async fn audit(
             })
             .collect(),
     ))
+}
+
+/// `DELETE /admin/accounts/{id}`: erases an account (see [`crate::privacy`]).
+async fn erase_account(
+    State(state): State<AppState>,
+    Extension(principal): Extension<crate::auth::Principal>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<crate::privacy::Erased>, ApiError> {
+    crate::privacy::erase(
+        &state,
+        crate::audit::Actor::Key(principal.keyid.clone()),
+        Some(principal.source),
+        &id,
+    )
+    .await
+    .map(Json)
+}
+
+/// `GET /admin/accounts/{id}/export`: what voxgate keeps about an account.
+async fn export_account(
+    State(state): State<AppState>,
+    Extension(principal): Extension<crate::auth::Principal>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<crate::privacy::AccountExport>, ApiError> {
+    let export = crate::privacy::export(&state, &id).await?;
+    state
+        .auth
+        .audit()
+        .record(
+            crate::audit::Actor::Key(principal.keyid.clone()),
+            Some(principal.source),
+            crate::audit::AuditEvent::AccountExported { account_id: id },
+        )
+        .await;
+    Ok(Json(export))
 }

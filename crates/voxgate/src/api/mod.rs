@@ -6,6 +6,7 @@ pub mod admin;
 pub mod client_ip;
 mod health;
 mod json;
+mod me;
 mod models;
 pub mod openapi;
 pub mod perimeter;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub blocked_words: Arc<voxgate_input::text::WordList>,
     /// Encrypted speech responses, per account (tiers with `cache = true`).
     pub cache: Arc<crate::cache::SpeechCache>,
+    /// Per-account data keys (sealing, and shredding at erasure).
+    pub vault: Arc<crate::vault::Vault>,
 }
 
 impl AppState {
@@ -189,6 +192,7 @@ pub fn public_routes(state: &AppState) -> Routes {
         .merge(transcriptions::routes())
         .merge(models::routes())
         .merge(voices::routes())
+        .merge(me::routes())
         .merge(health::routes())
         .merge(openapi::routes(state))
 }

@@ -26,6 +26,8 @@ use axum::http::Method;
         super::voices::create_voice,
         super::voices::get_voice,
         super::voices::delete_voice,
+        super::me::export,
+        super::me::erase,
         super::health::healthz,
         super::health::readyz,
     ),

@@ -59,6 +59,14 @@ pub enum AuditEvent {
         voice_id: String,
         account_id: String,
     },
+    AccountExported {
+        account_id: String,
+    },
+    AccountErased {
+        account_id: String,
+        voices_deleted: u64,
+        keys_revoked: u64,
+    },
 }
 
 impl AuditEvent {
@@ -74,13 +82,17 @@ impl AuditEvent {
             AuditEvent::AccessDenied { .. } => "access_denied",
             AuditEvent::VoiceCreated { .. } => "voice_created",
             AuditEvent::VoiceDeleted { .. } => "voice_deleted",
+            AuditEvent::AccountExported { .. } => "account_exported",
+            AuditEvent::AccountErased { .. } => "account_erased",
         }
     }
 
     fn account_and_subject(&self) -> (Option<&str>, Option<&str>) {
         match self {
             AuditEvent::AccountCreated { account_id, .. }
-            | AuditEvent::AccountDeactivated { account_id } => (Some(account_id), Some(account_id)),
+            | AuditEvent::AccountDeactivated { account_id }
+            | AuditEvent::AccountExported { account_id }
+            | AuditEvent::AccountErased { account_id, .. } => (Some(account_id), Some(account_id)),
             AuditEvent::KeyCreated {
                 keyid, account_id, ..
             } => (Some(account_id), Some(keyid)),

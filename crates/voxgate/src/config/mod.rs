@@ -54,6 +54,19 @@ pub struct Config {
     pub storage: StorageConfig,
     pub cache: CacheConfig,
     pub audit: AuditConfig,
+    pub retention: RetentionConfig,
+}
+
+/// How long each kind of stored content is kept; a background sweeper enforces it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Stored voice references, days after creation (0: until deleted).
+    pub voice_days: u64,
+    /// Spooled uploads older than this are abandoned and removed (requests end long before).
+    pub upload_minutes: u64,
+    /// How often the sweeper runs.
+    pub sweep_interval_secs: u64,
 }
 
 /// The tamper-evident audit log's checkpoints.

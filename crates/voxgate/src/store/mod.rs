@@ -112,6 +112,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn set_account_active(&self, id: &str, active: bool, at: i64)
     -> Result<bool, StoreError>;
 
+    /// Deactivates the account and blanks its name and contact (the row stays, as the
+    /// subject of audit records).
+    async fn erase_account(&self, id: &str, at: i64) -> Result<bool, StoreError>;
+
     async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
     /// One indexed lookup: the key and its account.
     async fn key_with_account(
@@ -177,6 +181,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn voices(&self, account_id: &str) -> Result<Vec<VoiceRecord>, StoreError>;
     /// One voice reference of this account (another account's id finds nothing).
     async fn voice(&self, account_id: &str, id: &str) -> Result<Option<VoiceRecord>, StoreError>;
+    /// Every account's voices created before `cutoff` (retention), without audio.
+    async fn voices_created_before(&self, cutoff: i64) -> Result<Vec<VoiceRecord>, StoreError>;
     async fn delete_voice(&self, account_id: &str, id: &str) -> Result<bool, StoreError>;
 
     /// Appends `event` at the next position of the audit log; `leaf` computes the leaf hash
@@ -186,6 +192,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         event: &AuditRecord,
         leaf: for<'r> fn(&'r AuditRecord) -> String,
     ) -> Result<i64, StoreError>;
+    /// The account's data-key salt, storing `salt` first if it has none (the stored one wins
+    /// a race).
+    async fn ensure_data_key_salt(
+        &self,
+        account_id: &str,
+        salt: &str,
+    ) -> Result<String, StoreError>;
+    async fn data_key_salt(&self, account_id: &str) -> Result<Option<String>, StoreError>;
+    /// Destroys the salt (crypto-shredding); true if there was one.
+    async fn delete_data_key_salt(&self, account_id: &str) -> Result<bool, StoreError>;
+    /// Deletes every stored voice of the account; returns how many.
+    async fn delete_voices(&self, account_id: &str) -> Result<u64, StoreError>;
     /// How many events the log holds.
     async fn audit_size(&self) -> Result<i64, StoreError>;
     /// Every positioned event, in log order.

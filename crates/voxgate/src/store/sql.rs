@@ -23,6 +23,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../migrations/sqlite/0004_audit_log.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/sqlite/0005_data_keys.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
@@ -34,6 +38,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../migrations/postgres/0004_audit_log.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_data_keys.sql"),
     ),
 ];
 
@@ -270,6 +278,12 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn erase_account(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+                let sql = $sql("UPDATE accounts SET name = '(erased)', contact = NULL, active = $1, updated_at = $2 WHERE id = $3");
+                let done = sqlx::query(sql).bind(false).bind(at).bind(id).execute(&self.pool).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
                 Self::insert_key(&self.pool, key).await
             }
@@ -375,6 +389,40 @@ macro_rules! impl_store {
                 }
             }
 
+            async fn ensure_data_key_salt(&self, account_id: &str, salt: &str) -> Result<String, StoreError> {
+                let insert = $sql("INSERT INTO account_data_keys (account_id, salt, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING");
+                sqlx::query(insert).bind(account_id).bind(salt).bind(super::now()).execute(&self.pool).await?;
+                let stored: String = sqlx::query_scalar($sql("SELECT salt FROM account_data_keys WHERE account_id = $1"))
+                    .bind(account_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(stored)
+            }
+
+            async fn data_key_salt(&self, account_id: &str) -> Result<Option<String>, StoreError> {
+                let stored: Option<String> = sqlx::query_scalar($sql("SELECT salt FROM account_data_keys WHERE account_id = $1"))
+                    .bind(account_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(stored)
+            }
+
+            async fn delete_data_key_salt(&self, account_id: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query($sql("DELETE FROM account_data_keys WHERE account_id = $1"))
+                    .bind(account_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_voices(&self, account_id: &str) -> Result<u64, StoreError> {
+                let done = sqlx::query($sql("DELETE FROM voice_references WHERE account_id = $1"))
+                    .bind(account_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn audit_size(&self) -> Result<i64, StoreError> {
                 let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_events")
                     .fetch_one(&self.pool)
@@ -468,6 +516,12 @@ macro_rules! impl_store {
             async fn voices(&self, account_id: &str) -> Result<Vec<VoiceRecord>, StoreError> {
                 let sql = $sql("SELECT id, account_id, name, duration_ms, created_at FROM voice_references WHERE account_id = $1 ORDER BY created_at, id");
                 let rows = sqlx::query(sql).bind(account_id).fetch_all(&self.pool).await?;
+                Ok(rows.iter().map(|r| Self::voice_from(r, false)).collect::<Result<_, _>>()?)
+            }
+
+            async fn voices_created_before(&self, cutoff: i64) -> Result<Vec<VoiceRecord>, StoreError> {
+                let sql = $sql("SELECT id, account_id, name, duration_ms, created_at FROM voice_references WHERE created_at < $1 ORDER BY created_at, id");
+                let rows = sqlx::query(sql).bind(cutoff).fetch_all(&self.pool).await?;
                 Ok(rows.iter().map(|r| Self::voice_from(r, false)).collect::<Result<_, _>>()?)
             }
 

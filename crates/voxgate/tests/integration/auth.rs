@@ -30,6 +30,8 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
         Some("voices.manage"),
     ),
     ("POST", "/v1/audio/transcriptions", Some("transcription")),
+    ("GET", "/v1/me/export", Some("models.read")),
+    ("DELETE", "/v1/me", Some("delete")),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
     ("GET", "/openapi.json", None),
@@ -219,6 +221,7 @@ async fn authorization_matrix() {
         create_key(&app.state, "admin", None, Some(vec![Scope::Transcription])).await;
     let (_, voices_only) =
         create_key(&app.state, "admin", None, Some(vec![Scope::VoicesManage])).await;
+    let (_, delete_only) = create_key(&app.state, "admin", None, Some(vec![Scope::Delete])).await;
     let created: Value = call(
         &client_with(Some(&voices_only)),
         &app,
@@ -320,6 +323,7 @@ async fn authorization_matrix() {
             "models.read" => (&speech_only, &models_only),
             "transcription" => (&speech_only, &transcription_only),
             "voices.manage" => (&speech_only, &voices_only),
+            "delete" => (&speech_only, &delete_only),
             other => panic!("no key for scope {other}"),
         };
         let (status, code, _) =

@@ -14,6 +14,7 @@ mod logs;
 mod metrics;
 mod models;
 mod perimeter;
+mod privacy;
 mod providers;
 mod ratelimit;
 mod server;
