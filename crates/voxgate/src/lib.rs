@@ -29,6 +29,7 @@
 //! feature). Input checks (text pipeline, SSML, upload probe) live in `voxgate-input`.
 
 pub mod accounts;
+pub mod alerts;
 pub mod api;
 pub mod audio;
 pub mod audit;

@@ -130,6 +130,16 @@ impl Family {
         self.with(first, second, |v| *v = value);
     }
 
+    /// The sum over every first label for `second`.
+    pub fn total(&self, second: &str) -> u64 {
+        let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        values
+            .iter()
+            .filter(|((_, s), _)| *s == second)
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     pub fn get(&self, first: &str, second: &'static str) -> u64 {
         let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
         values
@@ -168,7 +178,14 @@ pub static BREAKER_STATE: Family = Family::new(
     ("engine", "state"),
 );
 
-const FAMILIES: [&Family; 2] = [&PROVIDER_CALLS, &BREAKER_STATE];
+pub static ALERTS: Family = Family::new(
+    "voxgate_alert_firing",
+    "1 while an in-process alert rule fires.",
+    "gauge",
+    ("alert", "severity"),
+);
+
+const FAMILIES: [&Family; 3] = [&PROVIDER_CALLS, &BREAKER_STATE, &ALERTS];
 
 /// Histogram bucket bounds, in seconds (response heads and real-time factors share them).
 const BUCKETS: [f64; 12] = [

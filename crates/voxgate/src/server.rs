@@ -135,6 +135,9 @@ impl Application {
             tokio::spawn(reload_on_hangup(Arc::clone(tls)));
         }
         let retention = crate::retention::spawn(self.state.clone());
+        let alerts = self.config.alerts.enabled.then(|| {
+            crate::alerts::spawn(self.config.alerts.clone(), self.config.data_dir.clone())
+        });
         let tlog = self.tlog.clone();
         let checkpoints = self.tlog.map(crate::audit::tlog::Tlog::spawn);
         let public = serve(
@@ -158,6 +161,9 @@ impl Application {
             checkpoints.abort();
         }
         retention.abort();
+        if let Some(alerts) = alerts {
+            alerts.abort();
+        }
         // What was logged since the last checkpoint is signed before the process ends.
         if let Some(tlog) = tlog
             && let Err(e) = tlog.checkpoint().await

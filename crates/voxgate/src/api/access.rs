@@ -127,6 +127,7 @@ pub const ADMIN_ROUTES: &[Route] = &[
     ),
     route(Method::GET, "/admin/audit", Access::Scope(Scope::Admin)),
     route(Method::GET, "/metrics", Access::Scope(Scope::Admin)),
+    route(Method::GET, "/admin/health", Access::Scope(Scope::Admin)),
 ];
 
 /// What the table says about a request.

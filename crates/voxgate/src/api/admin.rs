@@ -37,6 +37,7 @@ pub fn routes() -> Routes {
         .add(Method::POST, "/admin/keys/{keyid}/rotate", rotate_key)
         .add(Method::GET, "/admin/audit", audit)
         .add(Method::GET, "/metrics", metrics)
+        .add(Method::GET, "/admin/health", health)
 }
 
 #[derive(Debug, Serialize)]
@@ -463,4 +464,53 @@ async fn export_account(
         )
         .await;
     Ok(Json(export))
+}
+
+/// `GET /admin/health`: the detailed view the public probes never give: every engine's
+/// readiness and breaker, the store, the rate-limit backend, the audit log, the cache and the
+/// alerts firing now.
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    use crate::metrics::{ALERTS, BREAKER_STATE, LIMITER_DEGRADED};
+    let engines: Vec<serde_json::Value> = state
+        .catalog
+        .engines()
+        .map(|(id, engine)| {
+            let breaker = ["closed", "open", "half_open"]
+                .into_iter()
+                .find(|s| BREAKER_STATE.get(id, s) == 1);
+            serde_json::json!({
+                "id": id,
+                "ready": engine.ready(),
+                "remote": engine.remote(),
+                "breaker": breaker,
+            })
+        })
+        .collect();
+    let store = state.admin.store();
+    let (store_ok, audit_entries) = match store.audit_size().await {
+        Ok(size) => (true, Some(size)),
+        Err(_) => (false, None),
+    };
+    let checkpoints = store.checkpoints().await.ok().map(|c| c.len());
+    let alerts: Vec<&str> = [
+        "auth_failure_rate",
+        "rate_limited_rate",
+        "provider_failure_rate",
+        "disk_headroom",
+        "memory_headroom",
+    ]
+    .into_iter()
+    .filter(|a| ALERTS.get(a, "warning") == 1)
+    .collect();
+    let degraded = !store_ok || !state.catalog.ready() || !alerts.is_empty();
+    Json(serde_json::json!({
+        "status": if degraded { "degraded" } else { "ok" },
+        "ready": state.catalog.ready(),
+        "engines": engines,
+        "store": if store_ok { "ok" } else { "error" },
+        "rate_limit_backend": if LIMITER_DEGRADED.get() == 1 { "fallback" } else { "ok" },
+        "audit": { "entries": audit_entries, "checkpoints": checkpoints },
+        "cache": { "entries": state.cache.len(), "bytes": state.cache.total_bytes() },
+        "alerts_firing": alerts,
+    }))
 }

@@ -55,6 +55,22 @@ pub struct Config {
     pub cache: CacheConfig,
     pub audit: AuditConfig,
     pub retention: RetentionConfig,
+    pub alerts: AlertsConfig,
+}
+
+/// In-process alert rules (0 turns a rule off).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    pub enabled: bool,
+    pub interval_secs: u64,
+    pub auth_failures_per_min: u64,
+    pub rate_limited_per_min: u64,
+    pub provider_failures_per_min: u64,
+    /// Free space under the data directory.
+    pub min_disk_free_mb: u64,
+    /// Resident memory of the process.
+    pub max_rss_mb: u64,
 }
 
 /// How long each kind of stored content is kept; a background sweeper enforces it.

@@ -48,3 +48,82 @@ async fn requests_latency_rtf_and_streams_are_measured_without_user_data() {
     );
     assert!(!text.contains(canary), "no user data in metrics");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_fire_on_failure_rates_and_the_admin_health_view_says_so() {
+    let app = crate::helpers::spawn_app_with(
+        "[alerts]\ninterval_secs = 1\nauth_failures_per_min = 5\n[auth]\nfailure_threshold = 1000",
+    )
+    .await;
+    let health: serde_json::Value = app
+        .client
+        .get(app.admin_url("/admin/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "ok", "{health}");
+    assert!(
+        health["engines"]
+            .as_array()
+            .expect("engines")
+            .iter()
+            .any(|e| e["id"] == "flite" && e["ready"] == true)
+    );
+    let wrong = crate::helpers::client_with(Some("vg_wrong"));
+    for _ in 0..20 {
+        let _ = wrong.get(app.url("/v1/models")).send().await;
+    }
+    let mut firing = false;
+    for _ in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let text = app
+            .client
+            .get(app.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if text.contains("voxgate_alert_firing{alert=\"auth_failure_rate\",severity=\"warning\"} 1")
+        {
+            firing = true;
+            break;
+        }
+    }
+    assert!(firing, "the authentication-failure alert fired");
+    let health: serde_json::Value = app
+        .client
+        .get(app.admin_url("/admin/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["alerts_firing"]
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .any(|a| a == "auth_failure_rate")
+    );
+    let public: serde_json::Value = app
+        .anonymous
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        public,
+        serde_json::json!({"status": "ready"}),
+        "public probes stay detail-free"
+    );
+}
