@@ -41,6 +41,23 @@ pub struct KeyRequest {
     pub tier: Option<String>,
     pub scopes: Option<Vec<Scope>>,
     pub expires_at: Option<i64>,
+    /// A browser key: the exact web origins (`https://app.example`) it works from.
+    pub origins: Option<Vec<String>>,
+}
+
+/// Whether `origin` is a serialized web origin: `http(s)://host[:port]`, nothing more.
+pub fn is_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest.len() <= 253
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 /// What a caller of the admin API may itself do: keys it creates or rotates never exceed
@@ -194,6 +211,7 @@ impl Admin {
             request.tier.clone(),
             request.scopes.as_deref().map(join_scopes),
             request.expires_at,
+            request.origins.as_ref().map(|o| o.join(" ")),
         );
         self.store.create_key(&record).await?;
         self.audit
@@ -245,6 +263,11 @@ impl Admin {
         if request.name.chars().count() > 200 || request.name.chars().any(char::is_control) {
             return Err(AdminError::Invalid("name"));
         }
+        if let Some(origins) = &request.origins
+            && (origins.is_empty() || origins.len() > 16 || !origins.iter().all(|o| is_origin(o)))
+        {
+            return Err(AdminError::Invalid("origins"));
+        }
         Ok(())
     }
 
@@ -256,6 +279,7 @@ impl Admin {
         tier: Option<String>,
         scopes: Option<String>,
         expires_at: Option<i64>,
+        origins: Option<String>,
     ) -> (KeyRecord, SecretString) {
         let generated = key::generate(&self.pepper);
         let record = KeyRecord {
@@ -274,6 +298,7 @@ impl Admin {
             request_count: 0,
             last_used_at: None,
             last_ip: None,
+            origins,
         };
         (record, generated.full)
     }
@@ -355,6 +380,7 @@ impl Admin {
             old.tier.clone(),
             old.scopes.clone(),
             old.expires_at,
+            old.origins.clone(),
         );
         let grace_until = now().saturating_add(self.rotation_grace_secs);
         if !self.store.rotate_key(keyid, &record, grace_until).await? {

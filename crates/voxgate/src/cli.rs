@@ -157,6 +157,10 @@ pub enum KeyAction {
         /// Lifetime: 90d, 12h, 30m, 3600s.
         #[arg(long)]
         expires: Option<String>,
+        /// A browser key: the web origins it works from, comma-separated
+        /// (https://app.example); list them in server.cors.allowed_origins too.
+        #[arg(long)]
+        origins: Option<String>,
     },
     List {
         #[arg(long)]
@@ -504,7 +508,14 @@ async fn keys(admin: &Admin, action: KeyAction) -> anyhow::Result<()> {
             tier,
             scopes,
             expires,
+            origins,
         } => {
+            let origins = origins.map(|o| {
+                o.split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            });
             let scopes = match scopes.as_deref() {
                 Some(text) => Some(parse_scopes(text).context("unknown scope (models.read, speech, transcription, voices.manage, delete, admin)")?),
                 None => None,
@@ -525,6 +536,7 @@ async fn keys(admin: &Admin, action: KeyAction) -> anyhow::Result<()> {
                         tier,
                         scopes,
                         expires_at,
+                        origins,
                     },
                     None,
                 )

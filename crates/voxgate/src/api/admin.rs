@@ -134,6 +134,9 @@ pub struct NewKey {
     /// A duration from now: `90d`, `12h`, `30m`, `3600s`.
     #[serde(default)]
     expires_in: Option<String>,
+    /// A browser key: the exact web origins it works from.
+    #[serde(default)]
+    origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,6 +325,7 @@ async fn create_key(
         tier: body.tier,
         scopes,
         expires_at,
+        origins: body.origins,
     };
     let created = state
         .admin

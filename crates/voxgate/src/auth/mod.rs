@@ -39,6 +39,8 @@ pub struct Principal {
     pub expires_at: Option<i64>,
     /// The client address the request came from.
     pub source: IpAddr,
+    /// A browser key's web origins: requests must come from one of them.
+    pub origins: Option<Vec<String>>,
 }
 
 impl Principal {
@@ -313,6 +315,10 @@ impl Authenticator {
             scopes,
             expires_at,
             source,
+            origins: key
+                .origins
+                .as_deref()
+                .map(|o| o.split_whitespace().map(str::to_owned).collect()),
         })
     }
 

@@ -47,6 +47,8 @@ pub struct KeyRecord {
     pub request_count: i64,
     pub last_used_at: Option<i64>,
     pub last_ip: Option<String>,
+    /// Web origins (space-separated) a browser key works from; `None`: any caller.
+    pub origins: Option<String>,
 }
 
 /// One audit event as stored. `detail` is JSON and never holds a secret or user content.

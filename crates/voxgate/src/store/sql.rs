@@ -27,6 +27,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/sqlite/0005_data_keys.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/sqlite/0006_key_origins.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
@@ -42,6 +46,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         5,
         include_str!("../../migrations/postgres/0005_data_keys.sql"),
+    ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_key_origins.sql"),
     ),
 ];
 
@@ -118,7 +126,7 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 const ACCOUNT_COLUMNS: &str = "id, name, contact, tier, active, created_at, updated_at";
 const KEY_COLUMNS: &str = "k.keyid, k.account_id, k.name, k.digest_version, k.digest, k.tier, k.scopes, \
     k.created_at, k.expires_at, k.revoked_at, k.grace_until, k.replaced_by, k.request_count, \
-    k.last_used_at, k.last_ip";
+    k.last_used_at, k.last_ip, k.origins";
 
 macro_rules! impl_store {
     ($store:ty, $db:ty, $sql:ident, $migrations:ident, $lock:expr, $audit_lock:expr) => {
@@ -168,6 +176,7 @@ macro_rules! impl_store {
                     request_count: row.try_get("request_count")?,
                     last_used_at: row.try_get("last_used_at")?,
                     last_ip: row.try_get("last_ip")?,
+                    origins: row.try_get("origins")?,
                 })
             }
 
@@ -189,8 +198,8 @@ macro_rules! impl_store {
             {
                 let sql = $sql(
                     "INSERT INTO api_keys (keyid, account_id, name, digest_version, digest, tier, scopes, \
-                     created_at, expires_at, revoked_at, grace_until, replaced_by, request_count, last_used_at, last_ip) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                     created_at, expires_at, revoked_at, grace_until, replaced_by, request_count, last_used_at, last_ip, origins) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
                 );
                 sqlx::query(sql)
                     .bind(&key.keyid)
@@ -208,6 +217,7 @@ macro_rules! impl_store {
                     .bind(key.request_count)
                     .bind(key.last_used_at)
                     .bind(&key.last_ip)
+                    .bind(&key.origins)
                     .execute(executor)
                     .await
                     .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict } else { e.into() })?;

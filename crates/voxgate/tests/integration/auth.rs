@@ -113,6 +113,7 @@ async fn raw_key(app: &TestApp, tweak: impl FnOnce(&mut KeyRecord)) -> String {
         request_count: 0,
         last_used_at: None,
         last_ip: None,
+        origins: None,
     };
     tweak(&mut record);
     app.state
@@ -498,6 +499,7 @@ async fn keys_narrow_never_widen() {
         tier: tier.map(str::to_owned),
         scopes,
         expires_at: None,
+        origins: None,
     };
     let admin = &app.state.admin;
     let widen_tier = admin

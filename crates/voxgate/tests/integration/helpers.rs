@@ -179,6 +179,7 @@ pub async fn create_key(
         tier: key_tier.map(str::to_owned),
         scopes,
         expires_at: None,
+        origins: None,
     };
     let created = state
         .admin

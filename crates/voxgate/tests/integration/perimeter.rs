@@ -376,3 +376,76 @@ async fn the_unix_socket_admits_only_listed_peers_and_still_wants_keys() {
     .expect("join");
     assert!(models.starts_with("HTTP/1.1 200"), "{models}");
 }
+
+/// A browser key works only from its own origins: without an Origin header or from another
+/// page it is refused (403, audited); from its page it works and CORS grants that page.
+#[tokio::test]
+async fn browser_keys_work_only_from_their_own_origins() {
+    let app = spawn_app_with(
+        "[server.cors]\nallowed_origins = [\"https://app.example\", \"https://other.example\"]",
+    )
+    .await;
+    let created = app
+        .state
+        .admin
+        .create_key(
+            voxgate::audit::Actor::Cli,
+            &app.account,
+            voxgate::accounts::KeyRequest {
+                name: "browser".into(),
+                tier: None,
+                scopes: None,
+                expires_at: None,
+                origins: Some(vec!["https://app.example".into()]),
+            },
+            None,
+        )
+        .await
+        .expect("key");
+    use secrecy::ExposeSecret as _;
+    let browser = crate::helpers::client_with(Some(created.secret.expose_secret()));
+    let from = |origin: Option<&'static str>| {
+        let mut request = browser.get(app.url("/v1/models"));
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let ok = from(Some("https://app.example")).await.expect("send");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    for origin in [
+        None,
+        Some("https://other.example"),
+        Some("https://app.example.evil"),
+    ] {
+        let (status, code, _) = crate::helpers::error_of(from(origin).await.expect("send")).await;
+        assert_eq!(
+            (status, code.as_deref()),
+            (403, Some("origin_not_allowed")),
+            "{origin:?}"
+        );
+    }
+    // Keys without origins are unaffected; malformed origins are refused at creation.
+    assert_eq!(app.get("/v1/models").await.status(), 200);
+    let bad = app
+        .state
+        .admin
+        .create_key(
+            voxgate::audit::Actor::Cli,
+            &app.account,
+            voxgate::accounts::KeyRequest {
+                name: "bad".into(),
+                tier: None,
+                scopes: None,
+                expires_at: None,
+                origins: Some(vec!["https://app.example/path".into()]),
+            },
+            None,
+        )
+        .await;
+    assert!(bad.is_err());
+}

@@ -88,6 +88,7 @@ fn key(keyid: &str, account_id: &str) -> KeyRecord {
         request_count: 0,
         last_used_at: None,
         last_ip: None,
+        origins: None,
     }
 }
 
