@@ -97,7 +97,7 @@ pub async fn export(state: &AppState, account_id: &str) -> Result<AccountExport,
         .ok_or_else(|| crate::voices::not_found(None))?;
     let keys = store.keys(Some(account_id)).await.map_err(internal)?;
     let keyids: Vec<&str> = keys.iter().map(|k| k.keyid.as_str()).collect();
-    let voices = store.voices(account_id).await.map_err(internal)?;
+    let voices = state.voices.list(account_id).await?;
     let audit = store
         .audit_log()
         .await

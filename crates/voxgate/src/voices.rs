@@ -8,12 +8,18 @@
 
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
 use crate::error::ApiError;
 use crate::store::{Store, VoiceRecord, now};
 use crate::vault::Vault;
 
 /// The vault's `kind` for voice references.
 const KIND: &str = "voice";
+/// The vault kind of a voice's sealed name, and the marker of a sealed name in the store.
+const NAME_KIND: &str = "voice_name";
+const NAME_PREFIX: &str = "sealed:";
 
 /// Prefix of voice ids.
 pub const ID_PREFIX: &str = "voice_";
@@ -64,11 +70,16 @@ impl VoiceLibrary {
             .key(account_id)
             .await
             .map_err(ApiError::internal)?;
+        // The name is the caller's text too: sealed like the audio.
+        let sealed_name = format!(
+            "{NAME_PREFIX}{}",
+            BASE64.encode(self.vault.seal(&key, NAME_KIND, &id, name.as_bytes()))
+        );
         let record = VoiceRecord {
             sealed: self.vault.seal(&key, KIND, &id, wav),
             id,
             account_id: account_id.to_owned(),
-            name: name.to_owned(),
+            name: sealed_name,
             duration_ms,
             created_at: now(),
         };
@@ -85,15 +96,48 @@ impl VoiceLibrary {
         }
         Ok(VoiceRecord {
             sealed: Vec::new(),
+            name: name.to_owned(),
             ..record
         })
     }
 
+    /// Opens a stored name (names stored before names were sealed are shown as they are).
+    fn open_name(
+        &self,
+        account_id: &str,
+        key: Option<&crate::vault::AccountKey>,
+        mut record: VoiceRecord,
+    ) -> VoiceRecord {
+        if let Some(encoded) = record.name.strip_prefix(NAME_PREFIX) {
+            record.name = BASE64
+                .decode(encoded)
+                .ok()
+                .and_then(|sealed| {
+                    self.vault
+                        .open(account_id, key, NAME_KIND, &record.id, &sealed)
+                        .ok()
+                })
+                .and_then(|plain| String::from_utf8(plain).ok())
+                .unwrap_or_default();
+        }
+        record
+    }
+
     pub async fn list(&self, account_id: &str) -> Result<Vec<VoiceRecord>, ApiError> {
-        self.store
+        let records = self
+            .store
             .voices(account_id)
             .await
-            .map_err(ApiError::internal)
+            .map_err(ApiError::internal)?;
+        let key = self
+            .vault
+            .existing_key(account_id)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(records
+            .into_iter()
+            .map(|r| self.open_name(account_id, key.as_ref(), r))
+            .collect())
     }
 
     /// The caller's voice with this id, if any (sealed audio included, not opened).
@@ -101,10 +145,20 @@ impl VoiceLibrary {
         if !is_valid_id(id) {
             return Ok(None);
         }
-        self.store
+        let Some(record) = self
+            .store
             .voice(account_id, id)
             .await
-            .map_err(ApiError::internal)
+            .map_err(ApiError::internal)?
+        else {
+            return Ok(None);
+        };
+        let key = self
+            .vault
+            .existing_key(account_id)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(Some(self.open_name(account_id, key.as_ref(), record)))
     }
 
     /// The caller's voice audio (WAV), decrypted.

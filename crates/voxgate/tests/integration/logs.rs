@@ -105,6 +105,50 @@ async fn logs_never_contain_keys_authorization_or_text() {
         .send()
         .await;
     let _ = anonymous.get(url(&format!("/nope/{canary}"))).send().await;
+    // The canary through every other place a caller's text can go: SSML, instructions, a
+    // stored voice's name, a transcription prompt and file name, a bad model and voice name.
+    let _ = good
+        .post(url("/v1/audio/speech"))
+        .json(&json!({"model": "tts-1", "input": format!("<speak>{canary}</speak>"), "input_format": "ssml", "voice": "alloy", "instructions": canary, "response_format": "pcm"}))
+        .send()
+        .await;
+    let _ = good
+        .post(url("/v1/audio/speech"))
+        .json(&json!({"model": canary, "input": "x", "voice": canary}))
+        .send()
+        .await;
+    let form = reqwest::multipart::Form::new()
+        .text("name", canary.clone())
+        .text("consent", "true")
+        .part(
+            "audio_sample",
+            crate::helpers::file_part(
+                crate::helpers::tone_wav(6.0, 22_050),
+                &format!("{canary}.wav"),
+            ),
+        );
+    let stored = good
+        .post(url("/v1/audio/voices"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("voice");
+    assert_eq!(stored.status(), 200, "the canary-named voice is stored");
+    let form = reqwest::multipart::Form::new()
+        .text("model", "whisper-1")
+        .text("prompt", canary.clone())
+        .part(
+            "file",
+            crate::helpers::file_part(
+                crate::helpers::tone_wav(1.0, 16_000),
+                &format!("{canary}.wav"),
+            ),
+        );
+    let _ = good
+        .post(url("/v1/audio/transcriptions"))
+        .multipart(form)
+        .send()
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = server.kill();
     let _ = server.wait();
@@ -116,6 +160,32 @@ async fn logs_never_contain_keys_authorization_or_text() {
         logs.contains(&keyid),
         "key ids are logged (they are public)"
     );
+    // No file voxgate keeps holds the canary either: the database (and its WAL), the audit
+    // witness, the cache, the security log.
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut stored = Vec::new();
+    files(&data, &mut stored);
+    assert!(
+        stored.iter().any(|p| p.ends_with("voxgate.db")),
+        "{stored:?}"
+    );
+    for path in &stored {
+        let bytes = std::fs::read(path).expect("read");
+        assert!(
+            !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+            "{} holds the canary",
+            path.display()
+        );
+    }
     // The security-event stream has its own file: JSON lines, mode 0600, the failures and
     // refusals above, and no secret or text either.
     let security_path = data.join("security.log");
