@@ -383,13 +383,31 @@ async fn rotate_key(
 }
 
 /// Prometheus text; only fixed names, never user data.
-async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn metrics(
+    State(state): State<AppState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    use std::fmt::Write as _;
+    let mut text = crate::metrics::render();
+    // Gauges read from the live state: each engine's admission queue.
+    let _ = writeln!(
+        text,
+        "# HELP voxgate_engine_queue_depth Requests waiting for an engine slot.\n# TYPE voxgate_engine_queue_depth gauge"
+    );
+    for (id, _) in state.catalog.engines() {
+        if let Some(queue) = state.concurrency.queue(id) {
+            let _ = writeln!(
+                text,
+                "voxgate_engine_queue_depth{{engine=\"{id}\"}} {}",
+                queue.depth()
+            );
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(),
+        text,
     )
 }
 

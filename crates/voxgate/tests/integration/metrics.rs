@@ -46,6 +46,10 @@ async fn requests_latency_rtf_and_streams_are_measured_without_user_data() {
         text.contains("\nvoxgate_speech_streams_active 0\n"),
         "stream ended: {text}"
     );
+    assert!(
+        text.contains("voxgate_engine_queue_depth{engine=\"flite\"} 0"),
+        "{text}"
+    );
     assert!(!text.contains(canary), "no user data in metrics");
 }
 
