@@ -134,6 +134,24 @@ impl Application {
         if let Some(tls) = &self.tls {
             tokio::spawn(reload_on_hangup(Arc::clone(tls)));
         }
+        // What this process runs with is a security event: a changed configuration shows up
+        // in the security log at the next start (names and switches only, never secrets).
+        let engines: Vec<&str> = self.config.engines.keys().map(String::as_str).collect();
+        let tiers: Vec<&str> = self.config.tiers.keys().map(String::as_str).collect();
+        tracing::info!(
+            target: "voxgate::security",
+            event = "configuration_loaded",
+            version = env!("CARGO_PKG_VERSION"),
+            bind = %self.config.server.bind,
+            tls = self.config.server.tls.enabled,
+            admin = self.config.admin.enabled,
+            unix_socket = !self.config.server.unix_socket.path.as_os_str().is_empty(),
+            cors_origins = self.config.server.cors.allowed_origins.len(),
+            engines = ?engines,
+            tiers = ?tiers,
+            limits_backend = if secrecy::ExposeSecret::expose_secret(&self.config.limits.backend).starts_with("redis") { "redis" } else { "memory" },
+            "configuration loaded"
+        );
         let retention = crate::retention::spawn(self.state.clone());
         let alerts = self.config.alerts.enabled.then(|| {
             crate::alerts::spawn(self.config.alerts.clone(), self.config.data_dir.clone())
@@ -185,7 +203,9 @@ async fn reload_on_hangup(tls: Arc<crate::tls::Tls>) {
     };
     while hangups.recv().await.is_some() {
         match tls.reload() {
-            Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+            Ok(()) => {
+                tracing::info!(target: "voxgate::security", event = "tls_reloaded", "TLS certificate and key reloaded")
+            }
             Err(e) => {
                 tracing::warn!(target: "voxgate::security", event = "tls_reload_failed", error = %format!("{e:#}"), "TLS reload failed; keeping the previous certificate")
             }

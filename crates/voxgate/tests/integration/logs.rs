@@ -209,6 +209,7 @@ async fn logs_never_contain_keys_authorization_or_text() {
         "{security}"
     );
     assert!(security.contains("credentials_in_query"), "{security}");
+    assert!(security.contains("configuration_loaded"), "{security}");
     for needle in [
         key.as_str(),
         secret.as_str(),
