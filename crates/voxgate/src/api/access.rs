@@ -236,24 +236,12 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
         }
     };
     if !principal.has(scope) {
-        guard
-            .auth
-            .audit()
-            .record(
-                Actor::Key(principal.keyid.clone()),
-                Some(source),
-                AuditEvent::AccessDenied {
-                    keyid: principal.keyid.clone(),
-                    route: path,
-                    reason: "missing_scope",
-                },
-            )
-            .await;
-        return ApiError::Forbidden {
+        let err = ApiError::Forbidden {
             code: "insufficient_scope",
             message: format!("This key lacks the `{}` scope.", scope.as_str()),
-        }
-        .into_response();
+        };
+        audit_denial(&guard.auth, &principal, &path, &err).await;
+        return err.into_response();
     }
     // A browser key works only from its own pages: the Origin header must name one of them.
     if let Some(origins) = &principal.origins {
@@ -262,24 +250,12 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok());
         if !origin.is_some_and(|o| origins.iter().any(|a| a == o)) {
-            guard
-                .auth
-                .audit()
-                .record(
-                    Actor::Key(principal.keyid.clone()),
-                    Some(source),
-                    AuditEvent::AccessDenied {
-                        keyid: principal.keyid.clone(),
-                        route: path,
-                        reason: "origin_not_allowed",
-                    },
-                )
-                .await;
-            return ApiError::Forbidden {
+            let err = ApiError::Forbidden {
                 code: "origin_not_allowed",
                 message: "This key works only from the web origins it was created for.".into(),
-            }
-            .into_response();
+            };
+            audit_denial(&guard.auth, &principal, &path, &err).await;
+            return err.into_response();
         }
     }
     // The key id is public: it names the caller in every later log line of this request.
