@@ -39,6 +39,7 @@ struct Template {
     timeout: std::time::Duration,
     max_output: usize,
     temp_root: PathBuf,
+    run_as: Option<(u32, u32)>,
 }
 
 impl SubprocessEngine {
@@ -51,9 +52,8 @@ impl SubprocessEngine {
             Program::Custom => config.binary.clone(),
         };
         let binary = voxgate_sandbox::validate_binary(&path).map_err(|e| e.to_string())?;
-        let temp_root = data_dir.join("tmp").join("sandbox");
-        create_private_dir(&temp_root)
-            .map_err(|e| format!("cannot prepare {}: {e}", temp_root.display()))?;
+        let run_as = crate::config::run_as(&config.run_as)?;
+        let temp_root = sandbox_root(data_dir, run_as)?;
         let mut read_paths = voxgate_sandbox::read_paths_for(&binary);
         read_paths.extend(config.read_paths.iter().cloned());
         let language: fn(&str) -> String = match config.program {
@@ -85,10 +85,23 @@ impl SubprocessEngine {
                 timeout: config.timeout(),
                 max_output: config.max_output_bytes,
                 temp_root,
+                run_as,
             }),
             pool: BlockingPool::new(config.parallel),
         })
     }
+}
+
+/// Where per-run work directories go: `<data_dir>/tmp/sandbox` (0700), or, when runs switch
+/// to another uid that cannot traverse the data directory, the system temp directory (each
+/// work directory is still private to the run's uid).
+fn sandbox_root(data_dir: &Path, run_as: Option<(u32, u32)>) -> Result<PathBuf, String> {
+    if run_as.is_some() {
+        return Ok(std::env::temp_dir());
+    }
+    let root = data_dir.join("tmp").join("sandbox");
+    create_private_dir(&root).map_err(|e| format!("cannot prepare {}: {e}", root.display()))?;
+    Ok(root)
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -132,6 +145,7 @@ impl Template {
         spec.timeout = self.timeout;
         spec.max_output = self.max_output;
         spec.temp_root = self.temp_root.clone();
+        spec.run_as = self.run_as;
         spec
     }
 
@@ -176,6 +190,7 @@ fn failure(engine: &str, err: SandboxError) -> EngineError {
 pub struct SandboxedEspeak {
     binary: Result<ValidatedBinary, String>,
     temp_root: PathBuf,
+    run_as: Option<(u32, u32)>,
 }
 
 /// Limits for one phonemizer run (a clause of text).
@@ -184,18 +199,22 @@ const PHONEMIZE_MAX_OUTPUT: usize = 1 << 20;
 
 impl SandboxedEspeak {
     pub fn new(data_dir: &Path) -> Self {
-        let temp_root = data_dir.join("tmp").join("sandbox");
+        let run_as = crate::config::run_as("auto").unwrap_or(None);
+        let mut temp_root = std::env::temp_dir();
         let binary = voxgate_sandbox::validate_binary(Path::new(voxgate_piper::ESPEAK_NG))
             .map_err(|e| e.to_string())
             .and_then(|b| {
-                create_private_dir(&temp_root)
-                    .map(|()| b)
-                    .map_err(|e| format!("cannot prepare {}: {e}", temp_root.display()))
+                temp_root = sandbox_root(data_dir, run_as)?;
+                Ok(b)
             });
         if let Err(e) = &binary {
             tracing::warn!(error = %e, "espeak-ng is not usable: the Piper engine will be unavailable");
         }
-        Self { binary, temp_root }
+        Self {
+            binary,
+            temp_root,
+            run_as,
+        }
     }
 }
 
@@ -219,6 +238,7 @@ impl voxgate_piper::Phonemizer for SandboxedEspeak {
         spec.timeout = PHONEMIZE_TIMEOUT;
         spec.max_output = PHONEMIZE_MAX_OUTPUT;
         spec.temp_root = self.temp_root.clone();
+        spec.run_as = self.run_as;
         match voxgate_sandbox::run(&spec, input.as_bytes()) {
             Ok(output) => String::from_utf8(output.stdout)
                 .map_err(|_| EngineError::Internal("espeak-ng wrote invalid UTF-8".into())),
@@ -404,6 +424,38 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains("A long sentence"), "no text in logs: {line}");
+    }
+
+    /// As root, a sandboxed binary runs as nobody (65534): a custom binary reports its uid as
+    /// the one sample of a WAV it writes.
+    #[test]
+    fn binaries_run_unprivileged_when_voxgate_is_root() {
+        let dir = tempfile::tempdir().expect("dir");
+        let script = "import os,struct,sys\nsys.stdin.read()\nu=os.getuid()%30000\nd=struct.pack('<h',u)\nsys.stdout.buffer.write(b'RIFF'+struct.pack('<I',36+len(d))+b'WAVEfmt '+struct.pack('<IHHIIHH',16,1,1,16000,32000,2,16)+b'data'+struct.pack('<I',len(d))+d)";
+        let config: SubprocessConfig = serde_json::from_value(serde_json::json!({
+            "program": "custom",
+            "binary": "/usr/bin/python3",
+            "args": ["-c", script],
+        }))
+        .expect("config");
+        let engine = SubprocessEngine::new("who", &config, dir.path()).expect("engine");
+        let chunk = engine.template.run("default", 1.0, "Hello.").expect("runs");
+        // SAFETY: geteuid has no preconditions.
+        let expected = if unsafe { libc::geteuid() } == 0 {
+            65_534 % 30_000
+        } else {
+            // SAFETY: as above.
+            (unsafe { libc::geteuid() } % 30_000) as i16 as u32
+        };
+        assert_eq!(chunk.samples, [expected as i16]);
+    }
+
+    #[test]
+    fn run_as_settings_are_checked() {
+        assert_eq!(crate::config::run_as("keep"), Ok(None));
+        assert_eq!(crate::config::run_as("1000:1000"), Ok(Some((1000, 1000))));
+        assert!(crate::config::run_as("0:0").is_err());
+        assert!(crate::config::run_as("nobody").is_err());
     }
 
     #[test]

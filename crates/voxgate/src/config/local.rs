@@ -57,6 +57,43 @@ pub struct SubprocessConfig {
     /// Directories the binary may read besides the system ones (/usr, /lib, …).
     #[serde(default)]
     pub read_paths: Vec<PathBuf>,
+    /// Who the binary runs as: "auto" (an unprivileged uid when voxgate runs as root,
+    /// otherwise voxgate's own), "keep", or "uid:gid".
+    #[serde(default = "default_run_as")]
+    pub run_as: String,
+}
+
+fn default_run_as() -> String {
+    "auto".into()
+}
+
+/// The uid and gid a sandboxed binary runs as, from a `run_as` setting.
+pub fn run_as(setting: &str) -> Result<Option<(u32, u32)>, String> {
+    match setting {
+        "keep" => Ok(None),
+        // nobody/nogroup: root inside the sandbox would still own the process table's
+        // RLIMIT_NPROC exemption and root-owned files.
+        "auto" => Ok(is_root().then_some((65_534, 65_534))),
+        other => {
+            let (uid, gid) = other
+                .split_once(':')
+                .ok_or("run_as must be \"auto\", \"keep\" or \"uid:gid\"")?;
+            let parse = |v: &str| {
+                v.parse::<u32>()
+                    .map_err(|_| format!("run_as: {v:?} is not a number"))
+            };
+            let (uid, gid) = (parse(uid)?, parse(gid)?);
+            if uid == 0 {
+                return Err("run_as must not be uid 0".into());
+            }
+            Ok(Some((uid, gid)))
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 impl SubprocessConfig {

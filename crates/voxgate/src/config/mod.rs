@@ -15,7 +15,7 @@ mod policy;
 mod remote;
 mod validate;
 
-pub use local::{Program, SubprocessConfig};
+pub use local::{Program, SubprocessConfig, run_as};
 pub use policy::{LimitsConfig, Period, RateRule, RateSubject, TierConfig};
 pub use remote::{
     BreakerSettings, ElevenLabsConfig, HttpConfig, OpenAiConfig, PollinationsConfig, RemoteAudio,

@@ -326,6 +326,7 @@ fn check_subprocess(id: &str, c: &super::SubprocessConfig) -> Result<(), ConfigE
     if c.memory_bytes < 16 << 20 {
         return Err(invalid(key("memory_bytes"), "must be at least 16 MiB"));
     }
+    super::local::run_as(&c.run_as).map_err(|p| invalid(key("run_as"), p))?;
     if let Some(p) = c.read_paths.iter().find(|p| !p.is_absolute()) {
         return Err(invalid(
             key("read_paths"),
