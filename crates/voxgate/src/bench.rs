@@ -256,12 +256,8 @@ async fn cache_vs_synthesis(
 ) -> anyhow::Result<()> {
     use crate::cache::{KeyParts, SpeechCache};
     let dir = tempfile::tempdir()?;
-    let master = secrecy::SecretString::from(
-        crate::auth::key::random_bytes::<32>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>(),
-    );
+    let master =
+        secrecy::SecretString::from(crate::vault::hex(&crate::auth::key::random_bytes::<32>()));
     let store = crate::store::open("", dir.path()).await?;
     let vault = Arc::new(crate::vault::Vault::new(&master, store));
     let config = Config::defaults()?.cache;

@@ -21,7 +21,7 @@ use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
 use crate::config::CacheConfig;
-use crate::vault::Vault;
+use crate::vault::{Vault, hex};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -98,15 +98,11 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl SpeechCache {
     /// Opens (and indexes) the cache directory, creating it with mode 0700. Files that are
     /// not entries, and temporary files of interrupted writes, are removed.
     pub fn open(dir: &Path, vault: Arc<Vault>, config: CacheConfig) -> std::io::Result<Self> {
-        create_private(dir)?;
+        crate::secrets::private_dir(dir)?;
         let mut index = Index::default();
         for owner in std::fs::read_dir(dir)? {
             let owner = owner?;
@@ -369,6 +365,11 @@ impl SpeechCache {
         self.len() == 0
     }
 
+    /// Larger responses are not kept.
+    pub fn max_entry_bytes(&self) -> u64 {
+        self.config.max_entry_bytes
+    }
+
     /// How long entries answer.
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(self.config.ttl_secs)
@@ -381,21 +382,12 @@ fn split(plain: &[u8]) -> Option<(Header, &[u8])> {
     Some((header, &plain[4 + len..]))
 }
 
-fn create_private(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
 /// Writes to a temporary name (0600) and renames, so readers never see half an entry.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().ok_or(std::io::ErrorKind::InvalidInput)?;
-    create_private(dir)?;
+    crate::secrets::private_dir(dir)?;
     let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -83,25 +83,24 @@ pub struct Erased {
     pub keys_revoked: u64,
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal(std::io::Error::other(e.to_string()))
-}
-
 /// The export of `account_id` (which must exist).
 pub async fn export(state: &AppState, account_id: &str) -> Result<AccountExport, ApiError> {
     let store = state.admin.store();
     let account = store
         .account(account_id)
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .ok_or_else(|| crate::voices::not_found(None))?;
-    let keys = store.keys(Some(account_id)).await.map_err(internal)?;
+    let keys = store
+        .keys(Some(account_id))
+        .await
+        .map_err(ApiError::internal)?;
     let keyids: Vec<&str> = keys.iter().map(|k| k.keyid.as_str()).collect();
     let voices = state.voices.list(account_id).await?;
     let audit = store
         .audit_log()
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .into_iter()
         .filter(|r| {
             r.account_id.as_deref() == Some(account_id)
@@ -164,11 +163,16 @@ pub async fn erase(
     account_id: &str,
 ) -> Result<Erased, ApiError> {
     let store = state.admin.store();
-    if store.account(account_id).await.map_err(internal)?.is_none() {
+    if store
+        .account(account_id)
+        .await
+        .map_err(ApiError::internal)?
+        .is_none()
+    {
         return Err(crate::voices::not_found(None));
     }
     // Provider-side clones first, while the voices are still listed.
-    let voices = store.voices(account_id).await.map_err(internal)?;
+    let voices = store.voices(account_id).await.map_err(ApiError::internal)?;
     for voice in &voices {
         for (engine_id, engine) in state.catalog.engines() {
             if engine.supports_cloning()
@@ -178,14 +182,21 @@ pub async fn erase(
             }
         }
     }
-    let voices_deleted = store.delete_voices(account_id).await.map_err(internal)?;
+    let voices_deleted = store
+        .delete_voices(account_id)
+        .await
+        .map_err(ApiError::internal)?;
     state.cache.remove_owner(account_id).await;
     let mut keys_revoked = 0;
-    for key in store.keys(Some(account_id)).await.map_err(internal)? {
+    for key in store
+        .keys(Some(account_id))
+        .await
+        .map_err(ApiError::internal)?
+    {
         if store
             .revoke_key(&key.keyid, now())
             .await
-            .map_err(internal)?
+            .map_err(ApiError::internal)?
         {
             keys_revoked += 1;
         }
@@ -194,8 +205,12 @@ pub async fn erase(
     store
         .erase_account(account_id, now())
         .await
-        .map_err(internal)?;
-    state.vault.shred(account_id).await.map_err(internal)?;
+        .map_err(ApiError::internal)?;
+    state
+        .vault
+        .shred(account_id)
+        .await
+        .map_err(ApiError::internal)?;
     state
         .auth
         .audit()

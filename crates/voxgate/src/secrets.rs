@@ -37,19 +37,27 @@ fn default_path(file: &Path, data_dir: &Path, name: &str) -> PathBuf {
     }
 }
 
+/// A directory only voxgate's user may enter: created with its parents, mode 0700 (also when
+/// it already existed).
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 fn read_or_create(path: &Path, name: &str) -> anyhow::Result<SecretString> {
     if !path.exists() {
         if let Some(dir) = path.parent() {
+            // Only created here, never re-moded: the directory may be the operator's.
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let hex: String = crate::auth::key::random_bytes::<32>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = crate::vault::hex(&crate::auth::key::random_bytes::<32>());
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

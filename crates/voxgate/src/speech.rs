@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use voxgate_engine::{BlockingPool, EngineError, SynthesisRequest, Synthesizer, VoiceReference};
 
 use crate::audio::{AudioFormat, Encoder, OUTPUT_RATE, Resampler};
+use crate::cache::{CacheKey, SpeechCache};
 use crate::engines::Candidate;
 use crate::error::ApiError;
 
@@ -191,6 +192,90 @@ pub async fn start(job: SpeechJob, encoders: BlockingPool) -> Result<Speech, Api
         });
     }
     Err(last.unwrap_or(ApiError::Timeout))
+}
+
+/// Serves a job from the cache or the engine chain. A fresh entry answers at once; a miss
+/// synthesizes and keeps the complete response; when every engine fails before any audio,
+/// an expired entry still answers (`stale`). Without a key (the tier does not cache) the
+/// chain alone serves.
+pub async fn serve(
+    job: SpeechJob,
+    encoders: BlockingPool,
+    cache: &Arc<SpeechCache>,
+    key: Option<CacheKey>,
+) -> Result<(Speech, Option<&'static str>), ApiError> {
+    let Some(key) = key else {
+        return Ok((start(job, encoders).await?, None));
+    };
+    if let Some(hit) = cache.get(&key, false).await {
+        crate::metrics::CACHE_HITS.inc();
+        return Ok((
+            Speech::replay(hit.engine, hit.audio, hit.seconds),
+            Some("hit"),
+        ));
+    }
+    crate::metrics::CACHE_MISSES.inc();
+    match start(job, encoders).await {
+        Ok(speech) => Ok((keep(Arc::clone(cache), key, speech), Some("miss"))),
+        Err(err) if falls_back(&err) => match cache.get(&key, true).await {
+            Some(stale) => {
+                crate::metrics::CACHE_HITS.inc();
+                tracing::warn!(error = %err, "every engine failed; served an expired cache entry");
+                Ok((
+                    Speech::replay(stale.engine, stale.audio, stale.seconds),
+                    Some("stale"),
+                ))
+            }
+            None => Err(err),
+        },
+        Err(err) => Err(err),
+    }
+}
+
+/// Passes the audio through and, once it has ended cleanly, keeps a copy in the cache. A
+/// failed, abandoned or oversized response is not kept.
+fn keep(cache: Arc<SpeechCache>, key: CacheKey, speech: Speech) -> Speech {
+    let limit = usize::try_from(cache.max_entry_bytes()).unwrap_or(usize::MAX);
+    let engine = speech.engine.clone();
+    let stats = Arc::clone(&speech.stats);
+    let audio = futures::stream::unfold(
+        (speech.audio, Some(Vec::new())),
+        move |(mut audio, mut copy)| {
+            let (cache, key, engine, stats) = (
+                Arc::clone(&cache),
+                key.clone(),
+                engine.clone(),
+                Arc::clone(&stats),
+            );
+            async move {
+                match audio.next().await {
+                    Some(Ok(bytes)) => {
+                        if copy.as_ref().is_some_and(|c| c.len() + bytes.len() > limit) {
+                            copy = None;
+                        }
+                        if let Some(c) = &mut copy {
+                            c.extend_from_slice(&bytes);
+                        }
+                        Some((Ok(bytes), (audio, copy)))
+                    }
+                    Some(Err(e)) => Some((Err(e), (audio, None))),
+                    None => {
+                        if let Some(copy) = copy.take() {
+                            cache
+                                .put(&key, &engine, stats.output_seconds(), &copy)
+                                .await;
+                        }
+                        None
+                    }
+                }
+            }
+        },
+    );
+    Speech {
+        engine: speech.engine,
+        audio: Box::pin(audio),
+        stats: speech.stats,
+    }
 }
 
 /// The per-request resampler and encoder, moved to the encoder pool and back for each piece.

@@ -100,17 +100,9 @@ fn sandbox_root(data_dir: &Path, run_as: Option<(u32, u32)>) -> Result<PathBuf, 
         return Ok(std::env::temp_dir());
     }
     let root = data_dir.join("tmp").join("sandbox");
-    create_private_dir(&root).map_err(|e| format!("cannot prepare {}: {e}", root.display()))?;
+    crate::secrets::private_dir(&root)
+        .map_err(|e| format!("cannot prepare {}: {e}", root.display()))?;
     Ok(root)
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 impl Template {

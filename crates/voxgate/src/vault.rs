@@ -77,6 +77,11 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// Lowercase hex of `bytes` (salts, cache tags, leaf hashes, generated secrets).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn decode_salt(hex: &str) -> Option<[u8; 32]> {
     let bytes: Vec<u8> = (0..hex.len())
         .step_by(2)
@@ -125,10 +130,7 @@ impl Vault {
         if let Some(salt) = self.cached(owner) {
             return Ok(self.derive(owner, &salt));
         }
-        let fresh: String = crate::auth::key::random_bytes::<32>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let fresh = hex(&crate::auth::key::random_bytes::<32>());
         let stored = self
             .store
             .ensure_data_key_salt(owner, &fresh)

@@ -16,7 +16,7 @@ use super::Routes;
 use super::{ApiJson, AppState};
 use crate::audio::AudioFormat;
 use crate::auth::Principal;
-use crate::cache::{CacheKey, KeyParts};
+use crate::cache::KeyParts;
 use crate::config::{InstructionsPolicy, TierConfig};
 use crate::engines;
 use crate::engines::ModelKind;
@@ -138,90 +138,6 @@ const ENGINE_HEADER: &str = "x-voxgate-engine";
 /// Header telling whether the speech cache answered: `hit`, `miss` or `stale`.
 const CACHE_HEADER: &str = "x-voxgate-cache";
 
-/// Serves a job from the cache or the engine chain. A fresh entry answers at once; a miss
-/// synthesizes and keeps the complete response; when every engine fails before any audio,
-/// an expired entry still answers (`stale`). Without a key (the tier does not cache) the
-/// chain alone serves.
-async fn serve(
-    state: &AppState,
-    job: SpeechJob,
-    key: Option<CacheKey>,
-) -> Result<(speech::Speech, Option<&'static str>), ApiError> {
-    let Some(key) = key else {
-        return Ok((speech::start(job, state.encoders.clone()).await?, None));
-    };
-    if let Some(hit) = state.cache.get(&key, false).await {
-        crate::metrics::CACHE_HITS.inc();
-        return Ok((
-            speech::Speech::replay(hit.engine, hit.audio, hit.seconds),
-            Some("hit"),
-        ));
-    }
-    crate::metrics::CACHE_MISSES.inc();
-    match speech::start(job, state.encoders.clone()).await {
-        Ok(speech) => Ok((keep(state, key, speech), Some("miss"))),
-        Err(err) if speech::falls_back(&err) => match state.cache.get(&key, true).await {
-            Some(stale) => {
-                crate::metrics::CACHE_HITS.inc();
-                tracing::warn!(error = %err, "every engine failed; served an expired cache entry");
-                Ok((
-                    speech::Speech::replay(stale.engine, stale.audio, stale.seconds),
-                    Some("stale"),
-                ))
-            }
-            None => Err(err),
-        },
-        Err(err) => Err(err),
-    }
-}
-
-/// Passes the audio through and, once it has ended cleanly, keeps a copy in the cache. A
-/// failed, abandoned or oversized response is not kept.
-fn keep(state: &AppState, key: CacheKey, speech: speech::Speech) -> speech::Speech {
-    let cache = Arc::clone(&state.cache);
-    let limit = state.config.cache.max_entry_bytes as usize;
-    let engine = speech.engine.clone();
-    let stats = Arc::clone(&speech.stats);
-    let audio = futures::stream::unfold(
-        (speech.audio, Some(Vec::new())),
-        move |(mut audio, mut copy)| {
-            let (cache, key, engine, stats) = (
-                Arc::clone(&cache),
-                key.clone(),
-                engine.clone(),
-                Arc::clone(&stats),
-            );
-            async move {
-                match audio.next().await {
-                    Some(Ok(bytes)) => {
-                        if copy.as_ref().is_some_and(|c| c.len() + bytes.len() > limit) {
-                            copy = None;
-                        }
-                        if let Some(c) = &mut copy {
-                            c.extend_from_slice(&bytes);
-                        }
-                        Some((Ok(bytes), (audio, copy)))
-                    }
-                    Some(Err(e)) => Some((Err(e), (audio, None))),
-                    None => {
-                        if let Some(copy) = copy.take() {
-                            cache
-                                .put(&key, &engine, stats.output_seconds(), &copy)
-                                .await;
-                        }
-                        None
-                    }
-                }
-            }
-        },
-    );
-    speech::Speech {
-        engine: speech.engine,
-        audio: Box::pin(audio),
-        stats: speech.stats,
-    }
-}
-
 #[utoipa::path(
     post,
     path = "/v1/audio/speech",
@@ -306,7 +222,8 @@ pub async fn create_speech(
         )
     });
     let started = std::time::Instant::now();
-    let (speech, cache_status) = serve(&state, job, cache_key).await?;
+    let (speech, cache_status) =
+        speech::serve(job, state.encoders.clone(), &state.cache, cache_key).await?;
     let active = crate::metrics::ActiveStream::start();
     // Synthesized (not cached) responses feed the engine's real-time factor.
     let rtf_engine = (cache_status != Some("hit") && cache_status != Some("stale"))

@@ -24,6 +24,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 
 use super::merkle::Hash;
+use crate::vault::hex;
 
 /// Longest note [`open`] reads.
 pub const MAX_NOTE_BYTES: usize = 1 << 20;
@@ -150,10 +151,6 @@ fn key_id(name: &str, key: &VerifyingKey) -> [u8; 4] {
         .chain_update(key.as_bytes())
         .finalize();
     [digest[0], digest[1], digest[2], digest[3]]
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Exactly eight lowercase hex digits.

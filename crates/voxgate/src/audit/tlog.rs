@@ -28,6 +28,7 @@ use super::checkpoint::{self, Checkpoint, Signer, Verifier};
 use super::merkle::{self, Hash};
 use crate::config::AuditConfig;
 use crate::store::{AuditRecord, Store};
+use crate::vault::hex;
 
 /// The bytes a leaf hashes: the event with its position, as a JSON array (fixed order).
 pub fn entry_bytes(r: &AuditRecord) -> Vec<u8> {
@@ -44,10 +45,6 @@ pub fn entry_bytes(r: &AuditRecord) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The hex leaf hash stored beside an event.
 pub fn leaf_hex(r: &AuditRecord) -> String {
     hex(&merkle::leaf_hash(&entry_bytes(r)))
@@ -62,7 +59,11 @@ pub struct Tlog {
     witness: PathBuf,
     every: i64,
     interval: Duration,
+    /// The size of the last signed checkpoint.
     last: AtomicI64,
+    /// The tree's right edge over every leaf read so far: each checkpoint reads only the
+    /// events appended since the previous one.
+    frontier: tokio::sync::Mutex<merkle::Frontier>,
 }
 
 /// The Ed25519 key from the configured secret or a generated 0600 file; the seed is
@@ -116,24 +117,25 @@ impl Tlog {
             every: i64::from(config.checkpoint_every.max(1)),
             interval: Duration::from_secs(config.checkpoint_interval_secs.max(1)),
             last: AtomicI64::new(-1),
+            frontier: tokio::sync::Mutex::new(merkle::Frontier::new()),
         }))
     }
 
     /// Signs a checkpoint of the whole log if it grew since the last one; returns its size.
     pub async fn checkpoint(&self) -> anyhow::Result<Option<i64>> {
-        let log = self.store.audit_log().await?;
-        let size = log.len() as i64;
+        let mut frontier = self.frontier.lock().await;
+        let read = i64::try_from(frontier.size()).unwrap_or(i64::MAX);
+        for row in self.store.audit_log_from(read).await? {
+            frontier.push(merkle::leaf_hash(&entry_bytes(&row)));
+        }
+        let size = i64::try_from(frontier.size()).unwrap_or(i64::MAX);
         if size == 0 || size <= self.last.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let leaves: Vec<Hash> = log
-            .iter()
-            .map(|r| merkle::leaf_hash(&entry_bytes(r)))
-            .collect();
         let note = self.signer.sign(&Checkpoint {
             origin: self.origin.clone(),
-            size: size as u64,
-            root: merkle::root(&leaves),
+            size: frontier.size(),
+            root: frontier.root(),
         })?;
         self.store
             .add_checkpoint(size, crate::store::now(), &note)

@@ -4,17 +4,19 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::SecretString;
 
+mod data;
 mod local;
 mod policy;
 mod remote;
+mod server;
 mod validate;
 
+pub use data::{AuditConfig, CacheConfig, RetentionConfig, StorageConfig};
 pub use local::{Program, SubprocessConfig, run_as};
 pub use policy::{LimitsConfig, Period, RateRule, RateSubject, TierConfig};
 pub use remote::{
@@ -22,6 +24,7 @@ pub use remote::{
     elevenlabs_pcm_rate,
 };
 use serde::{Deserialize, Serialize};
+pub use server::{AdminConfig, CorsConfig, ServerConfig, TlsConfig, UnixSocketConfig};
 
 /// The commented defaults, as shipped.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -73,55 +76,6 @@ pub struct AlertsConfig {
     pub max_rss_mb: u64,
 }
 
-/// How long each kind of stored content is kept; a background sweeper enforces it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionConfig {
-    /// Stored voice references, days after creation (0: until deleted).
-    pub voice_days: u64,
-    /// Spooled uploads older than this are abandoned and removed (requests end long before).
-    pub upload_minutes: u64,
-    /// How often the sweeper runs.
-    pub sweep_interval_secs: u64,
-}
-
-/// The tamper-evident audit log's checkpoints.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditConfig {
-    /// The log's name in its checkpoints (and the signing key's name): no spaces, no `+`.
-    pub origin: String,
-    /// The Ed25519 signing secret (at least 32 bytes), usually from
-    /// `VOXGATE_AUDIT__SIGNING_KEY`; never stored in the database.
-    #[serde(default)]
-    pub signing_key: Option<SecretString>,
-    /// Or a file holding it. Empty: `<data_dir>/secrets/audit_signing_key`, created on first use.
-    pub signing_key_file: PathBuf,
-    /// Where signed checkpoints are also written, for an operator to ship off this machine.
-    /// Empty: `<data_dir>/audit-witness`.
-    pub witness_dir: PathBuf,
-    /// A checkpoint every this many events …
-    pub checkpoint_every: u32,
-    /// … or this often when fewer arrived.
-    pub checkpoint_interval_secs: u64,
-}
-
-/// The encrypted speech cache (for tiers with `cache = true`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheConfig {
-    pub enabled: bool,
-    /// All entries together; the least recently used go first.
-    pub max_bytes: u64,
-    /// Larger responses are not kept.
-    pub max_entry_bytes: u64,
-    /// How long an entry answers requests.
-    pub ttl_secs: u64,
-    /// How much longer an expired entry is kept to answer when every engine of the chain
-    /// fails (`x-voxgate-cache: stale`); 0 disables that.
-    pub stale_if_error_secs: u64,
-}
-
 /// The text pipeline's settings shared by every tier.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,18 +113,6 @@ pub struct VoicesConfig {
     pub max_secs: f64,
     /// Longest voice name, in characters.
     pub max_name_chars: usize,
-}
-
-/// Encryption at rest for what voxgate keeps of users' content.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorageConfig {
-    /// The master key (at least 32 bytes), usually from `VOXGATE_STORAGE__MASTER_KEY`.
-    #[serde(default)]
-    pub master_key: Option<SecretString>,
-    /// A file holding the master key. Empty: `<data_dir>/secrets/master_key`, created on first
-    /// use.
-    pub master_key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,93 +153,6 @@ pub enum IpTracking {
     Truncated,
     /// Not kept.
     Off,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Whether the admin API listens at all.
-    pub enabled: bool,
-    /// Its own listener, loopback by default.
-    pub bind: SocketAddr,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerConfig {
-    pub bind: SocketAddr,
-    pub header_read_timeout_secs: u64,
-    pub request_timeout_secs: u64,
-    pub stream_timeout_secs: u64,
-    pub json_body_limit_bytes: usize,
-    pub shutdown_grace_secs: u64,
-    pub max_connections: usize,
-    /// Proxies whose `X-Forwarded-For` is believed (address blocks, e.g. "10.0.0.0/8").
-    pub trusted_proxies: Vec<String>,
-    pub cors: CorsConfig,
-    pub tls: TlsConfig,
-    pub unix_socket: UnixSocketConfig,
-}
-
-/// Cross-origin access for browsers.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CorsConfig {
-    /// Exact origins (`https://app.example.com`, scheme, host and port) that may call the
-    /// API from a browser. Empty: none.
-    pub allowed_origins: Vec<String>,
-    /// How long a browser may cache a preflight answer.
-    pub max_age_secs: u64,
-}
-
-/// TLS on the public listener (rustls: TLS 1.2 and 1.3, forward-secret AEAD suites only).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub enabled: bool,
-    /// PEM certificate chain and private key; re-read on SIGHUP.
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-}
-
-/// A local listener on a Unix socket, for processes on this host.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UnixSocketConfig {
-    /// Empty: no socket.
-    pub path: PathBuf,
-    /// Octal file mode of the socket, e.g. "0660".
-    pub mode: String,
-    /// A group to own the socket (its members may connect); empty keeps ours.
-    pub group: String,
-    /// Peers allowed to connect, by uid and by gid (either list admits).
-    pub allowed_uids: Vec<u32>,
-    pub allowed_gids: Vec<u32>,
-}
-
-impl ServerConfig {
-    /// The parsed `trusted_proxies` (validated at start-up).
-    pub fn trusted_proxies(&self) -> Vec<crate::api::client_ip::Cidr> {
-        self.trusted_proxies
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect()
-    }
-}
-
-impl ServerConfig {
-    pub fn header_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.header_read_timeout_secs)
-    }
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_secs)
-    }
-    pub fn stream_timeout(&self) -> Duration {
-        Duration::from_secs(self.stream_timeout_secs)
-    }
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.shutdown_grace_secs)
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

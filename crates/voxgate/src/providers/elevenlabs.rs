@@ -46,7 +46,7 @@ impl ElevenLabs {
             base,
             model_id: config.model_id.clone(),
             key: config.api_key.clone(),
-            voices: super::openai::remote_voices(config.voices.values()),
+            voices: super::remote_voices(config.voices.values()),
             output_format: config.output_format.clone(),
             sample_rate,
             cloning: config.cloning,

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use voxgate_engine::{EngineError, PcmChunk, PcmStream};
+use voxgate_engine::{EngineError, PcmChunk, PcmStream, VoiceInfo};
 
 use crate::config::HttpConfig;
 
@@ -131,6 +131,20 @@ impl Resolve for EgressResolver {
 #[derive(Debug, thiserror::Error)]
 #[error("the provider resolved to a non-public address")]
 struct EgressRefused;
+
+/// The voices a remote engine offers: the distinct upstream ids its aliases name.
+pub fn remote_voices<'a>(natives: impl Iterator<Item = &'a String>) -> Vec<VoiceInfo> {
+    let mut ids: Vec<&String> = natives.collect();
+    ids.sort();
+    ids.dedup();
+    ids.into_iter()
+        .map(|id| VoiceInfo {
+            id: id.clone(),
+            name: id.clone(),
+            language: "und".into(),
+        })
+        .collect()
+}
 
 /// A provider failure for the log (never shown to clients).
 pub fn upstream(message: impl Into<String>) -> EngineError {

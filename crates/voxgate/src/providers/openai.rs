@@ -29,20 +29,6 @@ pub struct OpenAiSpeech {
     max_bytes: u64,
 }
 
-/// The voices a remote engine offers: the distinct upstream ids its aliases name.
-pub fn remote_voices<'a>(natives: impl Iterator<Item = &'a String>) -> Vec<VoiceInfo> {
-    let mut ids: Vec<&String> = natives.collect();
-    ids.sort();
-    ids.dedup();
-    ids.into_iter()
-        .map(|id| VoiceInfo {
-            id: id.clone(),
-            name: id.clone(),
-            language: "und".into(),
-        })
-        .collect()
-}
-
 impl OpenAiSpeech {
     pub fn new(id: &str, config: &OpenAiConfig) -> Result<Self, String> {
         let base = check_base_url(&config.base_url, &config.http)?;
@@ -52,7 +38,7 @@ impl OpenAiSpeech {
             url: endpoint(&base, &["audio", "speech"]),
             model: config.model.clone(),
             key: config.api_key.clone(),
-            voices: remote_voices(config.voices.values()),
+            voices: super::remote_voices(config.voices.values()),
             audio: config.audio,
             sample_rate: config.sample_rate,
             max_bytes: config.http.max_response_bytes,

@@ -30,7 +30,7 @@ impl Pollinations {
             base: check_base_url(&config.base_url, &config.http)?,
             model: config.model.clone(),
             key: config.api_key.clone(),
-            voices: super::openai::remote_voices(config.voices.values()),
+            voices: super::remote_voices(config.voices.values()),
             max_chars: config.max_chars,
             max_bytes: config.http.max_response_bytes,
         })

@@ -209,7 +209,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// How many events the log holds.
     async fn audit_size(&self) -> Result<i64, StoreError>;
     /// Every positioned event, in log order.
-    async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError>;
+    async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_log_from(0).await
+    }
+    /// The positioned events from position `from` on, in log order.
+    async fn audit_log_from(&self, from: i64) -> Result<Vec<AuditRecord>, StoreError>;
     /// Keeps a signed checkpoint note (a second one for the same size is ignored).
     async fn add_checkpoint(&self, size: i64, at: i64, note: &str) -> Result<(), StoreError>;
     /// Every stored checkpoint as (size, note), smallest first.

@@ -440,9 +440,9 @@ macro_rules! impl_store {
                 Ok(size)
             }
 
-            async fn audit_log(&self) -> Result<Vec<AuditRecord>, StoreError> {
-                let sql = "SELECT seq, at, kind, actor, account_id, subject, source, detail, idx, leaf_hash FROM audit_events ORDER BY idx";
-                let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+            async fn audit_log_from(&self, from: i64) -> Result<Vec<AuditRecord>, StoreError> {
+                let sql = $sql("SELECT seq, at, kind, actor, account_id, subject, source, detail, idx, leaf_hash FROM audit_events WHERE idx >= $1 ORDER BY idx");
+                let rows = sqlx::query(sql).bind(from).fetch_all(&self.pool).await?;
                 rows.iter()
                     .map(Self::audit_from)
                     .collect::<Result<_, sqlx::Error>>()
