@@ -1,61 +1,46 @@
 //! voxgate: an OpenAI-compatible speech gateway, safe to put on the internet.
 //!
-//! Code map (see ARCHITECTURE.md for the request path and invariants):
-//! - [`config`]: the one typed configuration tree; the only reader of the environment.
-//! - [`api`]: the HTTP surface: routes, wire types, the JSON extractor, middleware.
-//! - [`error`]: the one HTTP-facing error type and its status/type/code table.
-//! - [`speech`]: orchestration of a speech request: engine → resample → encode.
-//! - [`transcription`]: orchestration of a transcription: decoded upload → 16 kHz →
-//!   recogniser → json/text/srt/vtt/verbose_json.
-//! - [`upload`]: multipart reading with caps enforced while reading, private temp files.
-//! - [`voices`]: stored voice references (cloning inputs), sealed by [`vault`].
-//! - [`vault`]: encryption at rest under per-account keys; [`secrets`]: secrets kept out of
-//!   the database (pepper, master key).
-//! - [`engines`]: builds engines from configuration; resolves models and voices by table.
-//! - [`store`]: the `Store` trait (SQLite, PostgreSQL): accounts, keys, audit events.
-//! - [`auth`]: keys, scopes, tiers, verification, the brute-force guard.
-//! - [`accounts`]: account and key administration (CLI and admin API).
-//! - [`audit`]: typed audit events written through the store.
-//! - [`limits`]: rate limits, quotas, concurrency. [`metrics`]: Prometheus counters.
+//! Code map, lowest layer first (ARCHITECTURE.md has the request paths and invariants; the
+//! `tidy` test enforces that no layer imports a higher one):
+//!
+//! - [`config`]: the one typed configuration tree; the only reader of the environment. It
+//!   imports nothing from the crate.
+//! - [`util`]: small shared helpers: hex, random bytes, private directories, time.
+//! - [`error`]: the one table of error codes (code, OpenAI type, status) every front door
+//!   speaks, and the domain [`error::Error`] services return, classified by `ErrorClass`.
+//! - [`observe`]: the per-application metrics registry, logging set-up, in-process alerts.
 //! - [`audio`]: output formats, resampling and streaming encoders.
-//! - [`server`]: start-up, the listener, graceful shutdown.
-//! - [`telemetry`]: logging and the request span.
-//! - [`breaker`]: the per-provider circuit breaker; [`egress`]: which addresses outbound
-//!   connections may reach (both for the remote providers of #6).
-//! - [`cli`]: the command line. [`bench`]: the `voxgate bench` measurements.
+//! - [`engines`]: the engine catalog (models, voices, fallback chains), remote providers
+//!   behind circuit breakers, the egress policy, sandboxed subprocess engines, Whisper.
+//! - [`data`]: what is kept: the store (SQLite, PostgreSQL), the vault, secrets, the audit
+//!   log, the speech cache, stored voices, the upload spool, privacy export/erasure,
+//!   retention.
+//! - [`identity`]: keys, scopes, tiers, verification ([`identity::auth`]) and account and
+//!   key administration ([`identity::accounts`]).
+//! - [`limits`]: rate limits, quotas, concurrency and engine admission.
+//! - [`service`]: the metered services every front door calls: speech, transcription,
+//!   stored voices, account export and erasure. Admission, reservation, settlement and
+//!   audit live here and nowhere else.
+//! - [`http`]: the HTTP front door: router, middleware, extractors, wire types, the
+//!   HTTP error envelope, the server with TLS and the Unix socket.
+//! - [`cli`]: the command line, and `voxgate bench`.
 //!
 //! Engines implement `voxgate_engine::Synthesizer` (Flite lives in `voxgate-flite`) or
 //! `voxgate_engine::Transcriber` (Whisper lives in `voxgate-whisper`, behind the `whisper`
 //! feature). Input checks (text pipeline, SSML, upload probe) live in `voxgate-input`.
 
-pub mod accounts;
-pub mod alerts;
-pub mod api;
 pub mod audio;
-pub mod audit;
-pub mod auth;
-pub mod bench;
-pub mod breaker;
-pub mod cache;
 pub mod cli;
 pub mod config;
-pub mod egress;
+pub mod data;
 pub mod engines;
 pub mod error;
+pub mod http;
+pub mod identity;
 pub mod limits;
-pub mod metrics;
-pub mod privacy;
-pub mod providers;
-pub mod retention;
-pub mod secrets;
-pub mod server;
-pub mod socket;
-pub mod speech;
-pub mod store;
-pub mod subprocess;
-pub mod telemetry;
-pub mod tls;
-pub mod transcription;
-pub mod upload;
-pub mod vault;
-pub mod voices;
+pub mod observe;
+pub mod service;
+pub mod util;
+
+#[cfg(test)]
+mod tidy;

@@ -13,21 +13,40 @@ mod data;
 mod local;
 mod policy;
 mod remote;
+mod scope;
 mod server;
 mod validate;
 
 pub use data::{AuditConfig, CacheConfig, RetentionConfig, StorageConfig};
 pub use local::{Program, SubprocessConfig, run_as};
-pub use policy::{LimitsConfig, Period, RateRule, RateSubject, TierConfig};
+pub use policy::{
+    LimitsConfig, Metric, OnBackendError, Period, QuotaRule, RateRule, RateSubject, TierConfig,
+};
 pub use remote::{
     BreakerSettings, ElevenLabsConfig, HttpConfig, OpenAiConfig, PollinationsConfig, RemoteAudio,
     elevenlabs_pcm_rate,
 };
+pub use scope::{Scope, join as join_scopes, parse_list as parse_scopes};
 use serde::{Deserialize, Serialize};
-pub use server::{AdminConfig, CorsConfig, ServerConfig, TlsConfig, UnixSocketConfig};
+pub use server::{AdminConfig, Cidr, CorsConfig, ServerConfig, TlsConfig, UnixSocketConfig};
 
 /// The commented defaults, as shipped.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Longest model, engine or voice name.
+const MAX_NAME_LEN: usize = 64;
+
+/// Whether `name` is a plausible identifier (a model, engine or voice name): ASCII letters,
+/// digits, `.`, `_`, `-`, not starting with `.` (so `..` and hidden names are out), at most
+/// 64 characters. Names are keys in tables, never paths.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
 
 /// The environment variable naming a configuration file.
 const CONFIG_FILE_VAR: &str = "VOXGATE_CONFIG";
@@ -299,6 +318,19 @@ impl EngineConfig {
             }
             EngineConfig::ElevenLabs(c) => Some((&c.http, &c.breaker, &c.api_key_env)),
             EngineConfig::Pollinations(c) => Some((&c.http, &c.breaker, &c.api_key_env)),
+            EngineConfig::Flite { .. }
+            | EngineConfig::Whisper { .. }
+            | EngineConfig::Piper { .. }
+            | EngineConfig::Subprocess(_) => None,
+        }
+    }
+
+    /// A remote engine's base URL and HTTP settings.
+    pub fn base_url(&self) -> Option<(&str, &HttpConfig)> {
+        match self {
+            EngineConfig::OpenAi(c) | EngineConfig::OpenAiStt(c) => Some((&c.base_url, &c.http)),
+            EngineConfig::ElevenLabs(c) => Some((&c.base_url, &c.http)),
+            EngineConfig::Pollinations(c) => Some((&c.base_url, &c.http)),
             EngineConfig::Flite { .. }
             | EngineConfig::Whisper { .. }
             | EngineConfig::Piper { .. }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 pub struct TierConfig {
     /// Order of privilege: a key may take a tier of lower or equal rank than its account's.
     pub rank: u32,
-    pub scopes: Vec<crate::auth::Scope>,
+    pub scopes: Vec<super::Scope>,
     pub models: Vec<String>,
     pub voices: Vec<String>,
     pub engines: Vec<String>,
@@ -21,7 +21,7 @@ pub struct TierConfig {
     pub rate_limits: Vec<RateRule>,
     /// Durable budgets per period (characters, audio seconds, requests).
     #[serde(default)]
-    pub quotas: Vec<crate::limits::quota::QuotaRule>,
+    pub quotas: Vec<QuotaRule>,
     /// Speech requests one key may have in flight at once.
     pub max_concurrent_per_key: usize,
     /// Speech requests one account (all its keys) may have in flight at once.
@@ -59,7 +59,7 @@ pub struct TierConfig {
 pub struct LimitsConfig {
     /// `memory` (this instance only) or a `redis://` URL shared by every instance.
     pub backend: SecretString,
-    pub on_backend_error: crate::limits::OnBackendError,
+    pub on_backend_error: OnBackendError,
     /// With `on_backend_error = "local"`, the fraction of each limit an instance grants alone.
     pub fallback_fraction: f64,
     pub redis_timeout_ms: u64,
@@ -113,23 +113,68 @@ pub enum Period {
     Day,
 }
 
+impl Period {
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(match self {
+            Period::Second => 1,
+            Period::Minute => 60,
+            Period::Hour => 3600,
+            Period::Day => 86_400,
+        })
+    }
+}
+
+/// What to do while the shared rate-limit backend is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBackendError {
+    /// Fail safe: decide locally with a lower allowance.
+    Local,
+    /// Refuse everything.
+    Deny,
+    /// Let everything through (explicitly chosen; not recommended).
+    Allow,
+}
+
+/// What a quota counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Input characters synthesized.
+    Characters,
+    /// Seconds of audio produced.
+    AudioSeconds,
+    /// Requests served.
+    Requests,
+    /// Seconds of uploaded audio transcribed (counted from decoded frames).
+    TranscribedSeconds,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Characters => "characters",
+            Metric::AudioSeconds => "audio_seconds",
+            Metric::Requests => "requests",
+            Metric::TranscribedSeconds => "transcribed_seconds",
+        }
+    }
+}
+
+/// One budget: `limit` of `metric` per calendar `period` (UTC), per account or key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRule {
+    #[serde(default = "RateRule::default_per")]
+    pub per: RateSubject,
+    pub metric: Metric,
+    pub period: Period,
+    pub limit: u64,
+}
+
 impl RateRule {
     fn default_per() -> RateSubject {
         RateSubject::Account
-    }
-
-    pub fn policy(&self) -> crate::limits::Policy {
-        let period = match self.period {
-            Period::Second => Duration::from_secs(1),
-            Period::Minute => Duration::from_secs(60),
-            Period::Hour => Duration::from_secs(3600),
-            Period::Day => Duration::from_secs(86_400),
-        };
-        crate::limits::Policy {
-            limit: self.limit,
-            period,
-            burst: self.burst.unwrap_or(self.limit),
-        }
     }
 
     /// A stable label for the bucket key.

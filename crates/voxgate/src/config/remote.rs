@@ -175,18 +175,6 @@ impl Default for BreakerSettings {
     }
 }
 
-impl BreakerSettings {
-    pub fn build(&self) -> crate::breaker::BreakerConfig {
-        crate::breaker::BreakerConfig {
-            consecutive_failures: self.consecutive_failures,
-            failure_rate: self.failure_rate,
-            min_requests: self.min_requests,
-            window: Duration::from_secs(self.window_secs),
-            cooldown: Duration::from_secs(self.cooldown_secs),
-        }
-    }
-}
-
 fn default_pcm_rate() -> u32 {
     24_000
 }

@@ -1,7 +1,7 @@
 //! The listeners: the public one (timeouts, proxies, CORS, TLS), the admin one and the
 //! optional Unix socket.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -71,7 +71,7 @@ pub struct UnixSocketConfig {
 
 impl ServerConfig {
     /// The parsed `trusted_proxies` (validated at start-up).
-    pub fn trusted_proxies(&self) -> Vec<crate::api::client_ip::Cidr> {
+    pub fn trusted_proxies(&self) -> Vec<Cidr> {
         self.trusted_proxies
             .iter()
             .filter_map(|c| c.parse().ok())
@@ -92,4 +92,64 @@ impl ServerConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+}
+
+/// An address block such as `10.0.0.0/8` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = text.split_once('/').unwrap_or((text, ""));
+        let network: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address block"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix
+                .parse()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?} has a bad prefix length"))?
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => masked(
+                u128::from(u32::from(n)),
+                u128::from(u32::from(a)),
+                self.prefix,
+                32,
+            ),
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                masked(u128::from(n), u128::from(a), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn masked(network: u128, addr: u128, prefix: u8, bits: u32) -> bool {
+    let prefix = u32::from(prefix);
+    if prefix == 0 {
+        return true;
+    }
+    let shift = bits - prefix;
+    (network >> shift) == (addr >> shift)
 }

@@ -25,7 +25,7 @@ impl Config {
             ));
         }
         for cidr in &s.trusted_proxies {
-            if let Err(problem) = cidr.parse::<crate::api::client_ip::Cidr>() {
+            if let Err(problem) = cidr.parse::<super::Cidr>() {
                 return Err(invalid("server.trusted_proxies", problem));
             }
         }
@@ -342,13 +342,6 @@ fn check_remote(id: &str, engine: &EngineConfig) -> Result<(), ConfigError> {
         return Ok(());
     };
     let key = |field: &str| format!("engines.{id}.{field}");
-    let base = match engine {
-        EngineConfig::OpenAi(c) | EngineConfig::OpenAiStt(c) => &c.base_url,
-        EngineConfig::ElevenLabs(c) => &c.base_url,
-        EngineConfig::Pollinations(c) => &c.base_url,
-        _ => return Ok(()),
-    };
-    crate::providers::check_base_url(base, http).map_err(|p| invalid(key("base_url"), p))?;
     if !var.is_empty()
         && (var.starts_with("VOXGATE_")
             || !var
@@ -405,7 +398,7 @@ fn check_remote(id: &str, engine: &EngineConfig) -> Result<(), ConfigError> {
 
 /// Model, engine and voice names are identifiers: never paths, never anything to escape.
 fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
-    if crate::engines::is_valid_name(name) {
+    if super::is_valid_name(name) {
         Ok(())
     } else {
         Err(invalid(

@@ -127,15 +127,15 @@ impl Concurrency {
         self.queues.get(engine)
     }
 
-    /// Admits one request of `keyid`/`account` to `engine`: per-key and per-account caps
-    /// refuse at once; the global cap and the engine queue answer "overloaded".
-    pub async fn admit(
+    /// Admits one request of `keyid`/`account` to this instance: per-key and per-account
+    /// caps refuse at once (429), the global cap answers "overloaded" (503). Held for the
+    /// whole request, stream included; engine slots are taken separately, per engine tried.
+    pub fn admit_caller(
         &self,
         keyid: &str,
         per_key: usize,
         account: &str,
         per_account: usize,
-        engine: &str,
     ) -> Result<InFlight, Refusal> {
         let key = self
             .keys
@@ -151,15 +151,28 @@ impl Concurrency {
                 .map_err(|_| Refusal::Overloaded {
                     retry_after: Duration::from_secs(1),
                 })?;
-        let mut permits = vec![key, account, global];
-        if let Some(queue) = self.queues.get(engine) {
-            permits.push(queue.admit().await?);
+        Ok(InFlight::new(vec![key, account, global]))
+    }
+
+    /// A slot on `engine` (waiting in its queue, bounded): held while that engine works for
+    /// the request; an engine without a queue needs none.
+    pub async fn admit_engine(&self, engine: &str) -> Result<EngineSlot, Refusal> {
+        match self.queues.get(engine) {
+            Some(queue) => Ok(EngineSlot {
+                _permit: Some(queue.admit().await?),
+            }),
+            None => Ok(EngineSlot { _permit: None }),
         }
-        Ok(InFlight::new(permits))
     }
 }
 
-/// Everything a speech request holds while it runs; dropping it frees every slot.
+/// A place on one engine; dropping it frees the place.
+#[derive(Debug)]
+pub struct EngineSlot {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The caller's slots (key, account, instance) while a request runs; dropping frees them.
 #[derive(Debug)]
 pub struct InFlight {
     _permits: Vec<OwnedSemaphorePermit>,

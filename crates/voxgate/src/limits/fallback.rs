@@ -7,21 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use serde::Deserialize;
 
 use super::{Decision, LimiterError, MemoryLimiter, Policy, RateLimiter};
-
-/// What to do while the shared backend is unreachable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnBackendError {
-    /// Fail safe: decide locally with a lower allowance.
-    Local,
-    /// Refuse everything.
-    Deny,
-    /// Let everything through (explicitly chosen; not recommended).
-    Allow,
-}
+pub use crate::config::OnBackendError;
+use crate::observe::Metrics;
 
 /// A shared limiter with a local fallback.
 #[derive(Debug)]
@@ -32,11 +21,18 @@ pub struct FallbackLimiter {
     /// The fraction of each limit the local fallback grants per instance.
     fraction: f64,
     degraded: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl FallbackLimiter {
-    pub fn new(primary: Arc<dyn RateLimiter>, mode: OnBackendError, fraction: f64) -> Self {
+    pub fn new(
+        primary: Arc<dyn RateLimiter>,
+        mode: OnBackendError,
+        fraction: f64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
+            metrics,
             primary,
             local: MemoryLimiter::default(),
             mode,
@@ -62,16 +58,16 @@ impl RateLimiter for FallbackLimiter {
         match self.primary.acquire(key, policy, cost).await {
             Ok(decision) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
-                    crate::metrics::LIMITER_DEGRADED.set(0);
-                    crate::metrics::LIMITER_SWITCHES.inc();
+                    self.metrics.limiter_degraded.set(0);
+                    self.metrics.limiter_switches.inc();
                     tracing::warn!(target: "voxgate::security", event = "rate_limit_backend_recovered", "rate-limit backend is back; shared limits apply again");
                 }
                 Ok(decision)
             }
             Err(err) => {
                 if !self.degraded.swap(true, Ordering::Relaxed) {
-                    crate::metrics::LIMITER_DEGRADED.set(1);
-                    crate::metrics::LIMITER_SWITCHES.inc();
+                    self.metrics.limiter_degraded.set(1);
+                    self.metrics.limiter_switches.inc();
                     tracing::warn!(target: "voxgate::security", event = "rate_limit_backend_failed", error = %err, mode = ?self.mode, "rate-limit backend unavailable; falling back");
                 }
                 match self.mode {

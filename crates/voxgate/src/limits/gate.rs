@@ -6,11 +6,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue};
-
-use super::{Decision, RateLimiter, openai_duration};
-use crate::auth::{FailureGuard, Principal, guard_source};
+use super::{Decision, Policy, RateLimiter};
 use crate::config::{LimitsConfig, RateRule, RateSubject};
+use crate::identity::auth::{FailureGuard, Principal, guard_source};
+use crate::observe::Metrics;
 
 /// The outcome of all the limits that apply to one request.
 #[derive(Debug, Clone, Copy)]
@@ -32,12 +31,18 @@ pub struct Gate {
     limiter: Arc<dyn RateLimiter>,
     config: LimitsConfig,
     violators: FailureGuard,
+    metrics: Arc<Metrics>,
 }
 
 impl Gate {
-    pub fn new(limiter: Arc<dyn RateLimiter>, config: &LimitsConfig) -> Self {
+    pub fn new(
+        limiter: Arc<dyn RateLimiter>,
+        config: &LimitsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             limiter,
+            metrics,
             violators: FailureGuard::new(
                 config.violations_before_block,
                 Duration::from_secs(60),
@@ -98,6 +103,7 @@ impl Gate {
 
     async fn decide(&self, violator: &str, buckets: &[(String, &RateRule)]) -> Verdict {
         if let Err(retry_after) = self.violators.check(&[violator]) {
+            self.metrics.rate_limited.inc();
             return Verdict::Blocked { retry_after };
         }
         let mut tightest: Option<Decision> = None;
@@ -105,7 +111,7 @@ impl Gate {
         for (key, rule) in buckets {
             // Each bucket is one atomic decision; a later denial leaves earlier buckets
             // charged (under-admission, never over-admission).
-            let decision = match self.limiter.acquire(key, &rule.policy(), 1).await {
+            let decision = match self.limiter.acquire(key, &policy(rule), 1).await {
                 Ok(decision) => decision,
                 Err(e) => {
                     tracing::error!(target: "voxgate::security", error = %e, "rate-limit decision failed; refusing");
@@ -134,6 +140,7 @@ impl Gate {
                 if let Some(block) = self.violators.fail(&[violator]) {
                     tracing::warn!(target: "voxgate::security", event = "rate_limit_block", violator, block_secs = block.as_secs(), "repeat rate-limit violator blocked");
                 }
+                self.metrics.rate_limited.inc();
                 tracing::info!(target: "voxgate::security", event = "rate_limited", violator, "request over a rate limit");
                 Verdict::Limited {
                     retry_after: d.retry_after,
@@ -149,20 +156,11 @@ fn applies(rule: &RateRule, route: &str) -> bool {
     rule.route.as_deref().is_none_or(|r| r == route)
 }
 
-/// `x-ratelimit-{limit,remaining,reset}-requests`, as OpenAI sends them.
-pub fn set_headers(headers: &mut HeaderMap, decision: &Decision) {
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
-        }
-    };
-    put("x-ratelimit-limit-requests", decision.limit.to_string());
-    put(
-        "x-ratelimit-remaining-requests",
-        decision.remaining.to_string(),
-    );
-    put(
-        "x-ratelimit-reset-requests",
-        openai_duration(decision.reset_after),
-    );
+/// The limiter's policy for a configured rule.
+pub fn policy(rule: &RateRule) -> Policy {
+    Policy {
+        limit: rule.limit,
+        period: rule.period.duration(),
+        burst: rule.burst.unwrap_or(rule.limit),
+    }
 }

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use concurrency::{AdmissionQueue, Concurrency, InFlight, PerSubject, Refusal};
+pub use concurrency::{AdmissionQueue, Concurrency, EngineSlot, InFlight, PerSubject, Refusal};
 pub use fallback::{FallbackLimiter, OnBackendError};
-pub use gate::{Gate, Verdict, set_headers};
+pub use gate::{Gate, Verdict};
 pub use memory::MemoryLimiter;
 pub use redis::RedisLimiter;
 

@@ -6,61 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use crate::config::RateSubject;
+use crate::data::store::Store;
+use crate::identity::auth::Principal;
+use crate::util::now;
 
-use crate::auth::Principal;
-use crate::config::{Period, RateSubject};
-use crate::store::{Store, now};
+pub use crate::config::{Metric, QuotaRule};
 
-/// What a quota counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Input characters synthesized.
-    Characters,
-    /// Seconds of audio produced.
-    AudioSeconds,
-    /// Requests served.
-    Requests,
-    /// Seconds of uploaded audio transcribed (counted from decoded frames).
-    TranscribedSeconds,
-}
-
-impl Metric {
-    fn as_str(self) -> &'static str {
-        match self {
-            Metric::Characters => "characters",
-            Metric::AudioSeconds => "audio_seconds",
-            Metric::Requests => "requests",
-            Metric::TranscribedSeconds => "transcribed_seconds",
-        }
-    }
-}
-
-/// One budget: `limit` of `metric` per calendar `period` (UTC), per account or key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuotaRule {
-    #[serde(default = "QuotaRule::default_per")]
-    pub per: RateSubject,
-    pub metric: Metric,
-    pub period: Period,
-    pub limit: u64,
-}
-
-impl QuotaRule {
-    fn default_per() -> RateSubject {
-        RateSubject::Account
-    }
-
-    fn period_secs(&self) -> i64 {
-        match self.period {
-            Period::Second => 1,
-            Period::Minute => 60,
-            Period::Hour => 3600,
-            Period::Day => 86_400,
-        }
-    }
+fn period_secs(rule: &QuotaRule) -> i64 {
+    rule.period.duration().as_secs() as i64
 }
 
 /// The amounts one request will use (estimates when reserving, actuals when settling).
@@ -154,10 +108,62 @@ impl QuotaHold {
         tightest
     }
 
+    /// Reserves `extra` more of `metric` on every quota that counts it (all or none):
+    /// `false` when a budget cannot hold it, and then nothing more is reserved.
+    pub async fn extend(
+        &mut self,
+        metric: Metric,
+        extra: i64,
+    ) -> Result<bool, crate::data::store::StoreError> {
+        if extra <= 0 {
+            return Ok(true);
+        }
+        let mut done: Vec<usize> = Vec::new();
+        for (i, r) in self.reservations.iter().enumerate() {
+            if r.metric != metric {
+                continue;
+            }
+            let granted = self
+                .store
+                .reserve_quota(
+                    &r.subject,
+                    r.metric.as_str(),
+                    r.window_start,
+                    extra,
+                    r.limit,
+                )
+                .await;
+            match granted {
+                Ok(true) => done.push(i),
+                outcome => {
+                    // Give back what this call took on the other quotas.
+                    for &j in &done {
+                        let r = &self.reservations[j];
+                        let _ = self
+                            .store
+                            .settle_quota(&r.subject, r.metric.as_str(), r.window_start, extra, 0)
+                            .await;
+                    }
+                    return outcome.map(|_| false);
+                }
+            }
+        }
+        for i in done {
+            self.reservations[i].amount += extra;
+        }
+        Ok(true)
+    }
+
     /// Records the actual use (never above what was reserved) and releases the rest.
     pub async fn settle(mut self, actual: Amounts) {
         let reservations = std::mem::take(&mut self.reservations);
         release(&self.store, &reservations, Some(actual)).await;
+    }
+
+    /// Gives everything back (nothing was used).
+    pub async fn refund(mut self) {
+        let reservations = std::mem::take(&mut self.reservations);
+        release(&self.store, &reservations, None).await;
     }
 }
 
@@ -198,7 +204,7 @@ pub async fn reserve(
     principal: &Principal,
     rules: &[QuotaRule],
     estimate: Amounts,
-) -> Result<Result<QuotaHold, QuotaExceeded>, crate::store::StoreError> {
+) -> Result<Result<QuotaHold, QuotaExceeded>, crate::data::store::StoreError> {
     let mut hold = QuotaHold {
         store: Arc::clone(store),
         reservations: Vec::new(),
@@ -213,7 +219,7 @@ pub async fn reserve(
             RateSubject::Account => format!("acct:{}", principal.account_id),
             RateSubject::Key => format!("key:{}", principal.keyid),
         };
-        let period = rule.period_secs();
+        let period = period_secs(rule);
         let window_start = t - t.rem_euclid(period);
         let limit = i64::try_from(rule.limit).unwrap_or(i64::MAX);
         // On refusal (or error) `hold` drops and refunds what was already reserved.

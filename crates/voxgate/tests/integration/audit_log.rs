@@ -7,16 +7,16 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use voxgate::audit::tlog::{Tlog, leaf_hex};
-use voxgate::audit::{Actor, Audit, AuditEvent};
 use voxgate::config::Config;
+use voxgate::data::audit::tlog::{Tlog, leaf_hex};
+use voxgate::data::audit::{Actor, Audit, AuditEvent};
 
 /// 40 events, checkpoints at 30 and 40 (in the database and the witness directory).
 async fn setup(data: &Path) {
     let mut config = Config::defaults().expect("config");
     config.data_dir = data.to_owned();
-    voxgate::server::prepare_data_dir(&config).expect("data dir");
-    let store = voxgate::store::open("", data).await.expect("store");
+    voxgate::service::prepare_data_dir(&config.data_dir).expect("data dir");
+    let store = voxgate::data::store::open("", data).await.expect("store");
     let audit = Audit::new(Arc::clone(&store));
     let tlog = Tlog::open(&config.audit, data, Arc::clone(&store)).expect("tlog");
     for i in 0..40 {
@@ -147,7 +147,9 @@ async fn a_chain_rewritten_without_the_key_is_detected() {
     setup(dir.path()).await;
     let url = format!("sqlite://{}", dir.path().join("voxgate.db").display());
     let pool = sqlx::SqlitePool::connect(&url).await.expect("db");
-    let store = voxgate::store::open("", dir.path()).await.expect("store");
+    let store = voxgate::data::store::open("", dir.path())
+        .await
+        .expect("store");
     let mut row = store
         .audit_log()
         .await
@@ -164,17 +166,19 @@ async fn a_chain_rewritten_without_the_key_is_detected() {
         .expect("rewrite");
     // Forged checkpoints from another key replace the database's own.
     let forger =
-        voxgate::audit::checkpoint::Signer::from_seed("voxgate/audit", [7; 32]).expect("key");
+        voxgate::data::audit::checkpoint::Signer::from_seed("voxgate/audit", [7; 32]).expect("key");
     let log = store.audit_log().await.expect("log");
     let leaves: Vec<_> = log
         .iter()
-        .map(|r| voxgate::audit::merkle::leaf_hash(&voxgate::audit::tlog::entry_bytes(r)))
+        .map(|r| {
+            voxgate::data::audit::merkle::leaf_hash(&voxgate::data::audit::tlog::entry_bytes(r))
+        })
         .collect();
     let forged = forger
-        .sign(&voxgate::audit::checkpoint::Checkpoint {
+        .sign(&voxgate::data::audit::checkpoint::Checkpoint {
             origin: "voxgate/audit".into(),
             size: 40,
-            root: voxgate::audit::merkle::root(&leaves),
+            root: voxgate::data::audit::merkle::root(&leaves),
         })
         .expect("sign");
     sqlx::query("DELETE FROM audit_checkpoints")

@@ -8,8 +8,8 @@ use std::time::Duration;
 use reqwest::Method;
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
-use voxgate::auth::{Scope, key};
-use voxgate::store::{KeyRecord, now};
+use voxgate::data::store::{KeyRecord, now};
+use voxgate::identity::auth::{Scope, key};
 
 use crate::helpers::{
     TestApp, client_with, create_key, error_of, file_part, spawn_app_with, tone_wav,
@@ -94,8 +94,9 @@ async fn call_on(
 /// A key stored directly, for states the admin functions refuse to create (already
 /// expired, rotated past its grace period).
 async fn raw_key(app: &TestApp, tweak: impl FnOnce(&mut KeyRecord)) -> String {
-    let pepper = voxgate::auth::load_pepper(&app.state.config.auth, &app.state.config.data_dir)
-        .expect("pepper");
+    let pepper =
+        voxgate::identity::auth::load_pepper(&app.state.config.auth, &app.state.config.data_dir)
+            .expect("pepper");
     let generated = key::generate(&pepper);
     let mut record = KeyRecord {
         keyid: generated.keyid.clone(),
@@ -117,8 +118,7 @@ async fn raw_key(app: &TestApp, tweak: impl FnOnce(&mut KeyRecord)) -> String {
     };
     tweak(&mut record);
     app.state
-        .admin
-        .store()
+        .store
         .create_key(&record)
         .await
         .expect("store key");
@@ -161,7 +161,7 @@ async fn authorization_matrix() {
     let app = spawn_app_with("[auth]\nfailure_threshold = 100000").await;
 
     // The test's table is the server's table, and covers every documented operation.
-    let server: BTreeSet<(String, String)> = voxgate::api::access::PUBLIC_ROUTES
+    let server: BTreeSet<(String, String)> = voxgate::http::access::PUBLIC_ROUTES
         .iter()
         .map(|r| (r.method.to_string(), r.path.to_owned()))
         .collect();
@@ -174,7 +174,7 @@ async fn authorization_matrix() {
         "the access table and this test's table differ"
     );
     // What the router really serves is exactly what the table lists.
-    let served: BTreeSet<(String, String)> = voxgate::api::public_routes(&app.state)
+    let served: BTreeSet<(String, String)> = voxgate::http::public_routes(&app.state)
         .registered()
         .iter()
         .map(|(m, p)| (m.to_string(), (*p).to_owned()))
@@ -211,8 +211,8 @@ async fn authorization_matrix() {
     .await;
     let (inactive_account, inactive) = create_key(&app.state, "admin", None, None).await;
     app.state
-        .admin
-        .deactivate_account(voxgate::audit::Actor::Cli, &inactive_account)
+        .accounts
+        .deactivate_account(voxgate::data::audit::Actor::Cli, &inactive_account)
         .await
         .expect("deactivate");
     let (_, speech_only) = create_key(&app.state, "admin", None, Some(vec![Scope::Speech])).await;
@@ -394,13 +394,7 @@ async fn brute_force_throttles_the_source_not_the_key() {
         .expect("send");
     assert_eq!(response.status(), 200);
     // Failures and the block are audited, without secrets.
-    let events = app
-        .state
-        .admin
-        .store()
-        .audit_events(2000)
-        .await
-        .expect("events");
+    let events = app.state.store.audit_events(2000).await.expect("events");
     assert!(
         events
             .iter()
@@ -490,21 +484,27 @@ async fn keys_narrow_never_widen() {
     let app = spawn_app_with("").await;
     let account = app
         .state
-        .admin
-        .create_account(voxgate::audit::Actor::Cli, "Basic user", None, "basic")
+        .accounts
+        .create_account(
+            voxgate::data::audit::Actor::Cli,
+            "Basic user",
+            None,
+            "basic",
+        )
         .await
         .expect("account");
-    let request = |tier: Option<&str>, scopes: Option<Vec<Scope>>| voxgate::accounts::KeyRequest {
-        name: String::new(),
-        tier: tier.map(str::to_owned),
-        scopes,
-        expires_at: None,
-        origins: None,
-    };
-    let admin = &app.state.admin;
+    let request =
+        |tier: Option<&str>, scopes: Option<Vec<Scope>>| voxgate::identity::accounts::KeyRequest {
+            name: String::new(),
+            tier: tier.map(str::to_owned),
+            scopes,
+            expires_at: None,
+            origins: None,
+        };
+    let admin = &app.state.accounts;
     let widen_tier = admin
         .create_key(
-            voxgate::audit::Actor::Cli,
+            voxgate::data::audit::Actor::Cli,
             &account.id,
             request(Some("premium"), None),
             None,
@@ -512,11 +512,11 @@ async fn keys_narrow_never_widen() {
         .await;
     assert!(matches!(
         widen_tier,
-        Err(voxgate::accounts::AdminError::WidensTier)
+        Err(voxgate::identity::accounts::AdminError::WidensTier)
     ));
     let widen_scope = admin
         .create_key(
-            voxgate::audit::Actor::Cli,
+            voxgate::data::audit::Actor::Cli,
             &account.id,
             request(None, Some(vec![Scope::Admin])),
             None,
@@ -524,12 +524,12 @@ async fn keys_narrow_never_widen() {
         .await;
     assert!(matches!(
         widen_scope,
-        Err(voxgate::accounts::AdminError::WidensScopes(_))
+        Err(voxgate::identity::accounts::AdminError::WidensScopes(_))
     ));
     // A guest-tier key of a basic account gets guest limits.
     let narrowed = admin
         .create_key(
-            voxgate::audit::Actor::Cli,
+            voxgate::data::audit::Actor::Cli,
             &account.id,
             request(Some("guest"), None),
             None,
@@ -596,13 +596,7 @@ async fn keys_outside_the_authorization_header_are_refused() {
             (401, Some("credentials_in_body"))
         );
     }
-    let events = app
-        .state
-        .admin
-        .store()
-        .audit_events(20)
-        .await
-        .expect("events");
+    let events = app.state.store.audit_events(20).await.expect("events");
     assert!(
         events
             .iter()
@@ -797,14 +791,14 @@ async fn the_database_holds_digests_never_secrets() {
     let (_, other) = create_key(&app.state, "basic", None, None).await;
     assert_eq!(app.get("/v1/models").await.status(), 200);
     tokio::time::sleep(Duration::from_millis(200)).await; // usage tracking is written off the request path
-    let pepper = voxgate::auth::load_pepper(&app.state.config.auth, &app.state.config.data_dir)
-        .expect("pepper");
+    let pepper =
+        voxgate::identity::auth::load_pepper(&app.state.config.auth, &app.state.config.data_dir)
+            .expect("pepper");
     for full in [&app.key, &other] {
         let parsed = key::parse(full).expect("parses");
         let (record, _) = app
             .state
-            .admin
-            .store()
+            .store
             .key_with_account(&parsed.keyid)
             .await
             .expect("lookup")
@@ -878,8 +872,7 @@ async fn usage_is_tracked_with_truncated_addresses() {
     let keyid = keyid_of(&app.key);
     let (record, _) = app
         .state
-        .admin
-        .store()
+        .store
         .key_with_account(&keyid)
         .await
         .expect("lookup")
@@ -920,11 +913,11 @@ async fn a_narrowed_admin_key_cannot_mint_a_wider_one() {
     // Nor can it rotate a wider key of its account to learn a new secret for it.
     let wide = app
         .state
-        .admin
+        .accounts
         .create_key(
-            voxgate::audit::Actor::Cli,
+            voxgate::data::audit::Actor::Cli,
             &account,
-            voxgate::accounts::KeyRequest::default(),
+            voxgate::identity::accounts::KeyRequest::default(),
             None,
         )
         .await
@@ -955,16 +948,16 @@ async fn admin_authorization_matrix() {
     let (_, basic) = create_key(&app.state, "basic", None, None).await;
     let (_, revoked) = create_key(&app.state, "admin", None, None).await;
     app.state
-        .admin
-        .revoke_key(voxgate::audit::Actor::Cli, &keyid_of(&revoked))
+        .accounts
+        .revoke_key(voxgate::data::audit::Actor::Cli, &keyid_of(&revoked))
         .await
         .expect("revoke");
-    let served: BTreeSet<(String, String)> = voxgate::api::admin::routes()
+    let served: BTreeSet<(String, String)> = voxgate::http::admin::routes()
         .registered()
         .iter()
         .map(|(m, p)| (m.to_string(), (*p).to_owned()))
         .collect();
-    let table: BTreeSet<(String, String)> = voxgate::api::access::ADMIN_ROUTES
+    let table: BTreeSet<(String, String)> = voxgate::http::access::ADMIN_ROUTES
         .iter()
         .map(|r| (r.method.to_string(), r.path.to_owned()))
         .collect();
@@ -974,7 +967,7 @@ async fn admin_authorization_matrix() {
     );
     let (other_account, _) = create_key(&app.state, "basic", None, None).await;
     let body = json!({"name": "x", "tier": "basic"});
-    for route in voxgate::api::access::ADMIN_ROUTES {
+    for route in voxgate::http::access::ADMIN_ROUTES {
         let path = route
             .path
             .replace("{id}", &other_account)

@@ -106,3 +106,76 @@ fn voices_lists_aliases_and_native_voices() {
         );
     }
 }
+
+/// The README's quick start in the order most people try it: the server runs, then keys are
+/// created from a second terminal on the same data directory. The commands leave the live
+/// server's temporary files alone, so its uploads (transcriptions, voice samples) still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_run_beside_a_live_server() {
+    let app = crate::helpers::spawn_app().await;
+    let data_dir = app.state.config.data_dir.clone();
+    let run = |args: &[&str]| {
+        let out = voxgate()
+            .env("VOXGATE_DATA_DIR", &data_dir)
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    };
+    let account = run(&[
+        "accounts",
+        "create",
+        "--name",
+        "second terminal",
+        "--tier",
+        "premium",
+    ]);
+    let key = run(&["keys", "create", "--account", &account]);
+    run(&["keys", "list", "--account", &account]);
+    run(&["audit", "verify"]);
+    assert!(app.state.uploads.path().is_dir(), "the spool survived");
+
+    let client = crate::helpers::client_with(Some(&key));
+    let transcription = client
+        .post(app.url("/v1/audio/transcriptions"))
+        .multipart(
+            reqwest::multipart::Form::new()
+                .text("model", "whisper-1")
+                .part(
+                    "file",
+                    crate::helpers::file_part(crate::helpers::tone_wav(2.0, 16_000), "a.wav"),
+                ),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        transcription.status(),
+        200,
+        "{:?}",
+        transcription.text().await
+    );
+    let voice = client
+        .post(app.url("/v1/audio/voices"))
+        .multipart(
+            reqwest::multipart::Form::new()
+                .text("name", "Mine")
+                .text("consent", "true")
+                .part(
+                    "audio_sample",
+                    crate::helpers::file_part(crate::helpers::tone_wav(6.0, 22_050), "v.wav"),
+                ),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(voice.status(), 200, "{:?}", voice.text().await);
+}

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use voxgate::config::Config;
-use voxgate::server::Application;
+use voxgate::http::server::Application;
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -21,7 +21,7 @@ pub struct TestApp {
     /// The full admin-tier key `client` sends.
     pub key: String,
     pub account: String,
-    pub state: voxgate::api::AppState,
+    pub state: voxgate::http::AppState,
     pub _dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -145,7 +145,7 @@ pub fn file_part(bytes: Vec<u8>, filename: &str) -> reqwest::multipart::Part {
 
 /// A client that sends `key` as a bearer token on every request.
 pub fn client_with(key: Option<&str>) -> reqwest::Client {
-    voxgate::providers::install_crypto();
+    voxgate::engines::providers::install_crypto();
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(key) = key {
         headers.insert(
@@ -163,18 +163,18 @@ pub fn client_with(key: Option<&str>) -> reqwest::Client {
 /// Creates an account of `tier` and a key for it (optionally narrowed); returns
 /// (account id, full key).
 pub async fn create_key(
-    state: &voxgate::api::AppState,
+    state: &voxgate::http::AppState,
     tier: &str,
     key_tier: Option<&str>,
-    scopes: Option<Vec<voxgate::auth::Scope>>,
+    scopes: Option<Vec<voxgate::identity::auth::Scope>>,
 ) -> (String, String) {
     use secrecy::ExposeSecret as _;
     let account = state
-        .admin
-        .create_account(voxgate::audit::Actor::Cli, "Test account", None, tier)
+        .accounts
+        .create_account(voxgate::data::audit::Actor::Cli, "Test account", None, tier)
         .await
         .expect("account");
-    let request = voxgate::accounts::KeyRequest {
+    let request = voxgate::identity::accounts::KeyRequest {
         name: "test".into(),
         tier: key_tier.map(str::to_owned),
         scopes,
@@ -182,8 +182,8 @@ pub async fn create_key(
         origins: None,
     };
     let created = state
-        .admin
-        .create_key(voxgate::audit::Actor::Cli, &account.id, request, None)
+        .accounts
+        .create_key(voxgate::data::audit::Actor::Cli, &account.id, request, None)
         .await
         .expect("key");
     (account.id, created.secret.expose_secret().to_owned())

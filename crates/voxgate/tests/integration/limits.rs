@@ -184,7 +184,12 @@ async fn the_fallback_takes_over_and_recovery_is_automatic() {
     let primary = RedisLimiter::connect(&url, "vg:test", Duration::from_millis(200))
         .await
         .expect("connect");
-    let limiter = FallbackLimiter::new(Arc::new(primary), OnBackendError::Local, 0.5);
+    let limiter = FallbackLimiter::new(
+        Arc::new(primary),
+        OnBackendError::Local,
+        0.5,
+        Arc::new(voxgate::observe::Metrics::new()),
+    );
     let policy = Policy::new(10, Duration::from_secs(600));
     let key = unique("fallback");
     assert!(
@@ -229,7 +234,12 @@ async fn the_fallback_takes_over_and_recovery_is_automatic() {
     let primary = RedisLimiter::connect(&url, "vg:test", Duration::from_millis(200))
         .await
         .expect("connect");
-    let deny = FallbackLimiter::new(Arc::new(primary), OnBackendError::Deny, 0.5);
+    let deny = FallbackLimiter::new(
+        Arc::new(primary),
+        OnBackendError::Deny,
+        0.5,
+        Arc::new(voxgate::observe::Metrics::new()),
+    );
     assert!(
         deny.acquire(&unique("deny"), &policy, 1)
             .await

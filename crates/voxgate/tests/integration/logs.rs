@@ -37,7 +37,9 @@ async fn logs_never_contain_keys_authorization_or_text() {
     let account =
         run(voxgate(&data).args(["accounts", "create", "--name", "logs", "--tier", "admin"]));
     let key = run(voxgate(&data).args(["keys", "create", "--account", &account]));
-    let keyid = voxgate::auth::key::parse(&key).expect("key").keyid;
+    let keyid = voxgate::identity::auth::key::parse(&key)
+        .expect("key")
+        .keyid;
     let secret = key.split('_').nth(2).expect("secret").to_owned();
 
     let mut server = voxgate(&data)

@@ -11,6 +11,7 @@ mod input;
 mod limits;
 mod local_engines;
 mod logs;
+mod metering;
 mod metrics;
 mod models;
 mod perimeter;

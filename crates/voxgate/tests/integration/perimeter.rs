@@ -208,7 +208,7 @@ fn certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBu
 }
 
 fn trusting(pem: &[u8]) -> reqwest::Client {
-    voxgate::providers::install_crypto();
+    voxgate::engines::providers::install_crypto();
     reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(pem).expect("pem")])
         .build()
@@ -387,11 +387,11 @@ async fn browser_keys_work_only_from_their_own_origins() {
     .await;
     let created = app
         .state
-        .admin
+        .accounts
         .create_key(
-            voxgate::audit::Actor::Cli,
+            voxgate::data::audit::Actor::Cli,
             &app.account,
-            voxgate::accounts::KeyRequest {
+            voxgate::identity::accounts::KeyRequest {
                 name: "browser".into(),
                 tier: None,
                 scopes: None,
@@ -433,11 +433,11 @@ async fn browser_keys_work_only_from_their_own_origins() {
     assert_eq!(app.get("/v1/models").await.status(), 200);
     let bad = app
         .state
-        .admin
+        .accounts
         .create_key(
-            voxgate::audit::Actor::Cli,
+            voxgate::data::audit::Actor::Cli,
             &app.account,
-            voxgate::accounts::KeyRequest {
+            voxgate::identity::accounts::KeyRequest {
                 name: "bad".into(),
                 tier: None,
                 scopes: None,

@@ -78,8 +78,7 @@ async fn export_and_erasure_touch_only_the_callers_account() {
     // A copy of Alice's sealed voice, as a backup would keep it.
     let sealed = app
         .state
-        .admin
-        .store()
+        .store
         .voice(&a, &a_voice)
         .await
         .expect("read")
@@ -102,15 +101,7 @@ async fn export_and_erasure_touch_only_the_callers_account() {
     // destroyed, so the backup copy cannot be opened even with the master key.
     let after = alice.get(app.url("/v1/models")).send().await.expect("send");
     assert_eq!(after.status(), 401);
-    assert!(
-        app.state
-            .admin
-            .store()
-            .voices(&a)
-            .await
-            .expect("voices")
-            .is_empty()
-    );
+    assert!(app.state.store.voices(&a).await.expect("voices").is_empty());
     assert_eq!(app.state.cache.len(), 0);
     assert!(
         app.state
@@ -122,18 +113,17 @@ async fn export_and_erasure_touch_only_the_callers_account() {
     );
     assert!(matches!(
         app.state.vault.open(&a, None, "voice", &a_voice, &sealed),
-        Err(voxgate::vault::VaultError::Shredded)
+        Err(voxgate::data::vault::VaultError::Shredded)
     ));
     let account = app
         .state
-        .admin
-        .store()
+        .store
         .account(&a)
         .await
         .expect("read")
         .expect("row");
     assert!(!account.active && account.name == "(erased)" && account.contact.is_none());
-    let log = app.state.admin.store().audit_log().await.expect("log");
+    let log = app.state.store.audit_log().await.expect("log");
     assert!(
         log.iter()
             .any(|r| r.kind == "account_erased" && r.account_id.as_deref() == Some(a.as_str()))
@@ -228,13 +218,15 @@ async fn the_sweeper_enforces_retention_per_kind() {
     let recent = app.state.uploads.path().join("recent.upload");
     std::fs::write(&recent, b"in flight").expect("spool");
 
-    let swept = voxgate::retention::sweep(&app.state).await.expect("sweep");
+    let swept = voxgate::service::retention::sweep(&app.state)
+        .await
+        .expect("sweep");
     assert_eq!(
         (swept.voices, swept.cache_entries, swept.uploads),
         (1, 1, 1),
         "{swept:?}"
     );
-    let store = app.state.admin.store();
+    let store = &app.state.store;
     assert!(
         store
             .voice(&app.account, &old)

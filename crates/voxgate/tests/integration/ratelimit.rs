@@ -38,11 +38,11 @@ async fn the_limit_is_per_account_across_keys() {
     let (account, key) = create_key(&app.state, "basic", None, None).await;
     let second = app
         .state
-        .admin
+        .accounts
         .create_key(
-            voxgate::audit::Actor::Cli,
+            voxgate::data::audit::Actor::Cli,
             &account,
-            voxgate::accounts::KeyRequest::default(),
+            voxgate::identity::accounts::KeyRequest::default(),
             None,
         )
         .await
@@ -389,12 +389,11 @@ async fn parallel_requests_never_overspend_a_character_quota() {
         }
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let now = voxgate::store::now();
+    let now = voxgate::util::now();
     let window = now - now.rem_euclid(86_400);
     let (used, reserved) = app
         .state
-        .admin
-        .store()
+        .store
         .quota_usage(&format!("acct:{account}"), "characters", window)
         .await
         .expect("usage");
@@ -581,7 +580,7 @@ async fn abandoned_work_is_refunded() {
         )
         .await
         .expect("principal");
-    let store = app.state.admin.store();
+    let store = &app.state.store;
     let estimate = Amounts {
         characters: 80,
         audio_seconds: 0,
@@ -598,7 +597,7 @@ async fn abandoned_work_is_refunded() {
     assert!(second.is_err(), "80 + 80 > 100 while the first is reserved");
     drop(hold); // the request failed: nothing is charged
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let now = voxgate::store::now();
+    let now = voxgate::util::now();
     let usage = store
         .quota_usage(
             &format!("acct:{account}"),

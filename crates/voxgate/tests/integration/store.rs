@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use voxgate::store::{
+use voxgate::data::store::{
     Account, AuditRecord, KeyRecord, PostgresStore, SqliteStore, Store, StoreError, now,
 };
 

@@ -115,8 +115,7 @@ async fn references_are_encrypted_at_rest_and_open_only_for_their_owner() {
     let id = voice["id"].as_str().expect("id");
     let record = app
         .state
-        .admin
-        .store()
+        .store
         .voice(&app.account, id)
         .await
         .expect("store")

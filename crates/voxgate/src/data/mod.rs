@@ -1,0 +1,13 @@
+//! What voxgate keeps, and how: the [`store`] (accounts, keys, quotas, audit events, voice
+//! records; SQLite or PostgreSQL), the [`vault`] (encryption at rest under per-account
+//! keys), [`secrets`] kept out of the database, the tamper-evident [`audit`] log, the
+//! encrypted speech [`cache`], stored [`voices`], and the per-process [`spool`] of
+//! temporary files. Only `store/` contains SQL.
+
+pub mod audit;
+pub mod cache;
+pub mod secrets;
+pub mod spool;
+pub mod store;
+pub mod vault;
+pub mod voices;

@@ -1,0 +1,602 @@
+//! The SQL behind [`Store`](super::Store) for SQLite and PostgreSQL. One body of code is
+//! instantiated for both by `impl_store!`; queries are written with `$n` placeholders and
+//! parameterised only (SQLite reads them as `?n`). Migrations are per backend, embedded.
+
+use std::path::Path;
+use std::str::FromStr as _;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row as _};
+
+use super::{Account, AuditRecord, KeyRecord, Store, StoreError, VoiceRecord};
+
+/// Embedded migrations, in order: (version, SQL).
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/sqlite/0001_identity.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../migrations/sqlite/0002_quotas.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../migrations/sqlite/0003_voices.sql"),
+    ),
+    (
+        4,
+        include_str!("../../../migrations/sqlite/0004_audit_log.sql"),
+    ),
+    (
+        5,
+        include_str!("../../../migrations/sqlite/0005_data_keys.sql"),
+    ),
+    (
+        6,
+        include_str!("../../../migrations/sqlite/0006_key_origins.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/postgres/0001_identity.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../migrations/postgres/0002_quotas.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../migrations/postgres/0003_voices.sql"),
+    ),
+    (
+        4,
+        include_str!("../../../migrations/postgres/0004_audit_log.sql"),
+    ),
+    (
+        5,
+        include_str!("../../../migrations/postgres/0005_data_keys.sql"),
+    ),
+    (
+        6,
+        include_str!("../../../migrations/postgres/0006_key_origins.sql"),
+    ),
+];
+
+/// The embedded default: one SQLite file in WAL mode.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// PostgreSQL, for several instances sharing state.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`, mode 0600.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        restrict_permissions(path);
+        Ok(Self { pool })
+    }
+}
+
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    for file in [
+        path.to_path_buf(),
+        path.with_extension("db-wal"),
+        path.with_extension("db-shm"),
+    ] {
+        if file.exists() {
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+/// SQLite numbers parameters `?n`; the queries below use PostgreSQL's `$n`. Every query is
+/// built from constants in this file (never from input), which is what `AssertSqlSafe`
+/// asserts; values always travel as bound parameters.
+fn sqlite_sql(sql: &str) -> AssertSqlSafe<String> {
+    AssertSqlSafe(sql.replace('$', "?"))
+}
+
+fn postgres_sql(sql: &str) -> AssertSqlSafe<String> {
+    AssertSqlSafe(sql.to_owned())
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+const ACCOUNT_COLUMNS: &str = "id, name, contact, tier, active, created_at, updated_at";
+const KEY_COLUMNS: &str = "k.keyid, k.account_id, k.name, k.digest_version, k.digest, k.tier, k.scopes, \
+    k.created_at, k.expires_at, k.revoked_at, k.grace_until, k.replaced_by, k.request_count, \
+    k.last_used_at, k.last_ip, k.origins";
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $sql:ident, $migrations:ident, $lock:expr, $audit_lock:expr) => {
+        impl $store {
+            fn account_from(row: &<$db as sqlx::Database>::Row, prefix: &str) -> Result<Account, sqlx::Error> {
+                let col = |name: &str| format!("{prefix}{name}");
+                Ok(Account {
+                    id: row.try_get(col("id").as_str())?,
+                    name: row.try_get(col("name").as_str())?,
+                    contact: row.try_get(col("contact").as_str())?,
+                    tier: row.try_get(col("tier").as_str())?,
+                    active: row.try_get(col("active").as_str())?,
+                    created_at: row.try_get(col("created_at").as_str())?,
+                    updated_at: row.try_get(col("updated_at").as_str())?,
+                })
+            }
+
+            fn audit_from(r: &<$db as sqlx::Database>::Row) -> Result<AuditRecord, sqlx::Error> {
+                Ok(AuditRecord {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get("at")?,
+                    kind: r.try_get("kind")?,
+                    actor: r.try_get("actor")?,
+                    account_id: r.try_get("account_id")?,
+                    subject: r.try_get("subject")?,
+                    source: r.try_get("source")?,
+                    detail: r.try_get("detail")?,
+                    idx: r.try_get("idx")?,
+                    leaf_hash: r.try_get("leaf_hash")?,
+                })
+            }
+
+            fn key_from(row: &<$db as sqlx::Database>::Row) -> Result<KeyRecord, sqlx::Error> {
+                Ok(KeyRecord {
+                    keyid: row.try_get("keyid")?,
+                    account_id: row.try_get("account_id")?,
+                    name: row.try_get("name")?,
+                    digest_version: row.try_get("digest_version")?,
+                    digest: row.try_get("digest")?,
+                    tier: row.try_get("tier")?,
+                    scopes: row.try_get("scopes")?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    revoked_at: row.try_get("revoked_at")?,
+                    grace_until: row.try_get("grace_until")?,
+                    replaced_by: row.try_get("replaced_by")?,
+                    request_count: row.try_get("request_count")?,
+                    last_used_at: row.try_get("last_used_at")?,
+                    last_ip: row.try_get("last_ip")?,
+                    origins: row.try_get("origins")?,
+                })
+            }
+
+            /// A voice row; `sealed` only when the query selected it (listings leave it out).
+            fn voice_from(row: &<$db as sqlx::Database>::Row, sealed: bool) -> Result<VoiceRecord, sqlx::Error> {
+                Ok(VoiceRecord {
+                    id: row.try_get("id")?,
+                    account_id: row.try_get("account_id")?,
+                    name: row.try_get("name")?,
+                    duration_ms: row.try_get("duration_ms")?,
+                    created_at: row.try_get("created_at")?,
+                    sealed: if sealed { row.try_get("sealed")? } else { Vec::new() },
+                })
+            }
+
+            async fn insert_key<'e, E>(executor: E, key: &KeyRecord) -> Result<(), StoreError>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                let sql = $sql(
+                    "INSERT INTO api_keys (keyid, account_id, name, digest_version, digest, tier, scopes, \
+                     created_at, expires_at, revoked_at, grace_until, replaced_by, request_count, last_used_at, last_ip, origins) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                );
+                sqlx::query(sql)
+                    .bind(&key.keyid)
+                    .bind(&key.account_id)
+                    .bind(&key.name)
+                    .bind(key.digest_version)
+                    .bind(&key.digest)
+                    .bind(&key.tier)
+                    .bind(&key.scopes)
+                    .bind(key.created_at)
+                    .bind(key.expires_at)
+                    .bind(key.revoked_at)
+                    .bind(key.grace_until)
+                    .bind(&key.replaced_by)
+                    .bind(key.request_count)
+                    .bind(key.last_used_at)
+                    .bind(&key.last_ip)
+                    .bind(&key.origins)
+                    .execute(executor)
+                    .await
+                    .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict } else { e.into() })?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            async fn migrate(&self) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // Instances starting together must not migrate at the same time.
+                if let Some(lock) = $lock {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+                    .execute(&mut *tx)
+                    .await?;
+                let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for (version, script) in $migrations {
+                    if applied.contains(version) {
+                        continue;
+                    }
+                    sqlx::raw_sql(*script).execute(&mut *tx).await?;
+                    sqlx::query($sql("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)"))
+                        .bind(*version)
+                        .bind(super::now())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_account(&self, a: &Account) -> Result<(), StoreError> {
+                let sql = $sql("INSERT INTO accounts (id, name, contact, tier, active, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)");
+                sqlx::query(sql)
+                    .bind(&a.id)
+                    .bind(&a.name)
+                    .bind(&a.contact)
+                    .bind(&a.tier)
+                    .bind(a.active)
+                    .bind(a.created_at)
+                    .bind(a.updated_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict } else { e.into() })?;
+                Ok(())
+            }
+
+            async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+                let sql = $sql(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"));
+                let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+                Ok(row.map(|r| Self::account_from(&r, "")).transpose()?)
+            }
+
+            async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+                let sql = AssertSqlSafe(format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, id"));
+                let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+                Ok(rows.iter().map(|r| Self::account_from(r, "")).collect::<Result<_, _>>()?)
+            }
+
+            async fn set_account_active(&self, id: &str, active: bool, at: i64) -> Result<bool, StoreError> {
+                let sql = $sql("UPDATE accounts SET active = $1, updated_at = $2 WHERE id = $3");
+                let done = sqlx::query(sql).bind(active).bind(at).bind(id).execute(&self.pool).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn erase_account(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+                let sql = $sql("UPDATE accounts SET name = '(erased)', contact = NULL, active = $1, updated_at = $2 WHERE id = $3");
+                let done = sqlx::query(sql).bind(false).bind(at).bind(id).execute(&self.pool).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+                Self::insert_key(&self.pool, key).await
+            }
+
+            async fn key_with_account(&self, keyid: &str) -> Result<Option<(KeyRecord, Account)>, StoreError> {
+                let sql = $sql(&format!(
+                    "SELECT {KEY_COLUMNS}, a.id AS a_id, a.name AS a_name, a.contact AS a_contact, a.tier AS a_tier, \
+                     a.active AS a_active, a.created_at AS a_created_at, a.updated_at AS a_updated_at \
+                     FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.keyid = $1"
+                ));
+                let row = sqlx::query(sql).bind(keyid).fetch_optional(&self.pool).await?;
+                Ok(row
+                    .map(|r| Ok::<_, sqlx::Error>((Self::key_from(&r)?, Self::account_from(&r, "a_")?)))
+                    .transpose()?)
+            }
+
+            async fn keys(&self, account_id: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
+                let rows = match account_id {
+                    Some(id) => {
+                        let sql = $sql(&format!("SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.account_id = $1 ORDER BY k.created_at, k.keyid"));
+                        sqlx::query(sql).bind(id).fetch_all(&self.pool).await?
+                    }
+                    None => {
+                        let sql = AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys k ORDER BY k.created_at, k.keyid"));
+                        sqlx::query(sql).fetch_all(&self.pool).await?
+                    }
+                };
+                Ok(rows.iter().map(Self::key_from).collect::<Result<_, _>>()?)
+            }
+
+            async fn revoke_key(&self, keyid: &str, at: i64) -> Result<bool, StoreError> {
+                let sql = $sql("UPDATE api_keys SET revoked_at = $1 WHERE keyid = $2 AND revoked_at IS NULL");
+                let done = sqlx::query(sql).bind(at).bind(keyid).execute(&self.pool).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn rotate_key(&self, old: &str, new: &KeyRecord, grace_until: i64) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let sql = $sql(
+                    "UPDATE api_keys SET grace_until = $1, replaced_by = $2 \
+                     WHERE keyid = $3 AND revoked_at IS NULL AND replaced_by IS NULL",
+                );
+                let done = sqlx::query(sql).bind(grace_until).bind(&new.keyid).bind(old).execute(&mut *tx).await?;
+                if done.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                // An error here drops the transaction, which rolls it back.
+                Self::insert_key(&mut *tx, new).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn record_key_use(&self, keyid: &str, count: i64, at: i64, ip: Option<&str>) -> Result<(), StoreError> {
+                let sql = $sql("UPDATE api_keys SET request_count = request_count + $1, last_used_at = $2, last_ip = $3 WHERE keyid = $4");
+                sqlx::query(sql).bind(count).bind(at).bind(ip).bind(keyid).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn append_audit(
+                &self,
+                e: &AuditRecord,
+                leaf: for<'r> fn(&'r AuditRecord) -> String,
+            ) -> Result<i64, StoreError> {
+                // The next position and the insert in one transaction; a concurrent writer
+                // that took the same position makes the unique index refuse ours: try again.
+                let mut attempts = 0;
+                loop {
+                    let mut tx = self.pool.begin().await?;
+                    if let Some(lock) = $audit_lock {
+                        sqlx::query(lock).execute(&mut *tx).await?;
+                    }
+                    let idx: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_events")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let mut positioned = e.clone();
+                    positioned.idx = Some(idx);
+                    let hash = leaf(&positioned);
+                    let sql = $sql("INSERT INTO audit_events (at, kind, actor, account_id, subject, source, detail, idx, leaf_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+                    let inserted = sqlx::query(sql)
+                        .bind(e.at)
+                        .bind(&e.kind)
+                        .bind(&e.actor)
+                        .bind(&e.account_id)
+                        .bind(&e.subject)
+                        .bind(&e.source)
+                        .bind(&e.detail)
+                        .bind(idx)
+                        .bind(&hash)
+                        .execute(&mut *tx)
+                        .await;
+                    match inserted {
+                        Ok(_) => {
+                            tx.commit().await?;
+                            return Ok(idx);
+                        }
+                        Err(err) if attempts < 5 => {
+                            attempts += 1;
+                            tracing::debug!(error = %err, "audit position taken; retrying");
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            }
+
+            async fn ensure_data_key_salt(&self, account_id: &str, salt: &str) -> Result<String, StoreError> {
+                let insert = $sql("INSERT INTO account_data_keys (account_id, salt, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING");
+                sqlx::query(insert).bind(account_id).bind(salt).bind(super::now()).execute(&self.pool).await?;
+                let stored: String = sqlx::query_scalar($sql("SELECT salt FROM account_data_keys WHERE account_id = $1"))
+                    .bind(account_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(stored)
+            }
+
+            async fn data_key_salt(&self, account_id: &str) -> Result<Option<String>, StoreError> {
+                let stored: Option<String> = sqlx::query_scalar($sql("SELECT salt FROM account_data_keys WHERE account_id = $1"))
+                    .bind(account_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(stored)
+            }
+
+            async fn delete_data_key_salt(&self, account_id: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query($sql("DELETE FROM account_data_keys WHERE account_id = $1"))
+                    .bind(account_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn delete_voices(&self, account_id: &str) -> Result<u64, StoreError> {
+                let done = sqlx::query($sql("DELETE FROM voice_references WHERE account_id = $1"))
+                    .bind(account_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn audit_size(&self) -> Result<i64, StoreError> {
+                let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_events")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(size)
+            }
+
+            async fn audit_log_from(&self, from: i64) -> Result<Vec<AuditRecord>, StoreError> {
+                let sql = $sql("SELECT seq, at, kind, actor, account_id, subject, source, detail, idx, leaf_hash FROM audit_events WHERE idx >= $1 ORDER BY idx");
+                let rows = sqlx::query(sql).bind(from).fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(Self::audit_from)
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(Into::into)
+            }
+
+            async fn add_checkpoint(&self, size: i64, at: i64, note: &str) -> Result<(), StoreError> {
+                let sql = $sql("INSERT INTO audit_checkpoints (size, at, note) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING");
+                sqlx::query(sql).bind(size).bind(at).bind(note).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn checkpoints(&self) -> Result<Vec<(i64, String)>, StoreError> {
+                let rows: Vec<(i64, String)> = sqlx::query_as("SELECT size, note FROM audit_checkpoints ORDER BY size")
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows)
+            }
+
+            async fn reserve_quota(&self, subject: &str, metric: &str, window_start: i64, amount: i64, limit: i64) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let insert = $sql("INSERT INTO quota_usage (subject, metric, window_start, used, reserved) VALUES ($1, $2, $3, 0, 0) ON CONFLICT DO NOTHING");
+                sqlx::query(insert).bind(subject).bind(metric).bind(window_start).execute(&mut *tx).await?;
+                // One conditional UPDATE: the check and the reservation cannot be separated.
+                let reserve = $sql(
+                    "UPDATE quota_usage SET reserved = reserved + $1 \
+                     WHERE subject = $2 AND metric = $3 AND window_start = $4 AND used + reserved + $1 <= $5",
+                );
+                let done = sqlx::query(reserve)
+                    .bind(amount)
+                    .bind(subject)
+                    .bind(metric)
+                    .bind(window_start)
+                    .bind(limit)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn settle_quota(&self, subject: &str, metric: &str, window_start: i64, reserved: i64, actual: i64) -> Result<(), StoreError> {
+                let sql = $sql(
+                    "UPDATE quota_usage SET reserved = reserved - $1, used = used + $2 \
+                     WHERE subject = $3 AND metric = $4 AND window_start = $5",
+                );
+                sqlx::query(sql).bind(reserved).bind(actual).bind(subject).bind(metric).bind(window_start).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn quota_usage(&self, subject: &str, metric: &str, window_start: i64) -> Result<(i64, i64), StoreError> {
+                let sql = $sql("SELECT used, reserved FROM quota_usage WHERE subject = $1 AND metric = $2 AND window_start = $3");
+                let row = sqlx::query(sql).bind(subject).bind(metric).bind(window_start).fetch_optional(&self.pool).await?;
+                Ok(match row {
+                    Some(r) => (r.try_get("used")?, r.try_get("reserved")?),
+                    None => (0, 0),
+                })
+            }
+
+            async fn insert_voice(&self, v: &VoiceRecord, max_per_account: i64) -> Result<bool, StoreError> {
+                // The count check and the insert in one statement: concurrent uploads cannot
+                // exceed the account's limit.
+                let sql = $sql(
+                    "INSERT INTO voice_references (id, account_id, name, duration_ms, created_at, sealed) \
+                     SELECT $1, $2, $3, $4, $5, $6 \
+                     WHERE (SELECT COUNT(*) FROM voice_references WHERE account_id = $2) < $7",
+                );
+                let done = sqlx::query(sql)
+                    .bind(&v.id)
+                    .bind(&v.account_id)
+                    .bind(&v.name)
+                    .bind(v.duration_ms)
+                    .bind(v.created_at)
+                    .bind(&v.sealed)
+                    .bind(max_per_account)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict } else { e.into() })?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn voices(&self, account_id: &str) -> Result<Vec<VoiceRecord>, StoreError> {
+                let sql = $sql("SELECT id, account_id, name, duration_ms, created_at FROM voice_references WHERE account_id = $1 ORDER BY created_at, id");
+                let rows = sqlx::query(sql).bind(account_id).fetch_all(&self.pool).await?;
+                Ok(rows.iter().map(|r| Self::voice_from(r, false)).collect::<Result<_, _>>()?)
+            }
+
+            async fn voices_created_before(&self, cutoff: i64) -> Result<Vec<VoiceRecord>, StoreError> {
+                let sql = $sql("SELECT id, account_id, name, duration_ms, created_at FROM voice_references WHERE created_at < $1 ORDER BY created_at, id");
+                let rows = sqlx::query(sql).bind(cutoff).fetch_all(&self.pool).await?;
+                Ok(rows.iter().map(|r| Self::voice_from(r, false)).collect::<Result<_, _>>()?)
+            }
+
+            async fn voice(&self, account_id: &str, id: &str) -> Result<Option<VoiceRecord>, StoreError> {
+                let sql = $sql("SELECT id, account_id, name, duration_ms, created_at, sealed FROM voice_references WHERE account_id = $1 AND id = $2");
+                let row = sqlx::query(sql).bind(account_id).bind(id).fetch_optional(&self.pool).await?;
+                Ok(row.map(|r| Self::voice_from(&r, true)).transpose()?)
+            }
+
+            async fn delete_voice(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
+                let sql = $sql("DELETE FROM voice_references WHERE account_id = $1 AND id = $2");
+                let done = sqlx::query(sql).bind(account_id).bind(id).execute(&self.pool).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn audit_events(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+                let sql = $sql("SELECT seq, at, kind, actor, account_id, subject, source, detail, idx, leaf_hash FROM audit_events ORDER BY seq DESC LIMIT $1");
+                let rows = sqlx::query(sql).bind(limit).fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(Self::audit_from)
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(Into::into)
+            }
+        }
+    };
+}
+
+/// SQLite: one process writes at a time anyway (`BEGIN` on the first write).
+const SQLITE_MIGRATION_LOCK: Option<&'static str> = None;
+/// Audit appends: SQLite has one writer; PostgreSQL instances take turns on an advisory lock
+/// (the unique position index would refuse a collision anyway).
+const SQLITE_AUDIT_LOCK: Option<&'static str> = None;
+const POSTGRES_AUDIT_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(7366761298)");
+/// PostgreSQL: a transaction-scoped advisory lock serialises concurrent migrators.
+const POSTGRES_MIGRATION_LOCK: Option<&'static str> =
+    Some("SELECT pg_advisory_xact_lock(7366761297)");
+
+impl_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    sqlite_sql,
+    SQLITE_MIGRATIONS,
+    SQLITE_MIGRATION_LOCK,
+    SQLITE_AUDIT_LOCK
+);
+impl_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    postgres_sql,
+    POSTGRES_MIGRATIONS,
+    POSTGRES_MIGRATION_LOCK,
+    POSTGRES_AUDIT_LOCK
+);

@@ -1,0 +1,477 @@
+//! Authentication and authorization: API keys, scopes, tiers, the verified-key cache and the
+//! brute-force guard. `Authenticator::authenticate` turns an `Authorization` header into a
+//! [`Principal`] or a refusal; the HTTP layer maps refusals to 401/403/429.
+
+mod guard;
+pub mod key;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use subtle::ConstantTimeEq as _;
+use tokio::time::Instant;
+
+pub use crate::config::{Scope, join_scopes, parse_scopes};
+pub use guard::FailureGuard;
+pub use key::{KeyFormatError, Pepper};
+
+use crate::config::{AuthConfig, IpTracking, TierConfig};
+use crate::data::audit::{Actor, Audit, AuditEvent};
+use crate::data::store::{Account, KeyRecord, Store, StoreError};
+use crate::observe::Metrics;
+use crate::util::now;
+
+/// Most verified keys cached at once.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// Who is calling, after a key was verified.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub keyid: String,
+    pub account_id: String,
+    /// The effective tier's name and policy.
+    pub tier_name: String,
+    pub tier: Arc<TierConfig>,
+    /// Tier scopes, narrowed by the key's own.
+    pub scopes: BTreeSet<Scope>,
+    /// When the key stops working (its expiry or rotation deadline), if ever.
+    pub expires_at: Option<i64>,
+    /// The client address the request came from.
+    pub source: IpAddr,
+    /// A browser key's web origins: requests must come from one of them.
+    pub origins: Option<Vec<String>>,
+}
+
+impl Principal {
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no API key was presented")]
+    Missing,
+    #[error("the API key is invalid")]
+    Invalid,
+    #[error("the API key has expired")]
+    Expired,
+    #[error("the API key has been revoked")]
+    Revoked,
+    #[error("the account is deactivated")]
+    AccountInactive,
+    #[error("too many failed authentications from this source")]
+    Blocked { retry_after: Duration },
+    #[error("store unavailable")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    key: KeyRecord,
+    account: Account,
+    fetched: Instant,
+}
+
+/// Verifies keys.
+#[derive(Debug)]
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    audit: Audit,
+    pepper: Arc<Pepper>,
+    tiers: BTreeMap<String, Arc<TierConfig>>,
+    cache: Mutex<HashMap<String, Arc<Cached>>>,
+    ttl: Duration,
+    guard: FailureGuard,
+    ip_tracking: IpTracking,
+    /// Compared against when the key id is unknown, so both paths do the same work.
+    dummy_digest: Vec<u8>,
+    /// Usage not yet written, by key id.
+    usage: Mutex<HashMap<String, Usage>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Requests since the last write, and the last one's time and (tracked) address.
+#[derive(Debug, Default)]
+struct Usage {
+    count: i64,
+    at: i64,
+    ip: Option<String>,
+}
+
+/// How often buffered usage is written to the store.
+const USAGE_FLUSH: Duration = Duration::from_secs(1);
+
+impl Authenticator {
+    pub fn new(
+        store: Arc<dyn Store>,
+        audit: Audit,
+        pepper: Arc<Pepper>,
+        config: &AuthConfig,
+        tiers: &BTreeMap<String, TierConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let dummy_digest = pepper.digest("voxgate-dummy-secret-for-unknown-key-ids");
+        Self {
+            audit,
+            store,
+            metrics,
+            pepper,
+            tiers: tiers
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+                .collect(),
+            cache: Mutex::new(HashMap::new()),
+            ttl: Duration::from_millis(config.cache_ttl_ms),
+            guard: FailureGuard::new(
+                config.failure_threshold,
+                Duration::from_secs(config.failure_window_secs),
+                Duration::from_secs(config.block_secs),
+                Duration::from_secs(config.max_block_secs),
+            ),
+            ip_tracking: config.client_ip,
+            dummy_digest,
+            usage: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts the task that writes buffered usage every second (one UPDATE per key used,
+    /// not one per request). It ends when the authenticator is dropped.
+    pub fn spawn_usage_writer(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(USAGE_FLUSH);
+            loop {
+                tick.tick().await;
+                let Some(auth) = weak.upgrade() else { break };
+                auth.flush_usage().await;
+            }
+        });
+    }
+
+    /// Writes buffered usage now.
+    pub async fn flush_usage(&self) {
+        let pending: Vec<_> =
+            std::mem::take(&mut *self.usage.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .collect();
+        for (keyid, Usage { count, at, ip }) in pending {
+            if let Err(e) = self
+                .store
+                .record_key_use(&keyid, count, at, ip.as_deref())
+                .await
+            {
+                tracing::warn!(error = %e, keyid, "key usage not recorded");
+            }
+        }
+    }
+
+    /// Drops a key from this instance's cache (other instances see the change within the
+    /// cache TTL).
+    pub fn invalidate(&self, keyid: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(keyid);
+    }
+
+    /// Verifies the bearer token from `authorization` (the header value, if any) for a
+    /// request from `source`.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        source: IpAddr,
+    ) -> Result<Principal, AuthError> {
+        let ip = guard_source(source);
+        if let Err(retry_after) = self.guard.check(&[&ip]) {
+            return Err(AuthError::Blocked { retry_after });
+        }
+        let Some(token) = authorization else {
+            self.audit
+                .record(
+                    Actor::Anonymous,
+                    Some(source),
+                    AuditEvent::AuthFailed {
+                        keyid: None,
+                        reason: "missing_key",
+                    },
+                )
+                .await;
+            return Err(AuthError::Missing);
+        };
+        let Some(token) = token.strip_prefix("Bearer ").map(str::trim) else {
+            return Err(self.failed(source, &ip, None, "malformed_header").await);
+        };
+        let parsed = match key::parse(token) {
+            Ok(parsed) => parsed,
+            Err(KeyFormatError::BadChecksum) => {
+                return Err(self.failed(source, &ip, None, "bad_checksum").await);
+            }
+            Err(KeyFormatError::Malformed) => {
+                return Err(self.failed(source, &ip, None, "malformed_key").await);
+            }
+        };
+        let ip_key = format!("{ip}|{}", parsed.keyid);
+        if let Err(retry_after) = self.guard.check(&[&ip, &ip_key]) {
+            return Err(AuthError::Blocked { retry_after });
+        }
+        // The presented secret's digest is computed first; the cache answers only when it
+        // matches a verified entry exactly. Everything else (unknown id, wrong secret, cold
+        // cache) takes the same path: one indexed lookup and a constant-time comparison,
+        // against a dummy digest when the id is unknown.
+        let presented = self.pepper.digest(parsed.secret());
+        let cached = match self.cached(&parsed.keyid, &presented) {
+            Some(hit) => hit,
+            None => {
+                let found = self.store.key_with_account(&parsed.keyid).await?;
+                let expected = found
+                    .as_ref()
+                    .map_or(self.dummy_digest.as_slice(), |(k, _)| k.digest.as_slice());
+                let matches: bool = presented.ct_eq(expected).into();
+                let Some((key, account)) = found.filter(|_| matches) else {
+                    return Err(self
+                        .failed(
+                            source,
+                            &ip_key,
+                            Some(parsed.keyid.clone()),
+                            "unknown_key_or_wrong_secret",
+                        )
+                        .await);
+                };
+                self.remember(Cached {
+                    key,
+                    account,
+                    fetched: Instant::now(),
+                })
+            }
+        };
+        let (key, account) = (&cached.key, &cached.account);
+        let t = now();
+        let refusal = if key.revoked_at.is_some() {
+            Some((AuthError::Revoked, "revoked"))
+        } else if key.grace_until.is_some_and(|g| g <= t) {
+            Some((AuthError::Revoked, "rotated_past_grace"))
+        } else if key.expires_at.is_some_and(|e| e <= t) {
+            Some((AuthError::Expired, "expired"))
+        } else if !account.active {
+            Some((AuthError::AccountInactive, "account_inactive"))
+        } else {
+            None
+        };
+        if let Some((err, reason)) = refusal {
+            self.audit
+                .record(
+                    Actor::Anonymous,
+                    Some(source),
+                    AuditEvent::AuthFailed {
+                        keyid: Some(key.keyid.clone()),
+                        reason,
+                    },
+                )
+                .await;
+            return Err(err);
+        }
+        let Some(principal) = self.principal(key, account, source) else {
+            // The key names a tier that is no longer configured, or one above its account's.
+            return Err(self
+                .failed(source, &ip_key, Some(key.keyid.clone()), "tier_not_allowed")
+                .await);
+        };
+        self.track_use(&key.keyid, source);
+        Ok(principal)
+    }
+
+    /// The effective tier and scopes: the key may narrow its account's, never widen them.
+    fn principal(&self, key: &KeyRecord, account: &Account, source: IpAddr) -> Option<Principal> {
+        let account_tier = self.tiers.get(&account.tier)?;
+        let (tier_name, tier) = match &key.tier {
+            Some(name) => {
+                let tier = self.tiers.get(name)?;
+                if tier.rank > account_tier.rank {
+                    return None;
+                }
+                (name.clone(), Arc::clone(tier))
+            }
+            None => (account.tier.clone(), Arc::clone(account_tier)),
+        };
+        let mut scopes: BTreeSet<Scope> = tier.scopes.iter().copied().collect();
+        scopes.retain(|s| account_tier.scopes.contains(s));
+        if let Some(narrow) = key.scopes.as_deref() {
+            let narrow: BTreeSet<Scope> = parse_scopes(narrow)?.into_iter().collect();
+            scopes.retain(|s| narrow.contains(s));
+        }
+        let expires_at = match (key.expires_at, key.grace_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Some(Principal {
+            keyid: key.keyid.clone(),
+            account_id: account.id.clone(),
+            tier_name,
+            tier,
+            scopes,
+            expires_at,
+            source,
+            origins: key
+                .origins
+                .as_deref()
+                .map(|o| o.split_whitespace().map(str::to_owned).collect()),
+        })
+    }
+
+    /// A fresh cache entry for `keyid` whose stored digest equals `presented`.
+    fn cached(&self, keyid: &str, presented: &[u8]) -> Option<Arc<Cached>> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = cache
+            .get(keyid)
+            .filter(|c| c.fetched.elapsed() < self.ttl)?;
+        let same: bool = hit.key.digest.ct_eq(presented).into();
+        same.then(|| Arc::clone(hit))
+    }
+
+    /// Caches a verified key (only verified keys are ever cached).
+    fn remember(&self, verified: Cached) -> Arc<Cached> {
+        let verified = Arc::new(verified);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_CAPACITY {
+            cache.retain(|_, c| c.fetched.elapsed() < self.ttl);
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+        }
+        cache.insert(verified.key.keyid.clone(), Arc::clone(&verified));
+        verified
+    }
+
+    async fn failed(
+        &self,
+        source: IpAddr,
+        source_key: &str,
+        keyid: Option<String>,
+        reason: &'static str,
+    ) -> AuthError {
+        let ip = guard_source(source);
+        let sources: Vec<&str> = if source_key == ip {
+            vec![&ip]
+        } else {
+            vec![&ip, source_key]
+        };
+        let blocked = self.guard.fail(&sources);
+        self.metrics.auth_failures.inc();
+        if blocked.is_some() {
+            self.metrics.auth_blocks.inc();
+        }
+        self.audit
+            .record(
+                Actor::Anonymous,
+                Some(source),
+                AuditEvent::AuthFailed { keyid, reason },
+            )
+            .await;
+        if let Some(block) = blocked {
+            self.audit
+                .record(
+                    Actor::Anonymous,
+                    Some(source),
+                    AuditEvent::AuthBlocked {
+                        block_secs: block.as_secs(),
+                    },
+                )
+                .await;
+        }
+        AuthError::Invalid
+    }
+
+    /// Usage tracking, off the request path: buffered, written by the usage writer.
+    fn track_use(&self, keyid: &str, source: IpAddr) {
+        let ip = match self.ip_tracking {
+            IpTracking::Full => Some(source.to_string()),
+            IpTracking::Truncated => Some(truncate_ip(source).to_string()),
+            IpTracking::Off => None,
+        };
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        if !usage.contains_key(keyid) {
+            usage.insert(keyid.to_owned(), Usage::default());
+        }
+        let Some(entry) = usage.get_mut(keyid) else {
+            return;
+        };
+        entry.count += 1;
+        entry.at = now();
+        entry.ip = ip;
+    }
+}
+
+/// The brute-force guard's view of a source: an IPv4 address, or an IPv6 /64 (one subscriber
+/// usually holds a whole /64, so counting single IPv6 addresses would be trivially evaded).
+pub fn guard_source(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// IPv4 /24, IPv6 /48: enough to tell networks apart, not people.
+pub fn truncate_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0])
+        }
+    }
+}
+
+/// Loads the pepper: the configured secret, else the pepper file (created with a fresh
+/// random pepper, mode 0600, if it does not exist).
+pub fn load_pepper(config: &AuthConfig, data_dir: &std::path::Path) -> anyhow::Result<Pepper> {
+    use anyhow::Context as _;
+    let secret = crate::data::secrets::load_or_create(
+        config.pepper.as_ref(),
+        &config.pepper_file,
+        data_dir,
+        "pepper",
+    )?;
+    Pepper::new(secret).context("the pepper must be at least 32 bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_sources_are_counted_by_slash_64() {
+        let a = guard_source("2001:db8:1:2::1".parse().expect("ip"));
+        let b = guard_source("2001:db8:1:2:ffff::9".parse().expect("ip"));
+        assert_eq!(a, b);
+        assert_ne!(a, guard_source("2001:db8:1:3::1".parse().expect("ip")));
+        assert_eq!(
+            guard_source("::ffff:192.0.2.7".parse().expect("ip")),
+            "192.0.2.7"
+        );
+    }
+
+    #[test]
+    fn truncation_keeps_only_the_network() {
+        assert_eq!(
+            truncate_ip("203.0.113.77".parse().expect("ip")).to_string(),
+            "203.0.113.0"
+        );
+        assert_eq!(
+            truncate_ip("2001:db8:1:2:3:4:5:6".parse().expect("ip")).to_string(),
+            "2001:db8:1::"
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! Logging: JSON (production) or pretty (terminal) `tracing` output on stderr, and the
+//! security-event stream in its own file. Request text is never logged anywhere.
+
+use std::path::Path;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// The target of the security-event stream.
+pub const SECURITY: &str = "voxgate::security";
+
+/// Installs the global subscriber: the main stream on stderr (JSON or pretty, filtered by
+/// `log.level`) and the security-event stream appended to its own file whatever the level.
+/// A second call is a no-op.
+pub fn init(config: &LogConfig, data_dir: &Path) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let main = match config.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let security = security_file(config, data_dir)?.map(|file| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::sync::Mutex::new(file))
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(SECURITY, tracing::Level::TRACE),
+            )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(main)
+        .with(security)
+        .try_init();
+    Ok(())
+}
+
+/// The security-event file, opened for appending with mode 0600 (its directory 0700).
+fn security_file(config: &LogConfig, data_dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    if config.security_file.as_os_str() == "-" {
+        return Ok(None);
+    }
+    let path = if config.security_file.as_os_str().is_empty() {
+        data_dir.join("security.log")
+    } else {
+        config.security_file.clone()
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("log.security_file {}: {e}", path.display()))?;
+    Ok(Some(file))
+}

@@ -1,0 +1,250 @@
+//! Data protection duties: an account's export of what voxgate keeps about it, and its
+//! erasure.
+//!
+//! Erasure removes every artifact (stored voices and the clones providers made of them, cached
+//! speech), revokes every key, deactivates the account and blanks its name and contact, then
+//! destroys the account's data-key salt ([`crate::data::vault::Vault::shred`]): any copy of its
+//! sealed objects left anywhere (backups) can no longer be opened. The account row stays, as
+//! the subject of audit records (which hold ids and reasons, never content); an
+//! `account_erased` record says who erased it.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::Services;
+use crate::data::audit::{Actor, AuditEvent};
+use crate::error::Error;
+use crate::util::now;
+
+/// Everything voxgate keeps about an account, minus secrets (key digests) and the sealed
+/// audio itself (listed, not included: it is the caller's own recording).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccountExport {
+    /// Always `account.export`.
+    pub object: &'static str,
+    pub exported_at: i64,
+    pub account: ExportedAccount,
+    pub keys: Vec<ExportedKey>,
+    pub voices: Vec<ExportedVoice>,
+    /// Audit records about the account or its keys.
+    pub audit: Vec<ExportedAudit>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExportedAccount {
+    pub id: String,
+    pub name: String,
+    pub contact: Option<String>,
+    pub tier: String,
+    pub active: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExportedKey {
+    pub keyid: String,
+    pub name: String,
+    pub tier: Option<String>,
+    pub scopes: Option<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub request_count: i64,
+    pub last_used_at: Option<i64>,
+    pub last_ip: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExportedVoice {
+    pub id: String,
+    pub name: String,
+    pub duration_ms: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExportedAudit {
+    pub at: i64,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub subject: Option<String>,
+    pub detail: String,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Erased {
+    pub id: String,
+    /// Always `account.deleted`.
+    pub object: &'static str,
+    pub deleted: bool,
+    pub voices_deleted: u64,
+    pub keys_revoked: u64,
+}
+
+/// The export of `account_id` (which must exist).
+impl Services {
+    /// Everything voxgate keeps about `account_id`; the export itself is audited, by `actor`.
+    pub async fn export_account(
+        &self,
+        actor: Actor,
+        source: Option<IpAddr>,
+        account_id: &str,
+    ) -> Result<AccountExport, Error> {
+        let export = self.export(account_id).await?;
+        self.audit
+            .record(
+                actor,
+                source,
+                AuditEvent::AccountExported {
+                    account_id: account_id.to_owned(),
+                },
+            )
+            .await;
+        Ok(export)
+    }
+
+    async fn export(&self, account_id: &str) -> Result<AccountExport, Error> {
+        let store = &self.store;
+        let account = store
+            .account(account_id)
+            .await
+            .map_err(Error::internal)?
+            .ok_or_else(|| Error::refused(crate::error::Code::NotFound, "No such account."))?;
+        let keys = store
+            .keys(Some(account_id))
+            .await
+            .map_err(Error::internal)?;
+        let keyids: Vec<&str> = keys.iter().map(|k| k.keyid.as_str()).collect();
+        let voices = self.voices.list(account_id).await?;
+        let audit = store
+            .audit_log()
+            .await
+            .map_err(Error::internal)?
+            .into_iter()
+            .filter(|r| {
+                r.account_id.as_deref() == Some(account_id)
+                    || r.subject
+                        .as_deref()
+                        .is_some_and(|s| s == account_id || keyids.contains(&s))
+            })
+            .map(|r| ExportedAudit {
+                at: r.at,
+                kind: r.kind,
+                actor: r.actor,
+                subject: r.subject,
+                detail: r.detail,
+            })
+            .collect();
+        Ok(AccountExport {
+            object: "account.export",
+            exported_at: now(),
+            account: ExportedAccount {
+                id: account.id,
+                name: account.name,
+                contact: account.contact,
+                tier: account.tier,
+                active: account.active,
+                created_at: account.created_at,
+            },
+            keys: keys
+                .into_iter()
+                .map(|k| ExportedKey {
+                    keyid: k.keyid,
+                    name: k.name,
+                    tier: k.tier,
+                    scopes: k.scopes,
+                    created_at: k.created_at,
+                    expires_at: k.expires_at,
+                    revoked_at: k.revoked_at,
+                    request_count: k.request_count,
+                    last_used_at: k.last_used_at,
+                    last_ip: k.last_ip,
+                })
+                .collect(),
+            voices: voices
+                .into_iter()
+                .map(|v| ExportedVoice {
+                    id: v.id,
+                    name: v.name,
+                    duration_ms: v.duration_ms,
+                    created_at: v.created_at,
+                })
+                .collect(),
+            audit,
+        })
+    }
+
+    /// Erases `account_id`: see the module documentation for what that means.
+    pub async fn erase_account(
+        &self,
+        actor: Actor,
+        source: Option<IpAddr>,
+        account_id: &str,
+    ) -> Result<Erased, Error> {
+        let store = &self.store;
+        if store
+            .account(account_id)
+            .await
+            .map_err(Error::internal)?
+            .is_none()
+        {
+            return Err(Error::refused(
+                crate::error::Code::NotFound,
+                "No such account.",
+            ));
+        }
+        // Provider-side clones first, while the voices are still listed.
+        let voices = store.voices(account_id).await.map_err(Error::internal)?;
+        for voice in &voices {
+            self.forget_clones(account_id, &voice.id).await;
+        }
+        let voices_deleted = store
+            .delete_voices(account_id)
+            .await
+            .map_err(Error::internal)?;
+        self.cache.remove_owner(account_id).await;
+        let mut keys_revoked = 0;
+        for key in store
+            .keys(Some(account_id))
+            .await
+            .map_err(Error::internal)?
+        {
+            if store
+                .revoke_key(&key.keyid, now())
+                .await
+                .map_err(Error::internal)?
+            {
+                keys_revoked += 1;
+            }
+            self.auth.invalidate(&key.keyid);
+        }
+        store
+            .erase_account(account_id, now())
+            .await
+            .map_err(Error::internal)?;
+        self.vault
+            .shred(account_id)
+            .await
+            .map_err(Error::internal)?;
+        self.audit
+            .record(
+                actor,
+                source,
+                AuditEvent::AccountErased {
+                    account_id: account_id.to_owned(),
+                    voices_deleted,
+                    keys_revoked,
+                },
+            )
+            .await;
+        Ok(Erased {
+            id: account_id.to_owned(),
+            object: "account.deleted",
+            deleted: true,
+            voices_deleted,
+            keys_revoked,
+        })
+    }
+}

@@ -1,0 +1,62 @@
+//! The retention sweeper: deletes what has outlived its configured lifetime — stored voice
+//! references past `retention.voice_days` (with the clones providers made of them), cached
+//! speech past its TTL and stale window, abandoned upload spool files — once at start-up and
+//! then every `sweep_interval_secs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Services;
+use crate::util::now;
+
+/// What one sweep removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub voices: u64,
+    pub cache_entries: u64,
+    pub uploads: u64,
+}
+
+/// One sweep over every kind of stored content.
+pub async fn sweep(services: &Services) -> anyhow::Result<Swept> {
+    let config = &services.config.retention;
+    let mut swept = Swept::default();
+    if config.voice_days > 0 {
+        let cutoff = now() - i64::try_from(config.voice_days * 86_400).unwrap_or(i64::MAX);
+        let store = &services.store;
+        for voice in store.voices_created_before(cutoff).await? {
+            services.forget_clones(&voice.account_id, &voice.id).await;
+            if store.delete_voice(&voice.account_id, &voice.id).await? {
+                swept.voices += 1;
+            }
+        }
+    }
+    swept.cache_entries = services.cache.sweep().await;
+    swept.uploads = services
+        .uploads
+        .sweep_older_than(Duration::from_secs(config.upload_minutes * 60))
+        .await;
+    if swept != Swept::default() {
+        tracing::info!(
+            voices = swept.voices,
+            cache_entries = swept.cache_entries,
+            uploads = swept.uploads,
+            "retention sweep"
+        );
+    }
+    Ok(swept)
+}
+
+/// Sweeps now and then every `sweep_interval_secs`.
+pub fn spawn(services: Arc<Services>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = Duration::from_secs(services.config.retention.sweep_interval_secs.max(1));
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = sweep(&services).await {
+                tracing::warn!(error = %format!("{e:#}"), "retention sweep failed");
+            }
+        }
+    })
+}
