@@ -3,7 +3,7 @@
 //! command may run beside a live server on the same data directory: temporary files are
 //! per process, nothing shared is swept.
 
-pub mod bench;
+pub(crate) mod bench;
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;

@@ -5,9 +5,9 @@
 //! temporary files. Only `store/` contains SQL.
 
 pub mod audit;
-pub mod cache;
-pub mod secrets;
-pub mod spool;
+pub(crate) mod cache;
+pub(crate) mod secrets;
+pub(crate) mod spool;
 pub mod store;
 pub mod vault;
-pub mod voices;
+pub(crate) mod voices;

@@ -8,11 +8,11 @@
 //! - [`subprocess`]: espeak-ng, festival or an operator's binary in the sandbox.
 //! - [`whisper`]: Whisper, verified and loaded on first use.
 
-pub mod breaker;
-pub mod egress;
+pub(crate) mod breaker;
+pub(crate) mod egress;
 pub mod providers;
-pub mod subprocess;
-pub mod whisper;
+pub(crate) mod subprocess;
+pub(crate) mod whisper;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

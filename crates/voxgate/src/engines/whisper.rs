@@ -6,12 +6,14 @@
 use voxgate_engine::{EngineError, Transcriber};
 
 /// A recogniser that cannot run in this build.
+#[cfg(not(feature = "whisper"))]
 #[derive(Debug)]
 pub struct Unavailable {
     id: String,
     reason: &'static str,
 }
 
+#[cfg(not(feature = "whisper"))]
 impl Unavailable {
     pub fn new(id: &str, reason: &'static str) -> Self {
         Self {
@@ -21,6 +23,7 @@ impl Unavailable {
     }
 }
 
+#[cfg(not(feature = "whisper"))]
 impl Transcriber for Unavailable {
     fn id(&self) -> &str {
         &self.id

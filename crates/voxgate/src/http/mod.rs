@@ -15,20 +15,20 @@
 
 pub mod access;
 pub mod admin;
-pub mod client_ip;
+mod client_ip;
 pub mod error;
 mod health;
 mod json;
 mod me;
-pub mod measure;
+pub(crate) mod measure;
 mod models;
-pub mod multipart;
-pub mod openapi;
-pub mod perimeter;
+mod multipart;
+mod openapi;
+mod perimeter;
 pub mod server;
-pub mod socket;
+mod socket;
 mod speech;
-pub mod tls;
+mod tls;
 mod transcript;
 mod transcriptions;
 mod voices;

@@ -1,8 +1,8 @@
 //! Observability: the per-application [`metrics::Metrics`] registry, logging set-up
 //! ([`telemetry`]) and the in-process [`alerts`] that read the registry.
 
-pub mod alerts;
+pub(crate) mod alerts;
 pub mod metrics;
-pub mod telemetry;
+pub(crate) mod telemetry;
 
 pub use metrics::Metrics;

@@ -13,12 +13,12 @@
 //! store, audit, vault, cache, catalog, limiter, concurrency, its own metrics registry),
 //! built once by [`Services::build`]; nothing reaches one backend through another.
 
-pub mod meter;
-pub mod privacy;
+mod meter;
+pub(crate) mod privacy;
 pub mod retention;
 pub mod speech;
 pub mod transcription;
-pub mod voices;
+pub(crate) mod voices;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -13,9 +13,9 @@
 //! - [`elevenlabs`]: ElevenLabs streaming TTS and instant voice cloning.
 //! - [`pollinations`]: Pollinations' GET text-to-speech (MP3, decoded here).
 
-pub mod elevenlabs;
-pub mod openai;
-pub mod pollinations;
+pub(crate) mod elevenlabs;
+pub(crate) mod openai;
+pub(crate) mod pollinations;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
