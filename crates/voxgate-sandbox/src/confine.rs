@@ -67,39 +67,273 @@ pub(crate) fn prepare_landlock(
     Ok((fd, status))
 }
 
-pub(crate) fn compile_seccomp(allow_unix: bool) -> Result<BpfProgram, SandboxError> {
+/// Every namespace flag of `clone`/`unshare`: a child may fork, never make a namespace.
+const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | 0x80/* CLONE_NEWTIME */) as u64;
+
+/// The system calls a sandboxed synthesizer may make, unconditionally: what espeak-ng,
+/// festival, a shell, Python and a typical compiled binary need to compute, read their data,
+/// write their output and fork helpers. Everything else fails with `EPERM`: among others
+/// `socket` (unless `AF_UNIX` is allowed), `connect`, `bind`, `io_uring_*`, `unshare`,
+/// `setns`, `setsid`, `setpgid` (so no descendant can leave the process group the supervisor
+/// kills), `ptrace`, `process_vm_*`, `keyctl`, `add_key`, `bpf`, `perf_event_open`,
+/// `userfaultfd`, `mount` and the new mount API, `pivot_root`, `chroot`, module loading,
+/// `kexec_*`, `reboot`, `swapon`, clock setting, `setuid` and friends, `capset`, `mknod`,
+/// `personality`, `iopl`, `modify_ldt`, `open_by_handle_at`.
+fn allowed_syscalls() -> Vec<libc::c_long> {
+    let mut list = vec![
+        // Memory and threads.
+        libc::SYS_brk,
+        libc::SYS_mmap,
+        libc::SYS_munmap,
+        libc::SYS_mremap,
+        libc::SYS_mprotect,
+        libc::SYS_madvise,
+        libc::SYS_mincore,
+        libc::SYS_msync,
+        libc::SYS_membarrier,
+        libc::SYS_futex,
+        libc::SYS_set_robust_list,
+        libc::SYS_get_robust_list,
+        libc::SYS_set_tid_address,
+        libc::SYS_rseq,
+        libc::SYS_sched_yield,
+        libc::SYS_sched_getaffinity,
+        libc::SYS_sched_getparam,
+        libc::SYS_sched_getscheduler,
+        libc::SYS_sched_get_priority_max,
+        libc::SYS_sched_get_priority_min,
+        libc::SYS_getcpu,
+        // Processes (clone is allowed below only without namespace flags).
+        libc::SYS_execve,
+        libc::SYS_execveat,
+        libc::SYS_exit,
+        libc::SYS_exit_group,
+        libc::SYS_wait4,
+        libc::SYS_waitid,
+        libc::SYS_clone3, // refused with ENOSYS by the second filter (its flags are in memory)
+        libc::SYS_kill,   // Landlock scopes signals to the sandbox's own processes
+        libc::SYS_tkill,
+        libc::SYS_tgkill,
+        libc::SYS_getpid,
+        libc::SYS_getppid,
+        libc::SYS_gettid,
+        libc::SYS_getpgid,
+        libc::SYS_getsid,
+        libc::SYS_getuid,
+        libc::SYS_geteuid,
+        libc::SYS_getgid,
+        libc::SYS_getegid,
+        libc::SYS_getresuid,
+        libc::SYS_getresgid,
+        libc::SYS_getgroups,
+        libc::SYS_capget,
+        libc::SYS_prctl,
+        libc::SYS_prlimit64,
+        libc::SYS_getrlimit,
+        libc::SYS_getrusage,
+        libc::SYS_sysinfo,
+        libc::SYS_times,
+        libc::SYS_uname,
+        libc::SYS_umask,
+        libc::SYS_getrandom,
+        // Signals and time.
+        libc::SYS_rt_sigaction,
+        libc::SYS_rt_sigprocmask,
+        libc::SYS_rt_sigreturn,
+        libc::SYS_rt_sigsuspend,
+        libc::SYS_rt_sigpending,
+        libc::SYS_rt_sigtimedwait,
+        libc::SYS_sigaltstack,
+        libc::SYS_setitimer,
+        libc::SYS_getitimer,
+        libc::SYS_nanosleep,
+        libc::SYS_clock_nanosleep,
+        libc::SYS_clock_gettime,
+        libc::SYS_clock_getres,
+        libc::SYS_gettimeofday,
+        // File descriptors and I/O.
+        libc::SYS_read,
+        libc::SYS_write,
+        libc::SYS_readv,
+        libc::SYS_writev,
+        libc::SYS_pread64,
+        libc::SYS_pwrite64,
+        libc::SYS_preadv,
+        libc::SYS_pwritev,
+        libc::SYS_lseek,
+        libc::SYS_close,
+        libc::SYS_close_range,
+        libc::SYS_dup,
+        libc::SYS_dup3,
+        libc::SYS_pipe2,
+        libc::SYS_fcntl,
+        libc::SYS_flock,
+        libc::SYS_fsync,
+        libc::SYS_fdatasync,
+        libc::SYS_ftruncate,
+        libc::SYS_fallocate,
+        libc::SYS_fadvise64,
+        libc::SYS_sendfile,
+        libc::SYS_copy_file_range,
+        libc::SYS_splice,
+        libc::SYS_tee,
+        libc::SYS_ppoll,
+        libc::SYS_pselect6,
+        libc::SYS_epoll_create1,
+        libc::SYS_epoll_ctl,
+        libc::SYS_epoll_pwait,
+        libc::SYS_eventfd2,
+        libc::SYS_timerfd_create,
+        libc::SYS_timerfd_settime,
+        libc::SYS_timerfd_gettime,
+        libc::SYS_signalfd4,
+        libc::SYS_memfd_create,
+        // An anonymous connected AF_UNIX pair reaches nothing; `socket` itself is refused.
+        libc::SYS_socketpair,
+        libc::SYS_sendmsg,
+        libc::SYS_recvmsg,
+        libc::SYS_sendto,
+        libc::SYS_recvfrom,
+        libc::SYS_shutdown,
+        libc::SYS_getsockopt,
+        libc::SYS_setsockopt,
+        // Files (Landlock decides which).
+        libc::SYS_openat,
+        libc::SYS_openat2,
+        libc::SYS_newfstatat,
+        libc::SYS_fstat,
+        libc::SYS_statx,
+        libc::SYS_statfs,
+        libc::SYS_fstatfs,
+        libc::SYS_faccessat,
+        libc::SYS_faccessat2,
+        libc::SYS_readlinkat,
+        libc::SYS_getdents64,
+        libc::SYS_getcwd,
+        libc::SYS_chdir,
+        libc::SYS_fchdir,
+        libc::SYS_mkdirat,
+        libc::SYS_unlinkat,
+        libc::SYS_renameat2,
+        libc::SYS_linkat,
+        libc::SYS_symlinkat,
+        libc::SYS_fchmod,
+        libc::SYS_fchmodat,
+        libc::SYS_utimensat,
+        libc::SYS_truncate,
+    ];
+    #[cfg(target_arch = "x86_64")]
+    list.extend([
+        libc::SYS_arch_prctl,
+        libc::SYS_fork,
+        libc::SYS_vfork,
+        libc::SYS_pause,
+        libc::SYS_alarm,
+        libc::SYS_time,
+        libc::SYS_dup2,
+        libc::SYS_pipe,
+        libc::SYS_poll,
+        libc::SYS_select,
+        libc::SYS_epoll_create,
+        libc::SYS_epoll_wait,
+        libc::SYS_eventfd,
+        libc::SYS_signalfd,
+        libc::SYS_getpgrp,
+        libc::SYS_open,
+        libc::SYS_creat,
+        libc::SYS_stat,
+        libc::SYS_lstat,
+        libc::SYS_access,
+        libc::SYS_readlink,
+        libc::SYS_getdents,
+        libc::SYS_mkdir,
+        libc::SYS_rmdir,
+        libc::SYS_unlink,
+        libc::SYS_rename,
+        libc::SYS_renameat,
+        libc::SYS_link,
+        libc::SYS_symlink,
+        libc::SYS_chmod,
+        libc::SYS_utimes,
+    ]);
+    list
+}
+
+/// The seccomp programs, installed in order: an allow-list (anything not listed fails with
+/// `EPERM`), then `clone3` answered `ENOSYS` (its flags live in memory a filter cannot read,
+/// and libc falls back to `clone`, whose flags it can).
+pub(crate) fn compile_seccomp(allow_unix: bool) -> Result<[BpfProgram; 2], SandboxError> {
     let e = SandboxError::Seccomp;
-    let socket_rules = if allow_unix {
-        let not_unix = SeccompCondition::new(
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = allowed_syscalls()
+        .into_iter()
+        .map(|nr| (nr, Vec::new()))
+        .collect();
+    // clone: only without namespace flags.
+    let no_namespace = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Qword,
+        SeccompCmpOp::MaskedEq(NAMESPACE_FLAGS),
+        0,
+    )
+    .map_err(e)?;
+    rules.insert(
+        libc::SYS_clone,
+        vec![SeccompRule::new(vec![no_namespace]).map_err(e)?],
+    );
+    // ioctl: anything but pushing input into a terminal (TIOCSTI) or TIOCLINUX.
+    let not = |request: libc::c_ulong| {
+        SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, request as u64)
+    };
+    rules.insert(
+        libc::SYS_ioctl,
+        vec![
+            SeccompRule::new(vec![
+                not(libc::TIOCSTI).map_err(e)?,
+                not(libc::TIOCLINUX).map_err(e)?,
+            ])
+            .map_err(e)?,
+        ],
+    );
+    if allow_unix {
+        let unix = SeccompCondition::new(
             0,
             SeccompCmpArgLen::Dword,
-            SeccompCmpOp::Ne,
+            SeccompCmpOp::Eq,
             libc::AF_UNIX as u64,
         )
         .map_err(e)?;
-        vec![SeccompRule::new(vec![not_unix]).map_err(e)?]
-    } else {
-        Vec::new() // an empty rule list matches unconditionally
-    };
-    let mut rules = BTreeMap::new();
-    rules.insert(libc::SYS_socket, socket_rules.clone());
-    rules.insert(libc::SYS_io_uring_setup, Vec::new());
-    #[cfg(target_arch = "x86_64")]
-    {
-        // x32 syscalls report AUDIT_ARCH_X86_64 too, with bit 30 set in the number.
-        const X32: i64 = 0x4000_0000;
-        rules.insert(X32 | libc::SYS_socket, socket_rules);
-        rules.insert(X32 | libc::SYS_io_uring_setup, Vec::new());
+        rules.insert(
+            libc::SYS_socket,
+            vec![SeccompRule::new(vec![unix.clone()]).map_err(e)?],
+        );
+        rules.insert(libc::SYS_connect, Vec::new());
     }
-    let arch = std::env::consts::ARCH.try_into().map_err(e)?;
-    let filter = SeccompFilter::new(
+    let arch: seccompiler::TargetArch = std::env::consts::ARCH.try_into().map_err(e)?;
+    let allow_list = SeccompFilter::new(
         rules,
-        SeccompAction::Allow,
         SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Allow,
         arch,
     )
     .map_err(e)?;
-    filter.try_into().map_err(e)
+    let clone3 = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(e)?;
+    Ok([
+        allow_list.try_into().map_err(e)?,
+        clone3.try_into().map_err(e)?,
+    ])
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -139,7 +373,8 @@ pub(crate) struct ChildSetup {
     pub(crate) parent: libc::pid_t,
     /// Owned so that the parent's copy closes when the `Command` (holding this) is dropped.
     pub(crate) ruleset_fd: Option<OwnedFd>,
-    pub(crate) bpf: BpfProgram,
+    /// Installed in order (see [`compile_seccomp`]).
+    pub(crate) bpf: [BpfProgram; 2],
 }
 
 #[repr(C)]
@@ -217,17 +452,19 @@ impl ChildSetup {
                 check(libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32))?;
                 libc::close(fd); // not needed any more in the child
             }
-            let prog = SockFprog {
-                len: self.bpf.len() as libc::c_ushort,
-                filter: self.bpf.as_ptr(),
-            };
-            check(libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &prog as *const SockFprog,
-                0,
-                0,
-            ) as _)?;
+            for bpf in &self.bpf {
+                let prog = SockFprog {
+                    len: bpf.len() as libc::c_ushort,
+                    filter: bpf.as_ptr(),
+                };
+                check(libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const SockFprog,
+                    0,
+                    0,
+                ) as _)?;
+            }
         }
         Ok(())
     }

@@ -30,14 +30,20 @@
 //!    TCP bind/connect denied; signals and abstract UNIX sockets scoped to the sandbox. The
 //!    achieved level is reported as [`LandlockStatus`]; [`SandboxSpec::require_landlock`] makes
 //!    [`run`] fail when Landlock is not enforced at all.
-//! 8. **seccomp** (default allow): `socket()` fails with `EPERM` for every domain (or every domain
-//!    but `AF_UNIX` when [`SandboxSpec::allow_unix_sockets`] is set), `io_uring_setup` fails with
-//!    `EPERM` (io_uring could create sockets without the `socket` syscall). `socketpair` stays
-//!    allowed: it can only make an anonymous, already-connected `AF_UNIX` pair, which reaches
-//!    nothing. Foreign syscall ABIs (i386 `int 0x80`) kill the process; x32 aliases are matched too.
+//! 8. **seccomp** (an allow-list, default `EPERM`): what a synthesizer needs to compute, read,
+//!    write its output and fork helpers is allowed; everything else fails, among it `socket()`
+//!    of every domain (or every domain but `AF_UNIX` when [`SandboxSpec::allow_unix_sockets`] is
+//!    set), `io_uring_*`, namespaces (`unshare`, `setns`, `clone` with a namespace flag; `clone3`
+//!    answers `ENOSYS` so libc falls back to `clone`), `setsid`/`setpgid`, `ptrace`, `keyctl`,
+//!    `bpf`, `perf_event_open`, `userfaultfd`, mounts, `pivot_root`, module loading and `kexec`,
+//!    and `ioctl(TIOCSTI)`. `socketpair` stays allowed: it can only make an anonymous,
+//!    already-connected `AF_UNIX` pair, which reaches nothing. Foreign syscall ABIs (i386
+//!    `int 0x80`) kill the process; x32 numbers are not on the list.
 //! 9. **Supervision**: wall-clock deadline, stdout cap, stderr kept as a 4 KiB tail (diagnostics
-//!    only, never audio). Any kill hits the whole process group with `SIGKILL`, and the leader is
-//!    always reaped.
+//!    only, never audio). When the leader exits or is stopped, the whole process group is
+//!    killed with `SIGKILL` until none of it is left, and the leader is always reaped. Since no
+//!    descendant can leave the group (seccomp refuses `setsid` and `setpgid`), no process of a
+//!    run outlives it, whatever it forks or ignores.
 //!
 //! # Fork safety
 //!
@@ -76,8 +82,6 @@
 //!   inferred from stderr text; a crash without such text is reported as `Failed`/`Signal`.
 //! * `PR_SET_PDEATHSIG` fires when the *thread* that spawned the child exits; [`run`] blocks
 //!   that thread for the child's whole life, so this only matters if the whole process dies.
-//! * A process that escapes the process group (it would need its own `setsid`) is not killed by
-//!   the group kill; if it keeps the output pipes open the run ends as a `Timeout`.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use std::collections::BTreeMap;

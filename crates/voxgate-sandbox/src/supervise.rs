@@ -213,26 +213,65 @@ fn leader_exited(pid: libc::pid_t) -> bool {
     }
 }
 
-/// SIGKILL the whole process group, then reap the leader. The leader is not reaped before the
-/// group kill, so `-pid` cannot name a recycled group. Fails (rather than inventing an exit
-/// status) if the leader cannot be reaped, e.g. because the host set `SIGCHLD` to `SIG_IGN`.
+/// SIGKILL the whole process group, then reap the leader, then kill the group again until no
+/// member is left. The leader is not reaped before the first group kill, so `-pid` cannot name
+/// a recycled group; after it, the group id stays reserved while any member lives. Fails
+/// (rather than inventing an exit status) if the leader cannot be reaped, e.g. because the
+/// host set `SIGCHLD` to `SIG_IGN`.
 fn kill_group_and_reap(pid: libc::pid_t) -> io::Result<(libc::c_int, libc::rusage)> {
     // SAFETY: kill/wait4 with integer arguments and valid out-pointers to stack values.
-    unsafe {
+    let reaped = unsafe {
         libc::kill(-pid, libc::SIGKILL);
         libc::kill(pid, libc::SIGKILL); // in case the group is gone (e.g. setsid failed)
         let mut status = 0;
         let mut rusage: libc::rusage = std::mem::zeroed();
         loop {
             if libc::wait4(pid, &mut status, 0, &mut rusage) == pid {
-                return Ok((status, rusage));
+                break Ok((status, rusage));
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+                break Err(e);
             }
         }
+    };
+    // A member forked while the first kill was being delivered, or one that was stopped, is
+    // caught here; members already dead are zombies until their new parent reaps them.
+    for _ in 0..100 {
+        // SAFETY: kill with integer arguments.
+        if unsafe { libc::kill(-pid, libc::SIGKILL) } != 0 || !group_has_live_members(pid) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
+    reaped
+}
+
+/// Whether any process of group `pgid` is still running (zombies do not count).
+fn group_has_live_members(pgid: libc::pid_t) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // Fields after the command name: state ppid pgrp …
+        let mut rest = stat
+            .rsplit_once(')')
+            .map_or("", |(_, r)| r)
+            .split_whitespace();
+        let state = rest.next().unwrap_or("Z");
+        let pgrp = rest.nth(1).and_then(|p| p.parse::<libc::pid_t>().ok());
+        pgrp == Some(pgid) && state != "Z" && state != "X"
+    })
 }
 
 enum Verdict {

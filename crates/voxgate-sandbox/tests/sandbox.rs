@@ -519,3 +519,165 @@ fn binary_validation_refuses_unsafe_paths() {
     assert_eq!(py.path(), Path::new(PY));
     assert_eq!(py.resolved(), std::fs::canonicalize(PY).unwrap());
 }
+
+/// Processes whose command line carries `marker` (alive, not zombies).
+fn alive_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if !zombie
+            && cmdline
+                .windows(marker.len())
+                .any(|w| w == marker.as_bytes())
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A hostile child tries every way out of the process group the supervisor kills: `setsid`
+/// and `setpgid` (refused by seccomp), a double fork, ignoring SIGTERM. It then exits at once,
+/// leaving its descendants behind. After the run, none of them is alive.
+#[test]
+fn no_descendant_outlives_the_run() {
+    let marker = format!("voxgate-hostile-{}", std::process::id());
+    let script = r#"
+import os, signal, sys, time
+errors = []
+for attempt in (os.setsid, lambda: os.setpgid(0, 0)):
+    try:
+        attempt()
+    except OSError as e:
+        errors.append(e.errno)
+print("errors=%s" % ",".join(map(str, errors)), flush=True)
+if os.fork() == 0:
+    try:
+        os.setsid()
+    except OSError:
+        pass
+    if os.fork() == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        os.close(1); os.close(2)
+        time.sleep(3600)
+    os._exit(0)
+os._exit(0)
+"#;
+    let spec = python(script, &[&marker]);
+    let out = run(&spec, b"").expect("run");
+    let errors = &kv(&out.stdout)["errors"];
+    assert_eq!(
+        errors,
+        &format!("{0},{0}", libc::EPERM),
+        "setsid and setpgid refused"
+    );
+    // Give a straggler the time it would need to show up.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        alive_with(&marker),
+        Vec::<i32>::new(),
+        "a descendant survived"
+    );
+
+    // Control: outside the sandbox the same script does leave a sleeper behind.
+    let mut child = Command::new(PY)
+        .args(["-I", "-S", "-c", script, &marker])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    child.wait().expect("wait");
+    std::thread::sleep(Duration::from_millis(300));
+    let survivors = alive_with(&marker);
+    assert!(!survivors.is_empty(), "the control must leave a sleeper");
+    for pid in survivors {
+        // SAFETY: kill with integer arguments.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Namespaces, tracing, kernel keys, BPF, perf, userfaultfd, mounts, modules and kexec are
+/// refused with EPERM; `clone3` answers ENOSYS (so libc falls back to `clone`, whose flags the
+/// filter checks). The same calls behave differently unsandboxed.
+#[test]
+fn dangerous_system_calls_are_refused() {
+    let script = r#"
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+def call(name, *args):
+    ctypes.set_errno(0)
+    rc = libc.syscall(name, *args)
+    return "ok" if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+SYS = {"unshare": 272, "setns": 308, "ptrace": 101, "keyctl": 250, "bpf": 321,
+       "perf_event_open": 298, "userfaultfd": 323, "mount": 165, "pivot_root": 155,
+       "init_module": 175, "kexec_load": 246, "setsid": 112, "clone3": 435}
+print("unshare_user=" + call(SYS["unshare"], 0x10000000))
+print("setns=" + call(SYS["setns"], 0, 0))
+print("ptrace=" + call(SYS["ptrace"], 0, 0, 0, 0))
+print("keyctl=" + call(SYS["keyctl"], 0, 0, 0, 0))
+print("bpf=" + call(SYS["bpf"], 0, 0, 0))
+print("perf_event_open=" + call(SYS["perf_event_open"], 0, 0, -1, -1, 0))
+print("userfaultfd=" + call(SYS["userfaultfd"], 0))
+print("mount=" + call(SYS["mount"], 0, 0, 0, 0, 0))
+print("pivot_root=" + call(SYS["pivot_root"], 0, 0))
+print("init_module=" + call(SYS["init_module"], 0, 0, 0))
+print("kexec_load=" + call(SYS["kexec_load"], 0, 0, 0, 0))
+print("clone3=" + call(SYS["clone3"], 0, 0))
+pid = os.fork()
+if pid == 0:
+    os._exit(7)
+print("fork=%d" % os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"#;
+    assert!(cfg!(target_arch = "x86_64"), "syscall numbers are x86_64's");
+    let out = run(&python(script, &[]), b"").expect("run");
+    let got = kv(&out.stdout);
+    for name in [
+        "unshare_user",
+        "setns",
+        "ptrace",
+        "keyctl",
+        "bpf",
+        "perf_event_open",
+        "userfaultfd",
+        "mount",
+        "pivot_root",
+        "init_module",
+        "kexec_load",
+    ] {
+        assert_eq!(got[name], "EPERM", "{name}: {got:?}");
+    }
+    assert_eq!(got["clone3"], "ENOSYS");
+    assert_eq!(got["fork"], "7", "ordinary forks still work");
+
+    // Control (only the harmless calls): unsandboxed, clone3 is a real system call and
+    // unsharing a user namespace is not refused by a filter.
+    let harmless = r#"
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+def call(nr, *args):
+    ctypes.set_errno(0)
+    rc = libc.syscall(nr, *args)
+    return "ok" if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+print("clone3=" + call(435, 0, 0))
+print("unshare_user=" + call(272, 0x10000000))
+"#;
+    let control = Command::new(PY)
+        .args(["-I", "-S", "-c", harmless])
+        .output()
+        .expect("control");
+    let control = kv(&control.stdout);
+    assert_ne!(control["clone3"], "ENOSYS", "{control:?}");
+    assert_ne!(control["unshare_user"], "EPERM", "{control:?}");
+}

@@ -693,6 +693,8 @@ async fn the_cache_answers_repeats_without_the_engine_and_only_for_the_same_acco
         .speech(json!({"model": "remote", "input": "Cache me.", "voice": "alloy", "response_format": "wav"}))
         .await;
     assert_eq!(header(&other, "x-voxgate-cache"), "miss");
+    // A complete response is kept before its end reaches the client.
+    let _ = other.bytes().await.expect("body");
     // Another account of the same tier never gets the first account's entry.
     let (_, key) = crate::helpers::create_key(&app.state, "admin", None, None).await;
     let response = crate::helpers::client_with(Some(&key))
@@ -702,6 +704,7 @@ async fn the_cache_answers_repeats_without_the_engine_and_only_for_the_same_acco
         .await
         .expect("send");
     assert_eq!(header(&response, "x-voxgate-cache"), "miss");
+    let _ = response.bytes().await.expect("body");
     // Tiers without caching get no header and no entry.
     let (_, basic) = crate::helpers::create_key(&app.state, "basic", None, None).await;
     let response = crate::helpers::client_with(Some(&basic))
