@@ -181,17 +181,51 @@ fn push_clause<'a>(text: &'a str, out: &mut Vec<Clause<'a>>) {
 /// Piper's phoneme string for one sentence: for each clause, the IPA eSpeak gives for its
 /// [`espeak_input`] (lines joined with a space, `(lang)` switch flags removed), then its
 /// punctuation, plus a space after `,;:`.
+///
+/// All clauses of the sentence go to eSpeak in one run, each closed by a double break: a
+/// break ends eSpeak's clause (so each is phonemized exactly as on its own) and the second one
+/// makes it print an empty line after every clause's lines. When the groups of lines do not
+/// match the clauses one to one (a clause that eSpeak turns into nothing), each clause is
+/// phonemized on its own instead. One process per sentence, not per clause: punctuation can
+/// no longer multiply process spawns.
 pub fn sentence_phonemes(
     sentence: &str,
     voice: &str,
     phonemizer: &dyn Phonemizer,
 ) -> Result<String, EngineError> {
+    let clauses = split_clauses(sentence);
+    let spoken: Vec<&str> = clauses
+        .iter()
+        .map(|c| c.text)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut ipa_of = match spoken.len() {
+        0 => Vec::new(),
+        1 => vec![phonemizer.phonemize(&espeak_input(spoken[0]), voice)?],
+        _ => {
+            let batch = spoken
+                .iter()
+                .map(|t| espeak_input(t))
+                .collect::<Vec<_>>()
+                .join("<break/>");
+            let groups = line_groups(&phonemizer.phonemize(&format!("{batch}<break/>"), voice)?);
+            if groups.len() == spoken.len() {
+                groups
+            } else {
+                spoken
+                    .iter()
+                    .map(|t| phonemizer.phonemize(&espeak_input(t), voice))
+                    .collect::<Result<_, _>>()?
+            }
+        }
+    }
+    .into_iter();
     let mut phonemes = String::new();
-    for clause in split_clauses(sentence) {
+    for clause in clauses {
         let ipa = if clause.text.is_empty() {
             String::new()
         } else {
-            phonemizer.phonemize(&espeak_input(clause.text), voice)?
+            ipa_of.next().unwrap_or_default()
         };
         let joined = ipa
             .lines()
@@ -218,6 +252,28 @@ pub fn sentence_phonemes(
         }
     }
     Ok(phonemes)
+}
+
+/// eSpeak's output for a batch, cut at its empty lines: each group holds one clause's lines.
+fn line_groups(output: &str) -> Vec<String> {
+    let mut groups = Vec::new();
+    let mut current: Vec<&str> = Vec::new();
+    for line in output.lines().map(str::trim) {
+        if line.is_empty() {
+            groups.push(current.join("\n"));
+            current.clear();
+        } else {
+            current.push(line);
+        }
+    }
+    if !current.is_empty() {
+        groups.push(current.join("\n"));
+    }
+    // eSpeak ends its output with one more empty line.
+    while groups.last().is_some_and(String::is_empty) {
+        groups.pop();
+    }
+    groups
 }
 
 /// A voice's `phoneme_id_map`: codepoint to ids, with pad `_`, BOS `^` and EOS `$`.
@@ -362,8 +418,9 @@ mod tests {
         fn phonemize(&self, input: &str, voice: &str) -> Result<String, EngineError> {
             assert_eq!(voice, "en-us");
             Ok(match input {
-                "Hello<break/>" => "həlˈoʊ\n".into(),
-                "café au lait<break/>" => "kæfˈeɪ\n(fr)o lɛ(en)\n".into(),
+                "Hello<break/><break/>café au lait<break/><break/>" => {
+                    "həlˈoʊ\n\nkæfˈeɪ\n(fr)o lɛ(en)\n\n".into()
+                }
                 other => panic!("unexpected input {other:?}"),
             })
         }
@@ -373,6 +430,73 @@ mod tests {
     fn sentence_phonemes_reappend_punctuation_and_drop_language_flags() {
         let phonemes = sentence_phonemes("Hello, café au lait!", "en-us", &Fake).unwrap();
         assert_eq!(phonemes, "həlˈoʊ, kæfˈeɪ o lɛ!");
+    }
+
+    /// A batch whose output does not split into one group per clause is done clause by
+    /// clause instead.
+    #[test]
+    fn a_batch_that_does_not_line_up_falls_back_to_single_clauses() {
+        #[derive(Debug, Default)]
+        struct Counting(std::sync::Mutex<Vec<String>>);
+        impl Phonemizer for Counting {
+            fn phonemize(&self, input: &str, _: &str) -> Result<String, EngineError> {
+                self.0.lock().unwrap().push(input.to_owned());
+                Ok(if input.matches("<break/>").count() > 1 {
+                    "ˈeɪ\n\n\n\nbˈiː\n\n".into() // "..." gave nothing: 3 groups for 2
+                } else {
+                    format!("{}\n", input.trim_end_matches("<break/>"))
+                })
+            }
+        }
+        let counting = Counting::default();
+        let phonemes = sentence_phonemes("a, b", "en-us", &counting).unwrap();
+        assert_eq!(phonemes, "a, b");
+        assert_eq!(
+            counting.0.lock().unwrap().len(),
+            3,
+            "one batch, then one per clause"
+        );
+    }
+
+    /// One eSpeak run for a sentence however many clauses it has, and the same phonemes as
+    /// clause by clause.
+    #[test]
+    fn batches_give_the_phonemes_of_single_clauses_in_one_run() {
+        #[derive(Debug)]
+        struct Runs(CommandPhonemizer, std::sync::atomic::AtomicUsize);
+        impl Phonemizer for Runs {
+            fn phonemize(&self, input: &str, voice: &str) -> Result<String, EngineError> {
+                self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.0.phonemize(input, voice)
+            }
+        }
+        let espeak = Runs(CommandPhonemizer::default(), Default::default());
+        for sentence in [
+            "Hello, world; is it: yes, really?",
+            "a, a, a, a, a, a, a, a.",
+            "The quick brown fox, the lazy dog, Tom & Jerry <3, and café au lait!",
+            "Wait, Dr. Smith paid 3.14: no, 1,000 at 5% (or so), didn't he?",
+        ] {
+            let before = espeak.1.load(std::sync::atomic::Ordering::SeqCst);
+            let batched = sentence_phonemes(sentence, "en-us", &espeak).expect("espeak-ng");
+            let runs = espeak.1.load(std::sync::atomic::Ordering::SeqCst) - before;
+            assert_eq!(runs, 1, "{sentence}");
+            let mut single = String::new();
+            for clause in split_clauses(sentence) {
+                let alone = sentence_phonemes(
+                    &format!(
+                        "{}{}",
+                        clause.text,
+                        clause.punctuation.map(String::from).unwrap_or_default()
+                    ),
+                    "en-us",
+                    &espeak,
+                )
+                .expect("espeak-ng");
+                single.push_str(&alone);
+            }
+            assert_eq!(batched.trim_end(), single.trim_end(), "{sentence}");
+        }
     }
 
     #[test]

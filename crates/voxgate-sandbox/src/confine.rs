@@ -6,6 +6,26 @@ use super::*;
 // ---------------------------------------------------------------------------------------------
 // Preparation (parent side, before fork: allocation allowed here)
 
+/// How much of the Landlock policy this kernel would enforce (no rule is applied).
+pub(crate) fn kernel_landlock() -> LandlockStatus {
+    let build = |level| -> Result<RulesetCreated, landlock::RulesetError> {
+        let abi = LANDLOCK_ABI;
+        Ruleset::default()
+            .set_compatibility(level)
+            .handle_access(AccessFs::from_all(abi))?
+            .handle_access(AccessNet::from_all(abi))?
+            .scope(Scope::from_all(abi))?
+            .create()
+    };
+    if build(CompatLevel::HardRequirement).is_ok() {
+        return LandlockStatus::FullyEnforced;
+    }
+    match build(CompatLevel::BestEffort).map(Option::<OwnedFd>::from) {
+        Ok(Some(_)) => LandlockStatus::PartiallyEnforced,
+        _ => LandlockStatus::NotEnforced,
+    }
+}
+
 pub(crate) fn prepare_landlock(
     spec: &SandboxSpec,
     work: &Path,
@@ -288,6 +308,10 @@ pub(crate) fn compile_seccomp(allow_unix: bool) -> Result<[BpfProgram; 2], Sandb
         vec![SeccompRule::new(vec![no_namespace]).map_err(e)?],
     );
     // ioctl: anything but pushing input into a terminal (TIOCSTI) or TIOCLINUX.
+    #[allow(
+        clippy::unnecessary_cast,
+        reason = "c_ulong is u64 here but u32 on 32-bit targets"
+    )]
     let not = |request: libc::c_ulong| {
         SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, request as u64)
     };

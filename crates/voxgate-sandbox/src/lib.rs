@@ -112,6 +112,12 @@ pub use binary::{
     BinaryProblem, ValidatedBinary, default_read_paths, read_paths_for, validate_binary,
 };
 use confine::{ChildSetup, compile_seccomp, prepare_landlock, prepare_rlimits};
+
+/// How much of the sandbox's Landlock policy (ABI v6: filesystem, TCP, scopes) the running
+/// kernel enforces. Checked at start-up, so an operator learns it before the first run.
+pub fn kernel_landlock() -> LandlockStatus {
+    confine::kernel_landlock()
+}
 use supervise::{SigpipeBlock, supervise};
 
 /// How many trailing bytes of the child's stderr are kept (for logs only).

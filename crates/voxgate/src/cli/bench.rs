@@ -247,6 +247,25 @@ async fn piper_rtf(
             took / seconds
         )?;
     }
+    // Punctuation must not multiply phonemizer runs: 400 characters of "a, a, a, …" against
+    // 400 characters of prose (goal: at most 1.5×).
+    let commas: String = "a, ".repeat(134).chars().take(400).collect();
+    let prose: String = PARAGRAPH.repeat(2).chars().take(400).collect();
+    let mut took = [0.0f64; 2];
+    for _ in 0..reps {
+        for (i, text) in [&commas, &prose].into_iter().enumerate() {
+            let start = Instant::now();
+            synthesize_all(job_for(catalog, "piper", text, AudioFormat::Pcm)?, runtime).await?;
+            took[i] += start.elapsed().as_secs_f64();
+        }
+    }
+    writeln!(
+        out,
+        "400 characters of \"a, a, a, …\" {:.0} ms, of prose {:.0} ms: {:.2}× (goal ≤ 1.5×)",
+        took[0] * 1e3 / reps as f64,
+        took[1] * 1e3 / reps as f64,
+        took[0] / took[1]
+    )?;
     Ok(())
 }
 

@@ -20,6 +20,14 @@ pub enum Program {
     Custom,
 }
 
+/// The sandbox shared by every sandboxed engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Refuse to start sandboxed engines unless the kernel enforces all of Landlock.
+    pub require_landlock: bool,
+}
+
 /// A synthesizer binary run in the sandbox, one sentence per run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

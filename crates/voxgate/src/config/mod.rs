@@ -18,7 +18,7 @@ mod server;
 mod validate;
 
 pub use data::{AuditConfig, CacheConfig, RetentionConfig, StorageConfig};
-pub use local::{Program, SubprocessConfig, run_as};
+pub use local::{Program, SandboxConfig, SubprocessConfig, run_as};
 pub use policy::{
     LimitsConfig, Metric, OnBackendError, Period, QuotaRule, RateRule, RateSubject, TierConfig,
 };
@@ -78,6 +78,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub retention: RetentionConfig,
     pub alerts: AlertsConfig,
+    pub sandbox: SandboxConfig,
 }
 
 /// In-process alert rules (0 turns a rule off).

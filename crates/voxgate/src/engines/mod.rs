@@ -45,6 +45,7 @@ impl EngineConfig {
         id: &str,
         work_dir: &std::path::Path,
         metrics: &Arc<Metrics>,
+        landlock: &dyn Fn() -> subprocess::Landlock,
     ) -> Result<Built, String> {
         let breaker = |settings: &config::BreakerSettings| {
             CircuitBreaker::new(id, BreakerConfig::from(settings), Arc::clone(metrics))
@@ -65,14 +66,14 @@ impl EngineConfig {
                 settings.parallel = (*parallel).max(1);
                 settings.idle_unload =
                     (*idle_unload_secs > 0).then(|| Duration::from_secs(*idle_unload_secs));
-                let phonemizer = subprocess::SandboxedEspeak::new(work_dir);
+                let phonemizer = subprocess::SandboxedEspeak::new(work_dir, landlock());
                 Built::Synthesizer(Arc::new(voxgate_piper::Piper::new(
                     settings,
                     Arc::new(phonemizer),
                 )))
             }
             EngineConfig::Subprocess(c) => Built::Synthesizer(Arc::new(
-                subprocess::SubprocessEngine::new(id, c, work_dir)?,
+                subprocess::SubprocessEngine::new(id, c, work_dir, landlock())?,
             )),
             EngineConfig::OpenAi(c) => Built::Synthesizer(Arc::new(GuardedSynthesizer::new(
                 OpenAiSpeech::new(id, c)?,
@@ -192,6 +193,10 @@ impl Catalog {
         let mut engines = BTreeMap::new();
         let mut transcribers = BTreeMap::new();
         let mut aliases = BTreeMap::new();
+        // Probed once, and only when a sandboxed engine is configured.
+        let probed = std::sync::OnceLock::new();
+        let landlock =
+            || *probed.get_or_init(|| subprocess::Landlock::probe(config.sandbox.require_landlock));
         for (id, engine_config) in &config.engines {
             if let Some((base, http)) = engine_config.base_url() {
                 providers::check_base_url(base, http).map_err(|problem| CatalogError {
@@ -200,7 +205,7 @@ impl Catalog {
                 })?;
             }
             let built = engine_config
-                .build(id, work_dir, metrics)
+                .build(id, work_dir, metrics, &landlock)
                 .map_err(|problem| CatalogError {
                     key: format!("engines.{id}"),
                     problem,

@@ -12,9 +12,64 @@ use voxgate_engine::{
     BlockingPool, EngineError, PcmChunk, PcmStream, SynthesisRequest, Synthesizer, VoiceInfo,
     sentences,
 };
-use voxgate_sandbox::{Limits, SandboxError, SandboxSpec, ValidatedBinary};
+use voxgate_sandbox::{LandlockStatus, Limits, SandboxError, SandboxSpec, ValidatedBinary};
 
 use crate::config::{Program, SubprocessConfig};
+
+/// What the kernel enforces of the sandbox's Landlock policy, and what the operator requires
+/// (`sandbox.require_landlock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Landlock {
+    pub status: LandlockStatus,
+    pub required: bool,
+}
+
+impl Landlock {
+    /// Probes the kernel; a shortfall is a security event (said once, at start-up).
+    pub fn probe(required: bool) -> Self {
+        let landlock = Self {
+            status: voxgate_sandbox::kernel_landlock(),
+            required,
+        };
+        landlock.report();
+        landlock
+    }
+
+    fn report(&self) {
+        match self.status {
+            LandlockStatus::FullyEnforced => {
+                tracing::info!(
+                    landlock = "full",
+                    "the kernel enforces the sandbox's Landlock policy"
+                )
+            }
+            LandlockStatus::PartiallyEnforced => tracing::warn!(
+                target: "voxgate::security",
+                event = "landlock_partial",
+                required = self.required,
+                "the kernel enforces the sandbox's Landlock policy only in part (an older Landlock ABI): the filesystem view holds, newer restrictions such as network rules or scopes may not"
+            ),
+            LandlockStatus::NotEnforced => tracing::warn!(
+                target: "voxgate::security",
+                event = "landlock_unavailable",
+                required = self.required,
+                "the kernel does not enforce Landlock: sandboxed engines have no filesystem view"
+            ),
+        }
+    }
+
+    /// Whether sandboxed engines may start: always, unless Landlock is required and not all of
+    /// it is enforced.
+    pub fn allows_start(&self) -> Result<(), String> {
+        if self.required && self.status != LandlockStatus::FullyEnforced {
+            return Err(format!(
+                "sandbox.require_landlock is set but the kernel's Landlock is {:?}",
+                self.status
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// espeak-ng's normal rate, in words per minute (speed 1.0).
 const ESPEAK_WPM: f32 = 175.0;
@@ -45,7 +100,13 @@ struct Template {
 impl SubprocessEngine {
     /// Validates the binary (absolute, a regular file, not writable by group or others) and
     /// prepares the private temp root (`<work_dir>/sandbox`, mode 0700).
-    pub fn new(id: &str, config: &SubprocessConfig, work_dir: &Path) -> Result<Self, String> {
+    pub fn new(
+        id: &str,
+        config: &SubprocessConfig,
+        work_dir: &Path,
+        landlock: Landlock,
+    ) -> Result<Self, String> {
+        landlock.allows_start()?;
         let path = match config.program {
             Program::EspeakNg => PathBuf::from("/usr/bin/espeak-ng"),
             Program::Festival => PathBuf::from("/usr/bin/text2wave"),
@@ -191,11 +252,15 @@ const PHONEMIZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 const PHONEMIZE_MAX_OUTPUT: usize = 1 << 20;
 
 impl SandboxedEspeak {
-    pub fn new(work_dir: &Path) -> Self {
+    pub fn new(work_dir: &Path, landlock: Landlock) -> Self {
         let run_as = crate::config::run_as("auto").unwrap_or(None);
         let mut temp_root = std::env::temp_dir();
-        let binary = voxgate_sandbox::validate_binary(Path::new(voxgate_piper::ESPEAK_NG))
-            .map_err(|e| e.to_string())
+        let binary = landlock
+            .allows_start()
+            .and_then(|()| {
+                voxgate_sandbox::validate_binary(Path::new(voxgate_piper::ESPEAK_NG))
+                    .map_err(|e| e.to_string())
+            })
             .and_then(|b| {
                 temp_root = sandbox_root(work_dir, run_as)?;
                 Ok(b)
@@ -340,7 +405,7 @@ mod tests {
             serde_json::json!({"program": "espeak-ng", "timeout_ms": timeout_ms}),
         )
         .expect("config");
-        SubprocessEngine::new("espeak", &config, dir)
+        SubprocessEngine::new("espeak", &config, dir, Landlock::probe(false))
             .expect("espeak-ng is installed (scripts/setup)")
     }
 
@@ -431,7 +496,8 @@ mod tests {
             "args": ["-c", script],
         }))
         .expect("config");
-        let engine = SubprocessEngine::new("who", &config, dir.path()).expect("engine");
+        let engine = SubprocessEngine::new("who", &config, dir.path(), Landlock::probe(false))
+            .expect("engine");
         let chunk = engine.template.run("default", 1.0, "Hello.").expect("runs");
         // SAFETY: geteuid has no preconditions.
         let expected = if unsafe { libc::geteuid() } == 0 {
@@ -461,10 +527,13 @@ mod tests {
         let mut config: SubprocessConfig =
             serde_json::from_value(serde_json::json!({"program": "custom"})).expect("config");
         config.binary = script;
-        let err = SubprocessEngine::new("custom", &config, dir.path()).unwrap_err();
+        let err = SubprocessEngine::new("custom", &config, dir.path(), Landlock::probe(false))
+            .unwrap_err();
         assert!(err.contains("writable"), "{err}");
         config.binary = PathBuf::from("relative/synth");
-        assert!(SubprocessEngine::new("custom", &config, dir.path()).is_err());
+        assert!(
+            SubprocessEngine::new("custom", &config, dir.path(), Landlock::probe(false)).is_err()
+        );
     }
 
     #[test]
@@ -481,5 +550,29 @@ mod tests {
         let mut float = wav(16_000, 1, &[1], 2);
         float[20] = 3;
         assert!(parse_wav(&float).is_none(), "IEEE float is refused");
+    }
+
+    /// A kernel that enforces Landlock only in part (or not at all) lets sandboxed engines
+    /// start unless the operator requires all of it.
+    #[test]
+    fn require_landlock_refuses_a_partial_kernel() {
+        for (status, required, starts) in [
+            (LandlockStatus::FullyEnforced, true, true),
+            (LandlockStatus::PartiallyEnforced, true, false),
+            (LandlockStatus::NotEnforced, true, false),
+            (LandlockStatus::PartiallyEnforced, false, true),
+            (LandlockStatus::NotEnforced, false, true),
+        ] {
+            let landlock = Landlock { status, required };
+            assert_eq!(landlock.allows_start().is_ok(), starts, "{landlock:?}");
+        }
+        let refused = Landlock {
+            status: LandlockStatus::PartiallyEnforced,
+            required: true,
+        };
+        let phonemizer = SandboxedEspeak::new(std::path::Path::new("/tmp"), refused);
+        let err =
+            voxgate_piper::Phonemizer::phonemize(&phonemizer, "a<break/>", "en-us").unwrap_err();
+        assert!(err.to_string().contains("require_landlock"), "{err}");
     }
 }
