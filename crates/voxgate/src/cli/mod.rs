@@ -110,11 +110,19 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AuditAction {
     /// Recompute the Merkle tree, check every checkpoint (database and witness copies) and
-    /// name the first bad position. Exit status 1 when the log was tampered with.
+    /// name the first bad position; then check that the checkpoints are fresh (the newest
+    /// lags the log by at most `checkpoint_every` plus a grace, and no uncovered entry is
+    /// older than the interval plus a grace). Exit status 1 when the log was tampered with or
+    /// its checkpoints are missing or stale.
     Verify {
-        /// The witness directory (default: audit.witness_dir).
+        /// The witness directory (default: audit.witness_dir). Give the copy kept off this
+        /// machine.
         #[arg(long)]
         witness: Option<PathBuf>,
+        /// Only checkpoints in the witness directory vouch for the log (use with the
+        /// off-host copy: database access alone can then not rewrite the log unnoticed).
+        #[arg(long, requires = "witness")]
+        require_witness: bool,
         /// The verifier key (`<origin>+<keyid>+<key>`); default: `<witness>/vkey`. Give the
         /// copy kept off this machine.
         #[arg(long)]
@@ -393,25 +401,35 @@ async fn audit(config: &Config, action: AuditAction) -> anyhow::Result<()> {
     let (store, _) = services::open_store(config).await?;
     let mut out = std::io::stdout().lock();
     match action {
-        AuditAction::Verify { witness, vkey } => {
+        AuditAction::Verify {
+            witness,
+            require_witness,
+            vkey,
+        } => {
             let witness =
                 witness.unwrap_or_else(|| tlog::witness_dir(&config.audit, &config.data_dir));
             let verifier = tlog::load_verifier(vkey.as_deref(), &witness)?;
-            let report = tlog::verify(store.as_ref(), &verifier, Some(&witness)).await?;
-            match report.first_bad {
-                None => {
-                    writeln!(
-                        out,
-                        "audit log ok: {} entries, {} checkpoint signatures verified, {} entries covered",
-                        report.entries, report.checkpoints, report.covered
-                    )?;
-                    Ok(())
-                }
-                Some((index, why)) => {
-                    writeln!(out, "audit log TAMPERED: first bad index {index}: {why}")?;
-                    std::process::exit(1);
-                }
+            let freshness = tlog::Freshness::of(&config.audit, require_witness);
+            let report =
+                tlog::verify(store.as_ref(), &verifier, Some(&witness), &freshness).await?;
+            if let Some((index, why)) = report.first_bad {
+                writeln!(out, "audit log TAMPERED: first bad index {index}: {why}")?;
+                std::process::exit(1);
             }
+            if let Some(why) = report.stale {
+                writeln!(
+                    out,
+                    "audit log NOT VOUCHED FOR: {why} ({} entries, {} checkpoint signatures verified)",
+                    report.entries, report.checkpoints
+                )?;
+                std::process::exit(1);
+            }
+            writeln!(
+                out,
+                "audit log ok: {} entries, {} checkpoint signatures verified, {} entries covered",
+                report.entries, report.checkpoints, report.covered
+            )?;
+            Ok(())
         }
         AuditAction::Checkpoint => {
             let log = tlog::Tlog::open(&config.audit, &config.data_dir, store)?;
@@ -479,7 +497,7 @@ async fn accounts(admin: &Accounts, action: AccountAction) -> anyhow::Result<()>
             writeln!(out, "{}", a.id)?;
         }
         AccountAction::List => {
-            for a in admin.list().await? {
+            for a in admin.list(Actor::Cli).await? {
                 writeln!(
                     out,
                     "{}  tier={}  active={}  name={:?}",
@@ -488,7 +506,7 @@ async fn accounts(admin: &Accounts, action: AccountAction) -> anyhow::Result<()>
             }
         }
         AccountAction::Show { id } => {
-            let (a, keys) = admin.show(&id).await?;
+            let (a, keys) = admin.show(Actor::Cli, &id).await?;
             writeln!(
                 out,
                 "{}  tier={}  active={}  name={:?}  contact={:?}",
@@ -524,7 +542,7 @@ async fn keys(admin: &Accounts, action: KeyAction) -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
             });
             let scopes = match scopes.as_deref() {
-                Some(text) => Some(parse_scopes(text).context("unknown scope (models.read, speech, transcription, voices.manage, delete, admin)")?),
+                Some(text) => Some(parse_scopes(text).context("unknown scope (models.read, speech, transcription, voices.manage, account.read, delete, admin)")?),
                 None => None,
             };
             let expires_at = match expires.as_deref() {
@@ -556,7 +574,7 @@ async fn keys(admin: &Accounts, action: KeyAction) -> anyhow::Result<()> {
             )?;
         }
         KeyAction::List { account } => {
-            for k in admin.keys(account.as_deref()).await? {
+            for k in admin.keys(Actor::Cli, account.as_deref()).await? {
                 print_key(&mut out, &k)?;
             }
         }

@@ -17,6 +17,10 @@ pub enum Scope {
     /// Manage one's own stored voices.
     #[serde(rename = "voices.manage")]
     VoicesManage,
+    /// Read one's own account: the export of everything kept about it (contact, keys and
+    /// their last addresses, stored voices, audit history). Not implied by `models.read`.
+    #[serde(rename = "account.read")]
+    AccountRead,
     /// Delete one's own data.
     #[serde(rename = "delete")]
     Delete,
@@ -26,11 +30,12 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::ModelsRead,
         Scope::Speech,
         Scope::Transcription,
         Scope::VoicesManage,
+        Scope::AccountRead,
         Scope::Delete,
         Scope::Admin,
     ];
@@ -41,6 +46,7 @@ impl Scope {
             Scope::Speech => "speech",
             Scope::Transcription => "transcription",
             Scope::VoicesManage => "voices.manage",
+            Scope::AccountRead => "account.read",
             Scope::Delete => "delete",
             Scope::Admin => "admin",
         }

@@ -12,8 +12,10 @@ use serde::Deserialize;
 pub struct AdminConfig {
     /// Whether the admin API listens at all.
     pub enabled: bool,
-    /// Its own listener, loopback by default.
+    /// Its own listener, loopback by default; any other address needs `tls`.
     pub bind: SocketAddr,
+    /// TLS on the admin listener (its own certificate, reloaded on SIGHUP too).
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -44,7 +46,7 @@ pub struct CorsConfig {
     pub max_age_secs: u64,
 }
 
-/// TLS on the public listener (rustls: TLS 1.2 and 1.3, forward-secret AEAD suites only).
+/// TLS on a listener (rustls: TLS 1.2 and 1.3, forward-secret AEAD suites only).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {

@@ -67,6 +67,12 @@ impl Config {
         if self.admin.enabled && self.admin.bind == self.server.bind {
             return Err(invalid("admin.bind", "must differ from server.bind"));
         }
+        if self.admin.enabled && !self.admin.bind.ip().is_loopback() && !self.admin.tls.enabled {
+            return Err(invalid(
+                "admin.bind",
+                "an admin listener off loopback needs admin.tls (keys would cross the network in the clear)",
+            ));
+        }
         if self.tiers.is_empty() {
             return Err(invalid("tiers", "at least one tier is required"));
         }

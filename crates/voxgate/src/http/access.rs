@@ -11,10 +11,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::data::audit::{Actor, AuditEvent};
-use crate::error::{Code, Error};
-use crate::identity::auth::{AuthError, Scope, key};
-use crate::limits::{Decision, Verdict, openai_duration};
+use crate::error::Code;
+use crate::identity::auth::{Scope, key};
+use crate::limits::{Decision, openai_duration};
 use crate::service::Services;
 
 /// What a route requires.
@@ -83,7 +82,7 @@ pub const PUBLIC_ROUTES: &[Route] = &[
     route(
         Method::GET,
         "/v1/me/export",
-        Access::Scope(Scope::ModelsRead),
+        Access::Scope(Scope::AccountRead),
     ),
     route(Method::DELETE, "/v1/me", Access::Scope(Scope::Delete)),
     route(Method::GET, "/healthz", Access::Public),
@@ -193,22 +192,21 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-    let source = super::client_ip::client_ip(peer, request.headers(), &guard.trusted_proxies);
-    if let Err(refusal) = refuse_misplaced_credentials(&request) {
-        let reason = refusal.as_str().unwrap_or("misplaced_credentials");
-        guard
-            .services
-            .audit
-            .record(
-                Actor::Anonymous,
-                Some(source),
-                AuditEvent::AuthFailed {
-                    keyid: None,
-                    reason,
-                },
-            )
-            .await;
-        return ApiError::new(refusal).into_response();
+    // A Unix-socket peer has no address of its own (it counts as loopback) and is never a
+    // proxy: its X-Forwarded-For is ignored whatever `trusted_proxies` says.
+    let from_socket = request
+        .extensions()
+        .get::<super::socket::PeerCred>()
+        .is_some();
+    let source = if from_socket {
+        peer
+    } else {
+        super::client_ip::client_ip(peer, request.headers(), &guard.trusted_proxies)
+    };
+    let services = &guard.services;
+    if let Err(code) = refuse_misplaced_credentials(&request) {
+        let err = services.refuse_credentials(source, &path, code).await;
+        return ApiError::from(err).into_response();
     }
     let Access::Scope(scope) = access else {
         return next.run(request).await;
@@ -217,55 +215,24 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let services = &guard.services;
-    let principal = match services.auth.authenticate(authorization, source).await {
+    let principal = match services.authenticate(authorization, source, &path).await {
         Ok(principal) => principal,
-        Err(err) => {
-            // Requests without a valid key count against the stricter per-address limits.
-            if let Verdict::Limited { retry_after, .. } | Verdict::Blocked { retry_after } =
-                services.gate.unauthenticated(source, &path).await
-            {
-                return ApiError::limited(Code::RateLimitExceeded, retry_after).into_response();
-            }
-            return auth_error(err).into_response();
-        }
+        Err(err) => return ApiError::from(err).into_response(),
     };
-    if !principal.has(scope) {
-        let err = Error::refused(
-            Code::InsufficientScope,
-            format!("This key lacks the `{}` scope.", scope.as_str()),
-        );
-        services.audit_denial(&principal, &path, &err).await;
-        return ApiError::from(err).into_response();
-    }
-    // A browser key works only from its own pages: the Origin header must name one of them.
-    if let Some(origins) = &principal.origins {
-        let origin = request
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok());
-        if !origin.is_some_and(|o| origins.iter().any(|a| a == o)) {
-            let err = Error::from_code(Code::OriginNotAllowed);
-            services.audit_denial(&principal, &path, &err).await;
-            return ApiError::from(err).into_response();
-        }
-    }
     // The key id is public: it names the caller in every later log line of this request.
     tracing::Span::current().record("keyid", principal.keyid.as_str());
-    let verdict = services.gate.authenticated(&principal, &path).await;
-    let tightest = match verdict {
-        Verdict::Allowed(tightest) => tightest,
-        Verdict::Limited {
-            retry_after,
-            tightest,
-        } => {
-            let mut response =
-                ApiError::limited(Code::RateLimitExceeded, retry_after).into_response();
-            set_headers(response.headers_mut(), &tightest);
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    let tightest = match services.authorize(&principal, &path, scope, origin).await {
+        Ok(tightest) => tightest,
+        Err(refusal) => {
+            let mut response = ApiError::from(refusal.error).into_response();
+            if let Some(decision) = refusal.tightest {
+                set_headers(response.headers_mut(), &decision);
+            }
             return response;
-        }
-        Verdict::Blocked { retry_after } => {
-            return ApiError::limited(Code::RateLimitExceeded, retry_after).into_response();
         }
     };
     request.extensions_mut().insert(principal);
@@ -319,20 +286,6 @@ fn refuse_misplaced_credentials(request: &Request) -> Result<(), Code> {
         return Err(Code::CredentialsInCookie);
     }
     Ok(())
-}
-
-fn auth_error(err: AuthError) -> ApiError {
-    match err {
-        AuthError::Missing => ApiError::new(Code::MissingApiKey),
-        AuthError::Invalid => ApiError::new(Code::InvalidApiKey),
-        AuthError::Expired => ApiError::new(Code::ExpiredApiKey),
-        AuthError::Revoked => ApiError::new(Code::RevokedApiKey),
-        AuthError::AccountInactive => ApiError::new(Code::AccountInactive),
-        AuthError::Blocked { retry_after } => {
-            ApiError::limited(Code::TooManyFailedAuthentications, retry_after)
-        }
-        AuthError::Store(e) => ApiError::internal(e),
-    }
 }
 
 fn method_not_allowed(allowed: &[Method]) -> Response {

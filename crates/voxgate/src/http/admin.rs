@@ -151,6 +151,20 @@ pub struct KeyFilter {
 pub struct AuditQuery {
     #[serde(default)]
     limit: Option<i64>,
+    /// Events about this account (its own, its keys').
+    #[serde(default)]
+    account_id: Option<String>,
+    /// Events of this kind (`key_revoked`…).
+    #[serde(default)]
+    kind: Option<String>,
+    /// Seconds since the epoch.
+    #[serde(default)]
+    since: Option<i64>,
+    #[serde(default)]
+    until: Option<i64>,
+    /// The page before this `seq` (newest first).
+    #[serde(default)]
+    before: Option<i64>,
 }
 
 fn admin_error(err: AdminError) -> ApiError {
@@ -192,8 +206,15 @@ fn actor(principal: &Principal) -> Actor {
     Actor::Key(principal.keyid.clone())
 }
 
-async fn list_accounts(State(state): State<AppState>) -> Result<Json<Vec<AccountView>>, ApiError> {
-    let accounts = state.accounts.list().await.map_err(admin_error)?;
+async fn list_accounts(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<Vec<AccountView>>, ApiError> {
+    let accounts = state
+        .accounts
+        .list(actor(&principal))
+        .await
+        .map_err(admin_error)?;
     Ok(Json(accounts.into_iter().map(AccountView::from).collect()))
 }
 
@@ -224,10 +245,15 @@ struct AccountDetail {
 
 async fn show_account(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<AccountDetail>, ApiError> {
     let Path(id) = id.map_err(path_error)?;
-    let (account, keys) = state.accounts.show(&id).await.map_err(admin_error)?;
+    let (account, keys) = state
+        .accounts
+        .show(actor(&principal), &id)
+        .await
+        .map_err(admin_error)?;
     Ok(Json(AccountDetail {
         account: account.into(),
         keys: keys.into_iter().map(KeyView::from).collect(),
@@ -252,7 +278,7 @@ async fn deactivate_account(
         .deactivate_account(actor(&principal), &id)
         .await
         .map_err(admin_error)?;
-    for key in state.accounts.keys(Some(&id)).await.map_err(admin_error)? {
+    for key in state.accounts.keys_of(&id).await.map_err(admin_error)? {
         state.auth.invalidate(&key.keyid);
     }
     Ok(StatusCode::NO_CONTENT)
@@ -260,13 +286,14 @@ async fn deactivate_account(
 
 async fn list_keys(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<KeyFilter>, QueryRejection>,
 ) -> Result<Json<Vec<KeyView>>, ApiError> {
     let Query(filter) = query
         .map_err(|_| ApiError::invalid("query", Code::InvalidValue, "Invalid query parameters."))?;
     let keys = state
         .accounts
-        .keys(filter.account_id.as_deref())
+        .keys(actor(&principal), filter.account_id.as_deref())
         .await
         .map_err(admin_error)?;
     Ok(Json(keys.into_iter().map(KeyView::from).collect()))
@@ -399,14 +426,23 @@ struct AuditView {
 
 async fn audit(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Vec<AuditView>>, ApiError> {
     let Query(q) = query
         .map_err(|_| ApiError::invalid("query", Code::InvalidValue, "Invalid query parameters."))?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let filter = crate::data::store::AuditFilter {
+        account_id: q.account_id,
+        kind: q.kind,
+        since: q.since,
+        until: q.until,
+        cursor: q.before,
+        newest_first: true,
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
     let events = state
         .accounts
-        .audit_events(limit)
+        .audit_events(actor(&principal), &filter)
         .await
         .map_err(admin_error)?;
     Ok(Json(

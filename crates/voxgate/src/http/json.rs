@@ -18,6 +18,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let principal = req
+            .extensions()
+            .get::<crate::identity::auth::Principal>()
+            .cloned();
+        let route = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str().to_owned());
         if !is_json(req.headers().get(header::CONTENT_TYPE)) {
             return Err(ApiError::new(Code::UnsupportedMediaType)
                 .with_message("Content-Type must be application/json."));
@@ -42,7 +50,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 }
             })?;
         if crate::identity::auth::key::looks_like_key(&String::from_utf8_lossy(&bytes)) {
-            return Err(ApiError::new(Code::CredentialsInBody));
+            let err = match (principal, route) {
+                (Some(principal), Some(route)) => {
+                    state.refuse_credentials_in_body(&principal, &route).await
+                }
+                _ => crate::error::Error::from_code(Code::CredentialsInBody),
+            };
+            return Err(err.into());
         }
         parse(&bytes).map(ApiJson)
     }

@@ -130,22 +130,24 @@ pub fn public_routes(state: &AppState) -> Routes {
 /// Every route the public listener serves, with the middleware stack.
 pub fn router(state: AppState) -> Router {
     let routes = public_routes(&state);
-    listener(routes, access::PUBLIC_ROUTES, state)
+    let tls = state.config.server.tls.enabled;
+    listener(routes, access::PUBLIC_ROUTES, tls, state)
 }
 
 /// The admin listener's routes, with the same middleware stack and its own access table.
 pub fn admin_router(state: AppState) -> Router {
-    listener(admin::routes(), access::ADMIN_ROUTES, state)
+    let tls = state.config.admin.tls.enabled;
+    listener(admin::routes(), access::ADMIN_ROUTES, tls, state)
 }
 
 /// One listener's router: its routes behind its access table, the 404/405 fallbacks, and
 /// the common middleware stack.
-fn listener(routes: Routes, table: &'static [access::Route], state: AppState) -> Router {
+fn listener(routes: Routes, table: &'static [access::Route], tls: bool, state: AppState) -> Router {
     let request_timeout = state.config.server.request_timeout();
     let perimeter = perimeter::Perimeter {
         origins: Arc::new(state.config.server.cors.allowed_origins.clone()),
         max_age_secs: state.config.server.cors.max_age_secs,
-        tls: state.config.server.tls.enabled,
+        tls,
     };
     let guard = access::Guard {
         table,

@@ -24,7 +24,7 @@ use crate::service::Services;
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    admin: Option<(TcpListener, Router)>,
+    admin: Option<(TcpListener, Router, Option<Arc<super::tls::Tls>>)>,
     tls: Option<Arc<super::tls::Tls>>,
     tlog: Option<Arc<crate::data::audit::tlog::Tlog>>,
     unix: Option<(tokio::net::UnixListener, Arc<super::socket::PeerPolicy>)>,
@@ -52,10 +52,19 @@ impl Application {
             Some(super::socket::bind(&config.server.unix_socket)?)
         };
         let admin = if config.admin.enabled {
+            let admin_tls = if config.admin.tls.enabled {
+                Some(super::tls::Tls::load(&config.admin.tls)?)
+            } else {
+                None
+            };
             let admin_listener = TcpListener::bind(config.admin.bind)
                 .await
                 .with_context(|| format!("cannot bind the admin listener {}", config.admin.bind))?;
-            Some((admin_listener, super::admin_router(Arc::clone(&state))))
+            Some((
+                admin_listener,
+                super::admin_router(Arc::clone(&state)),
+                admin_tls,
+            ))
         } else {
             None
         };
@@ -82,7 +91,9 @@ impl Application {
 
     /// The admin listener's address, if it is enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+        self.admin
+            .as_ref()
+            .and_then(|(l, _, _)| l.local_addr().ok())
     }
 
     /// The application's services (store, authenticator, administration…).
@@ -95,11 +106,13 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let auth = Arc::clone(&self.state.auth);
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let admin = self.admin.map(|(listener, router)| {
+        let mut reloadable: Vec<Arc<super::tls::Tls>> = self.tls.iter().cloned().collect();
+        let admin = self.admin.map(|(listener, router, tls)| {
             let config = Arc::clone(&self.config);
             let stopped = stopped.clone();
+            reloadable.extend(tls.iter().cloned());
             tokio::spawn(serve(
-                Transport::Tcp(listener, None),
+                Transport::Tcp(listener, tls),
                 router,
                 config,
                 stopped,
@@ -120,8 +133,8 @@ impl Application {
                 stopped,
             ))
         });
-        if let Some(tls) = &self.tls {
-            tokio::spawn(reload_on_hangup(Arc::clone(tls)));
+        if !reloadable.is_empty() {
+            tokio::spawn(reload_on_hangup(reloadable));
         }
         // What this process runs with is a security event: a changed configuration shows up
         // in the security log at the next start (names and switches only, never secrets).
@@ -187,20 +200,23 @@ impl Application {
     }
 }
 
-/// Re-reads the TLS certificate and key on every SIGHUP; a failed reload keeps the old ones.
-async fn reload_on_hangup(tls: Arc<super::tls::Tls>) {
+/// Re-reads every listener's TLS certificate and key on every SIGHUP; a failed reload keeps
+/// the old ones.
+async fn reload_on_hangup(listeners: Vec<Arc<super::tls::Tls>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP: TLS certificates will not be reloaded");
         return;
     };
     while hangups.recv().await.is_some() {
-        match tls.reload() {
-            Ok(()) => {
-                tracing::info!(target: "voxgate::security", event = "tls_reloaded", "TLS certificate and key reloaded")
-            }
-            Err(e) => {
-                tracing::warn!(target: "voxgate::security", event = "tls_reload_failed", error = %format!("{e:#}"), "TLS reload failed; keeping the previous certificate")
+        for tls in &listeners {
+            match tls.reload() {
+                Ok(()) => {
+                    tracing::info!(target: "voxgate::security", event = "tls_reloaded", "TLS certificate and key reloaded")
+                }
+                Err(e) => {
+                    tracing::warn!(target: "voxgate::security", event = "tls_reload_failed", error = %format!("{e:#}"), "TLS reload failed; keeping the previous certificate")
+                }
             }
         }
     }

@@ -115,26 +115,48 @@ impl Accounts {
         }
     }
 
-    /// Every account.
-    pub async fn list(&self) -> Result<Vec<Account>, AdminError> {
+    /// Every account (an audited read).
+    pub async fn list(&self, actor: Actor) -> Result<Vec<Account>, AdminError> {
+        self.audit_read(&actor, "accounts", None).await;
         Ok(self.store.accounts().await?)
     }
 
-    /// One account with its keys.
-    pub async fn show(&self, id: &str) -> Result<(Account, Vec<KeyRecord>), AdminError> {
+    /// One account with its keys (an audited read).
+    pub async fn show(
+        &self,
+        actor: Actor,
+        id: &str,
+    ) -> Result<(Account, Vec<KeyRecord>), AdminError> {
         let account = self.store.account(id).await?.ok_or(AdminError::NoAccount)?;
+        self.audit_read(&actor, "account", Some(id)).await;
         let keys = self.store.keys(Some(id)).await?;
         Ok((account, keys))
     }
 
-    /// Keys, of one account or of all.
-    pub async fn keys(&self, account_id: Option<&str>) -> Result<Vec<KeyRecord>, AdminError> {
+    /// Keys, of one account or of all (an audited read).
+    pub async fn keys(
+        &self,
+        actor: Actor,
+        account_id: Option<&str>,
+    ) -> Result<Vec<KeyRecord>, AdminError> {
+        self.audit_read(&actor, "keys", account_id).await;
         Ok(self.store.keys(account_id).await?)
     }
 
-    /// The newest audit events, newest first.
-    pub async fn audit_events(&self, limit: i64) -> Result<Vec<AuditRecord>, AdminError> {
-        Ok(self.store.audit_events(limit).await?)
+    /// Keys of an account, for a change the actor is making (not a read of its own).
+    pub async fn keys_of(&self, account_id: &str) -> Result<Vec<KeyRecord>, AdminError> {
+        Ok(self.store.keys(Some(account_id)).await?)
+    }
+
+    /// A page of the audit log (an audited read).
+    pub async fn audit_events(
+        &self,
+        actor: Actor,
+        filter: &crate::data::store::AuditFilter,
+    ) -> Result<Vec<AuditRecord>, AdminError> {
+        self.audit_read(&actor, "audit", filter.account_id.as_deref())
+            .await;
+        Ok(self.store.audit_page(filter).await?)
     }
 
     pub async fn create_account(
@@ -212,19 +234,11 @@ impl Accounts {
         if !account.active {
             return Err(AdminError::AccountInactive);
         }
-        if let Some(ceiling) = ceiling {
-            if let (Some(limit), None) = (ceiling.expires_at, request.expires_at) {
-                request.expires_at = Some(limit);
-            }
-            self.check_ceiling(
-                &account.tier,
-                request.tier.as_deref(),
-                request.scopes.as_deref(),
-                request.expires_at,
-                ceiling,
-            )?;
+        if let Err(err) = self.check_request(&account, &mut request, ceiling) {
+            self.audit_refusal(&actor, "key_create", &account.id, &err)
+                .await;
+            return Err(err);
         }
-        self.check_narrowing(&account, &request)?;
         let (record, secret) = self.fresh_key(
             &account.id,
             &request.name,
@@ -247,6 +261,70 @@ impl Accounts {
             )
             .await;
         Ok(CreatedKey { record, secret })
+    }
+
+    /// A new key's request against its creator's ceiling (an expiry is inherited) and its
+    /// account's tier.
+    fn check_request(
+        &self,
+        account: &Account,
+        request: &mut KeyRequest,
+        ceiling: Option<&Ceiling>,
+    ) -> Result<(), AdminError> {
+        if let Some(ceiling) = ceiling {
+            if let (Some(limit), None) = (ceiling.expires_at, request.expires_at) {
+                request.expires_at = Some(limit);
+            }
+            self.check_ceiling(
+                &account.tier,
+                request.tier.as_deref(),
+                request.scopes.as_deref(),
+                request.expires_at,
+                ceiling,
+            )?;
+        }
+        self.check_narrowing(account, request)
+    }
+
+    /// Audits a refused escalation (a key wider than its account's tier or its creator).
+    async fn audit_refusal(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        account_id: &str,
+        err: &AdminError,
+    ) {
+        let reason = match err {
+            AdminError::WidensTier => "tier_widening",
+            AdminError::WidensScopes(_) => "scope_widening",
+            AdminError::ExceedsCaller => "exceeds_caller",
+            _ => return,
+        };
+        self.audit
+            .record(
+                actor.clone(),
+                None,
+                AuditEvent::AdminRefused {
+                    action,
+                    account_id: account_id.to_owned(),
+                    reason,
+                },
+            )
+            .await;
+    }
+
+    /// Audits an administrator's read.
+    async fn audit_read(&self, actor: &Actor, what: &'static str, account_id: Option<&str>) {
+        self.audit
+            .record(
+                actor.clone(),
+                None,
+                AuditEvent::AdminRead {
+                    what,
+                    account_id: account_id.map(str::to_owned),
+                },
+            )
+            .await;
     }
 
     fn check_narrowing(&self, account: &Account, request: &KeyRequest) -> Result<(), AdminError> {
@@ -386,13 +464,17 @@ impl Accounts {
         }
         if let Some(ceiling) = ceiling {
             let scopes = old.scopes.as_deref().and_then(super::auth::parse_scopes);
-            self.check_ceiling(
+            if let Err(err) = self.check_ceiling(
                 &account.tier,
                 old.tier.as_deref(),
                 scopes.as_deref(),
                 old.expires_at,
                 ceiling,
-            )?;
+            ) {
+                self.audit_refusal(&actor, "key_rotate", &account.id, &err)
+                    .await;
+                return Err(err);
+            }
         }
         let (record, secret) = self.fresh_key(
             &account.id,

@@ -17,7 +17,8 @@ pub fn init(config: &LogConfig, data_dir: &Path) -> anyhow::Result<()> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(filter_directives(&config.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let main = match config.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -51,6 +52,24 @@ pub fn init(config: &LogConfig, data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Crates whose debug and trace lines name the URLs voxgate calls (a provider's path or query
+/// may carry the request's text): capped at `info` unless `log.level` names them itself.
+const URL_LOGGING_CRATES: [&str; 5] = ["reqwest", "hyper", "hyper_util", "h2", "rustls"];
+
+/// `log.level` plus the caps on crates that would log URLs.
+fn filter_directives(level: &str) -> String {
+    let mut directives = level.to_owned();
+    for krate in URL_LOGGING_CRATES {
+        if !level
+            .split(',')
+            .any(|d| d.trim().split('=').next() == Some(krate))
+        {
+            directives.push_str(&format!(",{krate}=info"));
+        }
+    }
+    directives
+}
+
 /// The security-event file, opened for appending with mode 0600 (its directory 0700).
 fn security_file(config: &LogConfig, data_dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
@@ -75,4 +94,20 @@ fn security_file(config: &LogConfig, data_dir: &Path) -> anyhow::Result<Option<s
         .open(&path)
         .map_err(|e| anyhow::anyhow!("log.security_file {}: {e}", path.display()))?;
     Ok(Some(file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_logging_crates_are_capped_unless_named() {
+        assert_eq!(
+            filter_directives("trace"),
+            "trace,reqwest=info,hyper=info,hyper_util=info,h2=info,rustls=info"
+        );
+        let named = filter_directives("debug,reqwest=trace");
+        assert!(named.contains("reqwest=trace") && !named.contains("reqwest=info"));
+        assert!(EnvFilter::try_new(filter_directives("info")).is_ok());
+    }
 }

@@ -13,6 +13,7 @@
 //! store, audit, vault, cache, catalog, limiter, concurrency, its own metrics registry),
 //! built once by [`Services::build`]; nothing reaches one backend through another.
 
+pub mod caller;
 mod meter;
 pub(crate) mod privacy;
 pub mod retention;

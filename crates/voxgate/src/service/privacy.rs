@@ -13,6 +13,10 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::Services;
+use crate::data::store::AuditFilter;
+
+/// Audit events read per page for an export.
+const EXPORT_PAGE: i64 = 500;
 use crate::data::audit::{Actor, AuditEvent};
 use crate::error::Error;
 use crate::util::now;
@@ -116,27 +120,29 @@ impl Services {
             .keys(Some(account_id))
             .await
             .map_err(Error::internal)?;
-        let keyids: Vec<&str> = keys.iter().map(|k| k.keyid.as_str()).collect();
         let voices = self.voices.list(account_id).await?;
-        let audit = store
-            .audit_log()
-            .await
-            .map_err(Error::internal)?
-            .into_iter()
-            .filter(|r| {
-                r.account_id.as_deref() == Some(account_id)
-                    || r.subject
-                        .as_deref()
-                        .is_some_and(|s| s == account_id || keyids.contains(&s))
-            })
-            .map(|r| ExportedAudit {
+        // The account's audit history, read page by page (the log is never loaded whole).
+        let mut audit = Vec::new();
+        let mut filter = AuditFilter {
+            account_id: Some(account_id.to_owned()),
+            limit: EXPORT_PAGE,
+            ..AuditFilter::default()
+        };
+        loop {
+            let page = store.audit_page(&filter).await.map_err(Error::internal)?;
+            let full = page.len() as i64 == EXPORT_PAGE;
+            filter.cursor = page.last().map(|r| r.seq);
+            audit.extend(page.into_iter().map(|r| ExportedAudit {
                 at: r.at,
                 kind: r.kind,
                 actor: r.actor,
                 subject: r.subject,
                 detail: r.detail,
-            })
-            .collect();
+            }));
+            if !full {
+                break;
+            }
+        }
         Ok(AccountExport {
             object: "account.export",
             exported_at: now(),

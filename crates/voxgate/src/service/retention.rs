@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Services;
+use crate::data::audit::{Actor, AuditEvent};
 use crate::util::now;
 
 /// What one sweep removed.
@@ -28,6 +29,17 @@ pub async fn sweep(services: &Services) -> anyhow::Result<Swept> {
             services.forget_clones(&voice.account_id, &voice.id).await;
             if store.delete_voice(&voice.account_id, &voice.id).await? {
                 swept.voices += 1;
+                services
+                    .audit
+                    .record(
+                        Actor::System("retention"),
+                        None,
+                        AuditEvent::VoiceDeleted {
+                            voice_id: voice.id.clone(),
+                            account_id: voice.account_id.clone(),
+                        },
+                    )
+                    .await;
             }
         }
     }

@@ -52,11 +52,18 @@ async fn sql(data: &Path, statements: &[&str]) {
 
 /// Runs `voxgate audit verify`; returns (success, stdout).
 fn verify(data: &Path) -> (bool, String) {
+    verify_with(data, &[], &[])
+}
+
+/// `voxgate audit verify` with more arguments and environment.
+fn verify_with(data: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_voxgate"))
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("VOXGATE_DATA_DIR", data)
+        .envs(env.iter().copied())
         .args(["audit", "verify"])
+        .args(args)
         .output()
         .expect("run");
     (
@@ -198,4 +205,63 @@ async fn a_chain_rewritten_without_the_key_is_detected() {
         (30..=33).contains(&bad),
         "placed after the last good checkpoint (30): {out}"
     );
+}
+
+/// Someone with the database and the data dir rewrites the log and deletes every checkpoint
+/// and witness note: with nothing left to contradict it, the log is not vouched for — more
+/// entries than `checkpoint_every` plus a grace are covered by no checkpoint (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_without_its_checkpoints_is_not_vouched_for() {
+    let dir = tempfile::tempdir().expect("dir");
+    setup(dir.path()).await;
+    // With checkpoints every 10 events, a lag of 40 is suspicious.
+    let every = [("VOXGATE_AUDIT__CHECKPOINT_EVERY", "10")];
+    let (ok, out) = verify_with(dir.path(), &[], &every);
+    assert!(ok, "{out}");
+    sql(dir.path(), &["DELETE FROM audit_checkpoints"]).await;
+    for entry in std::fs::read_dir(dir.path().join("audit-witness")).expect("witness") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "note") {
+            std::fs::remove_file(path).expect("remove");
+        }
+    }
+    let (ok, out) = verify_with(dir.path(), &[], &every);
+    assert!(!ok, "{out}");
+    assert!(out.contains("NOT VOUCHED FOR"), "{out}");
+    assert!(out.contains("covers 0 of 40 entries"), "{out}");
+}
+
+/// `--require-witness`: only the witness copy (kept off this host) vouches; database
+/// checkpoints alone are not enough once it is required.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_witness_must_hold_the_checkpoints() {
+    let dir = tempfile::tempdir().expect("dir");
+    setup(dir.path()).await;
+    let witness = dir.path().join("audit-witness");
+    let off_host = dir.path().join("off-host");
+    std::fs::create_dir(&off_host).expect("mkdir");
+    for entry in std::fs::read_dir(&witness).expect("witness") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, off_host.join(path.file_name().expect("name"))).expect("copy");
+    }
+    let every = [("VOXGATE_AUDIT__CHECKPOINT_EVERY", "10")];
+    let off = off_host.to_str().expect("utf-8");
+    let (ok, out) = verify_with(dir.path(), &["--witness", off, "--require-witness"], &every);
+    assert!(ok, "{out}");
+    // The off-host copy lost its notes (only the key remains): the database's own
+    // checkpoints do not vouch when the witness is required.
+    for entry in std::fs::read_dir(&off_host).expect("copy") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "note") {
+            std::fs::remove_file(path).expect("remove");
+        }
+    }
+    let (ok, out) = verify_with(dir.path(), &["--witness", off], &every);
+    assert!(
+        ok,
+        "database checkpoints suffice unless the witness is required: {out}"
+    );
+    let (ok, out) = verify_with(dir.path(), &["--witness", off, "--require-witness"], &every);
+    assert!(!ok, "{out}");
+    assert!(out.contains("witness checkpoint"), "{out}");
 }

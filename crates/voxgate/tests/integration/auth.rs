@@ -30,7 +30,7 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
         Some("voices.manage"),
     ),
     ("POST", "/v1/audio/transcriptions", Some("transcription")),
-    ("GET", "/v1/me/export", Some("models.read")),
+    ("GET", "/v1/me/export", Some("account.read")),
     ("DELETE", "/v1/me", Some("delete")),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
@@ -223,6 +223,8 @@ async fn authorization_matrix() {
     let (_, voices_only) =
         create_key(&app.state, "admin", None, Some(vec![Scope::VoicesManage])).await;
     let (_, delete_only) = create_key(&app.state, "admin", None, Some(vec![Scope::Delete])).await;
+    let (_, account_only) =
+        create_key(&app.state, "admin", None, Some(vec![Scope::AccountRead])).await;
     let created: Value = call(
         &client_with(Some(&voices_only)),
         &app,
@@ -325,6 +327,8 @@ async fn authorization_matrix() {
             "transcription" => (&speech_only, &transcription_only),
             "voices.manage" => (&speech_only, &voices_only),
             "delete" => (&speech_only, &delete_only),
+            // A list-only key (what a browser carries) cannot read the account's export.
+            "account.read" => (&models_only, &account_only),
             other => panic!("no key for scope {other}"),
         };
         let (status, code, _) =
@@ -602,6 +606,12 @@ async fn keys_outside_the_authorization_header_are_refused() {
             .iter()
             .any(|e| e.detail.contains("credentials_in_query")),
         "misplaced keys are audited"
+    );
+    assert!(
+        events.iter().any(|e| e.kind == "access_denied"
+            && e.detail.contains("credentials_in_body")
+            && e.actor.as_deref() == Some(keyid_of(&app.key).as_str())),
+        "a key in a body is audited against the caller's key: {events:#?}"
     );
 }
 
@@ -939,6 +949,63 @@ async fn a_narrowed_admin_key_cannot_mint_a_wider_one() {
         .await
         .expect("send");
     assert_eq!(ok.status(), 201);
+    // Every refused escalation is in the audit log, with who tried.
+    let refused: Vec<_> = app
+        .state
+        .store
+        .audit_events(50)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.kind == "admin_refused")
+        .collect();
+    assert_eq!(
+        refused.len(),
+        3,
+        "two creations and a rotation: {refused:#?}"
+    );
+    assert!(refused.iter().all(|e| e.detail.contains("exceeds_caller")
+        && e.actor.as_deref() == Some(keyid_of(&narrow).as_str())));
+    assert!(refused.iter().any(|e| e.detail.contains("key_rotate")));
+    // A tier wider than the account's is refused and audited too.
+    let (basic_account, _) = create_key(&app.state, "basic", None, None).await;
+    let response = app
+        .client
+        .post(app.admin_url("/admin/keys"))
+        .json(&json!({"account_id": basic_account, "tier": "premium"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(error_of(response).await.1.as_deref(), Some("tier_widening"));
+    // Reads by an administrator are audited as well.
+    for path in ["/admin/accounts", "/admin/keys", "/admin/audit?limit=5"] {
+        let response = app
+            .client
+            .get(app.admin_url(path))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let events = app.state.store.audit_events(20).await.expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "admin_refused" && e.detail.contains("tier_widening"))
+    );
+    let reads: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "admin_read")
+        .map(|e| e.detail.as_str())
+        .collect();
+    for what in ["accounts", "keys", "audit"] {
+        assert!(
+            reads
+                .iter()
+                .any(|d| d.contains(&format!("\"what\":\"{what}\""))),
+            "{what}: {reads:?}"
+        );
+    }
 }
 
 /// The admin listener's table, for every credential state that matters there.
@@ -1008,4 +1075,77 @@ async fn admin_authorization_matrix() {
             admin.status()
         );
     }
+}
+
+/// A flood of requests without a valid key — no key at all, or a key in the query string on
+/// a public route — is throttled by the per-address limits before anything is written, and
+/// what is written is bounded per source: the first failure of each reason in full, the
+/// rest counted (one summary per minute). A missing key counts towards the source's budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_floods_write_a_bounded_log() {
+    let app = spawn_app_with(
+        "[limits]\nper_ip_unauthenticated = [{ period = \"minute\", limit = 20 }]\n[auth]\nfailure_threshold = 1000\n",
+    )
+    .await;
+    let from = |last: u8| {
+        reqwest::Client::builder()
+            .local_address(IpAddr::from([127, 0, 0, last]))
+            .build()
+            .expect("client")
+    };
+    let (keyless, query) = (from(11), from(12));
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for _ in 0..150 {
+        let status = keyless
+            .get(app.url("/v1/models"))
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .as_u16();
+        *statuses.entry(status).or_default() += 1;
+    }
+    assert_eq!(statuses.get(&401), Some(&20), "{statuses:?}");
+    assert_eq!(statuses.get(&429), Some(&130), "{statuses:?}");
+    let key = app.key.clone();
+    let mut throttled = 0;
+    for _ in 0..150 {
+        let response = query
+            .get(app.url(&format!("/healthz?api_key={key}")))
+            .send()
+            .await
+            .expect("send");
+        match response.status().as_u16() {
+            401 => {}
+            429 => throttled += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(throttled, 130, "the query-key flood is throttled too");
+    let events = app.state.store.audit_events(1000).await.expect("events");
+    for source in ["127.0.0.11", "127.0.0.12"] {
+        let rows = events
+            .iter()
+            .filter(|e| e.source.as_deref() == Some(source))
+            .count();
+        assert_eq!(
+            rows, 1,
+            "one record for the flood from {source}: {events:#?}"
+        );
+    }
+
+    // A missing key is a failure like any other: past the threshold the source is blocked.
+    let app = spawn_app_with("[auth]\nfailure_threshold = 5\n").await;
+    let keyless = from(13);
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let response = keyless
+            .get(app.url("/v1/models"))
+            .send()
+            .await
+            .expect("send");
+        codes.push(error_of(response).await.1.unwrap_or_default());
+    }
+    assert_eq!(codes[..5], ["missing_api_key"; 5]);
+    assert_eq!(codes[5], "too_many_failed_authentications");
 }

@@ -229,3 +229,165 @@ async fn logs_never_contain_keys_authorization_or_text() {
         );
     }
 }
+
+/// A stand-in for every provider kind whose first path segment says how to fail: `ok`,
+/// `fail` (500 naming the request), `slow` (no answer within the read timeout), `huge`
+/// (a body over the cap), `refuse` (422, the content refused).
+async fn failing_provider() -> std::net::SocketAddr {
+    use axum::response::IntoResponse as _;
+    async fn answer(uri: axum::http::Uri) -> axum::response::Response {
+        let mode = uri.path().split('/').nth(1).unwrap_or("").to_owned();
+        match mode.as_str() {
+            "fail" => (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("upstream broke on {}", uri.path()),
+            )
+                .into_response(),
+            "slow" => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                axum::http::StatusCode::OK.into_response()
+            }
+            "huge" => (
+                [(axum::http::header::CONTENT_TYPE, "audio/mpeg")],
+                vec![0u8; 2_000_000],
+            )
+                .into_response(),
+            "refuse" => (axum::http::StatusCode::UNPROCESSABLE_ENTITY, "no").into_response(),
+            _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+    let app = axum::Router::new().fallback(answer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// Every provider kind, through every way it can fail (connection refused, refused by the
+/// egress policy, 5xx, timeout, an oversized body, the content refused): neither the log
+/// (at trace level) nor the security log ever holds the request's text — Pollinations puts it
+/// in the URL's path, so no provider URL may be logged either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_failures_never_log_the_text() {
+    let upstream = failing_provider().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let http = "http = { allow_local = true, allow_http = true, read_timeout_ms = 300, total_timeout_secs = 1, connect_timeout_ms = 300, max_response_bytes = 100000 }";
+    let mut config = String::new();
+    let mut models = Vec::new();
+    let bases = [
+        ("refused", format!("http://127.0.0.1:{closed}")),
+        (
+            "egress",
+            format!("http://localhost:{}/fail", upstream.port()),
+        ),
+        ("fail", format!("http://{upstream}/fail")),
+        ("slow", format!("http://{upstream}/slow")),
+        ("huge", format!("http://{upstream}/huge")),
+        ("refuse", format!("http://{upstream}/refuse")),
+    ];
+    for (mode, base) in &bases {
+        // The egress case must not allow local addresses: its name resolves to loopback.
+        let http = if *mode == "egress" {
+            "http = { allow_http = true, read_timeout_ms = 300, total_timeout_secs = 1, connect_timeout_ms = 300 }"
+        } else {
+            http
+        };
+        for (kind, extra, path) in [
+            ("pollinations", "", ""),
+            ("openai", "model = \"m\"\n", "/v1"),
+            (
+                "elevenlabs",
+                "model_id = \"m\"\napi_key_env = \"ELEVEN_KEY\"\n",
+                "",
+            ),
+        ] {
+            let id = format!("{kind}_{mode}");
+            config.push_str(&format!(
+                "[engines.{id}]\nkind = \"{kind}\"\nbase_url = \"{base}{path}\"\n{extra}voices = {{ alloy = \"v\" }}\n{http}\n[models.{id}]\nengine = \"{id}\"\n"
+            ));
+            models.push(id);
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let file = dir.path().join("providers.toml");
+    std::fs::write(&file, &config).expect("config");
+    let with_config = |cmd: &mut Command| {
+        cmd.arg("--config").arg(&file).env("ELEVEN_KEY", "k");
+    };
+    let mut create = voxgate(&data);
+    with_config(&mut create);
+    let account = run(create.args(["accounts", "create", "--name", "logs", "--tier", "admin"]));
+    let mut create = voxgate(&data);
+    with_config(&mut create);
+    let key = run(create.args(["keys", "create", "--account", &account]));
+
+    let mut serve = voxgate(&data);
+    with_config(&mut serve);
+    let mut server = serve
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = server.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let addr = loop {
+        let mut buf = [0u8; 4096];
+        let n = stderr.read(&mut buf).expect("read");
+        assert!(n > 0, "server exited: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(line) = text.lines().find(|l| l.contains("\"listening\"")) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json log line");
+            break v["addr"].as_str().expect("addr").to_owned();
+        }
+    };
+    let reader = std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let _ = stderr.read_to_end(&mut rest);
+        rest
+    });
+    let canary = format!("Canary{}", uuid::Uuid::new_v4().simple());
+    let client = crate::helpers::client_with(Some(&key));
+    for model in &models {
+        let response = client
+            .post(format!("http://{addr}/v1/audio/speech"))
+            .json(&json!({"model": model, "input": format!("My card PIN is {canary}."), "voice": "alloy", "response_format": "pcm"}))
+            .send()
+            .await
+            .expect("send");
+        let status = response.status().as_u16();
+        let body = response.text().await.expect("body");
+        assert!((400..600).contains(&status), "{model}: {status}");
+        assert!(
+            !body.contains(&canary),
+            "{model}: the answer echoes the text"
+        );
+        if model.ends_with("_refuse") {
+            assert_eq!(status, 400, "{model}: refused content is the client's");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    seen.extend(reader.join().expect("reader"));
+    let logs = String::from_utf8_lossy(&seen);
+    assert!(
+        logs.contains("\"level\":\"ERROR\"") || logs.contains("\"level\":\"WARN\""),
+        "the failures were logged: {logs}"
+    );
+    for needle in [canary.as_str(), "card%20PIN", "PIN is"] {
+        assert!(!logs.contains(needle), "the log holds {needle:?}");
+    }
+    let security = std::fs::read_to_string(data.join("security.log")).unwrap_or_default();
+    assert!(!security.contains(&canary), "security.log holds the text");
+}

@@ -299,7 +299,7 @@ async fn the_unix_socket_admits_only_listed_peers_and_still_wants_keys() {
     // Only uid 65534 (nobody) may connect; the socket is reachable by all, so the credential
     // check is what decides.
     let app = spawn_app_with(&format!(
-        "[server.unix_socket]\npath = {:?}\nmode = \"0666\"\nallowed_uids = [65534]",
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[server.unix_socket]\npath = {:?}\nmode = \"0666\"\nallowed_uids = [65534]",
         path.display().to_string()
     ))
     .await;
@@ -356,15 +356,28 @@ async fn the_unix_socket_admits_only_listed_peers_and_still_wants_keys() {
     .await
     .expect("join");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // A socket peer is never a proxy, even with loopback trusted: its X-Forwarded-For does
+    // not choose the address its refusal is counted and audited under.
     let unauthenticated = tokio::task::spawn_blocking({
         let ask = ask.clone();
-        move || ask("GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".into())
+        move || ask("GET /v1/models HTTP/1.1\r\nhost: x\r\nx-forwarded-for: 203.0.113.9\r\nconnection: close\r\n\r\n".into())
     })
     .await
     .expect("join");
     assert!(
         unauthenticated.starts_with("HTTP/1.1 401"),
         "{unauthenticated}"
+    );
+    let events = app.state.store.audit_events(20).await.expect("audit");
+    let failed = events
+        .iter()
+        .find(|e| e.kind == "auth_failed")
+        .expect("the refusal is audited");
+    assert_eq!(failed.source.as_deref(), Some("127.0.0.1"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.source.as_deref() != Some("203.0.113.9"))
     );
     let key = app.key.clone();
     let models = tokio::task::spawn_blocking(move || {
@@ -448,4 +461,56 @@ async fn browser_keys_work_only_from_their_own_origins() {
         )
         .await;
     assert!(bad.is_err());
+}
+
+/// The admin listener speaks TLS with its own certificate (HSTS on its answers, plain HTTP
+/// refused), and an admin listener off loopback is refused without TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_takes_tls_and_refuses_the_network_without_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key, pem) = certificate(dir.path(), "admin");
+    let app = spawn_app_with(&format!(
+        "[admin.tls]\nenabled = true\ncert_file = {:?}\nkey_file = {:?}",
+        cert.display().to_string(),
+        key.display().to_string()
+    ))
+    .await;
+    let client = trusting(&pem);
+    let url = format!("https://localhost:{}/admin/accounts", app.admin_addr.port());
+    let response = client
+        .get(&url)
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("strict-transport-security"));
+    // Plain HTTP on the admin port: refused, the key never read.
+    let mut plain = tokio::net::TcpStream::connect(app.admin_addr)
+        .await
+        .expect("connect");
+    plain
+        .write_all(b"GET /admin/accounts HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"));
+    // The public listener is still plain HTTP here.
+    assert_eq!(app.get("/v1/models").await.status(), 200);
+
+    let exposed = voxgate::config::Config::from_toml("[admin]\nbind = \"0.0.0.0:8081\"");
+    let err = exposed.expect_err("refused").to_string();
+    assert!(err.contains("admin.bind"), "{err}");
+    assert!(
+        voxgate::config::Config::from_toml(&format!(
+            "[admin]\nbind = \"0.0.0.0:8081\"\n[admin.tls]\nenabled = true\ncert_file = {:?}\nkey_file = {:?}",
+            cert.display().to_string(),
+            key.display().to_string()
+        ))
+        .is_ok()
+    );
 }

@@ -243,4 +243,12 @@ async fn the_sweeper_enforces_retention_per_kind() {
     );
     assert_eq!(app.state.cache.len(), 0);
     assert!(!spool.exists() && recent.exists());
+    // What the sweeper deleted is in the audit log, by the retention job.
+    let events = store.audit_events(20).await.expect("events");
+    assert!(
+        events.iter().any(|e| e.kind == "voice_deleted"
+            && e.subject.as_deref() == Some(old.as_str())
+            && e.actor.as_deref() == Some("system:retention")),
+        "{events:#?}"
+    );
 }

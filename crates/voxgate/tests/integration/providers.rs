@@ -35,6 +35,8 @@ enum Mode {
     Huge,
     /// 307 to another local server.
     Redirect,
+    /// 422: the provider refuses the request's content.
+    RefuseContent,
 }
 
 #[derive(Debug)]
@@ -115,6 +117,11 @@ async fn answer(stub: &Stub, ok: impl FnOnce() -> Response) -> Response {
         }
         Mode::OddPcm => ([(header::CONTENT_TYPE, "audio/pcm")], vec![1u8, 2, 3]).into_response(),
         Mode::Huge => ([(header::CONTENT_TYPE, "audio/pcm")], vec![0u8; 300_000]).into_response(),
+        Mode::RefuseContent => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "SECRET-UPSTREAM-DETAIL: this text is not allowed",
+        )
+            .into_response(),
         Mode::Redirect => {
             let to = stub.redirect_to.lock().expect("lock").clone();
             (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response()
@@ -470,6 +477,33 @@ async fn the_breaker_opens_serves_the_fallback_at_once_and_recovers_after_its_co
     assert_eq!(header(&response, "x-voxgate-engine"), "upstream");
     assert_eq!(up.hits(), 4);
     let response = app.speech(speech("chained", "Four.")).await;
+    assert_eq!(header(&response, "x-voxgate-engine"), "upstream");
+}
+
+/// A provider that refuses a request's content (a 4xx other than 408/429) answers that
+/// caller with a 400; it is not the provider failing, so it never opens the breaker every
+/// tenant shares, and the chain does not move on.
+#[tokio::test]
+async fn content_refusals_are_the_callers_and_never_open_the_breaker() {
+    let (addr, up) = stub().await;
+    let app = spawn_app_with_secrets(&openai_config(addr, ""), &[("UPSTREAM_KEY", "k")]).await;
+    up.set(Mode::RefuseContent);
+    for _ in 0..6 {
+        let (status, code, _) = error_of(app.speech(speech("remote", "Refuse me.")).await).await;
+        assert_eq!((status, code.as_deref()), (400, Some("unsupported_input")));
+        let response = app.speech(speech("chained", "Refuse me.")).await;
+        assert_eq!(response.status(), 400, "a client error does not fall back");
+        let text = response.text().await.expect("text");
+        assert!(!text.contains("SECRET-UPSTREAM-DETAIL"), "{text}");
+    }
+    assert_eq!(
+        up.hits(),
+        12,
+        "every request reached the provider: the breaker stayed closed"
+    );
+    up.set(Mode::Ok);
+    let response = app.speech(speech("remote", "Fine now.")).await;
+    assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "x-voxgate-engine"), "upstream");
 }
 

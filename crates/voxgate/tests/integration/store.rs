@@ -378,6 +378,63 @@ async fn story(store: Arc<dyn Store>) {
         ["three", "two"]
     );
     assert!(events[0].seq > events[1].seq);
+
+    // Pages: by account (its own events and its keys'), by kind, by time, both directions.
+    store
+        .append_audit(
+            &AuditRecord {
+                seq: 0,
+                at: now(),
+                kind: "four".into(),
+                actor: None,
+                account_id: Some("acct_b".into()),
+                subject: Some("acct_b".into()),
+                source: None,
+                detail: "{}".into(),
+                idx: None,
+                leaf_hash: None,
+            },
+            leaf,
+        )
+        .await
+        .expect("audit");
+    let kinds = |page: &[AuditRecord]| page.iter().map(|e| e.kind.clone()).collect::<Vec<_>>();
+    let mut filter = voxgate::data::store::AuditFilter {
+        account_id: Some("acct_a".into()),
+        limit: 2,
+        ..Default::default()
+    };
+    let first = store.audit_page(&filter).await.expect("page");
+    assert_eq!(kinds(&first), ["one", "two"], "acct_a's key k1");
+    filter.cursor = first.last().map(|e| e.seq);
+    assert_eq!(
+        kinds(&store.audit_page(&filter).await.expect("page")),
+        ["three"]
+    );
+    let by_kind = voxgate::data::store::AuditFilter {
+        kind: Some("two".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        kinds(&store.audit_page(&by_kind).await.expect("page")),
+        ["two"]
+    );
+    let newest = voxgate::data::store::AuditFilter {
+        newest_first: true,
+        limit: 2,
+        ..Default::default()
+    };
+    assert_eq!(
+        kinds(&store.audit_page(&newest).await.expect("page")),
+        ["four", "three"]
+    );
+    let later = voxgate::data::store::AuditFilter {
+        since: Some(now() + 3600),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(store.audit_page(&later).await.expect("page").is_empty());
 }
 
 #[tokio::test]

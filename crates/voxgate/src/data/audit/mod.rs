@@ -46,6 +46,24 @@ pub enum AuditEvent {
     AuthBlocked {
         block_secs: u64,
     },
+    /// More failures of one source and reason within a minute, after the first (which has
+    /// its own `auth_failed` record): counted, not recorded one by one.
+    AuthFailuresRepeated {
+        reason: &'static str,
+        repeats: u64,
+        window_secs: u64,
+    },
+    /// An administrative change refused (a key wider than its account or its creator).
+    AdminRefused {
+        action: &'static str,
+        account_id: String,
+        reason: &'static str,
+    },
+    /// An administrator read accounts, keys or the audit log.
+    AdminRead {
+        what: &'static str,
+        account_id: Option<String>,
+    },
     AccessDenied {
         keyid: String,
         route: String,
@@ -79,6 +97,9 @@ impl AuditEvent {
             AuditEvent::KeyRotated { .. } => "key_rotated",
             AuditEvent::AuthFailed { .. } => "auth_failed",
             AuditEvent::AuthBlocked { .. } => "auth_blocked",
+            AuditEvent::AuthFailuresRepeated { .. } => "auth_failures_repeated",
+            AuditEvent::AdminRefused { .. } => "admin_refused",
+            AuditEvent::AdminRead { .. } => "admin_read",
             AuditEvent::AccessDenied { .. } => "access_denied",
             AuditEvent::VoiceCreated { .. } => "voice_created",
             AuditEvent::VoiceDeleted { .. } => "voice_deleted",
@@ -101,7 +122,13 @@ impl AuditEvent {
             }
             AuditEvent::AccessDenied { keyid, .. } => (None, Some(keyid)),
             AuditEvent::AuthFailed { keyid, .. } => (None, keyid.as_deref()),
-            AuditEvent::AuthBlocked { .. } => (None, None),
+            AuditEvent::AuthBlocked { .. } | AuditEvent::AuthFailuresRepeated { .. } => {
+                (None, None)
+            }
+            AuditEvent::AdminRefused { account_id, .. } => (Some(account_id), Some(account_id)),
+            AuditEvent::AdminRead { account_id, .. } => {
+                (account_id.as_deref(), account_id.as_deref())
+            }
             AuditEvent::VoiceCreated {
                 voice_id,
                 account_id,
@@ -119,16 +146,20 @@ impl AuditEvent {
             self,
             AuditEvent::AuthFailed { .. }
                 | AuditEvent::AuthBlocked { .. }
+                | AuditEvent::AuthFailuresRepeated { .. }
                 | AuditEvent::AccessDenied { .. }
+                | AuditEvent::AdminRefused { .. }
         )
     }
 }
 
-/// Who did it: a key id, or the local command line.
+/// Who did it: a key id, the local command line, voxgate itself (a named background job such
+/// as `retention`), or nobody known.
 #[derive(Debug, Clone)]
 pub enum Actor {
     Key(String),
     Cli,
+    System(&'static str),
     Anonymous,
 }
 
@@ -137,6 +168,7 @@ impl Actor {
         match self {
             Actor::Key(keyid) => Some(keyid.clone()),
             Actor::Cli => Some("cli".into()),
+            Actor::System(job) => Some(format!("system:{job}")),
             Actor::Anonymous => None,
         }
     }

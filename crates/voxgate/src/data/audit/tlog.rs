@@ -187,6 +187,35 @@ pub struct Report {
     pub covered: u64,
     /// The first bad position and why, if any.
     pub first_bad: Option<(u64, String)>,
+    /// Why the checkpoints are not fresh enough to vouch for the log, if they are not: the
+    /// log could then have been rewritten (and its checkpoints deleted) unnoticed.
+    pub stale: Option<String>,
+}
+
+/// How fresh the checkpoints must be for [`verify`] to vouch for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Entries the newest checkpoint may lag the log by (`checkpoint_every` plus a grace).
+    pub max_lag: u64,
+    /// How old the oldest entry no checkpoint covers may be (the interval plus a grace).
+    pub max_age_secs: i64,
+    /// Only checkpoints in the witness directory count (an off-host copy is mandatory).
+    pub require_witness: bool,
+}
+
+impl Freshness {
+    /// The policy for `config`: half of `checkpoint_every` (at least 10) and 60 seconds of
+    /// grace over what the running server guarantees.
+    pub fn of(config: &AuditConfig, require_witness: bool) -> Self {
+        let every = u64::from(config.checkpoint_every.max(1));
+        Self {
+            max_lag: every + (every / 2).max(10),
+            max_age_secs: i64::try_from(config.checkpoint_interval_secs)
+                .unwrap_or(i64::MAX / 2)
+                .saturating_add(60),
+            require_witness,
+        }
+    }
 }
 
 impl Report {
@@ -213,10 +242,16 @@ fn witness_notes(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
 
 /// Recomputes the tree from the rows, checks every stored leaf hash, every checkpoint's
 /// signature (database and witness) and root, and names the first bad position.
+///
+/// Then it judges freshness: a log whose newest valid checkpoint lags it by more than
+/// `freshness.max_lag` entries, or whose oldest uncovered entry is older than
+/// `freshness.max_age_secs`, is `stale` (so is a non-empty log without any checkpoint):
+/// someone with the database could have rewritten it and deleted the checkpoints.
 pub async fn verify(
     store: &dyn Store,
     verifier: &Verifier,
     witness: Option<&Path>,
+    freshness: &Freshness,
 ) -> anyhow::Result<Report> {
     let log = store.audit_log().await?;
     let mut report = Report {
@@ -224,6 +259,7 @@ pub async fn verify(
         checkpoints: 0,
         covered: 0,
         first_bad: None,
+        stale: None,
     };
     let mut leaves = Vec::with_capacity(log.len());
     for (i, row) in log.iter().enumerate() {
@@ -262,6 +298,8 @@ pub async fn verify(
     }
     // Valid checkpoints by size; the largest one whose root agrees bounds a rewrite.
     let mut valid: Vec<(u64, Hash, String)> = Vec::new();
+    // The largest size a valid checkpoint that counts for freshness covers.
+    let mut vouched = 0u64;
     for (label, note) in &notes {
         match checkpoint::open(note, verifier) {
             Ok(c) => {
@@ -293,6 +331,9 @@ pub async fn verify(
         if merkle::root(&leaves[..*size as usize]) == *root {
             last_good = last_good.max(*size);
             report.covered = report.covered.max(*size);
+            if !freshness.require_witness || label.starts_with("witness ") {
+                vouched = vouched.max(*size);
+            }
         } else if exact.is_none_or(|e| e >= *size) {
             // No row-level finding explains it: the damage lies after the last checkpoint
             // that agrees (a rewrite that also recomputed the leaf hashes).
@@ -306,6 +347,26 @@ pub async fn verify(
     }
     if valid.is_empty() && !notes.is_empty() && report.entries > 0 {
         report.bad(0, "no checkpoint verifies".into());
+    }
+    let whose = if freshness.require_witness {
+        "witness checkpoint"
+    } else {
+        "checkpoint"
+    };
+    let lag = report.entries - vouched.min(report.entries);
+    if lag > freshness.max_lag {
+        report.stale = Some(format!(
+            "the newest valid {whose} covers {vouched} of {} entries: more than {} are vouched for by none",
+            report.entries, freshness.max_lag
+        ));
+    } else if let Some(oldest) = log.get(vouched as usize) {
+        let age = crate::util::now() - oldest.at;
+        if age > freshness.max_age_secs {
+            report.stale = Some(format!(
+                "entry {vouched} is {age} s old and no valid {whose} covers it (at most {} s expected)",
+                freshness.max_age_secs
+            ));
+        }
     }
     Ok(report)
 }

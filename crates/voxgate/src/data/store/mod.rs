@@ -91,6 +91,23 @@ impl std::fmt::Debug for VoiceRecord {
     }
 }
 
+/// Which audit events [`Store::audit_page`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Events about this account: recorded for it, or about it or one of its keys.
+    pub account_id: Option<String>,
+    /// Events of this kind only (`key_revoked`, `auth_failed`…).
+    pub kind: Option<String>,
+    /// Events at or after / at or before these times (seconds since the epoch).
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// The `seq` the page starts after (oldest first) or before (newest first).
+    pub cursor: Option<i64>,
+    pub newest_first: bool,
+    /// Most events returned (at most 1,000).
+    pub limit: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error")]
@@ -220,6 +237,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn checkpoints(&self) -> Result<Vec<(i64, String)>, StoreError>;
     /// The newest `limit` events, newest first.
     async fn audit_events(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// One page of audit events matching `filter`, in position order (oldest first, or
+    /// newest first with `newest_first`), starting after (or before) `filter.cursor`.
+    async fn audit_page(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 /// Opens the store named by `url`: `postgres://…` or `sqlite://PATH`; an empty URL means
@@ -238,9 +259,5 @@ pub async fn open(url: &str, data_dir: &Path) -> Result<Arc<dyn Store>, StoreErr
     Ok(store)
 }
 
-/// Seconds since the epoch.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+/// Seconds since the epoch (the one clock the store's rows use).
+pub use crate::util::now;

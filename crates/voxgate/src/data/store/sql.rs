@@ -12,7 +12,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::{Account, AuditRecord, KeyRecord, Store, StoreError, VoiceRecord};
+use super::{Account, AuditFilter, AuditRecord, KeyRecord, Store, StoreError, VoiceRecord};
 
 /// Embedded migrations, in order: (version, SQL).
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
@@ -560,6 +560,39 @@ macro_rules! impl_store {
                 let sql = $sql("DELETE FROM voice_references WHERE account_id = $1 AND id = $2");
                 let done = sqlx::query(sql).bind(account_id).bind(id).execute(&self.pool).await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn audit_page(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+                // One constant statement per direction; an absent filter binds NULL.
+                const MATCH: &str = "(CAST($2 AS TEXT) IS NULL OR account_id = $2 OR subject = $2 \
+                     OR subject IN (SELECT keyid FROM api_keys WHERE account_id = $2)) \
+                     AND (CAST($3 AS TEXT) IS NULL OR kind = $3) \
+                     AND (CAST($4 AS BIGINT) IS NULL OR at >= $4) \
+                     AND (CAST($5 AS BIGINT) IS NULL OR at <= $5)";
+                let (sql, cursor) = if filter.newest_first {
+                    (
+                        format!("SELECT seq, at, kind, actor, account_id, subject, source, detail, idx, leaf_hash FROM audit_events WHERE seq < $1 AND {MATCH} ORDER BY seq DESC LIMIT $6"),
+                        filter.cursor.unwrap_or(i64::MAX),
+                    )
+                } else {
+                    (
+                        format!("SELECT seq, at, kind, actor, account_id, subject, source, detail, idx, leaf_hash FROM audit_events WHERE seq > $1 AND {MATCH} ORDER BY seq LIMIT $6"),
+                        filter.cursor.unwrap_or(i64::MIN),
+                    )
+                };
+                let rows = sqlx::query($sql(&sql))
+                    .bind(cursor)
+                    .bind(filter.account_id.as_deref())
+                    .bind(filter.kind.as_deref())
+                    .bind(filter.since)
+                    .bind(filter.until)
+                    .bind(filter.limit.clamp(1, 1000))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(Self::audit_from)
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(Into::into)
             }
 
             async fn audit_events(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {

@@ -152,7 +152,10 @@ pub fn upstream(message: impl Into<String>) -> EngineError {
 }
 
 /// Maps a transport error: timeouts are [`EngineError::Timeout`], the rest upstream failures.
+/// The URL is stripped first: a provider's path or query may carry the request's text
+/// (Pollinations puts it in the path), and the error ends up in the log.
 pub fn transport(err: reqwest::Error) -> EngineError {
+    let err = err.without_url();
     if err.is_timeout() {
         EngineError::Timeout
     } else {
@@ -161,8 +164,11 @@ pub fn transport(err: reqwest::Error) -> EngineError {
 }
 
 /// Checks a response's status. 2xx passes; 429 is an overload with the provider's
-/// `Retry-After`; a redirect is refused (and logged as a security event); anything else is an
-/// upstream failure whose body is logged at debug level, truncated, and never forwarded.
+/// `Retry-After` and 408 a timeout; a redirect is refused (and logged as a security event);
+/// 400, 413, 415 and 422 say the request's content is what the provider refused: a client
+/// error, which neither counts against the provider's breaker (one tenant's text cannot open
+/// it for everyone) nor moves a chain on; anything else (401, 403, 404, 5xx…: the provider or
+/// its configuration) is an upstream failure. The provider's body is never forwarded.
 pub async fn check_status(
     provider: &str,
     response: reqwest::Response,
@@ -183,6 +189,17 @@ pub async fn check_status(
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(std::time::Duration::from_secs);
         return Err(EngineError::Overloaded { retry_after });
+    }
+    if status == reqwest::StatusCode::REQUEST_TIMEOUT {
+        return Err(EngineError::Timeout);
+    }
+    if matches!(status.as_u16(), 400 | 413 | 415 | 422) {
+        tracing::debug!(
+            provider,
+            status = status.as_u16(),
+            "the provider refused the request's content"
+        );
+        return Err(EngineError::Unsupported("the provider refused this input"));
     }
     Err(upstream(format!("{provider}: HTTP {status}")))
 }

@@ -2,6 +2,7 @@
 //! brute-force guard. `Authenticator::authenticate` turns an `Authorization` header into a
 //! [`Principal`] or a refusal; the HTTP layer maps refusals to 401/403/429.
 
+mod failures;
 mod guard;
 pub mod key;
 
@@ -50,6 +51,29 @@ impl Principal {
     }
 }
 
+/// A failed authentication: why, and what to write down about it (the key id, if the
+/// token named one, the reason, and the block it imposed on its source, if it did).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct AuthFailure {
+    #[source]
+    pub error: AuthError,
+    pub keyid: Option<String>,
+    pub reason: &'static str,
+    pub blocked: Option<Duration>,
+}
+
+impl AuthFailure {
+    fn new(error: AuthError, keyid: Option<String>, reason: &'static str) -> Self {
+        Self {
+            error,
+            keyid,
+            reason,
+            blocked: None,
+        }
+    }
+}
+
 /// Why a request was not authenticated.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -92,6 +116,8 @@ pub struct Authenticator {
     /// Usage not yet written, by key id.
     usage: Mutex<HashMap<String, Usage>>,
     metrics: Arc<Metrics>,
+    /// Failures written down per source and minute, not per request.
+    failures: failures::FailureLog,
 }
 
 /// Requests since the last write, and the last one's time and (tracked) address.
@@ -135,11 +161,13 @@ impl Authenticator {
             ip_tracking: config.client_ip,
             dummy_digest,
             usage: Mutex::new(HashMap::new()),
+            failures: failures::FailureLog::default(),
         }
     }
 
     /// Starts the task that writes buffered usage every second (one UPDATE per key used,
-    /// not one per request). It ends when the authenticator is dropped.
+    /// not one per request) and the summaries of failure windows that closed. It ends when
+    /// the authenticator is dropped.
     pub fn spawn_usage_writer(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -148,8 +176,26 @@ impl Authenticator {
                 tick.tick().await;
                 let Some(auth) = weak.upgrade() else { break };
                 auth.flush_usage().await;
+                auth.flush_failures().await;
             }
         });
+    }
+
+    /// Writes one summary record per failure window that closed with repeats.
+    pub async fn flush_failures(&self) {
+        for summary in self.failures.close_expired() {
+            self.audit
+                .record(
+                    Actor::Anonymous,
+                    Some(summary.source),
+                    AuditEvent::AuthFailuresRepeated {
+                        reason: summary.reason,
+                        repeats: summary.repeats,
+                        window_secs: failures::WINDOW.as_secs(),
+                    },
+                )
+                .await;
+        }
     }
 
     /// Writes buffered usage now.
@@ -179,67 +225,71 @@ impl Authenticator {
     }
 
     /// Verifies the bearer token from `authorization` (the header value, if any) for a
-    /// request from `source`.
+    /// request from `source`. A failure is counted against its source (and, with a key id,
+    /// against that source and key id together) by the brute-force guard, a missing key
+    /// included; it is not written down here: the caller applies its per-address limits
+    /// first and then calls [`Authenticator::record_failure`], so a flood is throttled
+    /// before it reaches the log.
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
         source: IpAddr,
-    ) -> Result<Principal, AuthError> {
+    ) -> Result<Principal, AuthFailure> {
         let ip = guard_source(source);
         if let Err(retry_after) = self.guard.check(&[&ip]) {
-            return Err(AuthError::Blocked { retry_after });
+            return Err(AuthFailure::new(
+                AuthError::Blocked { retry_after },
+                None,
+                "blocked",
+            ));
         }
         let Some(token) = authorization else {
-            self.audit
-                .record(
-                    Actor::Anonymous,
-                    Some(source),
-                    AuditEvent::AuthFailed {
-                        keyid: None,
-                        reason: "missing_key",
-                    },
-                )
-                .await;
-            return Err(AuthError::Missing);
+            return Err(self.failed(&ip, None, AuthError::Missing, "missing_key"));
         };
         let Some(token) = token.strip_prefix("Bearer ").map(str::trim) else {
-            return Err(self.failed(source, &ip, None, "malformed_header").await);
+            return Err(self.failed(&ip, None, AuthError::Invalid, "malformed_header"));
         };
         let parsed = match key::parse(token) {
             Ok(parsed) => parsed,
             Err(KeyFormatError::BadChecksum) => {
-                return Err(self.failed(source, &ip, None, "bad_checksum").await);
+                return Err(self.failed(&ip, None, AuthError::Invalid, "bad_checksum"));
             }
             Err(KeyFormatError::Malformed) => {
-                return Err(self.failed(source, &ip, None, "malformed_key").await);
+                return Err(self.failed(&ip, None, AuthError::Invalid, "malformed_key"));
             }
         };
         let ip_key = format!("{ip}|{}", parsed.keyid);
         if let Err(retry_after) = self.guard.check(&[&ip, &ip_key]) {
-            return Err(AuthError::Blocked { retry_after });
+            return Err(AuthFailure::new(
+                AuthError::Blocked { retry_after },
+                Some(parsed.keyid.clone()),
+                "blocked",
+            ));
         }
         // The presented secret's digest is computed first; the cache answers only when it
         // matches a verified entry exactly. Everything else (unknown id, wrong secret, cold
-        // cache) takes the same path: one indexed lookup and a constant-time comparison,
-        // against a dummy digest when the id is unknown.
+        // cache) takes the same path: one indexed lookup that always yields one row (a dummy
+        // one for an unknown id) and a constant-time comparison.
         let presented = self.pepper.digest(parsed.secret());
         let cached = match self.cached(&parsed.keyid, &presented) {
             Some(hit) => hit,
             None => {
-                let found = self.store.key_with_account(&parsed.keyid).await?;
+                let found = self
+                    .store
+                    .key_with_account(&parsed.keyid)
+                    .await
+                    .map_err(|e| AuthFailure::new(AuthError::Store(e), None, "store"))?;
                 let expected = found
                     .as_ref()
                     .map_or(self.dummy_digest.as_slice(), |(k, _)| k.digest.as_slice());
                 let matches: bool = presented.ct_eq(expected).into();
                 let Some((key, account)) = found.filter(|_| matches) else {
-                    return Err(self
-                        .failed(
-                            source,
-                            &ip_key,
-                            Some(parsed.keyid.clone()),
-                            "unknown_key_or_wrong_secret",
-                        )
-                        .await);
+                    return Err(self.failed(
+                        &ip_key,
+                        Some(parsed.keyid.clone()),
+                        AuthError::Invalid,
+                        "unknown_key_or_wrong_secret",
+                    ));
                 };
                 self.remember(Cached {
                     key,
@@ -261,27 +311,76 @@ impl Authenticator {
         } else {
             None
         };
-        if let Some((err, reason)) = refusal {
+        if let Some((error, reason)) = refusal {
+            self.metrics.auth_failures.inc();
+            return Err(AuthFailure::new(error, Some(key.keyid.clone()), reason));
+        }
+        let Some(principal) = self.principal(key, account, source) else {
+            // The key names a tier that is no longer configured, or one above its account's.
+            return Err(self.failed(
+                &ip_key,
+                Some(key.keyid.clone()),
+                AuthError::Invalid,
+                "tier_not_allowed",
+            ));
+        };
+        self.track_use(&key.keyid, source);
+        Ok(principal)
+    }
+
+    /// Counts a refusal that is not a key's (credentials in the query, a cookie or a body)
+    /// against its source, like a failed authentication.
+    pub fn refuse(&self, source: IpAddr, reason: &'static str) -> AuthFailure {
+        let ip = guard_source(source);
+        if let Err(retry_after) = self.guard.check(&[&ip]) {
+            return AuthFailure::new(AuthError::Blocked { retry_after }, None, "blocked");
+        }
+        self.failed(&ip, None, AuthError::Invalid, reason)
+    }
+
+    /// Writes a failure down: the first of its source and reason each minute in full (and
+    /// as a security event), the repeats as a count (see [`failures`]); a block it imposed,
+    /// always.
+    pub async fn record_failure(&self, source: IpAddr, failure: &AuthFailure) {
+        if matches!(
+            failure.error,
+            AuthError::Blocked { .. } | AuthError::Store(_)
+        ) {
+            return;
+        }
+        if let Some(block) = failure.blocked {
             self.audit
                 .record(
                     Actor::Anonymous,
                     Some(source),
-                    AuditEvent::AuthFailed {
-                        keyid: Some(key.keyid.clone()),
-                        reason,
+                    AuditEvent::AuthBlocked {
+                        block_secs: block.as_secs(),
                     },
                 )
                 .await;
-            return Err(err);
         }
-        let Some(principal) = self.principal(key, account, source) else {
-            // The key names a tier that is no longer configured, or one above its account's.
-            return Err(self
-                .failed(source, &ip_key, Some(key.keyid.clone()), "tier_not_allowed")
-                .await);
-        };
-        self.track_use(&key.keyid, source);
-        Ok(principal)
+        match self
+            .failures
+            .note(&guard_source(source), source, failure.reason)
+        {
+            failures::Seen::First => {
+                self.audit
+                    .record(
+                        Actor::Anonymous,
+                        Some(source),
+                        AuditEvent::AuthFailed {
+                            keyid: failure.keyid.clone(),
+                            reason: failure.reason,
+                        },
+                    )
+                    .await;
+            }
+            failures::Seen::Repeat { count, sample } => {
+                if sample {
+                    tracing::warn!(target: "voxgate::security", event = "auth_failures_repeated", source = %guard_source(source), reason = failure.reason, repeats = count, "repeated authentication failures from one source (recorded as one summary per minute)");
+                }
+            }
+        }
     }
 
     /// The effective tier and scopes: the key may narrow its account's, never widen them.
@@ -346,43 +445,32 @@ impl Authenticator {
         verified
     }
 
-    async fn failed(
+    /// Counts a failure with the guard (the source, and source + key id when `source_key`
+    /// differs) and the metrics.
+    fn failed(
         &self,
-        source: IpAddr,
         source_key: &str,
         keyid: Option<String>,
+        error: AuthError,
         reason: &'static str,
-    ) -> AuthError {
-        let ip = guard_source(source);
+    ) -> AuthFailure {
+        let ip = source_key.split('|').next().unwrap_or(source_key);
         let sources: Vec<&str> = if source_key == ip {
-            vec![&ip]
+            vec![ip]
         } else {
-            vec![&ip, source_key]
+            vec![ip, source_key]
         };
         let blocked = self.guard.fail(&sources);
         self.metrics.auth_failures.inc();
         if blocked.is_some() {
             self.metrics.auth_blocks.inc();
         }
-        self.audit
-            .record(
-                Actor::Anonymous,
-                Some(source),
-                AuditEvent::AuthFailed { keyid, reason },
-            )
-            .await;
-        if let Some(block) = blocked {
-            self.audit
-                .record(
-                    Actor::Anonymous,
-                    Some(source),
-                    AuditEvent::AuthBlocked {
-                        block_secs: block.as_secs(),
-                    },
-                )
-                .await;
+        AuthFailure {
+            error,
+            keyid,
+            reason,
+            blocked,
         }
-        AuthError::Invalid
     }
 
     /// Usage tracking, off the request path: buffered, written by the usage writer.
