@@ -154,6 +154,12 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
     )?;
     auth_cost(&config, if quick { 2_000 } else { 20_000 }, &mut out).await?;
 
+    writeln!(
+        out,
+        "\n## Failed authentication: an unknown key id vs a known one with a wrong secret"
+    )?;
+    key_timing(&config, if quick { 2_000 } else { 10_000 }, &mut out).await?;
+
     writeln!(out, "\n## Rate-limit decisions per second")?;
     limiter_throughput(if quick { 20_000 } else { 200_000 }, &mut out).await?;
 
@@ -483,6 +489,71 @@ async fn auth_cost(config: &Config, n: u32, out: &mut impl std::io::Write) -> an
         out,
         "cached {cached:.1} µs per request, uncached (lookup + HMAC) {uncached:.1} µs"
     )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The time a refusal takes for a well-formed key whose id is unknown and for a known id
+/// with a wrong secret, interleaved, through the whole authentication path (limits and the
+/// audit included): the two medians must not tell the cases apart.
+async fn key_timing(config: &Config, n: u32, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("voxgate-bench-timing-{}", std::process::id()));
+    let mut config = config.clone();
+    config.data_dir = dir.clone();
+    config.database.url = secrecy::SecretString::from(String::new());
+    config.auth.pepper = Some(secrecy::SecretString::from("d".repeat(32)));
+    config.auth.failure_threshold = u32::MAX;
+    let generous = crate::config::RateRule {
+        per: crate::config::RateSubject::Account,
+        period: crate::config::Period::Second,
+        limit: 1_000_000_000,
+        burst: None,
+        route: None,
+    };
+    config.limits.per_ip = vec![generous.clone()];
+    config.limits.per_ip_unauthenticated = vec![generous];
+    let state = Services::build(config).await?;
+    let account = state
+        .accounts
+        .create_account(Actor::Cli, "bench", None, "basic")
+        .await?;
+    let key = state
+        .accounts
+        .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
+        .await?;
+    let secret = "a".repeat(52);
+    let wrong = format!(
+        "Bearer {}",
+        crate::identity::auth::key::compose(&key.record.keyid, &secret)
+    );
+    let unknown = format!(
+        "Bearer {}",
+        crate::identity::auth::key::compose(&"b".repeat(24), &secret)
+    );
+    let source = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut times = [Vec::new(), Vec::new()];
+    for i in 0..n * 2 {
+        let (slot, header) = if i % 2 == 0 {
+            (0, &unknown)
+        } else {
+            (1, &wrong)
+        };
+        let start = Instant::now();
+        let refused = state.authenticate(Some(header), source, "/v1/models").await;
+        times[slot].push(start.elapsed());
+        anyhow::ensure!(refused.is_err(), "a wrong key was accepted");
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e6
+    };
+    let (unknown_us, wrong_us) = (median(&mut times[0]), median(&mut times[1]));
+    writeln!(
+        out,
+        "unknown id {unknown_us:.1} µs, known id with a wrong secret {wrong_us:.1} µs (median of {n} each): ratio {:.3}",
+        wrong_us / unknown_us
+    )?;
+    drop(state);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

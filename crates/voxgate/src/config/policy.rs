@@ -177,12 +177,21 @@ impl RateRule {
         RateSubject::Account
     }
 
+    /// Whether this rule counts what `other` counts (same subject, period and route) and
+    /// allows no more (limit and burst).
+    pub fn is_within(&self, other: &RateRule) -> bool {
+        (self.per, self.period, &self.route) == (other.per, other.period, &other.route)
+            && self.limit <= other.limit
+            && self.burst.unwrap_or(self.limit) <= other.burst.unwrap_or(other.limit)
+    }
+
     /// A stable label for the bucket key.
     pub fn label(&self) -> String {
         format!(
-            "{:?}{}{}",
+            "{:?}{}b{}{}",
             self.period,
             self.limit,
+            self.burst.unwrap_or(self.limit),
             self.route.as_deref().unwrap_or("")
         )
     }
@@ -227,5 +236,20 @@ impl TierConfig {
             && self.max_upload_bytes <= other.max_upload_bytes
             && self.max_upload_secs <= other.max_upload_secs
             && self.max_stored_voices <= other.max_stored_voices
+            && (self.redact_pii || !other.redact_pii)
+            && (self.block_profanity || !other.block_profanity)
+            && (self.block_spam || !other.block_spam)
+            && (!self.cache || other.cache)
+            && other
+                .rate_limits
+                .iter()
+                .all(|wide| self.rate_limits.iter().any(|narrow| narrow.is_within(wide)))
+            && other.quotas.iter().all(|wide| {
+                self.quotas.iter().any(|narrow| {
+                    (narrow.per, narrow.metric, narrow.period)
+                        == (wide.per, wide.metric, wide.period)
+                        && narrow.limit <= wide.limit
+                })
+            })
     }
 }

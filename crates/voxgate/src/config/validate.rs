@@ -160,7 +160,7 @@ impl Config {
                     return Err(invalid(
                         format!("tiers.{lower_name}"),
                         format!(
-                            "its rank is not above tiers.{higher_name}, so it must allow nothing more (scopes, models, voices, engines, input, concurrency, ssml, upload and stored-voice limits)"
+                            "its rank is not above tiers.{higher_name}, so it must allow nothing more (scopes, models, voices, engines, input, concurrency, ssml, upload and stored-voice limits, caching, redaction and blocking, and every rate limit and quota of the higher tier at most as high)"
                         ),
                     ));
                 }

@@ -81,21 +81,30 @@ impl Gate {
             .filter(|(_, r)| applies(r, route))
             .map(|(i, r)| (format!("ip:{ip}:{i}:{}", r.label()), r))
             .collect();
-        for (i, rule) in principal
+        // The key's tier's rules, and the account tier's per-account rules: a key narrowed
+        // to a lower tier never escapes its account's limits. Buckets are named by the
+        // subject and the rule itself (never the tier), so keys of different tiers on one
+        // account share the account's buckets; a rule both tiers have is applied once.
+        let account_rules = principal
+            .account_tier
+            .rate_limits
+            .iter()
+            .filter(|r| r.per == RateSubject::Account);
+        for rule in principal
             .tier
             .rate_limits
             .iter()
-            .enumerate()
-            .filter(|(_, r)| applies(r, route))
+            .chain(account_rules)
+            .filter(|r| applies(r, route))
         {
             let subject = match rule.per {
                 RateSubject::Account => format!("acct:{}", principal.account_id),
                 RateSubject::Key => format!("key:{}", principal.keyid),
             };
-            buckets.push((
-                format!("{subject}:{}:{i}:{}", principal.tier_name, rule.label()),
-                rule,
-            ));
+            let bucket = format!("{subject}:{}", rule.label());
+            if !buckets.iter().any(|(b, _)| *b == bucket) {
+                buckets.push((bucket, rule));
+            }
         }
         self.decide(&format!("key:{}", principal.keyid), &buckets)
             .await

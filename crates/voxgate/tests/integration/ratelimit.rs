@@ -11,6 +11,8 @@ per_ip = [{ period = "second", limit = 100000 }]
 per_ip_unauthenticated = [{ period = "minute", limit = 3 }]
 violations_before_block = 5
 block_secs = 60
+[tiers.guest]
+rate_limits = [{ per = "account", period = "minute", limit = 4 }]
 [tiers.basic]
 rate_limits = [{ per = "account", period = "minute", limit = 4 }]
 "#;
@@ -343,7 +345,7 @@ async fn a_full_engine_queue_answers_503_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_requests_never_overspend_a_character_quota() {
     let app = spawn_app_with(
-        "[tiers.basic]\nquotas = [{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100 }]\n",
+        "[tiers.guest]\nquotas = [{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100 }]\n[tiers.basic]\nquotas = [{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100 }]\n[tiers.premium]\nquotas = [{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100 }]\n",
     )
     .await;
     let (account, key) = create_key(&app.state, "basic", None, None).await;
@@ -421,7 +423,7 @@ async fn a_gateway_survives_redis_going_away() {
     crate::limits::wait_for_redis(port).await;
     let toml = format!(
         "[limits]\nbackend = \"redis://127.0.0.1:{port}\"\nredis_timeout_ms = 200\non_backend_error = \"local\"\n\
-         [tiers.basic]\nrate_limits = [{{ per = \"account\", period = \"minute\", limit = 10 }}]\n"
+         [tiers.guest]\nrate_limits = [{{ per = \"account\", period = \"minute\", limit = 10 }}]\n[tiers.basic]\nrate_limits = [{{ per = \"account\", period = \"minute\", limit = 10 }}]\n"
     );
     let app = spawn_app_with(&toml).await;
     let (_, key) = create_key(&app.state, "basic", None, None).await;
@@ -523,7 +525,7 @@ async fn a_gateway_starts_without_redis_and_picks_it_up_later() {
     let port = crate::limits::free_port();
     let toml = format!(
         "[limits]\nbackend = \"redis://127.0.0.1:{port}\"\nredis_timeout_ms = 200\n\
-         [tiers.basic]\nrate_limits = [{{ per = \"account\", period = \"minute\", limit = 10 }}]\n"
+         [tiers.guest]\nrate_limits = [{{ per = \"account\", period = \"minute\", limit = 10 }}]\n[tiers.basic]\nrate_limits = [{{ per = \"account\", period = \"minute\", limit = 10 }}]\n"
     );
     let app = spawn_app_with(&toml).await;
     let (_, key) = create_key(&app.state, "basic", None, None).await;
@@ -567,7 +569,7 @@ async fn a_gateway_starts_without_redis_and_picks_it_up_later() {
 async fn abandoned_work_is_refunded() {
     use voxgate::limits::quota::{self, Amounts};
     let app = spawn_app_with(
-        "[tiers.basic]\nquotas = [{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100 }]\n",
+        "[tiers.guest]\nquotas = [{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100 }]\n[tiers.basic]\nquotas = [{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100 }]\n[tiers.premium]\nquotas = [{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100 }]\n",
     )
     .await;
     let (account, key) = create_key(&app.state, "basic", None, None).await;
@@ -611,4 +613,70 @@ async fn abandoned_work_is_refunded() {
         .await
         .expect("store");
     assert!(again.is_ok(), "the budget is whole again");
+}
+
+/// Narrowing is monotone: a key narrowed to a lower tier still counts against its account's
+/// per-account limits (one bucket per account and rule, whatever the key's tier), and tiers
+/// that do not nest on limits, quotas or restrictions are refused at start-up.
+#[tokio::test]
+async fn a_narrowed_key_never_escapes_its_accounts_limits() {
+    let app = spawn_app_with(
+        "[tiers.guest]\nrate_limits = [{ per = \"account\", period = \"minute\", limit = 3 }, { per = \"account\", period = \"hour\", limit = 100 }]\n\
+         [tiers.basic]\nrate_limits = [{ per = \"account\", period = \"minute\", limit = 5 }, { per = \"account\", period = \"hour\", limit = 100 }]\n",
+    )
+    .await;
+    let (account, basic) = create_key(&app.state, "basic", None, None).await;
+    let narrowed = app
+        .state
+        .accounts
+        .create_key(
+            voxgate::data::audit::Actor::Cli,
+            &account,
+            voxgate::identity::accounts::KeyRequest {
+                name: "guest".into(),
+                tier: Some("guest".into()),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .expect("narrowed key");
+    use secrecy::ExposeSecret as _;
+    let guest = client_with(Some(narrowed.secret.expose_secret()));
+    let basic = client_with(Some(&basic));
+    for i in 0..5 {
+        let status = basic
+            .get(app.url("/v1/models"))
+            .send()
+            .await
+            .expect("send")
+            .status();
+        assert_eq!(status, 200, "request {i}");
+    }
+    // The account's 5 a minute are spent; the guest key may not add its own 3.
+    let (status, code, _) =
+        error_of(guest.get(app.url("/v1/models")).send().await.expect("send")).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (429, Some("rate_limit_exceeded"))
+    );
+
+    for (setting, why) in [
+        (
+            "[tiers.guest]\nquotas = [{ per = \"account\", metric = \"characters\", period = \"day\", limit = 999999 }]",
+            "a higher quota",
+        ),
+        (
+            "[tiers.guest]\nrate_limits = [{ per = \"account\", period = \"minute\", limit = 10 }]",
+            "a rate limit missing",
+        ),
+        ("[tiers.basic]\nredact_pii = true", "less redaction"),
+        (
+            "[tiers.guest]\ncache = true",
+            "a cache the higher tier lacks",
+        ),
+    ] {
+        let err = voxgate::config::Config::from_toml(setting).expect_err(why);
+        assert!(err.to_string().contains("tiers.guest"), "{why}: {err}");
+    }
 }

@@ -383,11 +383,11 @@ async fn a_model_failing_its_checksum_leaves_the_engine_unavailable() {
 
 #[tokio::test]
 async fn transcribed_seconds_are_a_quota() {
-    let app = spawn_app_with(
-        "[tiers.admin]\nquotas = [{ per = \"account\", metric = \"transcribed_seconds\", period = \"day\", limit = 2 }]\n",
-    )
+    let app = spawn_app_with(&every_tier(
+        "quotas = [{ per = \"account\", metric = \"transcribed_seconds\", period = \"day\", limit = 2 }]",
+    ))
     .await;
-    // 3 s of audio against a 2 s budget: refused before any transcription.
+    // 3 s of audio against a 2 s budget: refused before any recognition.
     let response = transcribe(&app, form_with(tone_wav(3.0, 16_000), "a.wav")).await;
     let (status, code, _) = error_of(response).await;
     assert_eq!((status, code.as_deref()), (429, Some("quota_exceeded")));

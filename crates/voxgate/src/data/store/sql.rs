@@ -314,15 +314,23 @@ macro_rules! impl_store {
             }
 
             async fn key_with_account(&self, keyid: &str) -> Result<Option<(KeyRecord, Account)>, StoreError> {
+                // Exactly one row either way: the key's, or (for an id that does not exist) a
+                // placeholder of the same shape that is decoded the same way, so an unknown id
+                // and a known one with a wrong secret cost the same work (no timing oracle).
                 let sql = $sql(&format!(
                     "SELECT {KEY_COLUMNS}, a.id AS a_id, a.name AS a_name, a.contact AS a_contact, a.tier AS a_tier, \
-                     a.active AS a_active, a.created_at AS a_created_at, a.updated_at AS a_updated_at \
-                     FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.keyid = $1"
+                     a.active AS a_active, a.created_at AS a_created_at, a.updated_at AS a_updated_at, CAST(1 AS INTEGER) AS found \
+                     FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.keyid = $1 \
+                     UNION ALL SELECT $1, '', '', CAST(0 AS SMALLINT), $2, NULL, NULL, 0, NULL, NULL, NULL, NULL, 0, NULL, NULL, NULL, \
+                     '', '', NULL, '', FALSE, 0, 0, CAST(0 AS INTEGER) \
+                     WHERE NOT EXISTS (SELECT 1 FROM api_keys WHERE keyid = $1)"
                 ));
-                let row = sqlx::query(sql).bind(keyid).fetch_optional(&self.pool).await?;
-                Ok(row
-                    .map(|r| Ok::<_, sqlx::Error>((Self::key_from(&r)?, Self::account_from(&r, "a_")?)))
-                    .transpose()?)
+                let placeholder = vec![0u8; 32];
+                let row = sqlx::query(sql).bind(keyid).bind(placeholder).fetch_one(&self.pool).await?;
+                let key = Self::key_from(&row)?;
+                let account = Self::account_from(&row, "a_")?;
+                let found: i32 = row.try_get("found")?;
+                Ok((found == 1).then_some((key, account)))
             }
 
             async fn keys(&self, account_id: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {

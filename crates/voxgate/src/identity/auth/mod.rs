@@ -35,6 +35,9 @@ pub struct Principal {
     /// The effective tier's name and policy.
     pub tier_name: String,
     pub tier: Arc<TierConfig>,
+    /// The account's own tier (the effective one when the key does not narrow it): its
+    /// per-account rate limits bind every key of the account.
+    pub account_tier: Arc<TierConfig>,
     /// Tier scopes, narrowed by the key's own.
     pub scopes: BTreeSet<Scope>,
     /// When the key stops working (its expiry or rotation deadline), if ever.
@@ -411,6 +414,7 @@ impl Authenticator {
             account_id: account.id.clone(),
             tier_name,
             tier,
+            account_tier: Arc::clone(account_tier),
             scopes,
             expires_at,
             source,
