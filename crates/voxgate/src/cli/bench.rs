@@ -285,7 +285,11 @@ async fn cache_vs_synthesis(
     let dir = tempfile::tempdir()?;
     let master = secrecy::SecretString::from(crate::util::hex(&crate::util::random_bytes::<32>()));
     let store = crate::data::store::open("", dir.path()).await?;
-    let vault = Arc::new(crate::data::vault::Vault::new(&master, store));
+    let vault = Arc::new(crate::data::vault::Vault::new(
+        &master,
+        store,
+        Duration::from_secs(1),
+    ));
     let config = Config::defaults()?.cache;
     let cache = SpeechCache::open(&dir.path().join("cache"), vault, config)?;
     for model in ["tts-1", "piper"] {

@@ -252,6 +252,12 @@ impl SpeechCache {
             tracing::warn!("could not write a cache entry");
             return;
         }
+        // The account may have been erased while this response streamed: its key is then
+        // gone, and so goes the entry (sealed under a destroyed key, it is useless anyway).
+        if !matches!(self.vault.existing_key(&key.owner).await, Ok(Some(_))) {
+            let _ = tokio::fs::remove_file(&path).await;
+            return;
+        }
         let evicted = {
             let mut index = self.lock();
             index.clock += 1;
@@ -423,6 +429,7 @@ mod tests {
         let vault = Arc::new(Vault::new(
             &SecretString::from("0123456789abcdef0123456789abcdef".to_owned()),
             store,
+            Duration::from_secs(1),
         ));
         SpeechCache::open(&dir.join("cache"), vault, config).expect("open")
     }

@@ -9,12 +9,21 @@
 //! the object's kind, id and owner: a ciphertext copied to another row, another account or
 //! another kind of object fails to open.
 //!
-//! Format: version byte ‖ nonce ‖ ciphertext. Version 2 uses the salted key; version 1
-//! (objects sealed before per-account salts existed) used HKDF(master, owner) and is still
-//! opened, never produced.
+//! Format: version byte ‖ nonce ‖ ciphertext. Version 2 uses the salted key. Version 1
+//! (objects sealed before per-account salts existed) used HKDF(master, owner), which no
+//! shredding can destroy: such objects are re-sealed at start-up (`reseal_legacy`), the only
+//! place that still opens them.
+//!
+//! Shredding leaves a tombstone (an empty salt): an erased account's key can never be made
+//! again, so nothing (a response still streaming into the cache, another instance) can seal
+//! for it afterwards. Salts are cached for at most the authentication cache's lifetime, so
+//! an erasure on one instance reaches every other within that bound (1 s by default).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -67,8 +76,10 @@ impl std::fmt::Debug for AccountKey {
 pub struct Vault {
     master: SecretSlice<u8>,
     store: Arc<dyn Store>,
-    /// Salts read or created, by owner.
-    salts: Mutex<HashMap<String, [u8; 32]>>,
+    /// Salts read or created, by owner, and when they were read.
+    salts: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+    /// How long a cached salt is trusted before the store is asked again.
+    ttl: Duration,
 }
 
 impl std::fmt::Debug for Vault {
@@ -84,20 +95,36 @@ fn decode_salt(hex: &str) -> Option<[u8; 32]> {
 impl Vault {
     /// A vault keyed by `master` (at least 32 bytes; checked by the loader), keeping salts in
     /// `store`.
-    pub fn new(master: &SecretString, store: Arc<dyn Store>) -> Self {
+    /// `ttl` bounds how long a salt read from the store is trusted (other instances see an
+    /// erasure within it).
+    pub fn new(master: &SecretString, store: Arc<dyn Store>, ttl: Duration) -> Self {
         Self {
             master: SecretSlice::from(master.expose_secret().as_bytes().to_vec()),
             store,
             salts: Mutex::new(HashMap::new()),
+            ttl,
         }
     }
 
     fn cached(&self, owner: &str) -> Option<[u8; 32]> {
-        self.salts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(owner)
-            .copied()
+        let mut salts = self.salts.lock().unwrap_or_else(|e| e.into_inner());
+        match salts.get(owner) {
+            Some((salt, read)) if read.elapsed() < self.ttl => Some(*salt),
+            Some(_) => {
+                salts.remove(owner);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&self, owner: &str, salt: [u8; 32]) {
+        let mut salts = self.salts.lock().unwrap_or_else(|e| e.into_inner());
+        if salts.len() >= 10_000 {
+            let ttl = self.ttl;
+            salts.retain(|_, (_, read)| read.elapsed() < ttl);
+        }
+        salts.insert(owner.to_owned(), (salt, Instant::now()));
     }
 
     fn derive(&self, owner: &str, salt: &[u8; 32]) -> AccountKey {
@@ -127,11 +154,11 @@ impl Vault {
             .ensure_data_key_salt(owner, &fresh)
             .await
             .map_err(|e| VaultError::Store(e.to_string()))?;
+        if stored.is_empty() {
+            return Err(VaultError::Shredded);
+        }
         let salt = decode_salt(&stored).ok_or(VaultError::Format)?;
-        self.salts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(owner.to_owned(), salt);
+        self.remember(owner, salt);
         Ok(self.derive(owner, &salt))
     }
 
@@ -148,26 +175,69 @@ impl Vault {
         else {
             return Ok(None);
         };
+        if stored.is_empty() {
+            return Ok(None); // shredded
+        }
         let salt = decode_salt(&stored).ok_or(VaultError::Format)?;
-        self.salts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(owner.to_owned(), salt);
+        self.remember(owner, salt);
         Ok(Some(self.derive(owner, &salt)))
     }
 
-    /// Destroys the owner's data key: everything sealed for it, wherever copies live, can no
-    /// longer be opened.
+    /// Destroys the owner's data key for good: everything sealed for it, wherever copies
+    /// live, can no longer be opened, and no new key can be made for it.
     pub async fn shred(&self, owner: &str) -> Result<(), VaultError> {
         self.salts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(owner);
         self.store
-            .delete_data_key_salt(owner)
+            .shred_data_key(owner)
             .await
             .map_err(|e| VaultError::Store(e.to_string()))?;
         Ok(())
+    }
+
+    /// Seals in the version-1 format, as earlier versions did (to test re-sealing).
+    #[cfg(test)]
+    pub(crate) fn seal_legacy(
+        &self,
+        owner: &str,
+        kind: &str,
+        id: &str,
+        plaintext: &[u8],
+    ) -> Vec<u8> {
+        let nonce = crate::util::random_bytes::<NONCE_LEN>();
+        let aad = associated_data(owner, kind, id);
+        let mut out = vec![LEGACY];
+        out.extend_from_slice(&nonce);
+        out.extend(
+            self.legacy(owner)
+                .encrypt(
+                    &XNonce::from(nonce),
+                    Payload {
+                        msg: plaintext,
+                        aad: &aad,
+                    },
+                )
+                .unwrap_or_default(),
+        );
+        out
+    }
+
+    /// Whether `sealed` is in the unsalted version-1 format.
+    pub fn is_legacy(sealed: &[u8]) -> bool {
+        sealed.first() == Some(&LEGACY)
+    }
+
+    /// Opens a version-1 object, for re-sealing it (the only use: see the module docs).
+    pub fn open_legacy(
+        &self,
+        owner: &str,
+        kind: &str,
+        id: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        self.open_with(&self.legacy(owner), owner, kind, id, sealed)
     }
 
     /// The unsalted key of version-1 objects.
@@ -222,23 +292,31 @@ impl Vault {
         id: &str,
         sealed: &[u8],
     ) -> Result<Vec<u8>, VaultError> {
-        let (&version, rest) = sealed.split_first().ok_or(VaultError::Format)?;
+        match sealed.first() {
+            Some(&VERSION) => match key {
+                Some(key) if key.owner == owner => {
+                    self.open_with(&key.cipher, owner, kind, id, sealed)
+                }
+                Some(_) => Err(VaultError::Inauthentic),
+                None => Err(VaultError::Shredded),
+            },
+            // Re-sealed at start-up; one found later (a restored backup) is not opened.
+            _ => Err(VaultError::Format),
+        }
+    }
+
+    fn open_with(
+        &self,
+        cipher: &XChaCha20Poly1305,
+        owner: &str,
+        kind: &str,
+        id: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        let rest = sealed.get(1..).ok_or(VaultError::Format)?;
         if rest.len() < NONCE_LEN + 16 {
             return Err(VaultError::Format);
         }
-        let legacy;
-        let cipher = match version {
-            VERSION => match key {
-                Some(key) if key.owner == owner => &key.cipher,
-                Some(_) => return Err(VaultError::Inauthentic),
-                None => return Err(VaultError::Shredded),
-            },
-            LEGACY => {
-                legacy = self.legacy(owner);
-                &legacy
-            }
-            _ => return Err(VaultError::Format),
-        };
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| VaultError::Format)?;
         let aad = associated_data(owner, kind, id);
@@ -272,7 +350,11 @@ mod tests {
 
     async fn vault(dir: &std::path::Path, key: &str) -> Vault {
         let store = crate::data::store::open("", dir).await.expect("store");
-        Vault::new(&SecretString::from(key.to_owned()), store)
+        Vault::new(
+            &SecretString::from(key.to_owned()),
+            store,
+            Duration::from_millis(100),
+        )
     }
 
     #[tokio::test]
@@ -349,12 +431,66 @@ mod tests {
             fresh.open("acct_1", None, "voice", "voice_1", &copy),
             Err(VaultError::Shredded)
         ));
-        // A new key for the same owner is a different key.
-        let again = fresh.key("acct_1").await.expect("new key");
-        assert!(
-            fresh
-                .open("acct_1", Some(&again), "voice", "voice_1", &copy)
-                .is_err()
+        // No key can be made for the owner again: nothing more is ever sealed for it.
+        assert!(matches!(
+            fresh.key("acct_1").await,
+            Err(VaultError::Shredded)
+        ));
+    }
+
+    /// An erasure on one instance reaches another within the cache lifetime: its cached
+    /// salt expires, and then it can neither open nor seal for the account.
+    #[tokio::test]
+    async fn another_instance_stops_within_the_cache_lifetime() {
+        let dir = tempfile::tempdir().expect("dir");
+        let here = vault(dir.path(), KEY).await;
+        let there = vault(dir.path(), KEY).await;
+        let key = here.key("acct_1").await.expect("key");
+        let sealed = here.seal(&key, "voice", "voice_1", b"audio");
+        assert!(there.key("acct_1").await.is_ok(), "cached over there");
+        here.shred("acct_1").await.expect("shred");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(matches!(
+            there.key("acct_1").await,
+            Err(VaultError::Shredded)
+        ));
+        let gone = there.existing_key("acct_1").await.expect("read");
+        assert!(matches!(
+            there.open("acct_1", gone.as_ref(), "voice", "voice_1", &sealed),
+            Err(VaultError::Shredded)
+        ));
+    }
+
+    /// Version-1 objects (unsalted) open only for re-sealing.
+    #[tokio::test]
+    async fn legacy_objects_open_only_to_be_resealed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let v = vault(dir.path(), KEY).await;
+        let nonce = [7u8; NONCE_LEN];
+        let aad = associated_data("acct_1", "voice", "voice_1");
+        let mut legacy = vec![LEGACY];
+        legacy.extend_from_slice(&nonce);
+        legacy.extend(
+            v.legacy("acct_1")
+                .encrypt(
+                    &XNonce::from(nonce),
+                    Payload {
+                        msg: b"old audio",
+                        aad: &aad,
+                    },
+                )
+                .expect("seal"),
+        );
+        assert!(Vault::is_legacy(&legacy));
+        let key = v.key("acct_1").await.expect("key");
+        assert!(matches!(
+            v.open("acct_1", Some(&key), "voice", "voice_1", &legacy),
+            Err(VaultError::Format)
+        ));
+        assert_eq!(
+            v.open_legacy("acct_1", "voice", "voice_1", &legacy)
+                .expect("re-seal path"),
+            b"old audio"
         );
     }
 }

@@ -185,6 +185,69 @@ impl VoiceLibrary {
 }
 
 /// Encodes mono samples as 16-bit WAV.
+impl VoiceLibrary {
+    /// Re-seals every stored voice whose audio or name is still in the vault's unsalted
+    /// version-1 format (or a name in the clear, from before names were sealed) under its
+    /// account's salted key, so that erasing the account shreds it; a voice of an account
+    /// already erased is deleted. Run at start-up; returns how many voices changed.
+    pub async fn reseal_legacy(&self) -> Result<usize, Error> {
+        let mut changed = 0;
+        for listed in self
+            .store
+            .voices_created_before(i64::MAX)
+            .await
+            .map_err(Error::internal)?
+        {
+            let (owner, id) = (listed.account_id.as_str(), listed.id.as_str());
+            let Some(record) = self.store.voice(owner, id).await.map_err(Error::internal)? else {
+                continue;
+            };
+            let sealed_name = record
+                .name
+                .strip_prefix(NAME_PREFIX)
+                .and_then(|b| BASE64.decode(b).ok());
+            let name_is_old = sealed_name.as_deref().is_none_or(Vault::is_legacy);
+            if !Vault::is_legacy(&record.sealed) && !name_is_old {
+                continue;
+            }
+            let key = match self.vault.key(owner).await {
+                Ok(key) => key,
+                Err(crate::data::vault::VaultError::Shredded) => {
+                    self.store
+                        .delete_voice(owner, id)
+                        .await
+                        .map_err(Error::internal)?;
+                    changed += 1;
+                    continue;
+                }
+                Err(e) => return Err(Error::internal(e)),
+            };
+            let open = |kind: &str, sealed: &[u8]| {
+                if Vault::is_legacy(sealed) {
+                    self.vault.open_legacy(owner, kind, id, sealed)
+                } else {
+                    self.vault.open(owner, Some(&key), kind, id, sealed)
+                }
+            };
+            let audio = open(KIND, &record.sealed).map_err(Error::internal)?;
+            let name = match &sealed_name {
+                Some(sealed) => open(NAME_KIND, sealed).map_err(Error::internal)?,
+                None => record.name.clone().into_bytes(),
+            };
+            let name = format!(
+                "{NAME_PREFIX}{}",
+                BASE64.encode(self.vault.seal(&key, NAME_KIND, id, &name))
+            );
+            self.store
+                .reseal_voice(owner, id, &name, &self.vault.seal(&key, KIND, id, &audio))
+                .await
+                .map_err(Error::internal)?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+}
+
 pub fn wav_bytes(samples: &[f32], sample_rate: u32) -> Result<Vec<u8>, Error> {
     let spec = hound::WavSpec {
         channels: 1,
@@ -207,6 +270,79 @@ pub fn wav_bytes(samples: &[f32], sample_rate: u32) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Voices from before per-account salts (audio in the version-1 format, a name in the
+    /// clear) are re-sealed under the account's key, so erasing the account shreds them; a
+    /// voice of an account already erased is deleted.
+    #[tokio::test]
+    async fn legacy_voices_are_resealed_and_then_shred_with_their_account() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = crate::data::store::open("", dir.path())
+            .await
+            .expect("store");
+        let vault = Arc::new(Vault::new(
+            &secrecy::SecretString::from("0123456789abcdef0123456789abcdef".to_owned()),
+            Arc::clone(&store),
+            std::time::Duration::from_secs(1),
+        ));
+        let library = VoiceLibrary::new(Arc::clone(&store), Arc::clone(&vault));
+        for (account, id) in [
+            ("acct_kept", "voice_0123456789abcdef0123456789abcdef"),
+            ("acct_gone", "voice_fedcba9876543210fedcba9876543210"),
+        ] {
+            store
+                .create_account(&crate::data::store::Account {
+                    id: account.into(),
+                    name: "x".into(),
+                    contact: None,
+                    tier: "basic".into(),
+                    active: true,
+                    created_at: 0,
+                    updated_at: 0,
+                })
+                .await
+                .expect("account");
+            let record = VoiceRecord {
+                id: id.into(),
+                account_id: account.into(),
+                name: "Grandma".into(),
+                duration_ms: 6000,
+                created_at: 0,
+                sealed: vault.seal_legacy(account, KIND, id, b"RIFF old audio"),
+            };
+            assert!(store.insert_voice(&record, 10).await.expect("insert"));
+        }
+        vault.shred("acct_gone").await.expect("shred");
+        assert_eq!(library.reseal_legacy().await.expect("reseal"), 2);
+        assert_eq!(
+            library.reseal_legacy().await.expect("again"),
+            0,
+            "idempotent"
+        );
+        let kept = "voice_0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            library
+                .audio("acct_kept", kept)
+                .await
+                .expect("open")
+                .as_deref(),
+            Some(&b"RIFF old audio"[..])
+        );
+        let listed = library.list("acct_kept").await.expect("list");
+        assert_eq!(listed[0].name, "Grandma");
+        let raw = store
+            .voice("acct_kept", kept)
+            .await
+            .expect("read")
+            .expect("row");
+        assert!(!Vault::is_legacy(&raw.sealed) && raw.name.starts_with(NAME_PREFIX));
+        assert!(store.voices("acct_gone").await.expect("list").is_empty());
+        vault.shred("acct_kept").await.expect("shred");
+        assert!(
+            library.audio("acct_kept", kept).await.is_err(),
+            "shredded now"
+        );
+    }
 
     #[test]
     fn ids_are_checked_before_any_lookup() {

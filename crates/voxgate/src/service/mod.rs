@@ -108,8 +108,20 @@ impl Services {
             &config.data_dir,
             "master_key",
         )?;
-        let vault = Arc::new(Vault::new(&master, Arc::clone(&store)));
+        // Salts are trusted no longer than keys: an erasure elsewhere applies within that.
+        let vault = Arc::new(Vault::new(
+            &master,
+            Arc::clone(&store),
+            std::time::Duration::from_millis(config.auth.cache_ttl_ms),
+        ));
         let voices = VoiceLibrary::new(Arc::clone(&store), Arc::clone(&vault));
+        let resealed = voices.reseal_legacy().await?;
+        if resealed > 0 {
+            tracing::info!(
+                voices = resealed,
+                "re-sealed stored voices from the unsalted format under their accounts' keys"
+            );
+        }
         let cache_dir = config.data_dir.join("cache");
         let cache = Arc::new(
             SpeechCache::open(&cache_dir, Arc::clone(&vault), config.cache.clone()).with_context(

@@ -206,6 +206,13 @@ impl Services {
         for voice in &voices {
             self.forget_clones(account_id, &voice.id).await;
         }
+        // The data key goes before the content: from here nothing can be sealed for the
+        // account (a response still streaming cannot write a cache entry after the cache is
+        // emptied below), and any copy left anywhere is unreadable.
+        self.vault
+            .shred(account_id)
+            .await
+            .map_err(Error::internal)?;
         let voices_deleted = store
             .delete_voices(account_id)
             .await
@@ -228,10 +235,6 @@ impl Services {
         }
         store
             .erase_account(account_id, now())
-            .await
-            .map_err(Error::internal)?;
-        self.vault
-            .shred(account_id)
             .await
             .map_err(Error::internal)?;
         self.audit

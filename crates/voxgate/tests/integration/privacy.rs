@@ -252,3 +252,44 @@ async fn the_sweeper_enforces_retention_per_kind() {
         "{events:#?}"
     );
 }
+
+/// A response still streaming while its account is erased never leaves a cache entry
+/// behind: the data key goes first, and an entry finished after it is discarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_outlives_an_erasure_leaves_no_cache_entry() {
+    let app = spawn_app_with("[tiers.premium]\ncache = true\n[tiers.admin]\ncache = true").await;
+    let (account, key) = crate::helpers::create_key(&app.state, "premium", None, None).await;
+    let text = "A long answer that keeps streaming while its account goes away. ".repeat(20);
+    let mut response = crate::helpers::client_with(Some(&key))
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "tts-1", "input": text, "voice": "alloy", "response_format": "pcm"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.headers()["x-voxgate-cache"], "miss");
+    let first = response.chunk().await.expect("chunk").expect("audio");
+    assert!(!first.is_empty());
+    let erased = app
+        .client
+        .delete(app.admin_url(&format!("/admin/accounts/{account}")))
+        .send()
+        .await
+        .expect("erase");
+    assert_eq!(erased.status(), 200);
+    // The rest of the stream arrives (it was admitted before the erasure) …
+    while let Some(chunk) = response.chunk().await.expect("chunk") {
+        let _ = chunk;
+    }
+    // … but nothing is kept for the erased account.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(app.state.cache.len(), 0);
+    let dir = app.state.config.data_dir.join("cache");
+    let files: usize = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|owner| owner.path().is_dir())
+        .map(|owner| std::fs::read_dir(owner.path()).map_or(0, |e| e.count()))
+        .sum();
+    assert_eq!(files, 0, "no sealed file left in the cache");
+}

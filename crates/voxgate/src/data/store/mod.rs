@@ -220,7 +220,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<String, StoreError>;
     async fn data_key_salt(&self, account_id: &str) -> Result<Option<String>, StoreError>;
     /// Destroys the salt (crypto-shredding); true if there was one.
-    async fn delete_data_key_salt(&self, account_id: &str) -> Result<bool, StoreError>;
+    /// Destroys the account's salt for good: the row stays with an empty salt (a tombstone),
+    /// so `ensure_data_key_salt` can never make a new one.
+    async fn shred_data_key(&self, account_id: &str) -> Result<(), StoreError>;
+    /// Replaces a stored voice's sealed audio and name (re-sealing in another format).
+    async fn reseal_voice(
+        &self,
+        account_id: &str,
+        id: &str,
+        name: &str,
+        sealed: &[u8],
+    ) -> Result<(), StoreError>;
     /// Deletes every stored voice of the account; returns how many.
     async fn delete_voices(&self, account_id: &str) -> Result<u64, StoreError>;
     /// How many events the log holds.

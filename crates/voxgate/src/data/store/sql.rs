@@ -440,12 +440,19 @@ macro_rules! impl_store {
                 Ok(stored)
             }
 
-            async fn delete_data_key_salt(&self, account_id: &str) -> Result<bool, StoreError> {
-                let done = sqlx::query($sql("DELETE FROM account_data_keys WHERE account_id = $1"))
-                    .bind(account_id)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() > 0)
+            async fn shred_data_key(&self, account_id: &str) -> Result<(), StoreError> {
+                let sql = $sql(
+                    "INSERT INTO account_data_keys (account_id, salt, created_at) VALUES ($1, '', $2) \
+                     ON CONFLICT (account_id) DO UPDATE SET salt = ''",
+                );
+                sqlx::query(sql).bind(account_id).bind(super::now()).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn reseal_voice(&self, account_id: &str, id: &str, name: &str, sealed: &[u8]) -> Result<(), StoreError> {
+                let sql = $sql("UPDATE voice_references SET name = $1, sealed = $2 WHERE account_id = $3 AND id = $4");
+                sqlx::query(sql).bind(name).bind(sealed).bind(account_id).bind(id).execute(&self.pool).await?;
+                Ok(())
             }
 
             async fn delete_voices(&self, account_id: &str) -> Result<u64, StoreError> {
