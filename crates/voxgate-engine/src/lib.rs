@@ -115,24 +115,39 @@ pub trait Synthesizer: Send + Sync + std::fmt::Debug {
         false
     }
 
-    /// Whether the engine can speak with a stored voice reference (cloning).
+    /// Whether the engine can speak with a stored voice reference (cloning): it makes a
+    /// voice of its own from the reference ([`Synthesizer::clone_voice`]) and is then asked to
+    /// synthesize with that voice's id as [`SynthesisRequest::voice`] (and the reference).
     fn supports_cloning(&self) -> bool {
         false
+    }
+
+    /// Makes a voice from a stored reference; returns the engine's id for it. The gateway
+    /// keeps the id (sealed, per stored voice and engine) and deletes the voice with
+    /// [`Synthesizer::delete_clone`] when the reference goes.
+    fn clone_voice(&self, _reference: &VoiceReference) -> CloneFuture {
+        Box::pin(async {
+            Err(EngineError::Unsupported(
+                "this engine does not clone voices",
+            ))
+        })
     }
 
     /// Starts synthesis. Errors that are known before any audio exists are returned here;
     /// later ones arrive in the stream.
     fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError>;
 
-    /// Forgets whatever the engine made from a stored voice reference (a provider-side
-    /// clone) when its owner deletes the reference. By default nothing was made.
-    fn forget_reference(&self, _owner: &str, _id: &str) -> ForgetFuture {
+    /// Deletes a voice [`Synthesizer::clone_voice`] made. By default nothing was made.
+    fn delete_clone(&self, _clone_id: &str) -> ForgetFuture {
         Box::pin(async { Ok(()) })
     }
 }
 
-/// The future [`Synthesizer::forget_reference`] returns.
+/// The future [`Synthesizer::delete_clone`] returns.
 pub type ForgetFuture = Pin<Box<dyn Future<Output = Result<(), EngineError>> + Send + 'static>>;
+
+/// The future [`Synthesizer::clone_voice`] returns: the engine's id for the new voice.
+pub type CloneFuture = Pin<Box<dyn Future<Output = Result<String, EngineError>> + Send + 'static>>;
 
 /// One transcription job: validated, decoded audio at the engine's [`Transcriber::sample_rate`].
 #[derive(Debug, Clone, PartialEq)]

@@ -40,6 +40,7 @@ const LEGACY: u8 = 1;
 const NONCE_LEN: usize = 24;
 const SALT: &[u8] = b"voxgate/v1/data-key";
 const MAC_SALT: &[u8] = b"voxgate/v1/mac-key";
+const SYSTEM_SALT: &[u8] = b"voxgate/v1/system-key";
 
 /// Why a sealed object cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,13 @@ impl std::fmt::Debug for AccountKey {
         f.debug_struct("AccountKey")
             .field("owner", &self.owner)
             .finish_non_exhaustive()
+    }
+}
+
+impl AccountKey {
+    /// Whose key this is (an account id, or `system/…` for [`Vault::system_key`]).
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 }
 
@@ -257,6 +265,21 @@ impl Vault {
         let mut key = [0u8; 32];
         let _ = hkdf.expand(purpose.as_bytes(), &mut key);
         key
+    }
+
+    /// A key of the gateway's own for `purpose`, derived from the master key alone: for what
+    /// must stay readable after its account's key is shredded (the ids of provider-side
+    /// clones, which erasure still has to delete). Never used for users' content.
+    pub fn system_key(&self, purpose: &str) -> AccountKey {
+        let hkdf = Hkdf::<Sha256>::new(Some(SYSTEM_SALT), self.master.expose_secret());
+        let mut key = [0u8; 32];
+        let _ = hkdf.expand(purpose.as_bytes(), &mut key);
+        let cipher = XChaCha20Poly1305::new(&key.into());
+        key.fill(0);
+        AccountKey {
+            owner: format!("system/{purpose}"),
+            cipher,
+        }
     }
 
     /// Encrypts `plaintext` for the key's owner, bound to `kind` and `id`.

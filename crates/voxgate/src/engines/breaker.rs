@@ -297,8 +297,14 @@ impl<S: Synthesizer> Synthesizer for GuardedSynthesizer<S> {
     fn supports_cloning(&self) -> bool {
         self.inner.supports_cloning()
     }
-    fn forget_reference(&self, owner: &str, id: &str) -> voxgate_engine::ForgetFuture {
-        self.inner.forget_reference(owner, id)
+    fn clone_voice(
+        &self,
+        reference: &voxgate_engine::VoiceReference,
+    ) -> voxgate_engine::CloneFuture {
+        self.inner.clone_voice(reference)
+    }
+    fn delete_clone(&self, clone_id: &str) -> voxgate_engine::ForgetFuture {
+        self.inner.delete_clone(clone_id)
     }
 
     fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError> {

@@ -31,6 +31,7 @@ use voxgate_input::text::{TextPolicy, WordList, ZeroWidth};
 use crate::config::{self, Config, LimitsConfig, TierConfig, ZeroWidthPolicy};
 use crate::data::audit::{Actor, Audit, AuditEvent};
 use crate::data::cache::SpeechCache;
+use crate::data::clones::VoiceClones;
 use crate::data::spool::{UploadDir, WorkDir};
 use crate::data::store::{self, Store};
 use crate::data::vault::Vault;
@@ -56,6 +57,8 @@ pub struct Services {
     pub cache: Arc<SpeechCache>,
     /// Stored voice references, sealed at rest.
     pub voices: VoiceLibrary,
+    /// The clones remote engines made of stored voices (recorded, sealed).
+    pub clones: Arc<VoiceClones>,
     pub catalog: Arc<Catalog>,
     /// Runs audio encoding and decoding off the async workers.
     pub encoders: BlockingPool,
@@ -115,6 +118,7 @@ impl Services {
             std::time::Duration::from_millis(config.auth.cache_ttl_ms),
         ));
         let voices = VoiceLibrary::new(Arc::clone(&store), Arc::clone(&vault));
+        let clones = Arc::new(VoiceClones::new(Arc::clone(&store), Arc::clone(&vault)));
         let resealed = voices.reseal_legacy().await?;
         if resealed > 0 {
             tracing::info!(
@@ -144,6 +148,7 @@ impl Services {
             vault,
             cache,
             voices,
+            clones,
             catalog,
             encoders,
             auth,

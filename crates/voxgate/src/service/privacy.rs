@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::Services;
+use crate::data::clones::Forgotten;
 use crate::data::store::AuditFilter;
 
 /// Audit events read per page for an export.
@@ -65,6 +66,8 @@ pub struct ExportedVoice {
     pub name: String,
     pub duration_ms: i64,
     pub created_at: i64,
+    /// The engines (remote providers) that hold a clone made from it.
+    pub cloned_by: Vec<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -84,6 +87,10 @@ pub struct Erased {
     pub object: &'static str,
     pub deleted: bool,
     pub voices_deleted: u64,
+    /// Provider-side clones of those voices deleted at their providers.
+    pub voice_clones_deleted: u64,
+    /// Clones a provider could not delete now; the retention sweep keeps trying.
+    pub voice_clones_pending: u64,
     pub keys_revoked: u64,
 }
 
@@ -120,7 +127,24 @@ impl Services {
             .keys(Some(account_id))
             .await
             .map_err(Error::internal)?;
-        let voices = self.voices.list(account_id).await?;
+        let mut voices = Vec::new();
+        for v in self.voices.list(account_id).await? {
+            let cloned_by = store
+                .clones_of(&v.id)
+                .await
+                .map_err(Error::internal)?
+                .into_iter()
+                .filter(|c| c.sealed.is_some())
+                .map(|c| c.engine_id)
+                .collect();
+            voices.push(ExportedVoice {
+                id: v.id,
+                name: v.name,
+                duration_ms: v.duration_ms,
+                created_at: v.created_at,
+                cloned_by,
+            });
+        }
         // The account's audit history, read page by page (the log is never loaded whole).
         let mut audit = Vec::new();
         let mut filter = AuditFilter {
@@ -169,15 +193,7 @@ impl Services {
                     last_ip: k.last_ip,
                 })
                 .collect(),
-            voices: voices
-                .into_iter()
-                .map(|v| ExportedVoice {
-                    id: v.id,
-                    name: v.name,
-                    duration_ms: v.duration_ms,
-                    created_at: v.created_at,
-                })
-                .collect(),
+            voices,
             audit,
         })
     }
@@ -201,11 +217,7 @@ impl Services {
                 "No such account.",
             ));
         }
-        // Provider-side clones first, while the voices are still listed.
         let voices = store.voices(account_id).await.map_err(Error::internal)?;
-        for voice in &voices {
-            self.forget_clones(account_id, &voice.id).await;
-        }
         // The data key goes before the content: from here nothing can be sealed for the
         // account (a response still streaming cannot write a cache entry after the cache is
         // emptied below), and any copy left anywhere is unreadable.
@@ -218,6 +230,16 @@ impl Services {
             .await
             .map_err(Error::internal)?;
         self.cache.remove_owner(account_id).await;
+        // Provider-side clones after their voices (a clone still being made then finds its
+        // voice gone and deletes itself); their ids are sealed under a system key, so the
+        // shredding above does not hide them. One the provider could not delete stays
+        // recorded and is retried by the retention sweep.
+        let mut clones = Forgotten::default();
+        for voice in &voices {
+            let done = self.clones.forget(&voice.id, &self.catalog).await;
+            clones.deleted += done.deleted;
+            clones.kept += done.kept;
+        }
         let mut keys_revoked = 0;
         for key in store
             .keys(Some(account_id))
@@ -253,6 +275,8 @@ impl Services {
             object: "account.deleted",
             deleted: true,
             voices_deleted,
+            voice_clones_deleted: clones.deleted,
+            voice_clones_pending: clones.kept,
             keys_revoked,
         })
     }

@@ -1,5 +1,6 @@
 //! The retention sweeper: deletes what has outlived its configured lifetime — stored voice
-//! references past `retention.voice_days` (with the clones providers made of them), cached
+//! references past `retention.voice_days` (with the clones providers made of them, and any
+//! clone whose earlier deletion failed), cached
 //! speech past its TTL and stale window, abandoned upload spool files — once at start-up and
 //! then every `sweep_interval_secs`.
 
@@ -14,6 +15,8 @@ use crate::util::now;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
     pub voices: u64,
+    /// Provider-side clones of deleted voices, deleted now.
+    pub voice_clones: u64,
     pub cache_entries: u64,
     pub uploads: u64,
 }
@@ -26,8 +29,9 @@ pub async fn sweep(services: &Services) -> anyhow::Result<Swept> {
         let cutoff = now() - i64::try_from(config.voice_days * 86_400).unwrap_or(i64::MAX);
         let store = &services.store;
         for voice in store.voices_created_before(cutoff).await? {
-            services.forget_clones(&voice.account_id, &voice.id).await;
+            // The voice first: a clone still being made then finds it gone.
             if store.delete_voice(&voice.account_id, &voice.id).await? {
+                services.forget_clones(&voice.id).await;
                 swept.voices += 1;
                 services
                     .audit
@@ -43,6 +47,12 @@ pub async fn sweep(services: &Services) -> anyhow::Result<Swept> {
             }
         }
     }
+    // Clones whose voices are gone but whose provider could not delete them before.
+    swept.voice_clones = services
+        .clones
+        .forget_orphans(&services.catalog)
+        .await?
+        .deleted;
     swept.cache_entries = services.cache.sweep().await;
     swept.uploads = services
         .uploads
@@ -51,6 +61,7 @@ pub async fn sweep(services: &Services) -> anyhow::Result<Swept> {
     if swept != Swept::default() {
         tracing::info!(
             voices = swept.voices,
+            voice_clones = swept.voice_clones,
             cache_entries = swept.cache_entries,
             uploads = swept.uploads,
             "retention sweep"

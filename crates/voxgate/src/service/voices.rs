@@ -9,6 +9,7 @@ use super::Services;
 use super::transcription::{decode_upload, resample};
 use crate::config::Scope;
 use crate::data::audit::{Actor, AuditEvent};
+use crate::data::clones::Forgotten;
 use crate::data::spool::SpooledFile;
 use crate::data::store::VoiceRecord;
 use crate::engines::ListedVoice;
@@ -153,7 +154,7 @@ impl Services {
         if !self.voices.delete(&principal.account_id, voice_id).await? {
             return Err(crate::data::voices::not_found(None));
         }
-        self.forget_clones(&principal.account_id, voice_id).await;
+        self.forget_clones(voice_id).await;
         self.audit
             .record(
                 Actor::Key(principal.keyid.clone()),
@@ -167,14 +168,8 @@ impl Services {
         Ok(())
     }
 
-    /// Asks every engine that clones voices to delete its clone of `voice_id`.
-    pub async fn forget_clones(&self, account_id: &str, voice_id: &str) {
-        for (engine_id, engine) in self.catalog.engines() {
-            if engine.supports_cloning()
-                && let Err(err) = engine.forget_reference(account_id, voice_id).await
-            {
-                tracing::warn!(engine = engine_id, error = %err, "could not delete a provider-side voice clone");
-            }
-        }
+    /// Deletes the clones providers made of `voice_id` (see [`crate::data::clones`]).
+    pub async fn forget_clones(&self, voice_id: &str) -> Forgotten {
+        self.clones.forget(voice_id, &self.catalog).await
     }
 }

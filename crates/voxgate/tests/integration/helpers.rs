@@ -51,6 +51,15 @@ max_concurrent_per_key = 1000
 max_concurrent_per_account = 1000
 "#;
 
+/// `settings` (TOML lines) for every tier: a tier may never allow more than the tiers above
+/// it, so a restriction tested on the admin tier has to hold for the lower ones too.
+pub fn every_tier(settings: &str) -> String {
+    ["guest", "basic", "premium", "admin"]
+        .iter()
+        .map(|tier| format!("[tiers.{tier}]\n{settings}\n"))
+        .collect()
+}
+
 /// Starts the server on the embedded defaults.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with("").await

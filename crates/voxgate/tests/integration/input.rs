@@ -200,9 +200,10 @@ async fn ssml_breaks_become_silence_for_engines_without_ssml() {
 
 #[tokio::test]
 async fn tiers_can_refuse_blocked_words_and_spam() {
-    let app = spawn_app_with(
-        "[text]\nblocked_words = [\"darn\"]\n[tiers.admin]\nblock_profanity = true\nblock_spam = true\n",
-    )
+    let app = spawn_app_with(&format!(
+        "[text]\nblocked_words = [\"darn\"]\n{}",
+        crate::helpers::every_tier("block_profanity = true\nblock_spam = true")
+    ))
     .await;
     for (input, code) in [
         ("Well, DARN it all.", "profanity"),

@@ -44,6 +44,12 @@ struct Stub {
     mode: Mutex<Mode>,
     hits: AtomicUsize,
     clones: AtomicUsize,
+    /// The clones ElevenLabs holds now (made, not deleted).
+    known_clones: Mutex<Vec<String>>,
+    /// How long making a clone takes.
+    clone_delay: Mutex<Duration>,
+    /// Deleting a clone answers 500.
+    delete_fails: std::sync::atomic::AtomicBool,
     deleted: Mutex<Vec<String>>,
     auth: Mutex<Vec<String>>,
     bodies: Mutex<Vec<Value>>,
@@ -198,6 +204,10 @@ async fn elevenlabs_tts(
         .lock()
         .expect("lock")
         .push(serde_json::from_slice(&body).unwrap_or_default());
+    if voice.starts_with("clonedVoice") && !stub.known_clones.lock().expect("lock").contains(&voice)
+    {
+        return (StatusCode::NOT_FOUND, "voice_not_found").into_response();
+    }
     answer(&stub, || {
         ([(header::CONTENT_TYPE, "audio/pcm")], pcm_tone()).into_response()
     })
@@ -209,7 +219,12 @@ async fn elevenlabs_add(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    stub.clones.fetch_add(1, Ordering::SeqCst);
+    let made = stub.clones.fetch_add(1, Ordering::SeqCst) + 1;
+    if *stub.mode.lock().expect("lock") == Mode::ServerError {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "SECRET-UPSTREAM-DETAIL").into_response();
+    }
+    let delay = *stub.clone_delay.lock().expect("lock");
+    tokio::time::sleep(delay).await;
     let key = headers
         .get("xi-api-key")
         .and_then(|v| v.to_str().ok())
@@ -218,7 +233,9 @@ async fn elevenlabs_add(
     if key != "el-secret" || !text.contains("name=\"files\"") || !text.contains("RIFF") {
         return (StatusCode::BAD_REQUEST, "bad clone request").into_response();
     }
-    axum::Json(json!({"voice_id": "clonedVoice42"})).into_response()
+    let id = format!("clonedVoice{made}");
+    stub.known_clones.lock().expect("lock").push(id.clone());
+    axum::Json(json!({"voice_id": id})).into_response()
 }
 
 async fn pollinations(
@@ -250,6 +267,14 @@ async fn elevenlabs_delete(
     if key != "el-secret" {
         return StatusCode::UNAUTHORIZED;
     }
+    if stub.delete_fails.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let mut known = stub.known_clones.lock().expect("lock");
+    let Some(at) = known.iter().position(|v| *v == voice) else {
+        return StatusCode::NOT_FOUND;
+    };
+    known.remove(at);
     stub.deleted.lock().expect("lock").push(voice);
     StatusCode::OK
 }
@@ -260,6 +285,9 @@ async fn stub() -> (SocketAddr, Arc<Stub>) {
         mode: Mutex::new(Mode::Ok),
         hits: AtomicUsize::new(0),
         clones: AtomicUsize::new(0),
+        known_clones: Mutex::new(Vec::new()),
+        clone_delay: Mutex::new(Duration::ZERO),
+        delete_fails: std::sync::atomic::AtomicBool::new(false),
         deleted: Mutex::new(Vec::new()),
         auth: Mutex::new(Vec::new()),
         bodies: Mutex::new(Vec::new()),
@@ -511,7 +539,7 @@ async fn content_refusals_are_the_callers_and_never_open_the_breaker() {
 async fn pii_is_redacted_before_text_leaves_for_a_remote_engine() {
     let (addr, up) = stub().await;
     let app = spawn_app_with_secrets(
-        &openai_config(addr, "[tiers.admin]\nredact_pii = true"),
+        &openai_config(addr, &crate::helpers::every_tier("redact_pii = true")),
         &[("UPSTREAM_KEY", "k")],
     )
     .await;
@@ -594,7 +622,7 @@ engine = "eleven"
     assert_eq!(el.clones.load(Ordering::SeqCst), 1, "cloned once");
     assert_eq!(
         el.paths.lock().expect("lock").last().map(String::as_str),
-        Some("tts/clonedVoice42?pcm_24000")
+        Some("tts/clonedVoice1?pcm_24000")
     );
     // Deleting the stored voice deletes the clone made from it at the provider.
     let response = app
@@ -604,7 +632,7 @@ engine = "eleven"
         .await
         .expect("delete");
     assert_eq!(response.status(), 200);
-    assert_eq!(*el.deleted.lock().expect("lock"), ["clonedVoice42"]);
+    assert_eq!(*el.deleted.lock().expect("lock"), ["clonedVoice1"]);
     // Flite cannot clone: a stored voice on a Flite model is refused.
     let form = reqwest::multipart::Form::new()
         .text("name", "Again")
@@ -629,6 +657,283 @@ engine = "eleven"
         (status, code.as_deref()),
         (400, Some("voice_cloning_unsupported"))
     );
+}
+
+/// An ElevenLabs engine at `addr` that clones, as model `eleven`, over `extra`.
+fn eleven_config(addr: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[engines.eleven]
+kind = "elevenlabs"
+base_url = "http://{addr}"
+model_id = "eleven_multilingual_v2"
+api_key_env = "ELEVEN_KEY"
+voices = {{ alloy = "21m00Tcm4TlvDq8ikWAM" }}
+output_format = "pcm_24000"
+cloning = true
+http = {{ allow_local = true, allow_http = true }}
+[models.eleven]
+engine = "eleven"
+{extra}
+"#
+    )
+}
+
+/// Stores a voice (consented, 6 s) as `client`'s account on `app`; its id.
+async fn store_voice(app: &crate::helpers::TestApp, client: &reqwest::Client) -> String {
+    let form = reqwest::multipart::Form::new()
+        .text("name", "Mine")
+        .text("consent", "true")
+        .part("audio_sample", file_part(tone_wav(6.0, 22_050), "me.wav"));
+    let created: Value = client
+        .post(app.url("/v1/audio/voices"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    created["id"].as_str().expect("id").to_owned()
+}
+
+/// Speaks with the stored voice `id` on `app` as `client`; the status, body read.
+async fn speak_stored(app: &crate::helpers::TestApp, client: &reqwest::Client, id: &str) -> u16 {
+    let response = client
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "eleven", "input": "Cloned.", "voice": {"id": id}, "response_format": "pcm"}))
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    let _ = response.bytes().await;
+    status
+}
+
+async fn delete_voice(app: &crate::helpers::TestApp, client: &reqwest::Client, id: &str) -> u16 {
+    client
+        .delete(app.url(&format!("/v1/audio/voices/{id}")))
+        .send()
+        .await
+        .expect("delete")
+        .status()
+        .as_u16()
+}
+
+/// The secrets instances that share a database must share.
+fn shared_secrets(database_url: &str) -> String {
+    format!(
+        "[database]\nurl = \"{database_url}\"\n[auth]\npepper = \"{}\"\n[storage]\nmaster_key = \"{}\"\n",
+        "p".repeat(40),
+        "m".repeat(40)
+    )
+}
+
+#[tokio::test]
+async fn a_clone_made_before_a_restart_is_deleted_after_it() {
+    let (addr, el) = stub().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared = shared_secrets(&format!(
+        "sqlite://{}",
+        dir.path().join("shared.db").display()
+    ));
+    let config = eleven_config(addr, &shared);
+    let mut before = spawn_app_with_secrets(&config, &[("ELEVEN_KEY", "el-secret")]).await;
+    let id = store_voice(&before, &before.client).await;
+    assert_eq!(speak_stored(&before, &before.client, &id).await, 200);
+    assert_eq!(el.clones.load(Ordering::SeqCst), 1);
+    let key = before.key.clone();
+    before.stop();
+    if let Some(server) = before.server.take() {
+        let _ = server.await;
+    }
+    drop(before);
+
+    // A new process on the same database: it speaks with the recorded clone (no second
+    // upload) and deleting the voice deletes the clone at ElevenLabs.
+    let after = spawn_app_with_secrets(&config, &[("ELEVEN_KEY", "el-secret")]).await;
+    let owner = crate::helpers::client_with(Some(&key));
+    assert_eq!(speak_stored(&after, &owner, &id).await, 200);
+    assert_eq!(
+        el.clones.load(Ordering::SeqCst),
+        1,
+        "the recorded clone is used"
+    );
+    assert_eq!(
+        el.paths.lock().expect("lock").last().map(String::as_str),
+        Some("tts/clonedVoice1?pcm_24000")
+    );
+    assert_eq!(delete_voice(&after, &owner, &id).await, 200);
+    assert_eq!(*el.deleted.lock().expect("lock"), ["clonedVoice1"]);
+    assert!(
+        after
+            .state
+            .store
+            .clones_of(&id)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_postgres_make_one_clone_and_either_deletes_it() {
+    let (addr, el) = stub().await;
+    let db = crate::store::PgDatabase::create().await;
+    let config = eleven_config(addr, &shared_secrets(&db.url));
+    let a = spawn_app_with_secrets(&config, &[("ELEVEN_KEY", "el-secret")]).await;
+    let b = spawn_app_with_secrets(&config, &[("ELEVEN_KEY", "el-secret")]).await;
+    let owner_on_b = crate::helpers::client_with(Some(&a.key));
+    let id = store_voice(&a, &a.client).await;
+    // Making the clone takes a while: both first uses (one per instance, and a second on
+    // A) arrive while it is being made.
+    *el.clone_delay.lock().expect("lock") = Duration::from_millis(600);
+    let (on_a, on_b, again_on_a) = tokio::join!(
+        speak_stored(&a, &a.client, &id),
+        speak_stored(&b, &owner_on_b, &id),
+        speak_stored(&a, &a.client, &id),
+    );
+    assert_eq!((on_a, on_b, again_on_a), (200, 200, 200));
+    assert_eq!(
+        el.clones.load(Ordering::SeqCst),
+        1,
+        "one clone for concurrent first uses"
+    );
+    let spoken: Vec<String> = el.paths.lock().expect("lock").clone();
+    assert_eq!(
+        spoken
+            .iter()
+            .filter(|p| p.as_str() == "tts/clonedVoice1?pcm_24000")
+            .count(),
+        3,
+        "{spoken:?}"
+    );
+    // B did not make it, and deletes it.
+    assert_eq!(delete_voice(&b, &owner_on_b, &id).await, 200);
+    assert_eq!(*el.deleted.lock().expect("lock"), ["clonedVoice1"]);
+    assert!(a.state.store.clones_of(&id).await.expect("read").is_empty());
+    drop((a, b));
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn a_clone_the_provider_could_not_delete_is_swept_later_and_erasure_deletes_clones() {
+    let (addr, el) = stub().await;
+    let app =
+        spawn_app_with_secrets(&eleven_config(addr, ""), &[("ELEVEN_KEY", "el-secret")]).await;
+    let id = store_voice(&app, &app.client).await;
+    assert_eq!(speak_stored(&app, &app.client, &id).await, 200);
+    // ElevenLabs fails the deletion: the voice is gone, its clone stays recorded.
+    el.delete_fails.store(true, Ordering::SeqCst);
+    assert_eq!(delete_voice(&app, &app.client, &id).await, 200);
+    assert!(el.deleted.lock().expect("lock").is_empty());
+    assert_eq!(app.state.store.clones_of(&id).await.expect("read").len(), 1);
+    let swept = voxgate::service::retention::sweep(&app.state)
+        .await
+        .expect("sweep");
+    assert_eq!(swept.voice_clones, 0, "still failing");
+    // Once it answers again, the sweep deletes the clone and its record.
+    el.delete_fails.store(false, Ordering::SeqCst);
+    let swept = voxgate::service::retention::sweep(&app.state)
+        .await
+        .expect("sweep");
+    assert_eq!(swept.voice_clones, 1);
+    assert_eq!(*el.deleted.lock().expect("lock"), ["clonedVoice1"]);
+    assert!(
+        app.state
+            .store
+            .clones_of(&id)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+
+    // The export says which providers hold a clone of a voice.
+    let export: Value = app
+        .client
+        .get(app.url("/v1/me/export"))
+        .send()
+        .await
+        .expect("export")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(export["voices"], json!([]), "the swept voice is gone");
+
+    // Erasing an account deletes its clones too (after its data key is shredded: the clone
+    // ids are sealed under a key of the gateway's own).
+    let (account, key) = crate::helpers::create_key(&app.state, "admin", None, None).await;
+    let owner = crate::helpers::client_with(Some(&key));
+    let other = store_voice(&app, &owner).await;
+    assert_eq!(speak_stored(&app, &owner, &other).await, 200);
+    let export: Value = owner
+        .get(app.url("/v1/me/export"))
+        .send()
+        .await
+        .expect("export")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        export["voices"][0]["cloned_by"],
+        json!(["eleven"]),
+        "{export}"
+    );
+    let erased: Value = app
+        .client
+        .delete(app.admin_url(&format!("/admin/accounts/{account}")))
+        .send()
+        .await
+        .expect("erase")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(erased["voice_clones_deleted"], 1, "{erased}");
+    assert_eq!(erased["voice_clones_pending"], 0, "{erased}");
+    assert_eq!(
+        *el.deleted.lock().expect("lock"),
+        ["clonedVoice1", "clonedVoice2"]
+    );
+    assert!(
+        app.state
+            .store
+            .clones_of(&other)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_clone_deleted_at_the_provider_is_made_again() {
+    let (addr, el) = stub().await;
+    let app =
+        spawn_app_with_secrets(&eleven_config(addr, ""), &[("ELEVEN_KEY", "el-secret")]).await;
+    let id = store_voice(&app, &app.client).await;
+    assert_eq!(speak_stored(&app, &app.client, &id).await, 200);
+    // Someone deletes it in ElevenLabs' own dashboard.
+    el.known_clones.lock().expect("lock").clear();
+    assert_eq!(speak_stored(&app, &app.client, &id).await, 200);
+    assert_eq!(el.clones.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        el.paths.lock().expect("lock").last().map(String::as_str),
+        Some("tts/clonedVoice2?pcm_24000")
+    );
+    // A failed upload leaves no record (nor lock) behind: the next use tries again.
+    let other = store_voice(&app, &app.client).await;
+    el.set(Mode::ServerError);
+    assert_eq!(speak_stored(&app, &app.client, &other).await, 502);
+    assert!(
+        app.state
+            .store
+            .clones_of(&other)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    el.set(Mode::Ok);
+    assert_eq!(speak_stored(&app, &app.client, &other).await, 200);
+    assert_eq!(el.clones.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test]

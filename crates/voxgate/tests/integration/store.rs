@@ -435,6 +435,98 @@ async fn story(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert!(store.audit_page(&later).await.expect("page").is_empty());
+
+    clone_records(store.as_ref()).await;
+}
+
+/// The clone rows: a claim is a lock one caller holds, a stale one is taken over, only the
+/// holder records the clone, and clones of deleted voices are orphans.
+async fn clone_records(store: &dyn Store) {
+    use voxgate::data::store::{CloneClaim, VoiceRecord};
+    let voice = VoiceRecord {
+        id: "voice_clonestory".into(),
+        account_id: "acct_a".into(),
+        name: "n".into(),
+        duration_ms: 6000,
+        created_at: now(),
+        sealed: vec![2, 0],
+    };
+    assert!(store.insert_voice(&voice, 100).await.expect("voice"));
+    let claim = |token: &'static str, stale_before: i64| {
+        store.claim_clone(&voice.id, "eleven", "acct_a", token, stale_before)
+    };
+    let long_ago = now() - 3600;
+    assert_eq!(
+        claim("t1", long_ago).await.expect("claim"),
+        CloneClaim::Claimed
+    );
+    assert_eq!(
+        claim("t2", long_ago).await.expect("claim"),
+        CloneClaim::Busy
+    );
+    // t1's claim counts as stale for a caller that says so: t2 takes it over, and t1 (which
+    // finished late) can no longer record its clone.
+    assert_eq!(
+        claim("t2", now() + 1).await.expect("claim"),
+        CloneClaim::Claimed
+    );
+    assert!(
+        !store
+            .seal_clone(&voice.id, "eleven", "t1", b"late")
+            .await
+            .expect("seal")
+    );
+    assert!(
+        store
+            .seal_clone(&voice.id, "eleven", "t2", b"made")
+            .await
+            .expect("seal")
+    );
+    assert_eq!(
+        claim("t3", now() + 1).await.expect("claim"),
+        CloneClaim::Made(b"made".to_vec()),
+        "a recorded clone is never taken over"
+    );
+    // Another engine's claim, given up after a failure: no row remains.
+    assert_eq!(
+        store
+            .claim_clone(&voice.id, "other", "acct_a", "t4", long_ago)
+            .await
+            .expect("claim"),
+        CloneClaim::Claimed
+    );
+    store
+        .release_clone(&voice.id, "other", "t4")
+        .await
+        .expect("release");
+    let rows = store.clones_of(&voice.id).await.expect("rows");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].sealed.as_deref(), Some(&b"made"[..]));
+    assert!(
+        store
+            .orphan_clones(now())
+            .await
+            .expect("orphans")
+            .is_empty(),
+        "the voice lives"
+    );
+    assert!(
+        store
+            .delete_voice("acct_a", &voice.id)
+            .await
+            .expect("delete")
+    );
+    let orphans = store.orphan_clones(long_ago).await.expect("orphans");
+    assert_eq!(
+        orphans.len(),
+        1,
+        "a made clone of a deleted voice is an orphan at once"
+    );
+    store
+        .delete_clone_record(&voice.id, "eleven")
+        .await
+        .expect("forget");
+    assert!(store.clones_of(&voice.id).await.expect("rows").is_empty());
 }
 
 #[tokio::test]

@@ -91,6 +91,38 @@ impl std::fmt::Debug for VoiceRecord {
     }
 }
 
+/// A voice a remote engine made from a stored voice reference (a provider-side clone).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CloneRecord {
+    pub voice_id: String,
+    pub engine_id: String,
+    pub account_id: String,
+    /// The engine's id for the clone, sealed; `None` while an instance is making it.
+    pub sealed: Option<Vec<u8>>,
+    pub claimed_at: i64,
+}
+
+impl std::fmt::Debug for CloneRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloneRecord")
+            .field("voice_id", &self.voice_id)
+            .field("engine_id", &self.engine_id)
+            .field("made", &self.sealed.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Store::claim_clone`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloneClaim {
+    /// No clone yet, and the caller now holds the per-voice lock: it makes the clone.
+    Claimed,
+    /// The clone exists: its sealed id.
+    Made(Vec<u8>),
+    /// Another caller (maybe another instance) is making it.
+    Busy,
+}
+
 /// Which audit events [`Store::audit_page`] returns.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -231,6 +263,40 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         name: &str,
         sealed: &[u8],
     ) -> Result<(), StoreError>;
+    /// The clone of a stored voice on an engine, or the lock for making it: claims the
+    /// (voice, engine) row with `token` when there is none, or when the claim on it is older
+    /// than `stale_before` and no clone was recorded (its maker died).
+    async fn claim_clone(
+        &self,
+        voice_id: &str,
+        engine_id: &str,
+        account_id: &str,
+        token: &str,
+        stale_before: i64,
+    ) -> Result<CloneClaim, StoreError>;
+    /// Records the clone made under `token`'s claim; `false` if the claim is gone (the voice
+    /// was deleted meanwhile, or the claim taken over): the caller must delete its clone.
+    async fn seal_clone(
+        &self,
+        voice_id: &str,
+        engine_id: &str,
+        token: &str,
+        sealed: &[u8],
+    ) -> Result<bool, StoreError>;
+    /// Gives up `token`'s claim (making the clone failed).
+    async fn release_clone(
+        &self,
+        voice_id: &str,
+        engine_id: &str,
+        token: &str,
+    ) -> Result<(), StoreError>;
+    /// Every clone row of a stored voice (made or being made).
+    async fn clones_of(&self, voice_id: &str) -> Result<Vec<CloneRecord>, StoreError>;
+    /// Clone rows whose stored voice no longer exists: every made clone, and claims made
+    /// before `before` (younger ones may still be in their makers' hands).
+    async fn orphan_clones(&self, before: i64) -> Result<Vec<CloneRecord>, StoreError>;
+    /// Forgets a clone row (after the engine deleted the clone, or for a claim in flight).
+    async fn delete_clone_record(&self, voice_id: &str, engine_id: &str) -> Result<(), StoreError>;
     /// Deletes every stored voice of the account; returns how many.
     async fn delete_voices(&self, account_id: &str) -> Result<u64, StoreError>;
     /// How many events the log holds.

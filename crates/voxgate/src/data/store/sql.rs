@@ -12,7 +12,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::{Account, AuditFilter, AuditRecord, KeyRecord, Store, StoreError, VoiceRecord};
+use super::{
+    Account, AuditFilter, AuditRecord, CloneClaim, CloneRecord, KeyRecord, Store, StoreError,
+    VoiceRecord,
+};
 
 /// Embedded migrations, in order: (version, SQL).
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
@@ -40,6 +43,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../../migrations/sqlite/0006_key_origins.sql"),
     ),
+    (
+        7,
+        include_str!("../../../migrations/sqlite/0007_voice_clones.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
@@ -65,6 +72,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../../../migrations/postgres/0006_key_origins.sql"),
+    ),
+    (
+        7,
+        include_str!("../../../migrations/postgres/0007_voice_clones.sql"),
     ),
 ];
 
@@ -204,6 +215,16 @@ macro_rules! impl_store {
                     duration_ms: row.try_get("duration_ms")?,
                     created_at: row.try_get("created_at")?,
                     sealed: if sealed { row.try_get("sealed")? } else { Vec::new() },
+                })
+            }
+
+            fn clone_from(r: &<$db as sqlx::Database>::Row) -> Result<CloneRecord, sqlx::Error> {
+                Ok(CloneRecord {
+                    voice_id: r.try_get("voice_id")?,
+                    engine_id: r.try_get("engine_id")?,
+                    account_id: r.try_get("account_id")?,
+                    sealed: r.try_get("sealed")?,
+                    claimed_at: r.try_get("claimed_at")?,
                 })
             }
 
@@ -452,6 +473,98 @@ macro_rules! impl_store {
             async fn reseal_voice(&self, account_id: &str, id: &str, name: &str, sealed: &[u8]) -> Result<(), StoreError> {
                 let sql = $sql("UPDATE voice_references SET name = $1, sealed = $2 WHERE account_id = $3 AND id = $4");
                 sqlx::query(sql).bind(name).bind(sealed).bind(account_id).bind(id).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn claim_clone(
+                &self,
+                voice_id: &str,
+                engine_id: &str,
+                account_id: &str,
+                token: &str,
+                stale_before: i64,
+            ) -> Result<CloneClaim, StoreError> {
+                let insert = $sql(
+                    "INSERT INTO voice_clones (voice_id, engine_id, account_id, sealed, claim, claimed_at) \
+                     VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT DO NOTHING",
+                );
+                let done = sqlx::query(insert)
+                    .bind(voice_id)
+                    .bind(engine_id)
+                    .bind(account_id)
+                    .bind(token)
+                    .bind(super::now())
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 1 {
+                    return Ok(CloneClaim::Claimed);
+                }
+                // A claim whose maker died (no clone recorded in time) is taken over; the
+                // condition and the update are one statement, so one taker wins.
+                let take = $sql(
+                    "UPDATE voice_clones SET claim = $1, claimed_at = $2 \
+                     WHERE voice_id = $3 AND engine_id = $4 AND sealed IS NULL AND claimed_at < $5",
+                );
+                let done = sqlx::query(take)
+                    .bind(token)
+                    .bind(super::now())
+                    .bind(voice_id)
+                    .bind(engine_id)
+                    .bind(stale_before)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 1 {
+                    return Ok(CloneClaim::Claimed);
+                }
+                let sealed: Option<Option<Vec<u8>>> = sqlx::query_scalar($sql(
+                    "SELECT sealed FROM voice_clones WHERE voice_id = $1 AND engine_id = $2",
+                ))
+                .bind(voice_id)
+                .bind(engine_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match sealed {
+                    Some(Some(sealed)) => CloneClaim::Made(sealed),
+                    // Being made, or deleted since the insert was refused: ask again.
+                    _ => CloneClaim::Busy,
+                })
+            }
+
+            async fn seal_clone(&self, voice_id: &str, engine_id: &str, token: &str, sealed: &[u8]) -> Result<bool, StoreError> {
+                let sql = $sql(
+                    "UPDATE voice_clones SET sealed = $1, claim = NULL \
+                     WHERE voice_id = $2 AND engine_id = $3 AND claim = $4 AND sealed IS NULL",
+                );
+                let done = sqlx::query(sql).bind(sealed).bind(voice_id).bind(engine_id).bind(token).execute(&self.pool).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn release_clone(&self, voice_id: &str, engine_id: &str, token: &str) -> Result<(), StoreError> {
+                let sql = $sql("DELETE FROM voice_clones WHERE voice_id = $1 AND engine_id = $2 AND claim = $3 AND sealed IS NULL");
+                sqlx::query(sql).bind(voice_id).bind(engine_id).bind(token).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn clones_of(&self, voice_id: &str) -> Result<Vec<CloneRecord>, StoreError> {
+                let sql = $sql("SELECT voice_id, engine_id, account_id, sealed, claimed_at FROM voice_clones WHERE voice_id = $1 ORDER BY engine_id");
+                let rows = sqlx::query(sql).bind(voice_id).fetch_all(&self.pool).await?;
+                Ok(rows.iter().map(Self::clone_from).collect::<Result<_, _>>()?)
+            }
+
+            async fn orphan_clones(&self, before: i64) -> Result<Vec<CloneRecord>, StoreError> {
+                let sql = $sql(
+                    "SELECT voice_id, engine_id, account_id, sealed, claimed_at FROM voice_clones c \
+                     WHERE (c.sealed IS NOT NULL OR c.claimed_at < $1) AND NOT EXISTS \
+                     (SELECT 1 FROM voice_references v WHERE v.id = c.voice_id AND v.account_id = c.account_id) \
+                     ORDER BY c.claimed_at, c.voice_id, c.engine_id",
+                );
+                let rows = sqlx::query(sql).bind(before).fetch_all(&self.pool).await?;
+                Ok(rows.iter().map(Self::clone_from).collect::<Result<_, _>>()?)
+            }
+
+            async fn delete_clone_record(&self, voice_id: &str, engine_id: &str) -> Result<(), StoreError> {
+                let sql = $sql("DELETE FROM voice_clones WHERE voice_id = $1 AND engine_id = $2");
+                sqlx::query(sql).bind(voice_id).bind(engine_id).execute(&self.pool).await?;
                 Ok(())
             }
 

@@ -1,9 +1,7 @@
 //! ElevenLabs: `POST {base}/v1/text-to-speech/{voice_id}/stream?output_format=pcm_…` with the
 //! `xi-api-key` header, streamed as raw PCM; instant voice cloning uploads a stored reference
-//! once (`POST {base}/v1/voices/add`) and speaks with the voice id it gets back.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+//! (`POST {base}/v1/voices/add`) and speaks with the voice id it gets back, which the gateway
+//! keeps; `DELETE {base}/v1/voices/{id}` removes it.
 
 use futures::StreamExt;
 use reqwest::Url;
@@ -29,11 +27,7 @@ pub struct ElevenLabs {
     sample_rate: u32,
     cloning: bool,
     max_bytes: u64,
-    /// (owner, stored voice id) → the ElevenLabs voice made from it.
-    clones: Clones,
 }
-
-type Clones = Arc<Mutex<HashMap<(String, String), String>>>;
 
 impl ElevenLabs {
     pub fn new(id: &str, config: &ElevenLabsConfig) -> Result<Self, String> {
@@ -51,7 +45,6 @@ impl ElevenLabs {
             sample_rate,
             cloning: config.cloning,
             max_bytes: config.http.max_response_bytes,
-            clones: Arc::default(),
         })
     }
 }
@@ -132,14 +125,6 @@ impl ElevenLabs {
             max_bytes: self.max_bytes,
         }
     }
-
-    fn known_clone(&self, owner: &str, id: &str) -> Option<String> {
-        self.clones
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(owner.to_owned(), id.to_owned()))
-            .cloned()
-    }
 }
 
 impl Synthesizer for ElevenLabs {
@@ -159,43 +144,59 @@ impl Synthesizer for ElevenLabs {
         self.cloning
     }
 
-    /// Deletes the ElevenLabs voice made from a stored reference, if one was made.
-    fn forget_reference(&self, owner: &str, id: &str) -> voxgate_engine::ForgetFuture {
-        let made = self
-            .clones
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(owner.to_owned(), id.to_owned()));
+    fn clone_voice(
+        &self,
+        reference: &voxgate_engine::VoiceReference,
+    ) -> voxgate_engine::CloneFuture {
+        if !self.cloning {
+            return Box::pin(async { Err(EngineError::Unsupported("voice cloning is off")) });
+        }
         let call = self.call();
+        let reference = reference.clone();
+        Box::pin(async move { call.clone_voice(&reference).await })
+    }
+
+    /// Deletes an ElevenLabs voice made from a stored reference.
+    fn delete_clone(&self, clone_id: &str) -> voxgate_engine::ForgetFuture {
+        let call = self.call();
+        let voice_id = clone_id.to_owned();
         Box::pin(async move {
-            let Some(voice_id) = made else {
-                return Ok(());
-            };
+            if !crate::engines::is_valid_name(&voice_id) {
+                return Err(upstream("implausible clone id"));
+            }
             let url = endpoint(&call.base, &["v1", "voices", &voice_id]);
             let mut request = call.client.delete(url);
             if let Some(key) = &call.key {
                 request = request.header("xi-api-key", key.expose_secret());
             }
             let response = request.send().await.map_err(super::transport)?;
+            // Already gone (deleted at ElevenLabs directly): nothing left to delete.
+            if response.status() == reqwest::StatusCode::NOT_FOUND {
+                return Ok(());
+            }
             check_status(&call.id, response).await.map(|_| ())
         })
     }
 
     fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError> {
-        let reference = match request.reference {
-            Some(r) if self.cloning => Some(r),
-            Some(_) => return Err(EngineError::Unsupported("voice cloning is off")),
-            None => {
-                if !self.voices.iter().any(|v| v.id == request.voice) {
-                    return Err(EngineError::UnknownVoice);
-                }
-                None
+        // With a stored reference, `voice` is the clone the gateway made for it.
+        match &request.reference {
+            Some(_) if !self.cloning => {
+                return Err(EngineError::Unsupported("voice cloning is off"));
             }
-        };
-        let known = reference
-            .as_ref()
-            .and_then(|r| self.known_clone(&r.owner, &r.id));
+            Some(_) if !crate::engines::is_valid_name(&request.voice) => {
+                return Err(EngineError::Internal(
+                    "no clone for the stored voice".into(),
+                ));
+            }
+            Some(_) => {}
+            None if !self.voices.iter().any(|v| v.id == request.voice) => {
+                return Err(EngineError::UnknownVoice);
+            }
+            None => {}
+        }
         let call = self.call();
+        let cloned = request.reference.is_some();
         let voice = request.voice;
         let body = serde_json::to_vec(&TtsBody {
             text: &request.text,
@@ -206,21 +207,8 @@ impl Synthesizer for ElevenLabs {
         })
         .map_err(|e| EngineError::Internal(e.to_string()))?;
         let (format, rate) = (self.output_format.clone(), self.sample_rate);
-        let clones = Arc::clone(&self.clones);
         let answer = async move {
-            let voice_id = match (known, reference) {
-                (Some(v), _) => v,
-                (None, Some(reference)) => {
-                    let made = call.clone_voice(&reference).await?;
-                    clones.lock().unwrap_or_else(|e| e.into_inner()).insert(
-                        (reference.owner.clone(), reference.id.clone()),
-                        made.clone(),
-                    );
-                    made
-                }
-                (None, None) => voice,
-            };
-            let mut url = endpoint(&call.base, &["v1", "text-to-speech", &voice_id, "stream"]);
+            let mut url = endpoint(&call.base, &["v1", "text-to-speech", &voice, "stream"]);
             url.query_pairs_mut().append_pair("output_format", &format);
             let response = call
                 .post(url)
@@ -229,6 +217,11 @@ impl Synthesizer for ElevenLabs {
                 .send()
                 .await
                 .map_err(super::transport)?;
+            // A clone ElevenLabs no longer knows (deleted there): the gateway forgets its
+            // record and makes a new one.
+            if cloned && response.status() == reqwest::StatusCode::NOT_FOUND {
+                return Err(EngineError::UnknownVoice);
+            }
             let response = check_status(&call.id, response).await?;
             check_content_type(
                 &call.id,

@@ -176,6 +176,7 @@ impl Services {
             encoders: self.encoders.clone(),
             concurrency: Arc::clone(&self.concurrency),
             metrics: Arc::clone(&self.metrics),
+            clones: Some(Arc::clone(&self.clones)),
         }
     }
 

@@ -16,6 +16,7 @@ use voxgate_engine::{BlockingPool, EngineError, SynthesisRequest, Synthesizer, V
 
 use crate::audio::{AudioFormat, Encoder, OUTPUT_RATE, Resampler};
 use crate::data::cache::{CacheKey, SpeechCache};
+use crate::data::clones::VoiceClones;
 use crate::engines::Candidate;
 use crate::error::Error;
 use crate::limits::{Concurrency, EngineSlot};
@@ -166,6 +167,8 @@ pub struct Runtime {
     pub encoders: BlockingPool,
     pub concurrency: Arc<Concurrency>,
     pub metrics: Arc<Metrics>,
+    /// Clones of stored voices (none where no store is open: stored voices are refused).
+    pub clones: Option<Arc<VoiceClones>>,
 }
 
 /// Starts synthesis and waits for the first encoded bytes, so failures that happen before
@@ -177,7 +180,7 @@ pub struct Runtime {
 pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
     let mut last = None;
     let count = job.candidates.len();
-    for (i, candidate) in job.candidates.into_iter().enumerate() {
+    'candidates: for (i, candidate) in job.candidates.into_iter().enumerate() {
         if tokio::time::Instant::now() >= job.deadline {
             break;
         }
@@ -207,33 +210,68 @@ pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
         };
         // Errors known before any audio exists (an unknown voice) surface as the first
         // item, which is awaited below, so they still become a proper refusal.
-        let stats = Arc::new(SpeechStats::default());
-        let pcm = script_stream(
-            candidate.engine,
-            candidate.native_voice,
-            job.reference.clone(),
-            job.script.clone(),
-            Arc::clone(&stats),
-        );
-        let mut audio = encode_stream(
-            pcm,
-            job.format,
-            runtime.encoders.clone(),
-            job.deadline,
-            Arc::clone(&stats),
-        );
-        let first = match audio.next().await {
-            Some(Ok(first)) => first,
-            None => Bytes::new(),
-            Some(Err(err)) if err.falls_back() => {
-                if more {
-                    tracing::warn!(engine = %candidate.engine_id, error = %err, source = ?std::error::Error::source(&err), "engine failed before any audio; trying the next in the chain");
-                    runtime.metrics.fallbacks.inc();
+        let mut remade = false;
+        let (first, audio, stats) = loop {
+            let voice = match &job.reference {
+                // A stored voice: the engine speaks with the clone it made of it.
+                Some(reference) => {
+                    match clone_for(runtime, &candidate, reference, job.deadline).await {
+                        Ok(id) => id,
+                        Err(err) if err.falls_back() => {
+                            if more {
+                                tracing::warn!(engine = %candidate.engine_id, error = %err, "could not clone the stored voice; trying the next in the chain");
+                                runtime.metrics.fallbacks.inc();
+                            }
+                            last = Some(err);
+                            continue 'candidates;
+                        }
+                        Err(err) => return Err(err),
+                    }
                 }
-                last = Some(err);
-                continue;
+                None => candidate.native_voice.clone(),
+            };
+            let stats = Arc::new(SpeechStats::default());
+            let pcm = script_stream(
+                Arc::clone(&candidate.engine),
+                voice,
+                job.reference.clone(),
+                job.script.clone(),
+                Arc::clone(&stats),
+            );
+            let mut audio = encode_stream(
+                pcm,
+                job.format,
+                runtime.encoders.clone(),
+                job.deadline,
+                Arc::clone(&stats),
+            );
+            match audio.next().await {
+                Some(Ok(first)) => break (first, audio, stats),
+                None => break (Bytes::new(), audio, stats),
+                // The provider no longer knows the clone (deleted there): forget it and make
+                // a new one, once.
+                Some(Err(Error::Refused {
+                    code: crate::error::Code::VoiceNotFound,
+                    ..
+                })) if !remade
+                    && let Some(reference) = &job.reference
+                    && let Some(clones) = &runtime.clones =>
+                {
+                    remade = true;
+                    clones
+                        .invalidate(&reference.id, &candidate.engine_id)
+                        .await?;
+                }
+                Some(Err(err)) if err.falls_back() => {
+                    if more {
+                        tracing::warn!(engine = %candidate.engine_id, error = %err, source = ?std::error::Error::source(&err), "engine failed before any audio; trying the next in the chain");
+                        runtime.metrics.fallbacks.inc();
+                    }
+                    last = Some(err);
+                    continue 'candidates;
+                }
+                Some(Err(err)) => return Err(err),
             }
-            Some(Err(err)) => return Err(err),
         };
         let audio = futures::stream::once(async move { Ok(first) }).chain(audio);
         return Ok(Speech {
@@ -244,6 +282,30 @@ pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
         });
     }
     Err(last.unwrap_or(Error::Timeout))
+}
+
+/// The candidate engine's clone of a stored voice, made on first use (within the engine's
+/// slot: making a clone is that engine's work).
+async fn clone_for(
+    runtime: &Runtime,
+    candidate: &Candidate,
+    reference: &VoiceReference,
+    deadline: Instant,
+) -> Result<String, Error> {
+    let clones = runtime.clones.as_ref().ok_or_else(|| {
+        Error::from(EngineError::Internal(
+            "stored voices need the clone records".into(),
+        ))
+    })?;
+    let made = clones
+        .resolve(
+            &candidate.engine_id,
+            candidate.engine.as_ref(),
+            reference,
+            deadline,
+        )
+        .await;
+    Ok(made?)
 }
 
 /// Passes the audio through and, once it has ended cleanly, keeps a copy in the cache. A
@@ -448,6 +510,7 @@ mod tests {
                 Duration::from_millis(10),
             )),
             metrics: Arc::new(Metrics::new()),
+            clones: None,
         }
     }
 
