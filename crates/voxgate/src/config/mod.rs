@@ -595,6 +595,47 @@ mod tests {
         );
     }
 
+    /// A lower tier must keep every limit, quota and content rule of the tiers above it:
+    /// otherwise a key narrowed to it would escape them.
+    #[test]
+    fn lower_tiers_nest_on_limits_quotas_and_content_rules() {
+        for (layer, what) in [
+            (
+                "[tiers.guest]\nrate_limits = [{ per = \"account\", period = \"day\", limit = 500 }]",
+                "guest drops basic's per-minute account limit",
+            ),
+            (
+                "[tiers.guest]\nrate_limits = [{ per = \"account\", period = \"minute\", limit = 61 }, { per = \"key\", period = \"second\", limit = 5 }]",
+                "guest allows 61 a minute where basic allows 60",
+            ),
+            (
+                "[tiers.guest]\nquotas = [{ per = \"account\", metric = \"characters\", period = \"day\", limit = 20000 }]",
+                "guest drops basic's audio and transcription quotas",
+            ),
+            ("[tiers.basic]\nredact_pii = true", "guest does not redact"),
+            (
+                "[tiers.premium]\nblock_spam = true",
+                "basic does not block spam",
+            ),
+            (
+                "[tiers.premium]\nblock_profanity = true",
+                "basic does not block words",
+            ),
+            ("[tiers.guest]\ncache = true", "basic does not cache"),
+        ] {
+            let err = Config::from_toml(layer).expect_err(what);
+            assert!(
+                err.to_string().contains("rank is not above"),
+                "{what}: {err}"
+            );
+        }
+        // The same rules on every tier nest.
+        let every = ["guest", "basic", "premium", "admin"]
+            .map(|t| format!("[tiers.{t}]\nredact_pii = true\nblock_spam = true\n"))
+            .concat();
+        Config::from_toml(&every).expect("nested");
+    }
+
     #[test]
     fn layers_apply_in_order() {
         let config = Config::from_toml("[server]\nbind = \"127.0.0.1:9999\"").expect("toml");
