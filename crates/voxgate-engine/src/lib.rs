@@ -122,10 +122,11 @@ pub trait Synthesizer: Send + Sync + std::fmt::Debug {
         false
     }
 
-    /// Makes a voice from a stored reference; returns the engine's id for it. The gateway
-    /// keeps the id (sealed, per stored voice and engine) and deletes the voice with
-    /// [`Synthesizer::delete_clone`] when the reference goes.
-    fn clone_voice(&self, _reference: &VoiceReference) -> CloneFuture {
+    /// Makes a voice from a stored reference, named `label` at the provider (an opaque name
+    /// the gateway chose: it finds the voice by it if the id was lost); returns the engine's
+    /// id for it. The gateway keeps the id (sealed, per stored voice and engine) and deletes
+    /// the voice with [`Synthesizer::delete_clone`] when the reference goes.
+    fn clone_voice(&self, _reference: &VoiceReference, _label: &str) -> CloneFuture {
         Box::pin(async {
             Err(EngineError::Unsupported(
                 "this engine does not clone voices",
@@ -137,9 +138,25 @@ pub trait Synthesizer: Send + Sync + std::fmt::Debug {
     /// later ones arrive in the stream.
     fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError>;
 
-    /// Deletes a voice [`Synthesizer::clone_voice`] made. By default nothing was made.
+    /// Deletes a voice [`Synthesizer::clone_voice`] made (one already gone counts as
+    /// deleted). An engine that does not clone refuses, so a record of a clone is never
+    /// dropped without the clone.
     fn delete_clone(&self, _clone_id: &str) -> ForgetFuture {
-        Box::pin(async { Ok(()) })
+        Box::pin(async {
+            Err(EngineError::Unsupported(
+                "this engine keeps no voice clones",
+            ))
+        })
+    }
+
+    /// Deletes every voice named `label` (what a maker that died after uploading left
+    /// behind, its id never recorded).
+    fn delete_clones_named(&self, _label: &str) -> ForgetFuture {
+        Box::pin(async {
+            Err(EngineError::Unsupported(
+                "this engine keeps no voice clones",
+            ))
+        })
     }
 }
 

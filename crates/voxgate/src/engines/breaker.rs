@@ -297,14 +297,35 @@ impl<S: Synthesizer> Synthesizer for GuardedSynthesizer<S> {
     fn supports_cloning(&self) -> bool {
         self.inner.supports_cloning()
     }
+    /// Making a clone is a call like any other: refused while the breaker is open, and its
+    /// outcome counts.
     fn clone_voice(
         &self,
         reference: &voxgate_engine::VoiceReference,
+        label: &str,
     ) -> voxgate_engine::CloneFuture {
-        self.inner.clone_voice(reference)
+        let engine = self.inner.id().to_owned();
+        let permit = match self.breaker.try_acquire() {
+            Ok(permit) => permit,
+            Err(r) => {
+                let err = self.breaker.rejected(&engine, r);
+                return Box::pin(async move { Err(err) });
+            }
+        };
+        let made = self.inner.clone_voice(reference, label);
+        Box::pin(async move {
+            let made = made.await;
+            permit.report(&engine, made.as_ref().map(|_| ()));
+            made
+        })
     }
+    /// Deletions are clean-up: they go out whatever the breaker says (a failed one stays
+    /// recorded and is retried), and do not count.
     fn delete_clone(&self, clone_id: &str) -> voxgate_engine::ForgetFuture {
         self.inner.delete_clone(clone_id)
+    }
+    fn delete_clones_named(&self, label: &str) -> voxgate_engine::ForgetFuture {
+        self.inner.delete_clones_named(label)
     }
 
     fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError> {

@@ -13,14 +13,14 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::Services;
+use crate::data::audit::{Actor, AuditEvent};
 use crate::data::clones::Forgotten;
 use crate::data::store::AuditFilter;
+use crate::error::Error;
+use crate::util::now;
 
 /// Audit events read per page for an export.
 const EXPORT_PAGE: i64 = 500;
-use crate::data::audit::{Actor, AuditEvent};
-use crate::error::Error;
-use crate::util::now;
 
 /// Everything voxgate keeps about an account, minus secrets (key digests) and the sealed
 /// audio itself (listed, not included: it is the caller's own recording).
@@ -130,7 +130,7 @@ impl Services {
         let mut voices = Vec::new();
         for v in self.voices.list(account_id).await? {
             let cloned_by = store
-                .clones_of(&v.id)
+                .clones_of(&v.id, crate::data::clones::STALE_CLAIM_SECS)
                 .await
                 .map_err(Error::internal)?
                 .into_iter()
@@ -217,7 +217,6 @@ impl Services {
                 "No such account.",
             ));
         }
-        let voices = store.voices(account_id).await.map_err(Error::internal)?;
         // The data key goes before the content: from here nothing can be sealed for the
         // account (a response still streaming cannot write a cache entry after the cache is
         // emptied below), and any copy left anywhere is unreadable.
@@ -234,12 +233,16 @@ impl Services {
         // voice gone and deletes itself); their ids are sealed under a system key, so the
         // shredding above does not hide them. One the provider could not delete stays
         // recorded and is retried by the retention sweep.
-        let mut clones = Forgotten::default();
-        for voice in &voices {
-            let done = self.clones.forget(&voice.id, &self.catalog).await;
-            clones.deleted += done.deleted;
-            clones.kept += done.kept;
-        }
+        let clones = match self.clones.forget_account(account_id, &self.catalog).await {
+            Ok(clones) => clones,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the account's clone records; the retention sweep retries");
+                Forgotten {
+                    deleted: 0,
+                    kept: 1,
+                }
+            }
+        };
         let mut keys_revoked = 0;
         for key in store
             .keys(Some(account_id))

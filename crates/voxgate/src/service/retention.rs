@@ -48,11 +48,10 @@ pub async fn sweep(services: &Services) -> anyhow::Result<Swept> {
         }
     }
     // Clones whose voices are gone but whose provider could not delete them before.
-    swept.voice_clones = services
-        .clones
-        .forget_orphans(&services.catalog)
-        .await?
-        .deleted;
+    match services.clones.forget_orphans(&services.catalog).await {
+        Ok(done) => swept.voice_clones = done.deleted,
+        Err(err) => tracing::warn!(error = %err, "could not read orphaned clone records"),
+    }
     swept.cache_entries = services.cache.sweep().await;
     swept.uploads = services
         .uploads

@@ -977,8 +977,26 @@ async fn a_narrowed_admin_key_cannot_mint_a_wider_one() {
         .await
         .expect("send");
     assert_eq!(error_of(response).await.1.as_deref(), Some("tier_widening"));
+    // So are scopes the account's tier lacks.
+    let response = app
+        .client
+        .post(app.admin_url("/admin/keys"))
+        .json(&json!({"account_id": basic_account, "scopes": "speech voices.manage"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        error_of(response).await.1.as_deref(),
+        Some("scope_widening")
+    );
     // Reads by an administrator are audited as well.
-    for path in ["/admin/accounts", "/admin/keys", "/admin/audit?limit=5"] {
+    let export = format!("/admin/accounts/{basic_account}/export");
+    for path in [
+        "/admin/accounts",
+        "/admin/keys",
+        "/admin/audit?limit=5",
+        &export,
+    ] {
         let response = app
             .client
             .get(app.admin_url(path))
@@ -988,10 +1006,19 @@ async fn a_narrowed_admin_key_cannot_mint_a_wider_one() {
         assert_eq!(response.status(), 200, "{path}");
     }
     let events = app.state.store.audit_events(20).await.expect("events");
+    for reason in ["tier_widening", "scope_widening"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.kind == "admin_refused" && e.detail.contains(reason)),
+            "{reason}"
+        );
+    }
     assert!(
-        events
-            .iter()
-            .any(|e| e.kind == "admin_refused" && e.detail.contains("tier_widening"))
+        events.iter().any(|e| e.kind == "account_exported"
+            && e.account_id.as_deref() == Some(basic_account.as_str())
+            && e.actor.as_deref() == Some(keyid_of(&app.key).as_str())),
+        "the admin's export of another account is audited, by the admin's key"
     );
     let reads: Vec<&str> = events
         .iter()

@@ -44,8 +44,8 @@ struct Stub {
     mode: Mutex<Mode>,
     hits: AtomicUsize,
     clones: AtomicUsize,
-    /// The clones ElevenLabs holds now (made, not deleted).
-    known_clones: Mutex<Vec<String>>,
+    /// The clones ElevenLabs holds now (made, not deleted): (voice id, name).
+    known_clones: Mutex<Vec<(String, String)>>,
     /// How long making a clone takes.
     clone_delay: Mutex<Duration>,
     /// Deleting a clone answers 500.
@@ -204,7 +204,13 @@ async fn elevenlabs_tts(
         .lock()
         .expect("lock")
         .push(serde_json::from_slice(&body).unwrap_or_default());
-    if voice.starts_with("clonedVoice") && !stub.known_clones.lock().expect("lock").contains(&voice)
+    if voice.starts_with("clonedVoice")
+        && !stub
+            .known_clones
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(id, _)| *id == voice)
     {
         return (StatusCode::NOT_FOUND, "voice_not_found").into_response();
     }
@@ -234,7 +240,17 @@ async fn elevenlabs_add(
         return (StatusCode::BAD_REQUEST, "bad clone request").into_response();
     }
     let id = format!("clonedVoice{made}");
-    stub.known_clones.lock().expect("lock").push(id.clone());
+    // The form's `name` field.
+    let name = text
+        .split("name=\"name\"\r\n\r\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\r\n").next())
+        .unwrap_or("")
+        .to_owned();
+    stub.known_clones
+        .lock()
+        .expect("lock")
+        .push((id.clone(), name));
     axum::Json(json!({"voice_id": id})).into_response()
 }
 
@@ -255,6 +271,20 @@ async fn pollinations(
     .await
 }
 
+async fn elevenlabs_list(State(stub): State<Arc<Stub>>, headers: HeaderMap) -> Response {
+    if headers.get("xi-api-key").and_then(|v| v.to_str().ok()) != Some("el-secret") {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let voices: Vec<Value> = stub
+        .known_clones
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(id, name)| json!({"voice_id": id, "name": name, "category": "cloned"}))
+        .collect();
+    axum::Json(json!({"voices": voices})).into_response()
+}
+
 async fn elevenlabs_delete(
     State(stub): State<Arc<Stub>>,
     Path(voice): Path<String>,
@@ -271,7 +301,7 @@ async fn elevenlabs_delete(
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
     let mut known = stub.known_clones.lock().expect("lock");
-    let Some(at) = known.iter().position(|v| *v == voice) else {
+    let Some(at) = known.iter().position(|(id, _)| *id == voice) else {
         return StatusCode::NOT_FOUND;
     };
     known.remove(at);
@@ -299,6 +329,7 @@ async fn stub() -> (SocketAddr, Arc<Stub>) {
         .route("/v1/audio/transcriptions", post(openai_transcriptions))
         .route("/v1/text-to-speech/{voice}/stream", post(elevenlabs_tts))
         .route("/v1/voices/add", post(elevenlabs_add))
+        .route("/v1/voices", get(elevenlabs_list))
         .route(
             "/v1/voices/{voice}",
             axum::routing::delete(elevenlabs_delete),
@@ -769,7 +800,7 @@ async fn a_clone_made_before_a_restart_is_deleted_after_it() {
         after
             .state
             .store
-            .clones_of(&id)
+            .clones_of(&id, 30)
             .await
             .expect("read")
             .is_empty()
@@ -811,7 +842,14 @@ async fn instances_sharing_postgres_make_one_clone_and_either_deletes_it() {
     // B did not make it, and deletes it.
     assert_eq!(delete_voice(&b, &owner_on_b, &id).await, 200);
     assert_eq!(*el.deleted.lock().expect("lock"), ["clonedVoice1"]);
-    assert!(a.state.store.clones_of(&id).await.expect("read").is_empty());
+    assert!(
+        a.state
+            .store
+            .clones_of(&id, 30)
+            .await
+            .expect("read")
+            .is_empty()
+    );
     drop((a, b));
     db.drop_now().await;
 }
@@ -827,7 +865,15 @@ async fn a_clone_the_provider_could_not_delete_is_swept_later_and_erasure_delete
     el.delete_fails.store(true, Ordering::SeqCst);
     assert_eq!(delete_voice(&app, &app.client, &id).await, 200);
     assert!(el.deleted.lock().expect("lock").is_empty());
-    assert_eq!(app.state.store.clones_of(&id).await.expect("read").len(), 1);
+    assert_eq!(
+        app.state
+            .store
+            .clones_of(&id, 30)
+            .await
+            .expect("read")
+            .len(),
+        1
+    );
     let swept = voxgate::service::retention::sweep(&app.state)
         .await
         .expect("sweep");
@@ -842,7 +888,7 @@ async fn a_clone_the_provider_could_not_delete_is_swept_later_and_erasure_delete
     assert!(
         app.state
             .store
-            .clones_of(&id)
+            .clones_of(&id, 30)
             .await
             .expect("read")
             .is_empty()
@@ -897,7 +943,7 @@ async fn a_clone_the_provider_could_not_delete_is_swept_later_and_erasure_delete
     assert!(
         app.state
             .store
-            .clones_of(&other)
+            .clones_of(&other, 30)
             .await
             .expect("read")
             .is_empty()
@@ -926,7 +972,7 @@ async fn a_clone_deleted_at_the_provider_is_made_again() {
     assert!(
         app.state
             .store
-            .clones_of(&other)
+            .clones_of(&other, 30)
             .await
             .expect("read")
             .is_empty()
@@ -934,6 +980,171 @@ async fn a_clone_deleted_at_the_provider_is_made_again() {
     el.set(Mode::Ok);
     assert_eq!(speak_stored(&app, &app.client, &other).await, 200);
     assert_eq!(el.clones.load(Ordering::SeqCst), 4);
+}
+
+/// Waits (bounded) until `done` holds, polling.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test]
+async fn a_caller_that_hangs_up_during_the_upload_leaves_a_recorded_clone() {
+    let (addr, el) = stub().await;
+    let app =
+        spawn_app_with_secrets(&eleven_config(addr, ""), &[("ELEVEN_KEY", "el-secret")]).await;
+    let id = store_voice(&app, &app.client).await;
+    *el.clone_delay.lock().expect("lock") = Duration::from_millis(600);
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .default_headers(
+            [(
+                header::AUTHORIZATION,
+                format!("Bearer {}", app.key).parse().expect("header"),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .expect("client");
+    let gone = impatient
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "eleven", "input": "Cloned.", "voice": {"id": id}, "response_format": "pcm"}))
+        .send()
+        .await;
+    assert!(
+        gone.is_err_and(|e| e.is_timeout()),
+        "the client left mid-upload"
+    );
+    // The upload finishes without its caller and is recorded...
+    eventually("the clone is recorded", async || {
+        app.state
+            .store
+            .clones_of(&id, 30)
+            .await
+            .expect("read")
+            .first()
+            .is_some_and(|r| r.sealed.is_some())
+    })
+    .await;
+    assert_eq!(el.clones.load(Ordering::SeqCst), 1);
+    // ...so deleting the voice deletes it at ElevenLabs.
+    assert_eq!(delete_voice(&app, &app.client, &id).await, 200);
+    assert_eq!(*el.deleted.lock().expect("lock"), ["clonedVoice1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_deleted_while_its_clone_is_made_leaves_no_clone() {
+    let (addr, el) = stub().await;
+    let app =
+        spawn_app_with_secrets(&eleven_config(addr, ""), &[("ELEVEN_KEY", "el-secret")]).await;
+    let id = store_voice(&app, &app.client).await;
+    *el.clone_delay.lock().expect("lock") = Duration::from_millis(600);
+    let speaking = {
+        let (client, url, id) = (app.client.clone(), app.url("/v1/audio/speech"), id.clone());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"model": "eleven", "input": "Cloned.", "voice": {"id": id}, "response_format": "pcm"}))
+                .send()
+                .await
+                .expect("send")
+        })
+    };
+    eventually("the upload has started", async || {
+        el.clones.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(delete_voice(&app, &app.client, &id).await, 200);
+    let (status, code, _) = error_of(speaking.await.expect("join")).await;
+    assert_eq!((status, code.as_deref()), (404, Some("voice_not_found")));
+    assert_eq!(
+        *el.deleted.lock().expect("lock"),
+        ["clonedVoice1"],
+        "the maker deleted it"
+    );
+    assert!(el.known_clones.lock().expect("lock").is_empty());
+    assert!(
+        app.state
+            .store
+            .clones_of(&id, 30)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
+
+/// Plays a maker that uploaded a clone of `voice_id` under `token` and died before recording
+/// it: the clone is at ElevenLabs under its label, the claim's age is an hour.
+async fn dead_maker(app: &crate::helpers::TestApp, addr: SocketAddr, voice_id: &str, token: &str) {
+    let form = reqwest::multipart::Form::new()
+        .text("name", format!("voxgate {voice_id} {token}"))
+        .part("files", file_part(tone_wav(6.0, 24_000), "reference.wav"));
+    let added = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/voices/add"))
+        .header("xi-api-key", "el-secret")
+        .multipart(form)
+        .send()
+        .await
+        .expect("add");
+    assert_eq!(added.status(), 200);
+    let claim = app
+        .state
+        .store
+        .claim_clone(voice_id, "eleven", &app.account, token, 30)
+        .await
+        .expect("claim");
+    assert_eq!(
+        claim,
+        voxgate::data::store::CloneClaim::Claimed { replaced: None }
+    );
+    use sqlx::Connection as _;
+    let db = app._dir.path().join("data").join("voxgate.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("open");
+    sqlx::query("UPDATE voice_clones SET claimed_at = claimed_at - 3600 WHERE voice_id = ?1")
+        .bind(voice_id)
+        .execute(&mut conn)
+        .await
+        .expect("age the claim");
+}
+
+#[tokio::test]
+async fn what_a_dead_maker_uploaded_is_deleted_by_whoever_comes_next() {
+    let (addr, el) = stub().await;
+    let app =
+        spawn_app_with_secrets(&eleven_config(addr, ""), &[("ELEVEN_KEY", "el-secret")]).await;
+    // The next use takes the stale claim over and deletes the dead maker's upload first.
+    let id = store_voice(&app, &app.client).await;
+    dead_maker(&app, addr, &id, "deadbeef").await;
+    assert_eq!(speak_stored(&app, &app.client, &id).await, 200);
+    assert_eq!(*el.deleted.lock().expect("lock"), ["clonedVoice1"]);
+    assert_eq!(
+        el.paths.lock().expect("lock").last().map(String::as_str),
+        Some("tts/clonedVoice2?pcm_24000")
+    );
+    // A voice deleted after its maker died: the deletion finds the upload by its label.
+    let other = store_voice(&app, &app.client).await;
+    dead_maker(&app, addr, &other, "cafebabe").await;
+    assert_eq!(delete_voice(&app, &app.client, &other).await, 200);
+    assert_eq!(
+        *el.deleted.lock().expect("lock"),
+        ["clonedVoice1", "clonedVoice3"]
+    );
+    assert!(
+        app.state
+            .store
+            .clones_of(&other, 30)
+            .await
+            .expect("read")
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -439,8 +439,10 @@ async fn story(store: Arc<dyn Store>) {
     clone_records(store.as_ref()).await;
 }
 
-/// The clone rows: a claim is a lock one caller holds, a stale one is taken over, only the
-/// holder records the clone, and clones of deleted voices are orphans.
+/// The clone rows: a claim is a lock one caller holds, a stale one is taken over (naming the
+/// token it replaced), only the holder records the clone and only while the voice exists,
+/// deletions touch only the row they were read as, and clones of deleted voices are orphans.
+/// Ages are the database's clock: a negative bound makes every claim stale.
 async fn clone_records(store: &dyn Store) {
     use voxgate::data::store::{CloneClaim, VoiceRecord};
     let voice = VoiceRecord {
@@ -452,23 +454,38 @@ async fn clone_records(store: &dyn Store) {
         sealed: vec![2, 0],
     };
     assert!(store.insert_voice(&voice, 100).await.expect("voice"));
-    let claim = |token: &'static str, stale_before: i64| {
-        store.claim_clone(&voice.id, "eleven", "acct_a", token, stale_before)
+    let claim = |engine: &'static str, token: &'static str, stale_secs: i64| {
+        store.claim_clone(&voice.id, engine, "acct_a", token, stale_secs)
     };
-    let long_ago = now() - 3600;
+    const FRESH: i64 = 3600;
+    const ALL_STALE: i64 = -10;
     assert_eq!(
-        claim("t1", long_ago).await.expect("claim"),
-        CloneClaim::Claimed
+        claim("eleven", "t1", FRESH).await.expect("claim"),
+        CloneClaim::Claimed { replaced: None }
     );
     assert_eq!(
-        claim("t2", long_ago).await.expect("claim"),
+        claim("eleven", "t2", FRESH).await.expect("claim"),
         CloneClaim::Busy
     );
-    // t1's claim counts as stale for a caller that says so: t2 takes it over, and t1 (which
-    // finished late) can no longer record its clone.
+    assert!(
+        store
+            .renew_clone_claim(&voice.id, "eleven", "t1")
+            .await
+            .expect("renew")
+    );
+    assert!(
+        !store
+            .renew_clone_claim(&voice.id, "eleven", "t2")
+            .await
+            .expect("renew")
+    );
+    // t1's claim is stale for a caller with a negative bound: t2 takes it over, learns whose
+    // it was, and t1 (which finished late) can no longer record its clone.
     assert_eq!(
-        claim("t2", now() + 1).await.expect("claim"),
-        CloneClaim::Claimed
+        claim("eleven", "t2", ALL_STALE).await.expect("claim"),
+        CloneClaim::Claimed {
+            replaced: Some("t1".into())
+        }
     );
     assert!(
         !store
@@ -483,32 +500,52 @@ async fn clone_records(store: &dyn Store) {
             .expect("seal")
     );
     assert_eq!(
-        claim("t3", now() + 1).await.expect("claim"),
+        claim("eleven", "t3", ALL_STALE).await.expect("claim"),
         CloneClaim::Made(b"made".to_vec()),
         "a recorded clone is never taken over"
     );
     // Another engine's claim, given up after a failure: no row remains.
     assert_eq!(
-        store
-            .claim_clone(&voice.id, "other", "acct_a", "t4", long_ago)
-            .await
-            .expect("claim"),
-        CloneClaim::Claimed
+        claim("other", "t4", FRESH).await.expect("claim"),
+        CloneClaim::Claimed { replaced: None }
     );
     store
         .release_clone(&voice.id, "other", "t4")
         .await
         .expect("release");
-    let rows = store.clones_of(&voice.id).await.expect("rows");
-    assert_eq!(rows.len(), 1);
+    // A third engine's claim stays unfinished.
+    assert_eq!(
+        claim("third", "t5", FRESH).await.expect("claim"),
+        CloneClaim::Claimed { replaced: None }
+    );
+    let rows = store.clones_of(&voice.id, FRESH).await.expect("rows");
+    assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].sealed.as_deref(), Some(&b"made"[..]));
+    assert_eq!(
+        (rows[1].claim.as_deref(), rows[1].stale),
+        (Some("t5"), false)
+    );
+    assert_eq!(
+        store
+            .clones_of_account("acct_a", FRESH)
+            .await
+            .expect("rows"),
+        rows
+    );
     assert!(
         store
-            .orphan_clones(now())
+            .orphan_clones(ALL_STALE)
             .await
             .expect("orphans")
             .is_empty(),
         "the voice lives"
+    );
+    // A deletion only removes the row it read.
+    assert!(
+        !store
+            .delete_clone_record(&voice.id, "eleven", Some(b"other"), None)
+            .await
+            .expect("delete")
     );
     assert!(
         store
@@ -516,17 +553,44 @@ async fn clone_records(store: &dyn Store) {
             .await
             .expect("delete")
     );
-    let orphans = store.orphan_clones(long_ago).await.expect("orphans");
+    // With the voice gone, a maker can no longer record a clone.
+    assert!(
+        !store
+            .seal_clone(&voice.id, "third", "t5", b"late")
+            .await
+            .expect("seal")
+    );
+    let orphans = store.orphan_clones(FRESH).await.expect("orphans");
     assert_eq!(
         orphans.len(),
         1,
-        "a made clone of a deleted voice is an orphan at once"
+        "a made clone is an orphan at once, a young claim is not"
     );
-    store
-        .delete_clone_record(&voice.id, "eleven")
-        .await
-        .expect("forget");
-    assert!(store.clones_of(&voice.id).await.expect("rows").is_empty());
+    assert_eq!(orphans[0].engine_id, "eleven");
+    assert_eq!(
+        store.orphan_clones(ALL_STALE).await.expect("orphans").len(),
+        2,
+        "a stale claim is"
+    );
+    assert!(
+        store
+            .delete_clone_record(&voice.id, "eleven", Some(b"made"), None)
+            .await
+            .expect("delete")
+    );
+    assert!(
+        store
+            .delete_clone_record(&voice.id, "third", None, Some("t5"))
+            .await
+            .expect("delete")
+    );
+    assert!(
+        store
+            .clones_of(&voice.id, FRESH)
+            .await
+            .expect("rows")
+            .is_empty()
+    );
 }
 
 #[tokio::test]

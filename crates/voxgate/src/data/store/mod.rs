@@ -91,7 +91,8 @@ impl std::fmt::Debug for VoiceRecord {
     }
 }
 
-/// A voice a remote engine made from a stored voice reference (a provider-side clone).
+/// A voice a remote engine made from a stored voice reference (a provider-side clone), or
+/// the claim of an instance making one.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CloneRecord {
     pub voice_id: String,
@@ -99,7 +100,11 @@ pub struct CloneRecord {
     pub account_id: String,
     /// The engine's id for the clone, sealed; `None` while an instance is making it.
     pub sealed: Option<Vec<u8>>,
-    pub claimed_at: i64,
+    /// The token of the instance making it (`None` once made).
+    pub claim: Option<String>,
+    /// An unfinished claim older than the caller's bound (by the database's clock): its maker
+    /// died or hangs.
+    pub stale: bool,
 }
 
 impl std::fmt::Debug for CloneRecord {
@@ -108,6 +113,7 @@ impl std::fmt::Debug for CloneRecord {
             .field("voice_id", &self.voice_id)
             .field("engine_id", &self.engine_id)
             .field("made", &self.sealed.is_some())
+            .field("stale", &self.stale)
             .finish_non_exhaustive()
     }
 }
@@ -116,7 +122,9 @@ impl std::fmt::Debug for CloneRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloneClaim {
     /// No clone yet, and the caller now holds the per-voice lock: it makes the clone.
-    Claimed,
+    /// `replaced` is the token of a stale claim it took over (whose maker may have uploaded
+    /// a clone before it died).
+    Claimed { replaced: Option<String> },
     /// The clone exists: its sealed id.
     Made(Vec<u8>),
     /// Another caller (maybe another instance) is making it.
@@ -264,18 +272,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         sealed: &[u8],
     ) -> Result<(), StoreError>;
     /// The clone of a stored voice on an engine, or the lock for making it: claims the
-    /// (voice, engine) row with `token` when there is none, or when the claim on it is older
-    /// than `stale_before` and no clone was recorded (its maker died).
+    /// (voice, engine) row with `token` when there is none, or when the claim on it has not
+    /// been renewed for `stale_secs` and no clone was recorded (its maker died). Claim times
+    /// are the database's clock, so instances' clocks do not matter.
     async fn claim_clone(
         &self,
         voice_id: &str,
         engine_id: &str,
         account_id: &str,
         token: &str,
-        stale_before: i64,
+        stale_secs: i64,
     ) -> Result<CloneClaim, StoreError>;
-    /// Records the clone made under `token`'s claim; `false` if the claim is gone (the voice
-    /// was deleted meanwhile, or the claim taken over): the caller must delete its clone.
+    /// Keeps `token`'s claim fresh while its maker works; `false` if it is gone.
+    async fn renew_clone_claim(
+        &self,
+        voice_id: &str,
+        engine_id: &str,
+        token: &str,
+    ) -> Result<bool, StoreError>;
+    /// Records the clone made under `token`'s claim, in the same statement that checks the
+    /// stored voice still exists; `false` if the claim or the voice is gone: the caller must
+    /// delete its clone.
     async fn seal_clone(
         &self,
         voice_id: &str,
@@ -290,13 +307,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         engine_id: &str,
         token: &str,
     ) -> Result<(), StoreError>;
-    /// Every clone row of a stored voice (made or being made).
-    async fn clones_of(&self, voice_id: &str) -> Result<Vec<CloneRecord>, StoreError>;
-    /// Clone rows whose stored voice no longer exists: every made clone, and claims made
-    /// before `before` (younger ones may still be in their makers' hands).
-    async fn orphan_clones(&self, before: i64) -> Result<Vec<CloneRecord>, StoreError>;
-    /// Forgets a clone row (after the engine deleted the clone, or for a claim in flight).
-    async fn delete_clone_record(&self, voice_id: &str, engine_id: &str) -> Result<(), StoreError>;
+    /// Every clone row of a stored voice (made or being made); `stale` against `stale_secs`.
+    async fn clones_of(
+        &self,
+        voice_id: &str,
+        stale_secs: i64,
+    ) -> Result<Vec<CloneRecord>, StoreError>;
+    /// Every clone row of an account's voices.
+    async fn clones_of_account(
+        &self,
+        account_id: &str,
+        stale_secs: i64,
+    ) -> Result<Vec<CloneRecord>, StoreError>;
+    /// Clone rows whose stored voice no longer exists: every made clone, and claims not
+    /// renewed for `stale_secs` (younger ones are still in their makers' hands).
+    async fn orphan_clones(&self, stale_secs: i64) -> Result<Vec<CloneRecord>, StoreError>;
+    /// Forgets a clone row if it still holds this sealed id or this claim (so a row made or
+    /// claimed again meanwhile is left alone); `true` if it did.
+    async fn delete_clone_record(
+        &self,
+        voice_id: &str,
+        engine_id: &str,
+        sealed: Option<&[u8]>,
+        claim: Option<&str>,
+    ) -> Result<bool, StoreError>;
     /// Deletes every stored voice of the account; returns how many.
     async fn delete_voices(&self, account_id: &str) -> Result<u64, StoreError>;
     /// How many events the log holds.

@@ -155,7 +155,7 @@ const KEY_COLUMNS: &str = "k.keyid, k.account_id, k.name, k.digest_version, k.di
     k.last_used_at, k.last_ip, k.origins";
 
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $sql:ident, $migrations:ident, $lock:expr, $audit_lock:expr) => {
+    ($store:ty, $db:ty, $sql:ident, $now:expr, $migrations:ident, $lock:expr, $audit_lock:expr) => {
         impl $store {
             fn account_from(row: &<$db as sqlx::Database>::Row, prefix: &str) -> Result<Account, sqlx::Error> {
                 let col = |name: &str| format!("{prefix}{name}");
@@ -224,7 +224,8 @@ macro_rules! impl_store {
                     engine_id: r.try_get("engine_id")?,
                     account_id: r.try_get("account_id")?,
                     sealed: r.try_get("sealed")?,
-                    claimed_at: r.try_get("claimed_at")?,
+                    claim: r.try_get("claim")?,
+                    stale: r.try_get("stale")?,
                 })
             }
 
@@ -482,58 +483,80 @@ macro_rules! impl_store {
                 engine_id: &str,
                 account_id: &str,
                 token: &str,
-                stale_before: i64,
+                stale_secs: i64,
             ) -> Result<CloneClaim, StoreError> {
-                let insert = $sql(
+                let insert = $sql(&format!(
                     "INSERT INTO voice_clones (voice_id, engine_id, account_id, sealed, claim, claimed_at) \
-                     VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT DO NOTHING",
-                );
+                     VALUES ($1, $2, $3, NULL, $4, {}) ON CONFLICT DO NOTHING",
+                    $now
+                ));
                 let done = sqlx::query(insert)
                     .bind(voice_id)
                     .bind(engine_id)
                     .bind(account_id)
                     .bind(token)
-                    .bind(super::now())
                     .execute(&self.pool)
                     .await?;
                 if done.rows_affected() == 1 {
-                    return Ok(CloneClaim::Claimed);
+                    return Ok(CloneClaim::Claimed { replaced: None });
                 }
-                // A claim whose maker died (no clone recorded in time) is taken over; the
-                // condition and the update are one statement, so one taker wins.
-                let take = $sql(
-                    "UPDATE voice_clones SET claim = $1, claimed_at = $2 \
-                     WHERE voice_id = $3 AND engine_id = $4 AND sealed IS NULL AND claimed_at < $5",
-                );
-                let done = sqlx::query(take)
-                    .bind(token)
-                    .bind(super::now())
+                let read = $sql(&format!(
+                    "SELECT sealed, claim, claimed_at < {} - $3 AS stale FROM voice_clones \
+                     WHERE voice_id = $1 AND engine_id = $2",
+                    $now
+                ));
+                let row = sqlx::query(read)
                     .bind(voice_id)
                     .bind(engine_id)
-                    .bind(stale_before)
+                    .bind(stale_secs)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                // Deleted since the insert was refused: ask again.
+                let Some(row) = row else { return Ok(CloneClaim::Busy) };
+                if let Some(sealed) = row.try_get::<Option<Vec<u8>>, _>("sealed")? {
+                    return Ok(CloneClaim::Made(sealed));
+                }
+                let stale: bool = row.try_get("stale")?;
+                let Some(old) = row.try_get::<Option<String>, _>("claim")?.filter(|_| stale) else {
+                    return Ok(CloneClaim::Busy);
+                };
+                // A claim whose maker died is taken over; the condition names the old token,
+                // so of several takers one wins.
+                let take = $sql(&format!(
+                    "UPDATE voice_clones SET claim = $1, claimed_at = {} \
+                     WHERE voice_id = $2 AND engine_id = $3 AND sealed IS NULL AND claim = $4",
+                    $now
+                ));
+                let done = sqlx::query(take)
+                    .bind(token)
+                    .bind(voice_id)
+                    .bind(engine_id)
+                    .bind(&old)
                     .execute(&self.pool)
                     .await?;
-                if done.rows_affected() == 1 {
-                    return Ok(CloneClaim::Claimed);
-                }
-                let sealed: Option<Option<Vec<u8>>> = sqlx::query_scalar($sql(
-                    "SELECT sealed FROM voice_clones WHERE voice_id = $1 AND engine_id = $2",
-                ))
-                .bind(voice_id)
-                .bind(engine_id)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(match sealed {
-                    Some(Some(sealed)) => CloneClaim::Made(sealed),
-                    // Being made, or deleted since the insert was refused: ask again.
-                    _ => CloneClaim::Busy,
+                Ok(if done.rows_affected() == 1 {
+                    CloneClaim::Claimed { replaced: Some(old) }
+                } else {
+                    CloneClaim::Busy
                 })
+            }
+
+            async fn renew_clone_claim(&self, voice_id: &str, engine_id: &str, token: &str) -> Result<bool, StoreError> {
+                let sql = $sql(&format!(
+                    "UPDATE voice_clones SET claimed_at = {} \
+                     WHERE voice_id = $1 AND engine_id = $2 AND claim = $3 AND sealed IS NULL",
+                    $now
+                ));
+                let done = sqlx::query(sql).bind(voice_id).bind(engine_id).bind(token).execute(&self.pool).await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn seal_clone(&self, voice_id: &str, engine_id: &str, token: &str, sealed: &[u8]) -> Result<bool, StoreError> {
                 let sql = $sql(
                     "UPDATE voice_clones SET sealed = $1, claim = NULL \
-                     WHERE voice_id = $2 AND engine_id = $3 AND claim = $4 AND sealed IS NULL",
+                     WHERE voice_id = $2 AND engine_id = $3 AND claim = $4 AND sealed IS NULL \
+                     AND EXISTS (SELECT 1 FROM voice_references v \
+                     WHERE v.id = voice_clones.voice_id AND v.account_id = voice_clones.account_id)",
                 );
                 let done = sqlx::query(sql).bind(sealed).bind(voice_id).bind(engine_id).bind(token).execute(&self.pool).await?;
                 Ok(done.rows_affected() == 1)
@@ -545,27 +568,49 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn clones_of(&self, voice_id: &str) -> Result<Vec<CloneRecord>, StoreError> {
-                let sql = $sql("SELECT voice_id, engine_id, account_id, sealed, claimed_at FROM voice_clones WHERE voice_id = $1 ORDER BY engine_id");
-                let rows = sqlx::query(sql).bind(voice_id).fetch_all(&self.pool).await?;
+            async fn clones_of(&self, voice_id: &str, stale_secs: i64) -> Result<Vec<CloneRecord>, StoreError> {
+                let sql = $sql(&format!(
+                    "SELECT voice_id, engine_id, account_id, sealed, claim, claimed_at < {} - $2 AS stale \
+                     FROM voice_clones WHERE voice_id = $1 ORDER BY engine_id",
+                    $now
+                ));
+                let rows = sqlx::query(sql).bind(voice_id).bind(stale_secs).fetch_all(&self.pool).await?;
                 Ok(rows.iter().map(Self::clone_from).collect::<Result<_, _>>()?)
             }
 
-            async fn orphan_clones(&self, before: i64) -> Result<Vec<CloneRecord>, StoreError> {
-                let sql = $sql(
-                    "SELECT voice_id, engine_id, account_id, sealed, claimed_at FROM voice_clones c \
-                     WHERE (c.sealed IS NOT NULL OR c.claimed_at < $1) AND NOT EXISTS \
+            async fn clones_of_account(&self, account_id: &str, stale_secs: i64) -> Result<Vec<CloneRecord>, StoreError> {
+                let sql = $sql(&format!(
+                    "SELECT voice_id, engine_id, account_id, sealed, claim, claimed_at < {} - $2 AS stale \
+                     FROM voice_clones WHERE account_id = $1 ORDER BY voice_id, engine_id",
+                    $now
+                ));
+                let rows = sqlx::query(sql).bind(account_id).bind(stale_secs).fetch_all(&self.pool).await?;
+                Ok(rows.iter().map(Self::clone_from).collect::<Result<_, _>>()?)
+            }
+
+            async fn orphan_clones(&self, stale_secs: i64) -> Result<Vec<CloneRecord>, StoreError> {
+                let sql = $sql(&format!(
+                    "SELECT voice_id, engine_id, account_id, sealed, claim, claimed_at < {now} - $1 AS stale \
+                     FROM voice_clones c \
+                     WHERE (c.sealed IS NOT NULL OR c.claimed_at < {now} - $1) AND NOT EXISTS \
                      (SELECT 1 FROM voice_references v WHERE v.id = c.voice_id AND v.account_id = c.account_id) \
                      ORDER BY c.claimed_at, c.voice_id, c.engine_id",
-                );
-                let rows = sqlx::query(sql).bind(before).fetch_all(&self.pool).await?;
+                    now = $now
+                ));
+                let rows = sqlx::query(sql).bind(stale_secs).fetch_all(&self.pool).await?;
                 Ok(rows.iter().map(Self::clone_from).collect::<Result<_, _>>()?)
             }
 
-            async fn delete_clone_record(&self, voice_id: &str, engine_id: &str) -> Result<(), StoreError> {
-                let sql = $sql("DELETE FROM voice_clones WHERE voice_id = $1 AND engine_id = $2");
-                sqlx::query(sql).bind(voice_id).bind(engine_id).execute(&self.pool).await?;
-                Ok(())
+            async fn delete_clone_record(
+                &self,
+                voice_id: &str,
+                engine_id: &str,
+                sealed: Option<&[u8]>,
+                claim: Option<&str>,
+            ) -> Result<bool, StoreError> {
+                let sql = $sql("DELETE FROM voice_clones WHERE voice_id = $1 AND engine_id = $2 AND (sealed = $3 OR claim = $4)");
+                let done = sqlx::query(sql).bind(voice_id).bind(engine_id).bind(sealed).bind(claim).execute(&self.pool).await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn delete_voices(&self, account_id: &str) -> Result<u64, StoreError> {
@@ -735,6 +780,11 @@ macro_rules! impl_store {
     };
 }
 
+/// The database's clock, in seconds since the epoch (for rows whose age several instances
+/// compare: their own clocks may disagree).
+const SQLITE_NOW: &str = "CAST(strftime('%s', 'now') AS INTEGER)";
+const POSTGRES_NOW: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS BIGINT)";
+
 /// SQLite: one process writes at a time anyway (`BEGIN` on the first write).
 const SQLITE_MIGRATION_LOCK: Option<&'static str> = None;
 /// Audit appends: SQLite has one writer; PostgreSQL instances take turns on an advisory lock
@@ -749,6 +799,7 @@ impl_store!(
     SqliteStore,
     sqlx::Sqlite,
     sqlite_sql,
+    SQLITE_NOW,
     SQLITE_MIGRATIONS,
     SQLITE_MIGRATION_LOCK,
     SQLITE_AUDIT_LOCK
@@ -757,6 +808,7 @@ impl_store!(
     PostgresStore,
     sqlx::Postgres,
     postgres_sql,
+    POSTGRES_NOW,
     POSTGRES_MIGRATIONS,
     POSTGRES_MIGRATION_LOCK,
     POSTGRES_AUDIT_LOCK

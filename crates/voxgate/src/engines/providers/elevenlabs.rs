@@ -1,7 +1,8 @@
 //! ElevenLabs: `POST {base}/v1/text-to-speech/{voice_id}/stream?output_format=pcm_…` with the
 //! `xi-api-key` header, streamed as raw PCM; instant voice cloning uploads a stored reference
-//! (`POST {base}/v1/voices/add`) and speaks with the voice id it gets back, which the gateway
-//! keeps; `DELETE {base}/v1/voices/{id}` removes it.
+//! (`POST {base}/v1/voices/add`, named by an opaque label) and speaks with the voice id it
+//! gets back, which the gateway keeps; `DELETE {base}/v1/voices/{id}` removes it, and
+//! `GET {base}/v1/voices` finds voices by label when an id was never recorded.
 
 use futures::StreamExt;
 use reqwest::Url;
@@ -66,6 +67,18 @@ struct Added {
     voice_id: String,
 }
 
+#[derive(Deserialize)]
+struct Listed {
+    voices: Vec<ListedVoice>,
+}
+
+#[derive(Deserialize)]
+struct ListedVoice {
+    voice_id: String,
+    #[serde(default)]
+    name: String,
+}
+
 /// What one call needs, moved into its future.
 struct Call {
     id: String,
@@ -77,25 +90,65 @@ struct Call {
 
 impl Call {
     fn post(&self, url: Url) -> reqwest::RequestBuilder {
-        let call = self.client.post(url);
+        self.keyed(self.client.post(url))
+    }
+
+    fn keyed(&self, call: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.key {
             Some(key) => call.header("xi-api-key", key.expose_secret()),
             None => call,
         }
     }
 
+    /// Deletes one voice; one already gone (deleted at ElevenLabs directly) counts.
+    async fn delete(&self, voice_id: &str) -> Result<(), EngineError> {
+        if !crate::engines::is_valid_name(voice_id) {
+            return Err(upstream("implausible clone id"));
+        }
+        let url = endpoint(&self.base, &["v1", "voices", voice_id]);
+        let response = self
+            .keyed(self.client.delete(url))
+            .send()
+            .await
+            .map_err(super::transport)?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        check_status(&self.id, response).await.map(|_| ())
+    }
+
+    /// Deletes every voice of the account named `label`.
+    async fn delete_named(&self, label: &str) -> Result<(), EngineError> {
+        let url = endpoint(&self.base, &["v1", "voices"]);
+        let response = self
+            .keyed(self.client.get(url))
+            .send()
+            .await
+            .map_err(super::transport)?;
+        let response = check_status(&self.id, response).await?;
+        check_content_type(&self.id, &response, &["application/json"])?;
+        let body = read_capped(&self.id, response, 8 * 1024 * 1024).await?;
+        let listed: Listed = serde_json::from_slice(&body)
+            .map_err(|_| upstream(format!("{}: malformed voices answer", self.id)))?;
+        for voice in listed.voices.iter().filter(|v| v.name == label) {
+            self.delete(&voice.voice_id).await?;
+        }
+        Ok(())
+    }
+
     /// Uploads a reference for instant voice cloning; returns the new voice's id.
     async fn clone_voice(
         &self,
         reference: &voxgate_engine::VoiceReference,
+        label: &str,
     ) -> Result<String, EngineError> {
         let file = reqwest::multipart::Part::bytes(reference.wav.clone())
             .file_name("reference.wav")
             .mime_str("audio/wav")
             .map_err(|e| EngineError::Internal(e.to_string()))?;
-        // The name carries no user text: the stored voice's opaque id only.
+        // The name carries no user text: the gateway's opaque label only.
         let form = reqwest::multipart::Form::new()
-            .text("name", format!("voxgate {}", reference.id))
+            .text("name", label.to_owned())
             .part("files", file);
         let response = self
             .post(endpoint(&self.base, &["v1", "voices", "add"]))
@@ -147,35 +200,27 @@ impl Synthesizer for ElevenLabs {
     fn clone_voice(
         &self,
         reference: &voxgate_engine::VoiceReference,
+        label: &str,
     ) -> voxgate_engine::CloneFuture {
         if !self.cloning {
             return Box::pin(async { Err(EngineError::Unsupported("voice cloning is off")) });
         }
         let call = self.call();
-        let reference = reference.clone();
-        Box::pin(async move { call.clone_voice(&reference).await })
+        let (reference, label) = (reference.clone(), label.to_owned());
+        Box::pin(async move { call.clone_voice(&reference, &label).await })
     }
 
     /// Deletes an ElevenLabs voice made from a stored reference.
     fn delete_clone(&self, clone_id: &str) -> voxgate_engine::ForgetFuture {
         let call = self.call();
         let voice_id = clone_id.to_owned();
-        Box::pin(async move {
-            if !crate::engines::is_valid_name(&voice_id) {
-                return Err(upstream("implausible clone id"));
-            }
-            let url = endpoint(&call.base, &["v1", "voices", &voice_id]);
-            let mut request = call.client.delete(url);
-            if let Some(key) = &call.key {
-                request = request.header("xi-api-key", key.expose_secret());
-            }
-            let response = request.send().await.map_err(super::transport)?;
-            // Already gone (deleted at ElevenLabs directly): nothing left to delete.
-            if response.status() == reqwest::StatusCode::NOT_FOUND {
-                return Ok(());
-            }
-            check_status(&call.id, response).await.map(|_| ())
-        })
+        Box::pin(async move { call.delete(&voice_id).await })
+    }
+
+    fn delete_clones_named(&self, label: &str) -> voxgate_engine::ForgetFuture {
+        let call = self.call();
+        let label = label.to_owned();
+        Box::pin(async move { call.delete_named(&label).await })
     }
 
     fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError> {

@@ -185,6 +185,32 @@ pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
             break;
         }
         let more = i + 1 < count;
+        // Moves on to the next engine of the chain, or gives up with `err`.
+        let mut skip = |err: Error, what: &str| -> Result<(), Error> {
+            if !err.falls_back() {
+                return Err(err);
+            }
+            if more {
+                tracing::warn!(engine = %candidate.engine_id, error = %err, source = ?std::error::Error::source(&err), "{what}; trying the next in the chain");
+                runtime.metrics.fallbacks.inc();
+            }
+            last = Some(err);
+            Ok(())
+        };
+        // A stored voice: the engine speaks with the clone it made of it, found (or made)
+        // before the engine's queue is joined, so waiting for another maker holds no place.
+        let mut voice = match &job.reference {
+            Some(reference) => {
+                match clone_for(runtime, &candidate, reference, job.deadline).await {
+                    Ok(id) => id,
+                    Err(err) => {
+                        skip(err, "could not clone the stored voice")?;
+                        continue;
+                    }
+                }
+            }
+            None => candidate.native_voice.clone(),
+        };
         let slot = match runtime
             .concurrency
             .admit_engine(&candidate.engine_id)
@@ -200,11 +226,7 @@ pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
             }) {
             Ok(slot) => slot,
             Err(err) => {
-                if more {
-                    tracing::warn!(engine = %candidate.engine_id, "engine queue full; trying the next in the chain");
-                    runtime.metrics.fallbacks.inc();
-                }
-                last = Some(err);
+                skip(err, "engine queue full")?;
                 continue;
             }
         };
@@ -212,28 +234,10 @@ pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
         // item, which is awaited below, so they still become a proper refusal.
         let mut remade = false;
         let (first, audio, stats) = loop {
-            let voice = match &job.reference {
-                // A stored voice: the engine speaks with the clone it made of it.
-                Some(reference) => {
-                    match clone_for(runtime, &candidate, reference, job.deadline).await {
-                        Ok(id) => id,
-                        Err(err) if err.falls_back() => {
-                            if more {
-                                tracing::warn!(engine = %candidate.engine_id, error = %err, "could not clone the stored voice; trying the next in the chain");
-                                runtime.metrics.fallbacks.inc();
-                            }
-                            last = Some(err);
-                            continue 'candidates;
-                        }
-                        Err(err) => return Err(err),
-                    }
-                }
-                None => candidate.native_voice.clone(),
-            };
             let stats = Arc::new(SpeechStats::default());
             let pcm = script_stream(
                 Arc::clone(&candidate.engine),
-                voice,
+                voice.clone(),
                 job.reference.clone(),
                 job.script.clone(),
                 Arc::clone(&stats),
@@ -248,8 +252,8 @@ pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
             match audio.next().await {
                 Some(Ok(first)) => break (first, audio, stats),
                 None => break (Bytes::new(), audio, stats),
-                // The provider no longer knows the clone (deleted there): forget it and make
-                // a new one, once.
+                // The provider no longer knows the clone (deleted there): it is forgotten
+                // and made again, once.
                 Some(Err(Error::Refused {
                     code: crate::error::Code::VoiceNotFound,
                     ..
@@ -259,18 +263,25 @@ pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
                 {
                     remade = true;
                     clones
-                        .invalidate(&reference.id, &candidate.engine_id)
+                        .invalidate(
+                            &candidate.engine_id,
+                            candidate.engine.as_ref(),
+                            reference,
+                            &voice,
+                        )
                         .await?;
-                }
-                Some(Err(err)) if err.falls_back() => {
-                    if more {
-                        tracing::warn!(engine = %candidate.engine_id, error = %err, source = ?std::error::Error::source(&err), "engine failed before any audio; trying the next in the chain");
-                        runtime.metrics.fallbacks.inc();
+                    match clone_for(runtime, &candidate, reference, job.deadline).await {
+                        Ok(id) => voice = id,
+                        Err(err) => {
+                            skip(err, "could not clone the stored voice again")?;
+                            continue 'candidates;
+                        }
                     }
-                    last = Some(err);
+                }
+                Some(Err(err)) => {
+                    skip(err, "engine failed before any audio")?;
                     continue 'candidates;
                 }
-                Some(Err(err)) => return Err(err),
             }
         };
         let audio = futures::stream::once(async move { Ok(first) }).chain(audio);
@@ -284,12 +295,11 @@ pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
     Err(last.unwrap_or(Error::Timeout))
 }
 
-/// The candidate engine's clone of a stored voice, made on first use (within the engine's
-/// slot: making a clone is that engine's work).
+/// The candidate engine's clone of a stored voice, made on first use.
 async fn clone_for(
     runtime: &Runtime,
     candidate: &Candidate,
-    reference: &VoiceReference,
+    reference: &Arc<VoiceReference>,
     deadline: Instant,
 ) -> Result<String, Error> {
     let clones = runtime.clones.as_ref().ok_or_else(|| {
@@ -297,15 +307,9 @@ async fn clone_for(
             "stored voices need the clone records".into(),
         ))
     })?;
-    let made = clones
-        .resolve(
-            &candidate.engine_id,
-            candidate.engine.as_ref(),
-            reference,
-            deadline,
-        )
-        .await;
-    Ok(made?)
+    clones
+        .resolve(&candidate.engine_id, &candidate.engine, reference, deadline)
+        .await
 }
 
 /// Passes the audio through and, once it has ended cleanly, keeps a copy in the cache. A
