@@ -241,11 +241,7 @@ pub fn segments_from_words(words: Vec<TranscriptWord>) -> Vec<TranscriptSegment>
     let mut current: Vec<TranscriptWord> = Vec::new();
     let flush = |current: &mut Vec<TranscriptWord>, segments: &mut Vec<TranscriptSegment>| {
         if let (Some(first), Some(last)) = (current.first(), current.last()) {
-            let text = current
-                .iter()
-                .map(|w| w.word.as_str())
-                .collect::<Vec<_>>()
-                .join(" ");
+            let text = join_words(current);
             segments.push(TranscriptSegment {
                 start: first.start,
                 end: last.end,
@@ -268,6 +264,27 @@ pub fn segments_from_words(words: Vec<TranscriptWord>) -> Vec<TranscriptSegment>
     }
     flush(&mut current, &mut segments);
     segments
+}
+
+/// The words as text: Whisper marks a word that starts after a space with a leading
+/// space and leaves punctuation bare; words given without spaces are separated by one,
+/// except punctuation, which joins the word before it.
+fn join_words(words: &[TranscriptWord]) -> String {
+    let mut text = String::new();
+    for word in words {
+        let piece = word.word.as_str();
+        let trimmed = piece.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let joins = trimmed.starts_with([',', '.', '?', '!', ';', ':', '%', ')', ']', '}', '…'])
+            || trimmed.starts_with('\'') && !piece.starts_with(char::is_whitespace);
+        if !text.is_empty() && (piece.starts_with(char::is_whitespace) || !joins) {
+            text.push(' ');
+        }
+        text.push_str(trimmed);
+    }
+    text
 }
 
 impl Transcriber for WhisperEngine {
@@ -369,5 +386,19 @@ mod tests {
         assert_eq!(texts, ["Hello there.", "After a", "pause"]);
         assert_eq!(segments[1].start, 1.0);
         assert_eq!(segments[1].end, 1.4);
+        // Whisper's own spacing (leading spaces, bare punctuation) and bare words alike.
+        let segments = segments_from_words(vec![
+            w(" Well", 0.0, 0.2),
+            w(",", 0.2, 0.2),
+            w(" it's", 0.3, 0.5),
+            w(" done", 0.5, 0.8),
+            w(".", 0.8, 0.8),
+            w("Yes", 1.0, 1.2),
+            w(",", 1.2, 1.2),
+            w("really", 1.3, 1.6),
+            w("!", 1.6, 1.6),
+        ]);
+        let texts: Vec<_> = segments.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(texts, ["Well, it's done.", "Yes, really!"]);
     }
 }

@@ -173,6 +173,11 @@ codes! {
     AudioTooLong => (400, INVALID, Some("audio_too_long"), "The audio is too long."),
     AudioTooShort => (400, INVALID, Some("audio_too_short"), "The audio is too short."),
     InvalidAudio => (400, INVALID, Some("invalid_audio"), "The file is not audio that decodes."),
+    // The Wyoming listener's frames and events.
+    InvalidEvent => (400, INVALID, Some("invalid_event"), "The event is malformed."),
+    EventTooLarge => (413, INVALID, Some("event_too_large"), "The event is larger than this listener accepts."),
+    UnsupportedEvent => (400, INVALID, Some("unsupported_event"), "This listener does not serve this event."),
+    TooManyEvents => (429, RATE_LIMIT, Some("too_many_events"), "Too many events per second on this connection."),
     // Failures on our side or upstream.
     EngineUnavailable => (503, SERVER, Some("engine_unavailable"), "The engine for this model is not available on this server."),
     Timeout => (504, SERVER, Some("timeout"), "The request timed out."),
@@ -471,6 +476,10 @@ mod tests {
             (Code::EngineUnavailable, 503, "engine_unavailable"),
             (Code::Timeout, 504, "timeout"),
             (Code::UpstreamError, 502, "upstream_error"),
+            (Code::InvalidEvent, 400, "invalid_event"),
+            (Code::EventTooLarge, 413, "event_too_large"),
+            (Code::UnsupportedEvent, 400, "unsupported_event"),
+            (Code::TooManyEvents, 429, "too_many_events"),
         ];
         for (code, status, text) in pinned {
             assert_eq!((code.spec().status, code.as_str()), (status, Some(text)));

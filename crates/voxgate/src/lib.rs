@@ -13,8 +13,8 @@
 //! - [`engines`]: the engine catalog (models, voices, fallback chains), remote providers
 //!   behind circuit breakers, the egress policy, sandboxed subprocess engines, Whisper.
 //! - [`data`]: what is kept: the store (SQLite, PostgreSQL), the vault, secrets, the audit
-//!   log, the speech cache, stored voices, the upload spool, privacy export/erasure,
-//!   retention.
+//!   log, the speech cache, stored voices and their provider-side clones, the upload
+//!   spool.
 //! - [`identity`]: keys, scopes, tiers, verification ([`identity::auth`]) and account and
 //!   key administration ([`identity::accounts`]).
 //! - [`limits`]: rate limits, quotas, concurrency and engine admission.
@@ -23,6 +23,7 @@
 //!   audit live here and nowhere else.
 //! - [`http`]: the HTTP front door: router, middleware, extractors, wire types, the
 //!   HTTP error envelope, the server with TLS and the Unix socket.
+//! - [`wyoming`]: the Wyoming front door (Home Assistant's speech protocol), beside HTTP.
 //! - [`cli`]: the command line, and `voxgate bench`.
 //!
 //! Engines implement `voxgate_engine::Synthesizer` (Flite lives in `voxgate-flite`) or
@@ -41,6 +42,7 @@ pub mod limits;
 pub mod observe;
 pub mod service;
 pub mod util;
+pub mod wyoming;
 
 #[cfg(test)]
 mod tidy;

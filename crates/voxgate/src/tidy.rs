@@ -31,12 +31,27 @@ const LAYERS: &[&[&str]] = &[
     &["identity"],
     &["limits"],
     &["service"],
-    &["http"],
+    &["http", "wyoming"],
     &["cli"],
 ];
 
 /// Crates only the HTTP front door may use.
 const HTTP_CRATES: &[&str] = &["axum", "hyper", "hyper_util", "tower", "tower_http"];
+
+/// The front doors: they call services and never meter, admit or audit themselves.
+const FRONT_DOORS: &[&str] = &["http", "wyoming"];
+
+/// What only `service/` (and the layers below it) may name: the means of admission,
+/// reservation, settlement and audit.
+const METERING: &[&str] = &[
+    "quota::",
+    "QuotaHold",
+    "admit_caller",
+    "admit_engine",
+    "AuditEvent",
+    "audit.record",
+    ".settle(",
+];
 
 /// Files outside the layers: the crate root, the binary, this test.
 const EXEMPT: &[&str] = &["lib.rs", "main.rs", "tidy.rs"];
@@ -112,6 +127,15 @@ fn violations(files: &[(String, String)]) -> Vec<String> {
             continue;
         };
         for (n, line) in code_lines(source) {
+            if FRONT_DOORS.contains(&module) {
+                for name in METERING {
+                    if line.contains(name) {
+                        found.push(format!(
+                            "{path}:{n}: the front door {module} names {name} (metering and audit belong to service/)"
+                        ));
+                    }
+                }
+            }
             if module != "http" {
                 for krate in HTTP_CRATES {
                     if names_crate(line, krate) {
@@ -236,6 +260,28 @@ fn a_service_that_imports_axum_is_caught() {
         found,
         vec!["service/speech/mod.rs:1: names axum outside http/".to_owned()]
     );
+}
+
+#[test]
+fn a_front_door_that_meters_for_itself_is_caught() {
+    let file = |path: &str, source: &str| (path.to_owned(), source.to_owned());
+    let found = violations(&[
+        file(
+            "wyoming/session.rs",
+            "let hold = crate::limits::quota::reserve(x);",
+        ),
+        file(
+            "http/speech.rs",
+            "state.audit.record(actor, None, event).await;",
+        ),
+        file(
+            "service/speech/mod.rs",
+            "let hold: QuotaHold = self.reserve(p, a).await?;",
+        ),
+    ]);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].contains("wyoming names quota::"), "{}", found[0]);
+    assert!(found[1].contains("http names audit.record"), "{}", found[1]);
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod remote;
 mod scope;
 mod server;
 mod validate;
+mod wyoming;
 
 pub use data::{AuditConfig, CacheConfig, RetentionConfig, StorageConfig};
 pub use local::{Program, SandboxConfig, SubprocessConfig, run_as};
@@ -29,6 +30,7 @@ pub use remote::{
 pub use scope::{Scope, join as join_scopes, parse_list as parse_scopes};
 use serde::{Deserialize, Serialize};
 pub use server::{AdminConfig, Cidr, CorsConfig, ServerConfig, TlsConfig, UnixSocketConfig};
+pub use wyoming::{WyomingConfig, WyomingLimits};
 
 /// The commented defaults, as shipped.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -79,6 +81,9 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub alerts: AlertsConfig,
     pub sandbox: SandboxConfig,
+    /// Wyoming listeners by name (none by default).
+    #[serde(default)]
+    pub wyoming: BTreeMap<String, WyomingConfig>,
 }
 
 /// In-process alert rules (0 turns a rule off).
@@ -534,6 +539,54 @@ mod tests {
             Config::from_toml("[engines.flite]\nkind = \"flite\"\nthreads = 1\nshell = \"sh\"")
                 .unwrap_err();
         assert!(err.to_string().contains("shell"), "{err}");
+    }
+
+    #[test]
+    fn wyoming_listeners_are_loopback_or_allow_listed_and_bound_to_a_key() {
+        let key = "abcdefghijklmnopqrstuvwx";
+        let ok = Config::from_toml(&format!("[wyoming.home]\nkey_id = \"{key}\"")).expect("ok");
+        let home = &ok.wyoming["home"];
+        assert!(home.bind.ip().is_loopback(), "loopback by default");
+        assert_eq!(home.bind.port(), 10300);
+        // Off loopback without an allow-list: refused, naming the key.
+        let err = Config::from_toml(&format!(
+            "[wyoming.home]\nkey_id = \"{key}\"\nbind = \"0.0.0.0:10300\""
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("wyoming.home.bind"), "{err}");
+        assert!(err.to_string().contains("allow"), "{err}");
+        // With one, accepted; a malformed block is named.
+        Config::from_toml(&format!(
+            "[wyoming.home]\nkey_id = \"{key}\"\nbind = \"0.0.0.0:10300\"\nallow = [\"192.168.1.0/24\"]"
+        ))
+        .expect("allow-listed");
+        let err = Config::from_toml(&format!(
+            "[wyoming.home]\nkey_id = \"{key}\"\nbind = \"0.0.0.0:10300\"\nallow = [\"192.168.1.0/99\"]"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("wyoming.home.allow"), "{err}");
+        // No key, a malformed key id, an unknown model, a zero cap, a shared address.
+        assert!(Config::from_toml("[wyoming.home]").is_err());
+        let err = Config::from_toml("[wyoming.home]\nkey_id = \"vg_abc\"").unwrap_err();
+        assert!(err.to_string().contains("wyoming.home.key_id"), "{err}");
+        let err = Config::from_toml(&format!(
+            "[wyoming.home]\nkey_id = \"{key}\"\ntts_model = \"nope\""
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("wyoming.home.tts_model"), "{err}");
+        let err = Config::from_toml(&format!(
+            "[wyoming.home]\nkey_id = \"{key}\"\n[wyoming.home.limits]\nidle_secs = 0"
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("wyoming.home.limits.idle_secs"),
+            "{err}"
+        );
+        let err = Config::from_toml(&format!(
+            "[wyoming.home]\nkey_id = \"{key}\"\nbind = \"127.0.0.1:8080\""
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("wyoming.home.bind"), "{err}");
     }
 
     #[test]

@@ -73,6 +73,7 @@ impl Config {
                 "an admin listener off loopback needs admin.tls (keys would cross the network in the clear)",
             ));
         }
+        self.validate_wyoming()?;
         if self.tiers.is_empty() {
             return Err(invalid("tiers", "at least one tier is required"));
         }
@@ -399,6 +400,95 @@ fn check_remote(id: &str, engine: &EngineConfig) -> Result<(), ConfigError> {
             Err(invalid(key("max_chars"), "must be between 1 and 4000"))
         }
         _ => Ok(()),
+    }
+}
+
+impl Config {
+    /// Wyoming listeners: a well-formed bound key id, an allow-list for any bind off
+    /// loopback, models that exist, caps in sane ranges, no address shared with another
+    /// listener.
+    fn validate_wyoming(&self) -> Result<(), ConfigError> {
+        let mut binds = vec![self.server.bind];
+        if self.admin.enabled {
+            binds.push(self.admin.bind);
+        }
+        for (name, w) in &self.wyoming {
+            let key = |field: &str| format!("wyoming.{name}.{field}");
+            check_name(&format!("wyoming.{name}"), name)?;
+            if w.key_id.len() != 24
+                || !w
+                    .key_id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+            {
+                return Err(invalid(
+                    key("key_id"),
+                    "must be a key id (24 characters, as `voxgate keys list` shows it)",
+                ));
+            }
+            for cidr in &w.allow {
+                if let Err(problem) = cidr.parse::<super::Cidr>() {
+                    return Err(invalid(key("allow"), problem));
+                }
+            }
+            if !w.bind.ip().is_loopback() && w.allow.is_empty() {
+                return Err(invalid(
+                    key("bind"),
+                    "a Wyoming listener off loopback needs `allow` (the protocol has no authentication: list the address blocks that may connect)",
+                ));
+            }
+            if w.bind.port() != 0 && binds.contains(&w.bind) {
+                return Err(invalid(key("bind"), "is already used by another listener"));
+            }
+            binds.push(w.bind);
+            for (field, model) in [("tts_model", &w.tts_model), ("asr_model", &w.asr_model)] {
+                if !self.models.contains_key(model) {
+                    return Err(invalid(key(field), "names no configured model"));
+                }
+            }
+            let l = &w.limits;
+            for (field, value, range) in [
+                (
+                    "limits.max_header_bytes",
+                    l.max_header_bytes,
+                    256..=1024 * 1024,
+                ),
+                (
+                    "limits.max_data_bytes",
+                    l.max_data_bytes,
+                    256..=16 * 1024 * 1024,
+                ),
+                (
+                    "limits.max_payload_bytes",
+                    l.max_payload_bytes,
+                    1024..=16 * 1024 * 1024,
+                ),
+                ("limits.max_connections", l.max_connections, 1..=10_000),
+                (
+                    "limits.max_pending_chars",
+                    l.max_pending_chars,
+                    16..=100_000,
+                ),
+            ] {
+                if !range.contains(&value) {
+                    return Err(invalid(
+                        key(field),
+                        format!("must be between {} and {}", range.start(), range.end()),
+                    ));
+                }
+            }
+            for (field, value) in [
+                ("limits.idle_secs", l.idle_secs),
+                ("limits.utterance_secs", l.utterance_secs),
+                ("limits.max_audio_secs", u64::from(l.max_audio_secs)),
+                ("limits.max_events_per_sec", u64::from(l.max_events_per_sec)),
+            ] {
+                if !(1..=86_400).contains(&value) {
+                    return Err(invalid(key(field), "must be between 1 and 86400"));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Application {
     tls: Option<Arc<super::tls::Tls>>,
     tlog: Option<Arc<crate::data::audit::tlog::Tlog>>,
     unix: Option<(tokio::net::UnixListener, Arc<super::socket::PeerPolicy>)>,
+    /// The Wyoming listeners (the other front door), by name.
+    wyoming: Vec<crate::wyoming::Listener>,
     config: Arc<Config>,
     state: AppState,
 }
@@ -68,7 +70,12 @@ impl Application {
         } else {
             None
         };
+        let mut wyoming = Vec::new();
+        for (name, listener) in &config.wyoming {
+            wyoming.push(crate::wyoming::Listener::bind(name, listener, Arc::clone(&state)).await?);
+        }
         Ok(Self {
+            wyoming,
             listener,
             router: super::router(Arc::clone(&state)),
             admin,
@@ -94,6 +101,14 @@ impl Application {
         self.admin
             .as_ref()
             .and_then(|(l, _, _)| l.local_addr().ok())
+    }
+
+    /// The address of the Wyoming listener `name`, if it is configured.
+    pub fn wyoming_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.wyoming
+            .iter()
+            .find(|l| l.name() == name)
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The application's services (store, authenticator, administration…).
@@ -136,6 +151,11 @@ impl Application {
         if !reloadable.is_empty() {
             tokio::spawn(reload_on_hangup(reloadable));
         }
+        let wyoming: Vec<_> = self
+            .wyoming
+            .into_iter()
+            .map(|listener| tokio::spawn(listener.run(stopped.clone())))
+            .collect();
         // What this process runs with is a security event: a changed configuration shows up
         // in the security log at the next start (names and switches only, never secrets).
         let engines: Vec<&str> = self.config.engines.keys().map(String::as_str).collect();
@@ -148,6 +168,7 @@ impl Application {
             tls = self.config.server.tls.enabled,
             admin = self.config.admin.enabled,
             unix_socket = !self.config.server.unix_socket.path.as_os_str().is_empty(),
+            wyoming = ?self.config.wyoming.iter().map(|(name, w)| format!("{name}@{}", w.bind)).collect::<Vec<_>>(),
             cors_origins = self.config.server.cors.allowed_origins.len(),
             engines = ?engines,
             tiers = ?tiers,
@@ -180,6 +201,9 @@ impl Application {
         }
         if let Some(unix) = unix {
             unix.await??;
+        }
+        for listener in wyoming {
+            let _ = listener.await;
         }
         if let Some(checkpoints) = checkpoints {
             checkpoints.abort();

@@ -240,6 +240,12 @@ pub struct Metrics {
     pub provider_calls: Family,
     pub breaker_state: Family,
     pub alerts: Family,
+    /// Wyoming connections by listener and outcome (`accepted`, `peer_refused`, `full`).
+    pub wyoming_connections: Family,
+    /// Wyoming events received, by listener and event type.
+    pub wyoming_events: Family,
+    /// Wyoming `error` events sent, by listener and code.
+    pub wyoming_errors: Family,
     pub http: HttpMetrics,
     /// Engine real-time factor (synthesis time / audio time) of completed speech responses.
     rtf: Mutex<BTreeMap<String, Histogram>>,
@@ -327,6 +333,24 @@ impl Metrics {
                 "gauge",
                 ("alert", "severity"),
             ),
+            wyoming_connections: Family::new(
+                "voxgate_wyoming_connections_total",
+                "Connections to Wyoming listeners, by listener and outcome.",
+                "counter",
+                ("listener", "outcome"),
+            ),
+            wyoming_events: Family::new(
+                "voxgate_wyoming_events_total",
+                "Events received on Wyoming listeners, by listener and type.",
+                "counter",
+                ("listener", "event"),
+            ),
+            wyoming_errors: Family::new(
+                "voxgate_wyoming_errors_total",
+                "Error events sent on Wyoming listeners, by listener and code.",
+                "counter",
+                ("listener", "code"),
+            ),
             http: HttpMetrics::default(),
             rtf: Mutex::new(BTreeMap::new()),
         }
@@ -373,7 +397,14 @@ impl Metrics {
                 m.get()
             );
         }
-        for family in [&self.provider_calls, &self.breaker_state, &self.alerts] {
+        for family in [
+            &self.provider_calls,
+            &self.breaker_state,
+            &self.alerts,
+            &self.wyoming_connections,
+            &self.wyoming_events,
+            &self.wyoming_errors,
+        ] {
             family.render(&mut out);
         }
         self.http.render(&mut out);

@@ -44,6 +44,25 @@ impl Services {
         }
     }
 
+    /// The caller a listener is bound to by configuration (a Wyoming listener: the
+    /// protocol carries no credentials). Refused like any key: revoked, expired, or its
+    /// account deactivated (seen within the authentication cache's lifetime).
+    ///
+    /// `request`: whether this is a request (counted as a use of the key) or a check that
+    /// the key still works.
+    pub async fn bound_caller(
+        &self,
+        keyid: &str,
+        source: IpAddr,
+        route: &str,
+        request: bool,
+    ) -> Result<Principal, Error> {
+        match self.auth.bound(keyid, source, request).await {
+            Ok(principal) => Ok(principal),
+            Err(failure) => Err(self.refused_caller(source, route, failure).await),
+        }
+    }
+
     /// Credentials where they must not be (a query string, a cookie, a body): throttled,
     /// counted and written down like a failed authentication.
     pub async fn refuse_credentials(&self, source: IpAddr, route: &str, code: Code) -> Error {

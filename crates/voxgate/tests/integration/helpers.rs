@@ -22,7 +22,9 @@ pub struct TestApp {
     pub key: String,
     pub account: String,
     pub state: voxgate::http::AppState,
-    pub _dir: tempfile::TempDir,
+    pub _dir: std::sync::Arc<tempfile::TempDir>,
+    /// The Wyoming listeners configured, by name.
+    pub wyoming: std::collections::BTreeMap<String, SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     pub server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -73,7 +75,17 @@ pub async fn spawn_app_with(toml: &str) -> TestApp {
 /// Like [`spawn_app_with`], with provider secrets given as (variable, value) pairs in place of
 /// the process environment.
 pub async fn spawn_app_with_secrets(toml: &str, secrets: &[(&str, &str)]) -> TestApp {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
+    spawn_app_in(dir, toml, secrets).await
+}
+
+/// Like [`spawn_app_with_secrets`], on the data directory of `dir` (another instance's, to
+/// start a second server on the same state).
+pub async fn spawn_app_in(
+    dir: std::sync::Arc<tempfile::TempDir>,
+    toml: &str,
+    secrets: &[(&str, &str)],
+) -> TestApp {
     let mut config = Config::from_toml_layers(&[RELAXED_LIMITS, toml]).expect("config");
     config.resolve_secrets(|var| {
         secrets
@@ -97,7 +109,15 @@ pub async fn spawn_app_with_secrets(toml: &str, secrets: &[(&str, &str)]) -> Tes
     {
         *model_dir = repo_root().join(&*model_dir);
     }
+    let names: Vec<String> = config.wyoming.keys().cloned().collect();
     let app = Application::build(config).await.expect("build");
+    let wyoming = names
+        .into_iter()
+        .map(|name| {
+            let addr = app.wyoming_addr(&name).expect("wyoming listener");
+            (name, addr)
+        })
+        .collect();
     let addr = app.local_addr().expect("addr");
     let admin_addr = app.admin_addr().expect("admin listener");
     let state = app.state().clone();
@@ -115,6 +135,7 @@ pub async fn spawn_app_with_secrets(toml: &str, secrets: &[(&str, &str)]) -> Tes
         account,
         state,
         _dir: dir,
+        wyoming,
         stop: Some(stop),
         server: Some(server),
     }

@@ -24,3 +24,4 @@ mod store;
 mod streaming;
 mod transcription;
 mod voices;
+mod wyoming;

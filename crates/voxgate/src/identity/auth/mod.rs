@@ -302,19 +302,7 @@ impl Authenticator {
             }
         };
         let (key, account) = (&cached.key, &cached.account);
-        let t = now();
-        let refusal = if key.revoked_at.is_some() {
-            Some((AuthError::Revoked, "revoked"))
-        } else if key.grace_until.is_some_and(|g| g <= t) {
-            Some((AuthError::Revoked, "rotated_past_grace"))
-        } else if key.expires_at.is_some_and(|e| e <= t) {
-            Some((AuthError::Expired, "expired"))
-        } else if !account.active {
-            Some((AuthError::AccountInactive, "account_inactive"))
-        } else {
-            None
-        };
-        if let Some((error, reason)) = refusal {
+        if let Some((error, reason)) = refusal(key, account) {
             self.metrics.auth_failures.inc();
             return Err(AuthFailure::new(error, Some(key.keyid.clone()), reason));
         }
@@ -328,6 +316,66 @@ impl Authenticator {
             ));
         };
         self.track_use(&key.keyid, source);
+        Ok(principal)
+    }
+
+    /// The principal of a key a listener is bound to by configuration (a Wyoming listener:
+    /// its protocol carries no credentials, so there is no secret to compare). The key's
+    /// state is read through the same cache as verified keys (at most `auth.cache_ttl_ms`
+    /// old), so a revocation or expiry reaches bound connections within that bound.
+    ///
+    /// `track`: count this as a use of the key (a request); a liveness check is not one.
+    pub async fn bound(
+        &self,
+        keyid: &str,
+        source: IpAddr,
+        track: bool,
+    ) -> Result<Principal, AuthFailure> {
+        let fresh = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .get(keyid)
+                .filter(|c| c.fetched.elapsed() < self.ttl)
+                .cloned()
+        };
+        let cached = match fresh {
+            Some(hit) => hit,
+            None => {
+                let found = self
+                    .store
+                    .key_with_account(keyid)
+                    .await
+                    .map_err(|e| AuthFailure::new(AuthError::Store(e), None, "store"))?;
+                let Some((key, account)) = found else {
+                    self.metrics.auth_failures.inc();
+                    return Err(AuthFailure::new(
+                        AuthError::Invalid,
+                        Some(keyid.to_owned()),
+                        "bound_key_unknown",
+                    ));
+                };
+                self.remember(Cached {
+                    key,
+                    account,
+                    fetched: Instant::now(),
+                })
+            }
+        };
+        let (key, account) = (&cached.key, &cached.account);
+        if let Some((error, reason)) = refusal(key, account) {
+            self.metrics.auth_failures.inc();
+            return Err(AuthFailure::new(error, Some(key.keyid.clone()), reason));
+        }
+        let principal = self.principal(key, account, source).ok_or_else(|| {
+            AuthFailure::new(
+                AuthError::Invalid,
+                Some(key.keyid.clone()),
+                "tier_not_allowed",
+            )
+        })?;
+        if track {
+            self.track_use(&key.keyid, source);
+        }
         Ok(principal)
     }
 
@@ -435,7 +483,8 @@ impl Authenticator {
         same.then(|| Arc::clone(hit))
     }
 
-    /// Caches a verified key (only verified keys are ever cached).
+    /// Caches a verified key, or one a listener is bound to by configuration (a hit for a
+    /// presented key still needs its exact digest).
     fn remember(&self, verified: Cached) -> Arc<Cached> {
         let verified = Arc::new(verified);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -494,6 +543,22 @@ impl Authenticator {
         entry.count += 1;
         entry.at = now();
         entry.ip = ip;
+    }
+}
+
+/// Why a known key may not be used now, if it may not.
+fn refusal(key: &KeyRecord, account: &Account) -> Option<(AuthError, &'static str)> {
+    let t = now();
+    if key.revoked_at.is_some() {
+        Some((AuthError::Revoked, "revoked"))
+    } else if key.grace_until.is_some_and(|g| g <= t) {
+        Some((AuthError::Revoked, "rotated_past_grace"))
+    } else if key.expires_at.is_some_and(|e| e <= t) {
+        Some((AuthError::Expired, "expired"))
+    } else if !account.active {
+        Some((AuthError::AccountInactive, "account_inactive"))
+    } else {
+        None
     }
 }
 
