@@ -131,6 +131,9 @@ async def check_synthesize(home: int) -> None:
     )
     async with client(home) as conn:
         voice = SynthesizeVoice(name="tts-1-hd/alloy")
+        # Piper loads its model on first use: load it before anything is timed.
+        await conn.write_event(Synthesize(text="Ready.", voice=voice).event())
+        await events_until(conn, AudioStop().event().type)
         await conn.write_event(Synthesize(text=text, voice=voice).event())
         events = await events_until(conn, AudioStop().event().type)
         await conn.write_event(Ping(text="still there").event())
