@@ -488,7 +488,16 @@ mod tests {
         assert!(text.contains("\nvoxgate_rate_limit_backend_switches_total 1\n"));
         assert_eq!(
             text.lines().filter(|l| l.starts_with("# HELP")).count(),
-            metrics.scalars().len() + 3 + 3
+            // The scalars; providers, breakers and alerts; the three Wyoming families; HTTP.
+            metrics.scalars().len() + 3 + 3 + 3
+        );
+        metrics.wyoming_errors.inc("home", "quota_exceeded");
+        assert!(
+            metrics.render().contains(
+                "voxgate_wyoming_errors_total{listener=\"home\",code=\"quota_exceeded\"} 1"
+            ),
+            "{}",
+            metrics.render()
         );
         metrics.provider_calls.inc("eleven", "failure");
         assert!(
