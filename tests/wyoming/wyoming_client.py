@@ -202,13 +202,15 @@ async def check_transcribe(home: int) -> None:
 
 async def check_guest(guest: int, database: str, account: str) -> None:
     async with client(guest) as conn:
-        # No transcription scope: an error event, and the connection carries on.
+        await conn.write_event(Ping().event())
+        assert Pong.is_type((await conn.read_event()).type)
+        # No transcription scope: an error event, then the close (before any audio).
         await conn.write_event(Transcribe().event())
         event = await conn.read_event()
         assert Error.is_type(event.type), event
         assert Error.from_event(event).code == "insufficient_scope", Error.from_event(event)
-        await conn.write_event(Ping().event())
-        assert Pong.is_type((await conn.read_event()).type)
+        assert await conn.read_event() is None, "the connection stays open"
+    async with client(guest) as conn:
         # 300 characters a day: three of these sentences fit, the fourth is refused.
         sentence = "The hallway light will switch off in five minutes unless somebody walks past it."
         assert 75 < len(sentence) <= 100, len(sentence)

@@ -86,7 +86,7 @@ pub enum EventError {
     Invalid(&'static str),
     #[error("the sample rate must be between 8000 and 96000")]
     Rate,
-    #[error("the sample width must be 1, 2 or 4 bytes")]
+    #[error("the sample width must be 1, 2, 3 or 4 bytes")]
     Width,
     #[error("there must be 1 to 8 channels")]
     Channels,
@@ -210,7 +210,7 @@ fn format(data: &Map<String, Value>) -> Result<AudioFormat, EventError> {
         .filter(|r| RATES.contains(r))
         .ok_or(EventError::Rate)?;
     let width = match width {
-        1 | 2 | 4 => width as u8,
+        1..=4 => width as u8,
         _ => return Err(EventError::Width),
     };
     let channels = u8::try_from(channels)

@@ -106,10 +106,25 @@ impl FrameError {
 /// Longest event type accepted (the protocol's are short words).
 const MAX_TYPE_CHARS: usize = 64;
 
-/// Reads one frame from the front of `buf`: `Ok(Some((frame, used)))` with the bytes it
-/// took, `Ok(None)` when more bytes are needed (never when what is there is already over a
-/// limit), or the reason the bytes cannot be a frame.
-pub fn decode(buf: &[u8], limits: &Limits) -> Result<Option<(Frame, usize)>, FrameError> {
+/// A complete, checked header line.
+struct Head {
+    kind: String,
+    header: Map<String, Value>,
+    /// Where the data segment starts (after the newline).
+    body: usize,
+    data_len: usize,
+    payload_len: usize,
+}
+
+impl Head {
+    fn total(&self) -> usize {
+        self.body + self.data_len + self.payload_len
+    }
+}
+
+/// The header line at the front of `buf`, once it is complete (`None` before), with its
+/// lengths checked against `limits`.
+fn head(buf: &[u8], limits: &Limits) -> Result<Option<Head>, FrameError> {
     let window = &buf[..buf.len().min(limits.max_header_bytes.saturating_add(1))];
     let Some(newline) = window.iter().position(|&b| b == b'\n') else {
         if buf.len() > limits.max_header_bytes {
@@ -137,8 +152,36 @@ pub fn decode(buf: &[u8], limits: &Limits) -> Result<Option<(Frame, usize)>, Fra
         return Err(FrameError::PayloadTooLong(payload_len));
     }
     // Both fit in usize: they are at most the limits, which are usizes.
-    let (data_len, payload_len) = (data_len as usize, payload_len as usize);
-    let body = newline + 1;
+    Ok(Some(Head {
+        kind,
+        header,
+        body: newline + 1,
+        data_len: data_len as usize,
+        payload_len: payload_len as usize,
+    }))
+}
+
+/// How many bytes the frame at the front of `buf` takes, once its header line is complete
+/// (`None` before): a reader waiting for a long payload need not decode again until that
+/// many bytes are there.
+pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, FrameError> {
+    Ok(head(buf, limits)?.map(|h| h.total()))
+}
+
+/// Reads one frame from the front of `buf`: `Ok(Some((frame, used)))` with the bytes it
+/// took, `Ok(None)` when more bytes are needed (never when what is there is already over a
+/// limit), or the reason the bytes cannot be a frame.
+pub fn decode(buf: &[u8], limits: &Limits) -> Result<Option<(Frame, usize)>, FrameError> {
+    let Some(Head {
+        kind,
+        mut header,
+        body,
+        data_len,
+        payload_len,
+    }) = head(buf, limits)?
+    else {
+        return Ok(None);
+    };
     let total = body + data_len + payload_len;
     if buf.len() < total {
         return Ok(None);
@@ -233,6 +276,26 @@ mod tests {
             .expect("frame")
             .expect("complete");
         assert_eq!(next.kind, "ping");
+    }
+
+    #[test]
+    fn the_frame_length_is_known_once_the_header_line_is() {
+        let wire = b"{\"type\":\"audio-chunk\",\"data_length\":2,\"payload_length\":4}\n{}abcd";
+        let header_end = wire.iter().position(|&b| b == b'\n').expect("newline");
+        assert_eq!(frame_len(&wire[..header_end], &limits()), Ok(None));
+        for end in header_end + 1..wire.len() {
+            assert_eq!(frame_len(&wire[..end], &limits()), Ok(Some(wire.len())));
+            assert_eq!(decode(&wire[..end], &limits()), Ok(None));
+        }
+        let (frame, used) = decode(wire, &limits()).expect("frame").expect("complete");
+        assert_eq!((frame.payload.as_slice(), used), (&b"abcd"[..], wire.len()));
+        // Numbers come back as written.
+        let wire = b"{\"type\":\"x\",\"data\":{\"a\":123456789012345678901234567890e-40}}\n";
+        let (frame, _) = decode(wire, &limits()).expect("frame").expect("complete");
+        let (again, _) = decode(&encode(&frame), &limits())
+            .expect("frame")
+            .expect("complete");
+        assert_eq!(again, frame);
     }
 
     #[test]

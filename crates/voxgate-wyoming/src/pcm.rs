@@ -25,6 +25,8 @@ fn sample(bytes: &[u8]) -> f32 {
     match *bytes {
         [b] => (f32::from(b) - 128.0) / 128.0,
         [a, b] => f32::from(i16::from_le_bytes([a, b])) / 32_768.0,
+        // 24-bit: the top byte carries the sign.
+        [a, b, c] => (i32::from_le_bytes([0, a, b, c]) >> 8) as f32 / 8_388_608.0,
         [a, b, c, d] => (f64::from(i32::from_le_bytes([a, b, c, d])) / 2_147_483_648.0) as f32,
         _ => 0.0,
     }
@@ -66,6 +68,18 @@ mod tests {
             channels: 1,
         };
         assert_eq!(to_mono(&i32::MIN.to_le_bytes(), mono32), vec![-1.0]);
+        let mono24 = AudioFormat {
+            rate: 16_000,
+            width: 3,
+            channels: 1,
+        };
+        assert_eq!(
+            to_mono(
+                &[0x00, 0x00, 0x80, 0x00, 0x00, 0x40, 0xff, 0xff, 0xff],
+                mono24
+            ),
+            vec![-1.0, 0.5, -1.0 / 8_388_608.0]
+        );
         assert!(
             (seconds(
                 32_000,
@@ -82,7 +96,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn samples_stay_in_range(audio in proptest::collection::vec(any::<u8>(), 0..512), width in prop::sample::select(vec![1u8, 2, 4]), channels in 1u8..=8) {
+        fn samples_stay_in_range(audio in proptest::collection::vec(any::<u8>(), 0..512), width in 1u8..=4, channels in 1u8..=8) {
             let format = AudioFormat { rate: 16_000, width, channels };
             let mono = to_mono(&audio, format);
             prop_assert_eq!(mono.len(), audio.len() / format.frame_bytes());

@@ -694,6 +694,8 @@ async fn wyoming_vs_http(
     for tier in config.tiers.values_mut() {
         tier.rate_limits = vec![generous(crate::config::RateSubject::Account)];
         tier.quotas.clear();
+        // Every round synthesizes: no cached answer.
+        tier.cache = false;
     }
     config.limits.per_ip = vec![generous(crate::config::RateSubject::Account)];
     // The key first, then the listener that names it (as an operator would).

@@ -170,6 +170,27 @@ impl Services {
         job: TranscriptionJob,
         audio: AudioInput,
     ) -> Result<Transcribed, Error> {
+        // Samples a front door received are judged as an upload's decoded audio would be
+        // (the tier's duration cap, the probe's minimum), before anything is admitted.
+        if let AudioInput::Samples { samples, rate } = &audio {
+            let secs = samples.len() as f64 / f64::from((*rate).max(1));
+            let max_secs = principal.tier.max_upload_secs;
+            if secs > f64::from(max_secs) {
+                return Err(Error::invalid(
+                    "audio",
+                    Code::AudioTooLong,
+                    format!("The audio is longer than {max_secs} s, the most this key may send."),
+                ));
+            }
+            let min_secs = ProbeLimits::default().min_duration_secs;
+            if secs < min_secs {
+                return Err(Error::invalid(
+                    "audio",
+                    Code::AudioTooShort,
+                    format!("The audio is shorter than {min_secs} s."),
+                ));
+            }
+        }
         let in_flight = self.admit(principal)?;
         // Admitted and reserved before the upload is decoded: the exact seconds follow.
         let at_least = Amounts {

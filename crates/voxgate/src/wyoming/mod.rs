@@ -63,15 +63,19 @@ impl Listener {
         self.listener.local_addr()
     }
 
-    /// Accepts connections until `stopped` turns true; open connections end with the
-    /// process (their work is metered like any request's, however it ends).
+    /// Accepts connections until `stopped` turns true, then waits (up to
+    /// `server.shutdown_grace_secs`) for the open ones: idle ones close at once, one in the
+    /// middle of a request finishes it. Sessions still running after that are dropped
+    /// while the runtime still runs, so their reservations are settled.
     pub async fn run(self, mut stopped: watch::Receiver<bool>) {
         let loopback = self.config.bind.ip().is_loopback();
         tracing::info!(listener = %self.name, bind = %self.config.bind, "Wyoming listener ready");
+        let mut sessions = tokio::task::JoinSet::new();
         loop {
             let accepted = tokio::select! {
                 accepted = self.listener.accept() => accepted,
                 _ = stopped.changed() => break,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
             };
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
@@ -103,10 +107,21 @@ impl Listener {
                 Arc::clone(&self.services),
                 peer.ip(),
             );
-            tokio::spawn(async move {
+            let stopping = stopped.clone();
+            sessions.spawn(async move {
                 let _slot = slot;
-                session.serve(stream).await;
+                session.serve(stream, stopping).await;
             });
+        }
+        drop(self.listener);
+        let grace = self.services.config.server.shutdown_grace();
+        let drained = tokio::time::timeout(grace, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            sessions.abort_all();
+            while sessions.join_next().await.is_some() {}
         }
     }
 }

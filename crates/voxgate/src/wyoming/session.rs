@@ -22,6 +22,7 @@ use futures::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use voxgate_engine::sentences;
 use voxgate_wyoming::event::{self as out, AudioFormat, Event, EventError, Voice};
@@ -77,10 +78,9 @@ struct Utterance {
     model: String,
     language: Option<String>,
     format: Option<AudioFormat>,
-    samples: Vec<f32>,
+    /// Mono, 16-bit, at the client's rate (half the memory of floats).
+    samples: Vec<i16>,
     deadline: Instant,
-    /// The request was refused at `transcribe`: audio is dropped until `audio-stop`.
-    refused: bool,
 }
 
 pub(super) struct Session {
@@ -90,18 +90,34 @@ pub(super) struct Session {
     peer: IpAddr,
 }
 
-/// The two halves of the connection and what has been read but not yet decoded.
+/// The two halves of the connection, what has been read but not yet decoded, and what
+/// can end the conversation from outside.
 struct Conn {
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     buf: Vec<u8>,
+    /// The size of the frame at the front of `buf`, once its header line is known: no
+    /// decoding until that many bytes are there.
+    want: Option<usize>,
+    /// Set (with the key's refusal) by the watchdog once the bound key stops working; read
+    /// between frames and between audio chunks, so no frame is ever cut in two.
+    revoked: watch::Receiver<Option<Code>>,
+    /// The process is stopping: an idle connection closes.
+    stopped: watch::Receiver<bool>,
 }
 
-/// A route name per event, for rate-limit rules and audit records.
-const ROUTE_CONNECTION: &str = "wyoming/connection";
-const ROUTE_DESCRIBE: &str = "wyoming/describe";
-const ROUTE_SYNTHESIZE: &str = "wyoming/synthesize";
-const ROUTE_TRANSCRIBE: &str = "wyoming/transcribe";
+impl Conn {
+    fn revocation(&self) -> Option<Close> {
+        (*self.revoked.borrow()).map(|code| Close::With(Error::from_code(code)))
+    }
+}
+
+/// The route a key's checks see: a Wyoming request counts as the HTTP request it stands for,
+/// so a rate-limit rule for `/v1/audio/speech` holds on every front door.
+const ROUTE_CONNECTION: &str = "wyoming";
+const ROUTE_DESCRIBE: &str = "/v1/models";
+const ROUTE_SYNTHESIZE: &str = "/v1/audio/speech";
+const ROUTE_TRANSCRIBE: &str = "/v1/audio/transcriptions";
 
 impl Session {
     pub(super) fn new(
@@ -128,20 +144,28 @@ impl Session {
     }
 
     /// Serves the connection until the client leaves or an error closes it.
-    pub(super) async fn serve(self, stream: TcpStream) {
+    pub(super) async fn serve(self, stream: TcpStream, stopped: watch::Receiver<bool>) {
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();
+        let (revoke, revoked) = watch::channel(None);
         let mut conn = Conn {
             reader,
             writer,
             buf: Vec::with_capacity(8 * 1024),
+            want: None,
+            revoked,
+            stopped,
         };
         let closed = {
             let work = self.converse(&mut conn);
-            let watchdog = self.watch_key();
+            let watchdog = async {
+                let code = self.watch_key().await;
+                let _ = revoke.send(Some(code));
+                std::future::pending::<()>().await;
+            };
             tokio::select! {
                 closed = work => closed,
-                revoked = watchdog => Close::With(revoked),
+                () = watchdog => Close::Gone,
             }
         };
         if let Close::With(err) = closed {
@@ -169,7 +193,7 @@ impl Session {
     }
 
     /// Returns (with the reason) once the bound key stops working.
-    async fn watch_key(&self) -> Error {
+    async fn watch_key(&self) -> Code {
         // A quarter of the cache's lifetime: a key refused anywhere is seen here within
         // the cache bound plus a quarter of it.
         let every = Duration::from_millis((self.services.config.auth.cache_ttl_ms / 4).max(50));
@@ -179,7 +203,7 @@ impl Session {
                 && !matches!(err, Error::Internal(_))
             {
                 tracing::warn!(target: "voxgate::security", event = "wyoming_key_refused", listener = %self.listener, code = err.code().as_str().unwrap_or("server_error"), "the listener's bound key no longer works; closing the connection");
-                return err;
+                return err.code();
             }
         }
     }
@@ -195,11 +219,21 @@ impl Session {
             return Close::With(err);
         }
         loop {
-            // Waiting for the next event: the idle bound, or the open utterance's deadline.
+            // Waiting for the next event: the idle bound, or the open utterance's deadline
+            // (also when its events are already buffered).
             let utterance_deadline = streaming
                 .as_ref()
                 .map(|s| s.deadline)
                 .or(utterance.as_ref().map(|u| u.deadline));
+            if utterance_deadline.is_some_and(|d| d <= Instant::now()) {
+                return Close::With(Error::refused(
+                    Code::Timeout,
+                    format!(
+                        "The utterance took longer than {} s.",
+                        self.config.limits.utterance_secs
+                    ),
+                ));
+            }
             let wait_until = match utterance_deadline {
                 Some(d) => d.min(Instant::now() + idle),
                 None => Instant::now() + idle,
@@ -216,7 +250,8 @@ impl Session {
                     };
                     return Close::With(Error::refused(code, err.to_string()));
                 }
-                Err(ReadError::Io) => return Close::Gone,
+                Err(ReadError::Io | ReadError::Stopped) => return Close::Gone,
+                Err(ReadError::Revoked(close)) => return close,
                 Err(ReadError::Deadline) => {
                     let message = if utterance_deadline.is_some_and(|d| d <= Instant::now()) {
                         format!(
@@ -229,7 +264,8 @@ impl Session {
                     return Close::With(Error::refused(Code::Timeout, message));
                 }
             };
-            // Events per second, per connection.
+            // Events per second, per connection, over the time spent waiting for them (time
+            // spent answering is not counted: events a client sent meanwhile arrive at once).
             if window.0.elapsed() >= Duration::from_secs(1) {
                 window = (Instant::now(), 0);
             }
@@ -249,6 +285,20 @@ impl Session {
                 .metrics
                 .wyoming_events
                 .inc(&self.listener, event.name());
+            // A request on its own (not a sentence of a streamed synthesis) ends the
+            // connection when it is refused: Home Assistant reads until `audio-stop` or
+            // `transcript` and would otherwise wait for them until the idle bound.
+            let one_shot = streaming.is_none()
+                && matches!(
+                    event,
+                    Event::Describe
+                        | Event::Synthesize { .. }
+                        | Event::Transcribe { .. }
+                        | Event::AudioStart(_)
+                        | Event::AudioChunk { .. }
+                        | Event::AudioStop
+                );
+            let answering = Instant::now();
             let handled = match event {
                 Event::Describe => self.describe(conn).await,
                 Event::Ping { text } => send(conn, &out::pong(text.as_deref())).await,
@@ -294,9 +344,13 @@ impl Session {
                     Some(stream) => self.stream_stop(conn, stream).await,
                 },
                 Event::Transcribe { name, language } => {
-                    let (next, refused) = self.transcribe_request(name, language).await;
-                    utterance = Some(next);
-                    refused.map_or(Ok(()), |err| Err(Step::Refused(err)))
+                    match self.transcribe_request(name, language).await {
+                        Ok(next) => {
+                            utterance = Some(next);
+                            Ok(())
+                        }
+                        Err(err) => Err(Step::Refused(err)),
+                    }
                 }
                 Event::AudioStart(format) => {
                     let u = utterance.get_or_insert_with(|| self.default_utterance());
@@ -323,8 +377,10 @@ impl Session {
                     )))
                 }
             };
+            window.0 += answering.elapsed();
             match handled {
                 Ok(()) => {}
+                Err(Step::Refused(err)) if one_shot => return Close::With(err),
                 Err(Step::Refused(err)) => self.send_error(conn, &err).await,
                 Err(Step::Close(close)) => return close,
             }
@@ -367,10 +423,17 @@ impl Session {
             speed: None,
             ssml,
         };
-        let mut speech = self.services.speak_order(&principal, order).await?;
+        let mut speech =
+            until_revoked(conn, self.services.speak_order(&principal, order)).await??;
         send(conn, &out::audio_start(OUTPUT)).await?;
-        while let Some(piece) = speech.next().await {
-            let piece: Bytes = piece?;
+        loop {
+            let piece: Bytes = match until_revoked(conn, speech.next()).await? {
+                None => break,
+                Some(Ok(piece)) => piece,
+                // After `audio-start` the client cannot be told where this audio ends:
+                // the error, then the close.
+                Some(Err(err)) => return Err(Step::Close(Close::With(err))),
+            };
             for chunk in piece.chunks(MAX_CHUNK_BYTES) {
                 send(conn, &out::audio_chunk(OUTPUT, chunk.to_vec())).await?;
             }
@@ -484,36 +547,33 @@ impl Session {
             format: None,
             samples: Vec::new(),
             deadline: Instant::now() + Duration::from_secs(self.config.limits.utterance_secs),
-            refused: false,
         }
     }
 
     /// `transcribe`: the model and language of the next utterance. A key that may not
-    /// transcribe is told now (audited), and the audio that follows is dropped.
+    /// transcribe is refused now (audited), before any audio is taken.
     async fn transcribe_request(
         &self,
         name: Option<String>,
         language: Option<String>,
-    ) -> (Utterance, Option<Error>) {
+    ) -> Result<Utterance, Error> {
         let mut u = self.default_utterance();
         if let Some(name) = name.filter(|n| n != PROGRAM) {
             u.model = name;
         }
         u.language = language.map(|l| l.split(['_', '-']).next().unwrap_or("").to_owned());
-        let refused = match self.principal(ROUTE_TRANSCRIBE).await {
-            Err(err) => Some(err),
-            Ok(principal) if !principal.has(Scope::Transcription) => {
-                // Refused (and audited) by the same check the request itself would meet.
-                self.services
-                    .authorize(&principal, ROUTE_TRANSCRIBE, Scope::Transcription, None)
-                    .await
-                    .err()
-                    .map(|r| r.error)
+        let principal = self.principal(ROUTE_TRANSCRIBE).await?;
+        if !principal.has(Scope::Transcription) {
+            // Refused (and audited) by the same check the request itself would meet.
+            if let Err(refusal) = self
+                .services
+                .authorize(&principal, ROUTE_TRANSCRIBE, Scope::Transcription, None)
+                .await
+            {
+                return Err(refusal.error);
             }
-            Ok(_) => None,
-        };
-        u.refused = refused.is_some();
-        (u, refused)
+        }
+        Ok(u)
     }
 
     fn audio_chunk(
@@ -522,9 +582,6 @@ impl Session {
         format: AudioFormat,
         audio: &[u8],
     ) -> Result<(), Step> {
-        if u.refused {
-            return Ok(());
-        }
         let expected = *u.format.get_or_insert(format);
         if format.rate != expected.rate {
             return Err(Step::Close(Close::With(Error::invalid(
@@ -533,7 +590,11 @@ impl Session {
                 "Every audio-chunk of an utterance must have the rate of its audio-start.",
             ))));
         }
-        u.samples.extend(pcm::to_mono(audio, format));
+        u.samples.extend(
+            pcm::to_mono(audio, format)
+                .into_iter()
+                .map(|s| (s * 32_767.0).round() as i16),
+        );
         let max_secs = self.config.limits.max_audio_secs;
         let secs = u.samples.len() as f64 / f64::from(expected.rate);
         if secs > f64::from(max_secs) {
@@ -550,10 +611,6 @@ impl Session {
     /// per segment, `transcript-stop`, then `transcript` with the whole text (the chunks
     /// concatenated).
     async fn finish_utterance(&self, conn: &mut Conn, u: Utterance) -> Result<(), Step> {
-        if u.refused {
-            // Already answered with an error at `transcribe`.
-            return Ok(());
-        }
         let principal = self
             .authorized(ROUTE_TRANSCRIBE, Scope::Transcription)
             .await?;
@@ -563,18 +620,6 @@ impl Session {
                 "`audio-stop` without audio.",
             )));
         };
-        let max_secs = self
-            .config
-            .limits
-            .max_audio_secs
-            .min(principal.tier.max_upload_secs);
-        if u.samples.len() as f64 / f64::from(format.rate) > f64::from(max_secs) {
-            return Err(Step::Refused(Error::invalid(
-                "audio",
-                Code::AudioTooLong,
-                format!("An utterance may carry at most {max_secs} s of audio."),
-            )));
-        }
         let order = TranscriptionOrder {
             model: u.model,
             language: u.language,
@@ -586,17 +631,20 @@ impl Session {
             .services
             .prepare_transcription(&principal, order)
             .await?;
-        let heard = self
-            .services
-            .transcribe(
+        let samples = u.samples.iter().map(|&s| f32::from(s) / 32_768.0).collect();
+        drop(u.samples);
+        let heard = until_revoked(
+            conn,
+            self.services.transcribe(
                 &principal,
                 job,
                 AudioInput::Samples {
-                    samples: u.samples,
+                    samples,
                     rate: format.rate,
                 },
-            )
-            .await?;
+            ),
+        )
+        .await??;
         let transcript = heard.transcript;
         let language = transcript.language.as_deref();
         // The chunks add up to the transcript: segments after the first carry the space
@@ -690,6 +738,25 @@ enum ReadError {
     Frame(FrameError),
     Io,
     Deadline,
+    Revoked(Close),
+    Stopped,
+}
+
+/// `work`, unless the bound key stops working first (then the connection closes with the
+/// key's refusal; dropping `work` is how a service call learns its caller left).
+async fn until_revoked<T>(
+    conn: &mut Conn,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, Step> {
+    if let Some(close) = conn.revocation() {
+        return Err(Step::Close(close));
+    }
+    tokio::select! {
+        done = work => Ok(done),
+        Ok(()) = conn.revoked.changed() => {
+            Err(Step::Close(conn.revocation().unwrap_or(Close::Gone)))
+        }
+    }
 }
 
 /// The next frame, read until `deadline`; `None` when the client closed the connection
@@ -700,23 +767,38 @@ async fn next_frame(
     deadline: Instant,
 ) -> Result<Option<Frame>, ReadError> {
     loop {
-        match frame::decode(&conn.buf, limits) {
-            Ok(Some((frame, used))) => {
-                conn.buf.drain(..used);
-                return Ok(Some(frame));
+        if let Some(close) = conn.revocation() {
+            return Err(ReadError::Revoked(close));
+        }
+        // A frame whose size is known is decoded once all of it is here, not at every read.
+        if conn.want.is_none_or(|want| conn.buf.len() >= want) {
+            match frame::decode(&conn.buf, limits) {
+                Ok(Some((frame, used))) => {
+                    conn.buf.drain(..used);
+                    conn.want = None;
+                    return Ok(Some(frame));
+                }
+                Ok(None) => {
+                    conn.want = frame::frame_len(&conn.buf, limits).map_err(ReadError::Frame)?;
+                }
+                Err(err) => return Err(ReadError::Frame(err)),
             }
-            Ok(None) => {}
-            Err(err) => return Err(ReadError::Frame(err)),
         }
         if conn.buf.capacity() - conn.buf.len() < 4096 {
             conn.buf.reserve(16 * 1024);
         }
-        let read = tokio::time::timeout_at(deadline, conn.reader.read_buf(&mut conn.buf)).await;
-        match read {
-            Err(_) => return Err(ReadError::Deadline),
-            Ok(Err(_)) => return Err(ReadError::Io),
-            Ok(Ok(0)) => return Ok(None),
-            Ok(Ok(_)) => {}
+        let between_frames = conn.buf.is_empty();
+        tokio::select! {
+            read = tokio::time::timeout_at(deadline, conn.reader.read_buf(&mut conn.buf)) => {
+                match read {
+                    Err(_) => return Err(ReadError::Deadline),
+                    Ok(Err(_)) => return Err(ReadError::Io),
+                    Ok(Ok(0)) => return Ok(None),
+                    Ok(Ok(_)) => {}
+                }
+            }
+            Ok(()) = conn.revoked.changed() => {}
+            Ok(()) = conn.stopped.changed(), if between_frames => return Err(ReadError::Stopped),
         }
     }
 }

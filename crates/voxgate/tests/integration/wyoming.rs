@@ -250,7 +250,8 @@ async fn synthesize_streams_audio_sentence_by_sentence() {
         )
         .await;
     assert!(rms(&samples_of(&client.until("audio-stop").await)) > 300.0);
-    // A voice the key may not use: an error event, and the conversation goes on.
+    // A voice the key may not use: an error event, then the close (a client waiting for
+    // `audio-stop`, as Home Assistant does, learns at once that none is coming).
     client
         .event(
             "synthesize",
@@ -258,7 +259,7 @@ async fn synthesize_streams_audio_sentence_by_sentence() {
         )
         .await;
     assert_eq!(client.error_code().await, "voice_not_found");
-    client.ping().await;
+    client.closed().await;
 }
 
 #[tokio::test]
@@ -354,7 +355,7 @@ async fn transcribes_any_pcm_format_with_streamed_transcript() {
 }
 
 #[tokio::test]
-async fn a_key_without_the_scope_gets_an_error_and_nothing_runs() {
+async fn a_key_without_the_scope_is_refused_before_any_audio() {
     let (app, addr, bound) = listener(
         "",
         "basic",
@@ -363,28 +364,18 @@ async fn a_key_without_the_scope_gets_an_error_and_nothing_runs() {
     )
     .await;
     let mut client = Client::connect(addr).await;
+    client.ping().await;
     client.event("transcribe", json!({})).await;
     assert_eq!(client.error_code().await, "insufficient_scope");
-    let format = json!({"rate": 16_000, "width": 2, "channels": 1});
-    client.event("audio-start", format.clone()).await;
-    let mut chunk = Frame::with_data("audio-chunk", format);
-    chunk.payload = vec![0; 3_200];
-    client.send(&chunk).await;
-    client.event("audio-stop", json!({})).await;
-    // Nothing answers the refused utterance; the connection still works.
-    client.ping().await;
-    let now = voxgate::util::now();
-    let (used, reserved) = app
-        .state
-        .store
-        .quota_usage(
-            &format!("acct:{}", bound.account),
-            "transcribed_seconds",
-            now - now.rem_euclid(86_400),
-        )
-        .await
-        .expect("usage");
-    assert_eq!((used, reserved), (0, 0));
+    client.closed().await;
+    let events = app.state.store.audit_events(50).await.expect("events");
+    assert!(
+        events.iter().any(|e| e.kind == "access_denied"
+            && e.actor.as_deref() == Some(bound.keyid.as_str())
+            && e.detail.contains("/v1/audio/transcriptions")
+            && e.detail.contains("insufficient_scope")),
+        "the refusal is audited like an HTTP request's: {events:#?}"
+    );
 }
 
 /// Today's (used, reserved) characters of `account`, once nothing is reserved.
@@ -422,8 +413,10 @@ async fn a_spent_quota_is_an_error_event_and_usage_is_recorded() {
     assert!(rms(&samples_of(&client.until("audio-stop").await)) > 300.0);
     client.event("synthesize", json!({"text": sentence})).await;
     assert_eq!(client.error_code().await, "quota_exceeded");
+    client.closed().await;
     assert_eq!(settled_characters(&app, &bound.account).await, 40);
     // Mid-stream: the first sentence fits, the second does not; the stream goes on.
+    let mut client = Client::connect(addr).await;
     client.event("synthesize-start", json!({})).await;
     client
         .event(
@@ -504,8 +497,16 @@ async fn oversized_and_malformed_frames_close_only_their_connection() {
         let line = vec![b'{'; 10 * 1024 * 1024];
         writer.write_all(&line).await.is_ok()
     });
-    assert_eq!(flood.error_code().await, "event_too_large");
-    flood.closed().await;
+    let refused = tokio::spawn(async move {
+        let code = flood.error_code().await;
+        flood.closed().await;
+        code
+    });
+    // Meanwhile the well-behaved client is served.
+    good.event("synthesize", json!({"text": "Served during the flood."}))
+        .await;
+    assert!(rms(&samples_of(&good.until("audio-stop").await)) > 300.0);
+    assert_eq!(refused.await.expect("flood reader"), "event_too_large");
     let _ = flooding.await;
 
     // A payload of 2^40 bytes: refused as soon as the header line is read.
@@ -530,7 +531,7 @@ async fn oversized_and_malformed_frames_close_only_their_connection() {
     assert_eq!(odd.error_code().await, "invalid_event");
     odd.event(
         "audio-chunk",
-        json!({"rate": 16_000, "width": 3, "channels": 1}),
+        json!({"rate": 16_000, "width": 5, "channels": 1}),
     )
     .await;
     assert_eq!(odd.error_code().await, "invalid_audio");
