@@ -36,7 +36,7 @@ from wyoming.tts import (
 
 HOST = "127.0.0.1"
 TIMEOUT = 120.0
-SAID = "The quick brown fox jumps over the lazy dog near the quiet river bank."
+SAID = "Please turn off the lights in the living room and lock the front door."
 
 
 def client(port: int) -> AsyncTcpClient:
