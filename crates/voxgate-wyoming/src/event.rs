@@ -399,7 +399,7 @@ mod tests {
             ),
             (
                 "audio-start",
-                json!({"rate": 16000, "width": 3, "channels": 1}),
+                json!({"rate": 16000, "width": 5, "channels": 1}),
                 b"",
                 EventError::Width,
             ),
