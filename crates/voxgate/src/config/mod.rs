@@ -575,6 +575,11 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("wyoming.home.tts_model"), "{err}");
         let err = Config::from_toml(&format!(
+            "[wyoming.home]\nkey_id = \"{key}\"\nasr_model = \"tts-1\""
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("transcription model"), "{err}");
+        let err = Config::from_toml(&format!(
             "[wyoming.home]\nkey_id = \"{key}\"\n[wyoming.home.limits]\nidle_secs = 0"
         ))
         .unwrap_err();

@@ -441,9 +441,24 @@ impl Config {
                 return Err(invalid(key("bind"), "is already used by another listener"));
             }
             binds.push(w.bind);
-            for (field, model) in [("tts_model", &w.tts_model), ("asr_model", &w.asr_model)] {
-                if !self.models.contains_key(model) {
+            for (field, model, transcribes) in [
+                ("tts_model", &w.tts_model, false),
+                ("asr_model", &w.asr_model, true),
+            ] {
+                let Some(m) = self.models.get(model) else {
                     return Err(invalid(key(field), "names no configured model"));
+                };
+                if self
+                    .engines
+                    .get(&m.engine)
+                    .is_some_and(|e| e.is_transcriber() != transcribes)
+                {
+                    let wanted = if transcribes {
+                        "transcription"
+                    } else {
+                        "speech"
+                    };
+                    return Err(invalid(key(field), format!("must name a {wanted} model")));
                 }
             }
             let l = &w.limits;
