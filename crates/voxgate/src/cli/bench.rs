@@ -632,17 +632,7 @@ async fn stack_cost(config: &Config, n: u32, out: &mut impl std::io::Write) -> a
     config.database.url = secrecy::SecretString::from(String::new());
     config.auth.pepper = Some(secrecy::SecretString::from("c".repeat(32)));
     // Real decisions on every request (per address and per account), never refusing.
-    let generous = |per| crate::config::RateRule {
-        per,
-        period: crate::config::Period::Minute,
-        limit: 1_000_000_000,
-        burst: None,
-        route: None,
-    };
-    for tier in config.tiers.values_mut() {
-        tier.rate_limits = vec![generous(crate::config::RateSubject::Account)];
-    }
-    config.limits.per_ip = vec![generous(crate::config::RateSubject::Account)];
+    never_refusing(&mut config);
     let state = Services::build(config).await?;
     let account = state
         .accounts
@@ -684,20 +674,12 @@ async fn wyoming_vs_http(
     config.auth.pepper = Some(secrecy::SecretString::from("d".repeat(32)));
     config.server.bind = "127.0.0.1:0".parse()?;
     config.admin.enabled = false;
-    let generous = |per| crate::config::RateRule {
-        per,
-        period: crate::config::Period::Minute,
-        limit: 1_000_000_000,
-        burst: None,
-        route: None,
-    };
+    never_refusing(&mut config);
     for tier in config.tiers.values_mut() {
-        tier.rate_limits = vec![generous(crate::config::RateSubject::Account)];
         tier.quotas.clear();
         // Every round synthesizes: no cached answer.
         tier.cache = false;
     }
-    config.limits.per_ip = vec![generous(crate::config::RateSubject::Account)];
     // The key first, then the listener that names it (as an operator would).
     let key = {
         let state = Services::build(config.clone()).await?;
@@ -804,6 +786,22 @@ async fn wyoming_vs_http(
     let _ = server.await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Rate limits that decide on every request (per address and per account) and never
+/// refuse.
+fn never_refusing(config: &mut Config) {
+    let generous = |per| crate::config::RateRule {
+        per,
+        period: crate::config::Period::Minute,
+        limit: 1_000_000_000,
+        burst: None,
+        route: None,
+    };
+    for tier in config.tiers.values_mut() {
+        tier.rate_limits = vec![generous(crate::config::RateSubject::Account)];
+    }
+    config.limits.per_ip = vec![generous(crate::config::RateSubject::Account)];
 }
 
 /// Starts `voxgate serve` on a free loopback port, waits until it listens, reads its RSS.

@@ -302,10 +302,7 @@ impl Authenticator {
             }
         };
         let (key, account) = (&cached.key, &cached.account);
-        if let Some((error, reason)) = refusal(key, account) {
-            self.metrics.auth_failures.inc();
-            return Err(AuthFailure::new(error, Some(key.keyid.clone()), reason));
-        }
+        self.usable(key, account)?;
         let Some(principal) = self.principal(key, account, source) else {
             // The key names a tier that is no longer configured, or one above its account's.
             return Err(self.failed(
@@ -331,14 +328,7 @@ impl Authenticator {
         source: IpAddr,
         track: bool,
     ) -> Result<Principal, AuthFailure> {
-        let fresh = {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache
-                .get(keyid)
-                .filter(|c| c.fetched.elapsed() < self.ttl)
-                .cloned()
-        };
-        let cached = match fresh {
+        let cached = match self.fresh(keyid) {
             Some(hit) => hit,
             None => {
                 let found = self
@@ -362,10 +352,7 @@ impl Authenticator {
             }
         };
         let (key, account) = (&cached.key, &cached.account);
-        if let Some((error, reason)) = refusal(key, account) {
-            self.metrics.auth_failures.inc();
-            return Err(AuthFailure::new(error, Some(key.keyid.clone()), reason));
-        }
+        self.usable(key, account)?;
         let principal = self.principal(key, account, source).ok_or_else(|| {
             AuthFailure::new(
                 AuthError::Invalid,
@@ -475,12 +462,28 @@ impl Authenticator {
 
     /// A fresh cache entry for `keyid` whose stored digest equals `presented`.
     fn cached(&self, keyid: &str, presented: &[u8]) -> Option<Arc<Cached>> {
+        self.fresh(keyid)
+            .filter(|hit| bool::from(hit.key.digest.ct_eq(presented)))
+    }
+
+    /// The cache's entry for `keyid`, if younger than the cache's lifetime.
+    fn fresh(&self, keyid: &str) -> Option<Arc<Cached>> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let hit = cache
+        cache
             .get(keyid)
-            .filter(|c| c.fetched.elapsed() < self.ttl)?;
-        let same: bool = hit.key.digest.ct_eq(presented).into();
-        same.then(|| Arc::clone(hit))
+            .filter(|c| c.fetched.elapsed() < self.ttl)
+            .cloned()
+    }
+
+    /// Refuses (and counts) a known key that may not be used now.
+    fn usable(&self, key: &KeyRecord, account: &Account) -> Result<(), AuthFailure> {
+        match refusal(key, account) {
+            None => Ok(()),
+            Some((error, reason)) => {
+                self.metrics.auth_failures.inc();
+                Err(AuthFailure::new(error, Some(key.keyid.clone()), reason))
+            }
+        }
     }
 
     /// Caches a verified key, or one a listener is bound to by configuration (a hit for a
