@@ -116,6 +116,8 @@ codes! {
     TooManyConcurrentRequests => (429, RATE_LIMIT, Some("too_many_concurrent_requests"), "Too many concurrent requests for this key or account; wait for one to finish."),
     QuotaExceeded => (429, QUOTA, Some("quota_exceeded"), "You exceeded your quota for this period; it resets after the time in Retry-After."),
     Overloaded => (503, SERVER, Some("overloaded"), "The server is overloaded; retry later."),
+    StoreUnavailable => (503, SERVER, Some("store_unavailable"), "The server's database is unavailable; retry after the time in Retry-After."),
+    StorageFull => (503, SERVER, Some("storage_full"), "The server's storage is full; retry later."),
     // Objects.
     ModelNotFound => (404, INVALID, Some("model_not_found"), "The model does not exist."),
     /// A voice name the model does not have (a parameter error, as OpenAI answers it).
@@ -199,6 +201,41 @@ impl Code {
     /// Whether a client must wait before retrying (a 429 or 503).
     pub fn retry_later(self) -> bool {
         matches!(self.spec().status, 429 | 503)
+    }
+}
+
+/// The store cannot be reached or written now (down, unreachable, too slow, its breaker
+/// open, or its disk full). The store layer puts this in its errors' source chain; wherever
+/// such an error surfaces, the answer is a 503 with a wait ([`outage`]), never a 500.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreOutage {
+    #[error("the database is unavailable")]
+    Unavailable(#[source] BoxError),
+    #[error("the disk holding the database is full; free space on it")]
+    DiskFull(#[source] BoxError),
+}
+
+/// The 503 an error answers with if it (or its source chain) is a [`StoreOutage`].
+pub fn outage(err: &(dyn std::error::Error + 'static)) -> Option<Code> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(outage) = e.downcast_ref::<StoreOutage>() {
+            return Some(match outage {
+                StoreOutage::Unavailable(_) => Code::StoreUnavailable,
+                StoreOutage::DiskFull(_) => Code::StorageFull,
+            });
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// How long a client should wait after an outage refusal: the store's breaker probes again
+/// within a second; freeing disk space takes an operator.
+pub fn outage_wait(code: Code) -> Duration {
+    match code {
+        Code::StorageFull => Duration::from_secs(30),
+        _ => Duration::from_secs(1),
     }
 }
 
@@ -317,9 +354,13 @@ impl Error {
         Error::Limited { code, retry_after }
     }
 
-    /// Wraps an unexpected failure.
+    /// Wraps an unexpected failure. A store that cannot be reached or written (found
+    /// anywhere in the error's chain) is not one: it answers 503 with a wait, never a 500.
     pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Error::Internal(Box::new(err))
+        match outage(&err) {
+            Some(code) => Error::limited(code, outage_wait(code)),
+            None => Error::Internal(Box::new(err)),
+        }
     }
 
     /// A refusal of an input-check failure (text pipeline) naming `param`.
@@ -410,7 +451,9 @@ impl From<EngineError> for Error {
             }
             ErrorClass::Timeout => Error::Timeout,
             ErrorClass::Unavailable => {
-                tracing::warn!(error = %err, "engine unavailable");
+                // Logged where it became so (a breaker's transition, a failed model check
+                // at start-up), not once per request.
+                tracing::debug!(error = %err, "engine unavailable");
                 Error::EngineUnavailable
             }
             ErrorClass::Upstream => Error::Upstream(err),
@@ -473,6 +516,8 @@ mod tests {
             ),
             (Code::QuotaExceeded, 429, "quota_exceeded"),
             (Code::Overloaded, 503, "overloaded"),
+            (Code::StoreUnavailable, 503, "store_unavailable"),
+            (Code::StorageFull, 503, "storage_full"),
             (Code::EngineUnavailable, 503, "engine_unavailable"),
             (Code::Timeout, 504, "timeout"),
             (Code::UpstreamError, 502, "upstream_error"),

@@ -145,6 +145,16 @@ pub struct VoicesConfig {
 pub struct DatabaseConfig {
     /// Empty: SQLite at `<data_dir>/voxgate.db`. Or `sqlite://PATH`, or `postgres://…`.
     pub url: SecretString,
+    /// The most one store operation on a request's path may take; beyond it the store
+    /// counts as unavailable (503 `store_unavailable`).
+    pub timeout_ms: u64,
+    /// How long a key verified before the store became unavailable keeps working while it
+    /// is (0: not at all). Revocations need the store, so none is missed meanwhile.
+    pub outage_grace_secs: u64,
+    /// How long a quota reservation lives without renewal (see `limits::quota`).
+    pub hold_lease_secs: u64,
+    /// How often live reservations are renewed and dead holders' reconciled.
+    pub hold_renew_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -111,6 +111,9 @@ pub enum RemoteAudio {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub connect_timeout_ms: u64,
+    /// Longest wait for a speech response's head once the request is sent (a provider
+    /// that accepts and never answers falls back after it).
+    pub first_byte_timeout_ms: u64,
     /// Longest wait for the next bytes of a response (a slow body is cut here).
     pub read_timeout_ms: u64,
     /// Longest a whole request may take, body included.
@@ -128,6 +131,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             connect_timeout_ms: 3_000,
+            first_byte_timeout_ms: 3_000,
             read_timeout_ms: 15_000,
             total_timeout_secs: 120,
             max_response_bytes: 64 * 1024 * 1024,
@@ -138,6 +142,9 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
+    pub fn first_byte_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_byte_timeout_ms)
+    }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }

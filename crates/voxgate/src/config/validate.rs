@@ -52,6 +52,31 @@ impl Config {
         {
             return Err(invalid("auth.pepper", "must be at least 32 bytes"));
         }
+        let d = &self.database;
+        if !(100..=60_000).contains(&d.timeout_ms) {
+            return Err(invalid(
+                "database.timeout_ms",
+                "must be between 100 and 60000",
+            ));
+        }
+        if d.outage_grace_secs > 86_400 {
+            return Err(invalid(
+                "database.outage_grace_secs",
+                "must be at most 86400",
+            ));
+        }
+        if !(1..=3600).contains(&d.hold_renew_secs) {
+            return Err(invalid(
+                "database.hold_renew_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        if d.hold_lease_secs < 2 * d.hold_renew_secs || d.hold_lease_secs > 86_400 {
+            return Err(invalid(
+                "database.hold_lease_secs",
+                "must be at least twice database.hold_renew_secs and at most 86400",
+            ));
+        }
         if !(1..=60_000).contains(&self.auth.cache_ttl_ms) {
             return Err(invalid("auth.cache_ttl_ms", "must be between 1 and 60000"));
         }
@@ -360,7 +385,11 @@ fn check_remote(id: &str, engine: &EngineConfig) -> Result<(), ConfigError> {
             "must name an environment variable (A-Z, 0-9, _) outside the VOXGATE_ namespace",
         ));
     }
-    if http.connect_timeout_ms == 0 || http.read_timeout_ms == 0 || http.total_timeout_secs == 0 {
+    if http.connect_timeout_ms == 0
+        || http.first_byte_timeout_ms == 0
+        || http.read_timeout_ms == 0
+        || http.total_timeout_secs == 0
+    {
         return Err(invalid(key("http"), "timeouts must be positive"));
     }
     if !(1024..=1 << 30).contains(&http.max_response_bytes) {

@@ -7,6 +7,7 @@
 pub mod audit;
 pub(crate) mod cache;
 pub(crate) mod clones;
+pub mod journal;
 pub(crate) mod secrets;
 pub(crate) mod spool;
 pub mod store;

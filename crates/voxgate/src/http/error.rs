@@ -63,8 +63,12 @@ impl ApiError {
         }
     }
 
-    /// Wraps an unexpected failure (logged, never shown).
+    /// Wraps an unexpected failure (logged, never shown); a store outage in its chain
+    /// answers 503 with Retry-After instead (see [`crate::error::outage`]).
     pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        if let Some(code) = crate::error::outage(&err) {
+            return Self::limited(code, crate::error::outage_wait(code));
+        }
         Self {
             source: Some(Box::new(err)),
             ..Self::new(Code::Internal)

@@ -1,5 +1,5 @@
-//! `GET /healthz` (the process is alive) and `GET /readyz` (engines can serve). Neither says
-//! anything about the inside.
+//! `GET /healthz` (the process is alive) and `GET /readyz` (engines can serve and the store
+//! answers). Neither says anything about the inside.
 
 use axum::Json;
 use axum::extract::State;
@@ -34,7 +34,8 @@ pub async fn healthz() -> Json<Status> {
         (status = 503, description = "Not ready", body = Status),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Status>) {
-    if state.catalog.ready() {
+    // Not ready while the store is away: a balancer sends traffic to another instance.
+    if state.catalog.ready() && state.store_guard.ready().await {
         (StatusCode::OK, Json(Status { status: "ready" }))
     } else {
         (

@@ -44,7 +44,7 @@ use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnRequest, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnRequest, DefaultOnResponse, TraceLayer};
 use tracing::{Level, Span};
 
 use crate::error::Code;
@@ -178,7 +178,11 @@ pub fn with_middleware(routes: Router, request_timeout: Duration, metrics: Arc<M
                 TraceLayer::new_for_http()
                     .make_span_with(request_span)
                     .on_request(DefaultOnRequest::new().level(Level::DEBUG))
-                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                    .on_response(DefaultOnResponse::new().level(Level::INFO))
+                    // Every response is logged above with its status; a 5xx's cause once,
+                    // where it is known (`ApiError`). A 503 with Retry-After is a refusal,
+                    // not an error: no ERROR line per request during an outage.
+                    .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(CatchPanicLayer::custom(|_| {

@@ -176,6 +176,7 @@ impl Application {
             "configuration loaded"
         );
         let retention = crate::service::retention::spawn(Arc::clone(&self.state));
+        let holds = self.state.holds.spawn(Arc::clone(&self.state.store));
         let alerts = self.config.alerts.enabled.then(|| {
             crate::observe::alerts::spawn(
                 self.config.alerts.clone(),
@@ -209,6 +210,7 @@ impl Application {
             checkpoints.abort();
         }
         retention.abort();
+        holds.abort();
         if let Some(alerts) = alerts {
             alerts.abort();
         }

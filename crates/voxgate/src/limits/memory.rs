@@ -47,9 +47,49 @@ impl MemoryLimiter {
 
     /// The same decision, synchronously.
     pub fn acquire_now(&self, key: &str, policy: &Policy, cost: u64) -> Decision {
-        let now = u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.acquire_since(key, policy, cost, None)
+    }
+
+    /// Whether `key` has state (its bucket is not full).
+    pub fn holds(&self, key: &str) -> bool {
+        let now = self.micros(Instant::now());
+        self.tats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .is_some_and(|t| *t > now)
+    }
+
+    /// Forgets every key.
+    pub fn clear(&self) {
+        self.tats.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn micros(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// A decision where every bucket was empty at `empty_at` (when given): a key first seen
+    /// after it has only what refilled since, never a fresh burst.
+    pub fn acquire_since(
+        &self,
+        key: &str,
+        policy: &Policy,
+        cost: u64,
+        empty_at: Option<Instant>,
+    ) -> Decision {
+        let now = self.micros(Instant::now());
+        let floor = empty_at.map(|at| {
+            self.micros(at)
+                .saturating_add(u64::try_from(policy.tolerance().as_micros()).unwrap_or(u64::MAX))
+        });
         let mut tats = self.tats.lock().unwrap_or_else(|e| e.into_inner());
-        let (decision, tat) = gcra(tats.get(key).copied(), now, policy, cost);
+        let stored = tats.get(key).copied();
+        let start = match (stored, floor) {
+            (Some(t), Some(f)) => Some(t.max(f)),
+            (t, f) => t.or(f),
+        };
+        let (decision, tat) = gcra(start, now, policy, cost);
         if decision.allowed {
             if tats.len() >= self.capacity && !tats.contains_key(key) {
                 tats.retain(|_, t| *t > now);
@@ -119,6 +159,22 @@ mod tests {
             );
         }
         assert!(limiter.is_empty());
+    }
+
+    /// A bucket empty since a moment refills from then on: no fresh burst for new keys.
+    #[tokio::test(start_paused = true)]
+    async fn buckets_empty_since_a_moment_grant_only_what_refilled() {
+        let limiter = MemoryLimiter::default();
+        let policy = Policy::new(10, Duration::from_secs(10));
+        let since = Instant::now();
+        assert!(!limiter.acquire_since("k", &policy, 1, Some(since)).allowed);
+        tokio::time::advance(Duration::from_millis(3_500)).await;
+        let granted = (0..10)
+            .filter(|_| limiter.acquire_since("k", &policy, 1, Some(since)).allowed)
+            .count();
+        assert_eq!(granted, 3, "one per second refilled, nothing more");
+        assert!(limiter.holds("k"));
+        assert!(!limiter.holds("other"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,14 +2,23 @@
 //! key, reserved atomically in the store before the work, then settled to the actual amount
 //! or refunded on failure. Parallel requests can never overspend: the reservation is one
 //! conditional UPDATE.
+//!
+//! Every reservation has a holder (`quota_holds`: the request's random id, this instance,
+//! a deadline). The [`HoldBook`] renews the deadlines of this instance's live holds every few
+//! seconds, with what each has delivered so far; a hold whose deadline has passed by a
+//! whole lease (its process was killed, or is stuck) is settled by any instance at its last
+//! reported delivery. So a crash never leaves quota stuck, and settling is idempotent.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::RateSubject;
-use crate::data::store::Store;
+use crate::data::journal::{Entry, Journal};
+use crate::data::store::{HoldProgress, HoldTag, QuotaCell, Store, StoreError};
 use crate::identity::auth::Principal;
-use crate::util::now;
+use crate::util::{hex, now, random_bytes};
 
 pub use crate::config::{Metric, QuotaRule};
 
@@ -54,6 +63,166 @@ struct Reservation {
     period: i64,
 }
 
+impl Reservation {
+    fn cell(&self) -> QuotaCell<'_> {
+        QuotaCell {
+            subject: &self.subject,
+            metric: self.metric.as_str(),
+            window_start: self.window_start,
+        }
+    }
+}
+
+/// How long a hold lives without renewal, and how often live holds are renewed (with their
+/// progress) and dead holders' holds reconciled.
+#[derive(Debug, Clone, Copy)]
+pub struct Leases {
+    pub lease: Duration,
+    pub renew_every: Duration,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            renew_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What one request has delivered so far, as its front door reports it (atomics: written
+/// per chunk by the stream, read by the renewal).
+#[derive(Debug, Default)]
+struct Progress {
+    characters: AtomicI64,
+    audio_seconds: AtomicI64,
+    requests: AtomicI64,
+    transcribed_seconds: AtomicI64,
+}
+
+impl Progress {
+    fn get(&self, metric: Metric) -> i64 {
+        let cell = match metric {
+            Metric::Characters => &self.characters,
+            Metric::AudioSeconds => &self.audio_seconds,
+            Metric::Requests => &self.requests,
+            Metric::TranscribedSeconds => &self.transcribed_seconds,
+        };
+        cell.load(Ordering::Relaxed)
+    }
+}
+
+/// A live hold's progress and the metrics it reserved.
+type LiveHold = (Arc<Progress>, Vec<Metric>);
+
+/// This instance's live holds: their ids and progress, renewed together. Holds register
+/// when they reserve and leave when they settle (or drop).
+#[derive(Debug)]
+pub struct HoldBook {
+    /// This process's id in `quota_holds.instance` (random per start).
+    instance: String,
+    leases: Leases,
+    live: Mutex<HashMap<String, LiveHold>>,
+    /// Where settlements wait while the store is unavailable.
+    journal: Arc<Journal>,
+}
+
+impl HoldBook {
+    pub fn new(leases: Leases, journal: Arc<Journal>) -> Arc<Self> {
+        Arc::new(Self {
+            instance: hex(&random_bytes::<8>()),
+            leases,
+            live: Mutex::new(HashMap::new()),
+            journal,
+        })
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn lease_secs(&self) -> i64 {
+        i64::try_from(self.leases.lease.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveHold>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn leave(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// The progress of every live hold, per metric it reserved.
+    fn progress(&self) -> Vec<HoldProgress> {
+        let live = self.lock();
+        let mut out = Vec::with_capacity(live.len());
+        for (id, (progress, metrics)) in live.iter() {
+            for &metric in metrics {
+                out.push(HoldProgress {
+                    id: id.clone(),
+                    metric: metric.as_str(),
+                    delivered: progress.get(metric),
+                });
+            }
+        }
+        out
+    }
+
+    /// One round of upkeep: renews this instance's live holds (recording what they
+    /// delivered so far), then settles the holds of dead holders: those whose deadline
+    /// passed a whole lease ago (so a live holder that could not renew for a moment keeps
+    /// its holds). Returns how many were reconciled.
+    pub async fn upkeep(&self, store: &Arc<dyn Store>) -> Result<usize, StoreError> {
+        // Journaled settlements first: their holds are settled at what was delivered,
+        // before reconciliation could settle them at an older report.
+        if !self.journal.is_empty() {
+            let replayed = self.journal.replay(store.as_ref()).await;
+            if replayed.applied > 0 {
+                tracing::info!(
+                    applied = replayed.applied,
+                    pending = replayed.pending,
+                    "wrote journaled quota settlements"
+                );
+            }
+        }
+        store
+            .renew_holds(self.lease_secs(), &self.progress())
+            .await?;
+        let settled = store.reconcile_holds(self.lease_secs()).await?;
+        for hold in &settled {
+            tracing::warn!(
+                target: "voxgate::security",
+                event = "quota_hold_reconciled",
+                instance = %hold.instance,
+                metric = %hold.metric,
+                reserved = hold.amount,
+                charged = hold.delivered.clamp(0, hold.amount),
+                "settled a quota reservation whose holder stopped renewing it"
+            );
+        }
+        Ok(settled.len())
+    }
+
+    /// Runs [`HoldBook::upkeep`] at once (so a restart settles what a crash left, once
+    /// its lease has run out) and then every `renew_every`, until the process ends.
+    pub fn spawn(self: &Arc<Self>, store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
+        let book = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(book.leases.renew_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(err) = book.upkeep(&store).await {
+                    tracing::warn!(error = %err, "could not renew or reconcile quota holds");
+                }
+            }
+        })
+    }
+}
+
 /// A character budget as OpenAI's `x-ratelimit-*-tokens` headers report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -67,10 +236,34 @@ pub struct Budget {
 #[derive(Debug)]
 pub struct QuotaHold {
     store: Arc<dyn Store>,
+    book: Arc<HoldBook>,
+    /// This request's hold id (random).
+    id: String,
+    progress: Arc<Progress>,
     reservations: Vec<Reservation>,
 }
 
 impl QuotaHold {
+    /// Reports what the request has delivered so far: if this process dies, its holds are
+    /// settled at the last report that reached the store (renewed every few seconds).
+    pub fn report(&self, delivered: Amounts) {
+        let p = &self.progress;
+        p.characters.store(delivered.characters, Ordering::Relaxed);
+        p.audio_seconds
+            .store(delivered.audio_seconds, Ordering::Relaxed);
+        p.requests.store(delivered.requests, Ordering::Relaxed);
+        p.transcribed_seconds
+            .store(delivered.transcribed_seconds, Ordering::Relaxed);
+    }
+
+    fn tag(&self) -> HoldTag<'_> {
+        HoldTag {
+            id: &self.id,
+            instance: &self.book.instance,
+            lease_secs: self.book.lease_secs(),
+        }
+    }
+
     /// How much of `metric` is reserved (the most a request may use of it).
     pub fn reserved(&self, metric: Metric) -> Option<i64> {
         self.reservations
@@ -110,11 +303,7 @@ impl QuotaHold {
 
     /// Reserves `extra` more of `metric` on every quota that counts it (all or none):
     /// `false` when a budget cannot hold it, and then nothing more is reserved.
-    pub async fn extend(
-        &mut self,
-        metric: Metric,
-        extra: i64,
-    ) -> Result<bool, crate::data::store::StoreError> {
+    pub async fn extend(&mut self, metric: Metric, extra: i64) -> Result<bool, StoreError> {
         if extra <= 0 {
             return Ok(true);
         }
@@ -125,13 +314,7 @@ impl QuotaHold {
             }
             let granted = self
                 .store
-                .reserve_quota(
-                    &r.subject,
-                    r.metric.as_str(),
-                    r.window_start,
-                    extra,
-                    r.limit,
-                )
+                .reserve_quota(&self.tag(), &r.cell(), extra, r.limit)
                 .await;
             match granted {
                 Ok(true) => done.push(i),
@@ -139,10 +322,7 @@ impl QuotaHold {
                     // Give back what this call took on the other quotas.
                     for &j in &done {
                         let r = &self.reservations[j];
-                        let _ = self
-                            .store
-                            .settle_quota(&r.subject, r.metric.as_str(), r.window_start, extra, 0)
-                            .await;
+                        let _ = self.store.release_quota(&self.id, &r.cell(), extra).await;
                     }
                     return outcome.map(|_| false);
                 }
@@ -157,43 +337,71 @@ impl QuotaHold {
     /// Records the actual use (never above what was reserved) and releases the rest.
     pub async fn settle(mut self, actual: Amounts) {
         let reservations = std::mem::take(&mut self.reservations);
-        release(&self.store, &reservations, Some(actual)).await;
+        release(
+            &self.store,
+            &self.book,
+            &self.id,
+            &reservations,
+            Some(actual),
+        )
+        .await;
+        self.book.leave(&self.id);
     }
 
     /// Gives everything back (nothing was used).
     pub async fn refund(mut self) {
         let reservations = std::mem::take(&mut self.reservations);
-        release(&self.store, &reservations, None).await;
+        release(&self.store, &self.book, &self.id, &reservations, None).await;
+        self.book.leave(&self.id);
     }
 }
 
 impl Drop for QuotaHold {
     fn drop(&mut self) {
         if self.reservations.is_empty() {
+            self.book.leave(&self.id);
             return;
         }
+        // Still registered until the refund is written: its lease stays renewed meanwhile.
         let store = Arc::clone(&self.store);
+        let book = Arc::clone(&self.book);
+        let id = std::mem::take(&mut self.id);
         let reservations = std::mem::take(&mut self.reservations);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { release(&store, &reservations, None).await });
+            runtime.spawn(async move {
+                release(&store, &book, &id, &reservations, None).await;
+                book.leave(&id);
+            });
         }
     }
 }
 
-async fn release(store: &Arc<dyn Store>, reservations: &[Reservation], actual: Option<Amounts>) {
+/// Settles each reservation; one the store cannot take now is journaled (and replayed by
+/// the upkeep), so what was delivered is always charged.
+async fn release(
+    store: &Arc<dyn Store>,
+    book: &HoldBook,
+    id: &str,
+    reservations: &[Reservation],
+    actual: Option<Amounts>,
+) {
     for r in reservations {
         let used = actual.map_or(0, |a| a.of(r.metric).clamp(0, r.amount));
-        if let Err(e) = store
-            .settle_quota(
-                &r.subject,
-                r.metric.as_str(),
-                r.window_start,
-                r.amount,
-                used,
-            )
-            .await
-        {
-            tracing::error!(error = %e, metric = r.metric.as_str(), "quota settlement failed");
+        match store.settle_quota(id, &r.cell(), used).await {
+            Ok(_) => {}
+            Err(e) if e.is_outage() => {
+                let entry = Entry::Settle {
+                    hold: id.to_owned(),
+                    subject: r.subject.clone(),
+                    metric: r.metric.as_str().to_owned(),
+                    window_start: r.window_start,
+                    actual: used,
+                };
+                book.journal.append(entry).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, metric = r.metric.as_str(), "quota settlement failed");
+            }
         }
     }
 }
@@ -201,14 +409,19 @@ async fn release(store: &Arc<dyn Store>, reservations: &[Reservation], actual: O
 /// Reserves every quota of the principal's tier for a request.
 pub async fn reserve(
     store: &Arc<dyn Store>,
+    book: &Arc<HoldBook>,
     principal: &Principal,
     rules: &[QuotaRule],
     estimate: Amounts,
-) -> Result<Result<QuotaHold, QuotaExceeded>, crate::data::store::StoreError> {
+) -> Result<Result<QuotaHold, QuotaExceeded>, StoreError> {
     let mut hold = QuotaHold {
         store: Arc::clone(store),
+        book: Arc::clone(book),
+        id: hex(&random_bytes::<12>()),
+        progress: Arc::default(),
         reservations: Vec::new(),
     };
+    let mut metrics = Vec::new();
     let t = now();
     for rule in rules {
         let amount = estimate.of(rule.metric);
@@ -222,9 +435,22 @@ pub async fn reserve(
         let period = period_secs(rule);
         let window_start = t - t.rem_euclid(period);
         let limit = i64::try_from(rule.limit).unwrap_or(i64::MAX);
+        if !metrics.contains(&rule.metric) {
+            // Registered before the first row exists: renewal never misses a live hold.
+            metrics.push(rule.metric);
+            book.lock().insert(
+                hold.id.clone(),
+                (Arc::clone(&hold.progress), metrics.clone()),
+            );
+        }
+        let cell = QuotaCell {
+            subject: &subject,
+            metric: rule.metric.as_str(),
+            window_start,
+        };
         // On refusal (or error) `hold` drops and refunds what was already reserved.
         if !store
-            .reserve_quota(&subject, rule.metric.as_str(), window_start, amount, limit)
+            .reserve_quota(&hold.tag(), &cell, amount, limit)
             .await?
         {
             let retry_after =

@@ -29,12 +29,15 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(used / 1000) + 1)
 return {1, math.floor(math.max(tolerance - used, 0) / emission), used, 0}
 "#;
 
-/// GCRA on Redis. The first connection is made lazily (at most one attempt per second), so
-/// a gateway starts even while Redis is away; after that the connection manager reconnects
-/// by itself.
+/// GCRA on Redis. Connections are made lazily (at most one attempt per second), so a
+/// gateway starts even while Redis is away; a decision that fails drops the connection and
+/// the next one connects afresh, so recovery after an outage takes at most about a second
+/// (the connection manager's own reconnection backs off for many seconds).
 pub struct RedisLimiter {
     client: redis::Client,
-    connection: tokio::sync::OnceCell<ConnectionManager>,
+    connection: std::sync::Mutex<Option<ConnectionManager>>,
+    /// One connection attempt at a time.
+    connecting: tokio::sync::Mutex<()>,
     last_failure: std::sync::Mutex<Option<tokio::time::Instant>>,
     script: redis::Script,
     timeout: Duration,
@@ -56,7 +59,8 @@ impl RedisLimiter {
         let client = redis::Client::open(url).map_err(|e| LimiterError(e.to_string()))?;
         Ok(Self {
             client,
-            connection: tokio::sync::OnceCell::new(),
+            connection: std::sync::Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
             last_failure: std::sync::Mutex::new(None),
             script: redis::Script::new(SCRIPT),
             timeout,
@@ -76,38 +80,53 @@ impl RedisLimiter {
         self.connection().await.is_ok()
     }
 
+    fn current(&self) -> Option<ConnectionManager> {
+        self.connection
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Drops the connection after a failed decision: the next decision connects afresh.
+    fn forget(&self) {
+        *self.connection.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     async fn connection(&self) -> Result<ConnectionManager, LimiterError> {
-        if let Some(connection) = self.connection.get() {
-            return Ok(connection.clone());
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        // Concurrent callers wait for the one attempt in progress; after a failed attempt,
+        // callers fail fast for a second instead of queueing behind new connect timeouts.
+        let _one = self.connecting.lock().await;
+        if let Some(connection) = self.current() {
+            return Ok(connection);
+        }
+        if self.failed_recently() {
+            return Err(LimiterError("not connected".into()));
         }
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1);
-        let client = self.client.clone();
-        let timeout = self.timeout * 4;
-        // Concurrent callers wait for the one attempt in progress; after a failed attempt,
-        // callers fail fast for a second instead of queueing behind new connect timeouts.
-        self.connection
-            .get_or_try_init(|| async move {
-                if self.failed_recently() {
-                    return Err(LimiterError("not connected yet".into()));
-                }
-                let connected = tokio::time::timeout(
-                    timeout,
-                    ConnectionManager::new_with_config(client, config),
-                )
-                .await
-                .map_err(|_| LimiterError("connect timed out".into()))
-                .and_then(|c| c.map_err(|e| LimiterError(e.to_string())));
-                if connected.is_err() {
-                    *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(tokio::time::Instant::now());
-                }
-                connected
-            })
-            .await
-            .cloned()
+        let connected = tokio::time::timeout(
+            self.timeout * 4,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        .map_err(|_| LimiterError("connect timed out".into()))
+        .and_then(|c| c.map_err(|e| LimiterError(e.to_string())));
+        match &connected {
+            Ok(connection) => {
+                *self.connection.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(connection.clone());
+            }
+            Err(_) => {
+                *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(tokio::time::Instant::now());
+            }
+        }
+        connected
     }
 
     fn failed_recently(&self) -> bool {
@@ -135,11 +154,12 @@ impl RateLimiter for RedisLimiter {
         let mut connection = self.connection().await?;
         let mut invocation = self.script.key(bucket);
         invocation.arg(emission).arg(tolerance).arg(cost);
-        let reply: (i64, i64, i64, i64) =
+        let reply: Result<(i64, i64, i64, i64), LimiterError> =
             tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
                 .await
-                .map_err(|_| LimiterError("timed out".into()))?
-                .map_err(|e| LimiterError(e.to_string()))?;
+                .map_err(|_| LimiterError("timed out".into()))
+                .and_then(|r| r.map_err(|e| LimiterError(e.to_string())));
+        let reply = reply.inspect_err(|_| self.forget())?;
         let (allowed, remaining, reset_us, retry_us) = reply;
         let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
         Ok(Decision {

@@ -103,7 +103,7 @@ impl Services {
             AuthError::Blocked { retry_after } => {
                 return Error::limited(Code::TooManyFailedAuthentications, retry_after);
             }
-            AuthError::Store(e) => return Error::internal(e),
+            AuthError::Store(e) => return Error::internal(e), // 503 when the store is away
             AuthError::Missing => Code::MissingApiKey,
             AuthError::Invalid => Code::InvalidApiKey,
             AuthError::Expired => Code::ExpiredApiKey,

@@ -52,7 +52,15 @@ impl Services {
         principal: &Principal,
         amounts: Amounts,
     ) -> Result<QuotaHold, Error> {
-        match quota::reserve(&self.store, principal, &principal.tier.quotas, amounts).await {
+        match quota::reserve(
+            &self.store,
+            &self.holds,
+            principal,
+            &principal.tier.quotas,
+            amounts,
+        )
+        .await
+        {
             Ok(Ok(hold)) => Ok(hold),
             Ok(Err(exceeded)) => Err(self.quota_refused(exceeded.retry_after)),
             Err(e) => Err(Error::internal(e)),

@@ -32,14 +32,16 @@ use crate::config::{self, Config, LimitsConfig, TierConfig, ZeroWidthPolicy};
 use crate::data::audit::{Actor, Audit, AuditEvent};
 use crate::data::cache::SpeechCache;
 use crate::data::clones::VoiceClones;
+use crate::data::journal::Journal;
 use crate::data::spool::{UploadDir, WorkDir};
-use crate::data::store::{self, Store};
+use crate::data::store::{self, GuardedStore, Store};
 use crate::data::vault::Vault;
 use crate::data::voices::VoiceLibrary;
 use crate::engines::Catalog;
 use crate::error::Error;
 use crate::identity::accounts::Accounts;
 use crate::identity::auth::{self, Authenticator, Pepper, Principal};
+use crate::limits::quota::{HoldBook, Leases};
 use crate::limits::{Concurrency, FallbackLimiter, Gate, MemoryLimiter, RateLimiter, RedisLimiter};
 use crate::observe::Metrics;
 
@@ -49,7 +51,10 @@ pub struct Services {
     pub config: Arc<Config>,
     /// This application's counters and gauges (never shared with another application).
     pub metrics: Arc<Metrics>,
+    /// The store, behind its breaker and time bounds (`store_guard`, the same object, says
+    /// whether it answers).
     pub store: Arc<dyn Store>,
+    pub store_guard: Arc<GuardedStore>,
     pub audit: Audit,
     /// Per-account data keys (sealing, and shredding at erasure).
     pub vault: Arc<Vault>,
@@ -66,6 +71,8 @@ pub struct Services {
     pub accounts: Accounts,
     pub gate: Arc<Gate>,
     pub concurrency: Arc<Concurrency>,
+    /// This instance's live quota reservations (renewed, so a crash never strands one).
+    pub holds: Arc<HoldBook>,
     /// Where uploads are spooled (inside this process's own work directory).
     pub uploads: UploadDir,
     /// `text.blocked_words`, for tiers with `block_profanity`.
@@ -89,15 +96,26 @@ impl Services {
         let catalog = Arc::new(Catalog::build(&config, work_dir.path(), &metrics)?);
         let encoders = encoder_pool(&config);
         let (store, pepper) = open_store(&config).await?;
-        let audit = Audit::new(Arc::clone(&store));
-        let auth = Arc::new(Authenticator::new(
-            Arc::clone(&store),
-            audit.clone(),
-            Arc::clone(&pepper),
-            &config.auth,
-            &config.tiers,
+        let store_guard = Arc::new(GuardedStore::new(
+            store,
+            std::time::Duration::from_millis(config.database.timeout_ms),
             Arc::clone(&metrics),
         ));
+        let store: Arc<dyn Store> = Arc::clone(&store_guard) as Arc<dyn Store>;
+        let audit = Audit::new(Arc::clone(&store));
+        let auth = Arc::new(
+            Authenticator::new(
+                Arc::clone(&store),
+                audit.clone(),
+                Arc::clone(&pepper),
+                &config.auth,
+                &config.tiers,
+                Arc::clone(&metrics),
+            )
+            .with_outage_grace(std::time::Duration::from_secs(
+                config.database.outage_grace_secs,
+            )),
+        );
         auth.spawn_usage_writer();
         let gate = Arc::new(Gate::new(
             limiter(&config.limits, &metrics).await?,
@@ -105,6 +123,13 @@ impl Services {
             Arc::clone(&metrics),
         ));
         let concurrency = Arc::new(concurrency(&config));
+        let holds = HoldBook::new(
+            Leases {
+                lease: std::time::Duration::from_secs(config.database.hold_lease_secs),
+                renew_every: std::time::Duration::from_secs(config.database.hold_renew_secs),
+            },
+            Journal::new(&config.data_dir),
+        );
         let master = crate::data::secrets::load_or_create(
             config.storage.master_key.as_ref(),
             &config.storage.master_key_file,
@@ -144,6 +169,7 @@ impl Services {
             config: Arc::new(config),
             metrics,
             store,
+            store_guard,
             audit,
             vault,
             cache,
@@ -155,6 +181,7 @@ impl Services {
             accounts,
             gate,
             concurrency,
+            holds,
             uploads: work_dir.uploads(),
             blocked_words,
             work_dir,

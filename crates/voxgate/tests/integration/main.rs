@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod decode;
 mod errors;
+mod faults;
 mod helpers;
 mod input;
 mod limits;

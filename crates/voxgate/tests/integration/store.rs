@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use voxgate::data::store::{
-    Account, AuditRecord, KeyRecord, PostgresStore, SqliteStore, Store, StoreError, now,
+    Account, AuditRecord, HoldProgress, HoldTag, KeyRecord, PostgresStore, QuotaCell, SqliteStore,
+    Store, StoreError, now,
 };
 
 /// The PostgreSQL server the suite uses; `TEST_POSTGRES_URL` overrides it.
@@ -276,23 +277,34 @@ async fn story(store: Arc<dyn Store>) {
         .expect("found");
     assert!(!owner.active);
 
-    // Quotas: reservations never overspend; settling records actual use; refunds free it.
+    // Quotas: reservations never overspend; settling records actual use; refunds free it;
+    // each reservation has a holder and is settled exactly once.
+    let cell = |window_start| QuotaCell {
+        subject: "acct_a",
+        metric: "characters",
+        window_start,
+    };
+    let tag = |id| HoldTag {
+        id,
+        instance: "i1",
+        lease_secs: 60,
+    };
     assert!(
         store
-            .reserve_quota("acct_a", "characters", 0, 60, 100)
+            .reserve_quota(&tag("h1"), &cell(0), 60, 100)
             .await
             .expect("reserve")
     );
     assert!(
         !store
-            .reserve_quota("acct_a", "characters", 0, 41, 100)
+            .reserve_quota(&tag("h2"), &cell(0), 41, 100)
             .await
             .expect("reserve"),
         "60 + 41 > 100"
     );
     assert!(
         store
-            .reserve_quota("acct_a", "characters", 0, 40, 100)
+            .reserve_quota(&tag("h2"), &cell(0), 40, 100)
             .await
             .expect("reserve")
     );
@@ -303,27 +315,116 @@ async fn story(store: Arc<dyn Store>) {
             .expect("usage"),
         (0, 100)
     );
+    let holds = store.quota_holds().await.expect("holds");
+    assert_eq!(
+        holds
+            .iter()
+            .map(|h| (h.id.as_str(), h.amount))
+            .collect::<Vec<_>>(),
+        [("h1", 60), ("h2", 40)],
+        "the refused reservation left no holder"
+    );
+    assert!(
+        store
+            .settle_quota("h1", &cell(0), 55)
+            .await
+            .expect("settle")
+    );
+    assert!(
+        !store
+            .settle_quota("h1", &cell(0), 55)
+            .await
+            .expect("settle"),
+        "a second settlement of the same hold changes nothing"
+    );
     store
-        .settle_quota("acct_a", "characters", 0, 60, 55)
+        .release_quota("h2", &cell(0), 15)
         .await
-        .expect("settle");
-    store
-        .settle_quota("acct_a", "characters", 0, 40, 0)
-        .await
-        .expect("refund");
+        .expect("release");
+    assert!(
+        store
+            .settle_quota("h2", &cell(0), 900)
+            .await
+            .expect("settle")
+    );
     assert_eq!(
         store
             .quota_usage("acct_a", "characters", 0)
             .await
             .expect("usage"),
-        (55, 0)
+        (55 + 25, 0),
+        "never charged more than was still reserved"
     );
+    assert!(store.quota_holds().await.expect("holds").is_empty());
     assert!(
         store
-            .reserve_quota("acct_a", "characters", 86_400, 100, 100)
+            .reserve_quota(&tag("h3"), &cell(86_400), 100, 100)
             .await
             .expect("reserve"),
         "a new window"
+    );
+    // A holder that renews keeps its hold; one whose deadline passed (a lease of -5 s: it
+    // expired 5 s ago) is settled at what it last reported, by anyone, once.
+    store
+        .renew_holds(
+            60,
+            &[HoldProgress {
+                id: "h3".into(),
+                metric: "characters",
+                delivered: 30,
+            }],
+        )
+        .await
+        .expect("renew");
+    assert!(
+        store
+            .reconcile_holds(0)
+            .await
+            .expect("reconcile")
+            .is_empty()
+    );
+    store
+        .renew_holds(
+            -5,
+            &[HoldProgress {
+                id: "h3".into(),
+                metric: "characters",
+                delivered: 40,
+            }],
+        )
+        .await
+        .expect("renew");
+    assert!(
+        store
+            .reconcile_holds(60)
+            .await
+            .expect("reconcile")
+            .is_empty(),
+        "within the grace period"
+    );
+    let settled = store.reconcile_holds(0).await.expect("reconcile");
+    assert_eq!(settled.len(), 1);
+    assert_eq!((settled[0].amount, settled[0].delivered), (100, 40));
+    assert_eq!(
+        store
+            .quota_usage("acct_a", "characters", 86_400)
+            .await
+            .expect("usage"),
+        (40, 0)
+    );
+    assert!(
+        store
+            .reconcile_holds(0)
+            .await
+            .expect("reconcile")
+            .is_empty()
+    );
+    assert!(
+        !store
+            .settle_quota("h3", &cell(86_400), 100)
+            .await
+            .expect("settle"),
+        "the holder's late settlement finds its hold reconciled"
     );
 
     // Audit events take dense log positions and come back newest first.
@@ -631,8 +732,19 @@ async fn parallel_reservations(store: Arc<dyn Store>) {
         let store = Arc::clone(&store);
         let subject = subject.clone();
         tokio::spawn(async move {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let tag = HoldTag {
+                id: &id,
+                instance: "i1",
+                lease_secs: 60,
+            };
+            let cell = QuotaCell {
+                subject: &subject,
+                metric: "characters",
+                window_start: 0,
+            };
             store
-                .reserve_quota(&subject, "characters", 0, 10, 95)
+                .reserve_quota(&tag, &cell, 10, 95)
                 .await
                 .expect("reserve")
         })

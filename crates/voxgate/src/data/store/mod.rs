@@ -2,13 +2,17 @@
 //! with two real implementations: SQLite (embedded default, a file under the data dir) and
 //! PostgreSQL (selected by a `postgres://` URL). Only this module contains SQL.
 
+mod guard;
 mod sql;
+
+pub use crate::error::StoreOutage;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use guard::GuardedStore;
 pub use sql::{PostgresStore, SqliteStore};
 
 /// An account: the owner of keys, quotas and stored artifacts.
@@ -131,6 +135,44 @@ pub enum CloneClaim {
     Busy,
 }
 
+/// One quota's counter: a subject's metric in one window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaCell<'a> {
+    pub subject: &'a str,
+    pub metric: &'a str,
+    pub window_start: i64,
+}
+
+/// Who holds a reservation: one request (`id`, random) on one instance, until `lease_secs`
+/// from now unless renewed.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldTag<'a> {
+    pub id: &'a str,
+    pub instance: &'a str,
+    pub lease_secs: i64,
+}
+
+/// What a live hold has delivered so far of one metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldProgress {
+    pub id: String,
+    pub metric: &'static str,
+    pub delivered: i64,
+}
+
+/// One hold as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRecord {
+    pub id: String,
+    pub subject: String,
+    pub metric: String,
+    pub window_start: i64,
+    pub amount: i64,
+    pub delivered: i64,
+    pub instance: String,
+    pub deadline: i64,
+}
+
 /// Which audit events [`Store::audit_page`] returns.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -151,11 +193,81 @@ pub struct AuditFilter {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
+    /// The database cannot be reached now (down, restarting, unreachable, too slow, its
+    /// breaker open) or its disk is full: a request may be retried later, nothing is wrong
+    /// with it.
+    #[error("{0}")]
+    Outage(#[source] StoreOutage),
     #[error("unsupported database URL (use sqlite://PATH or postgres://…)")]
     UnsupportedUrl,
     #[error("a record with this id already exists")]
     Conflict,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match classify(&err) {
+            Failure::Unavailable => StoreError::Outage(StoreOutage::Unavailable(Box::new(err))),
+            Failure::DiskFull => StoreError::Outage(StoreOutage::DiskFull(Box::new(err))),
+            Failure::Other => StoreError::Database(err),
+        }
+    }
+}
+
+impl StoreError {
+    /// The store could not be reached or written at all (as opposed to a failed statement):
+    /// this counts against the store's breaker, and the client is told to retry later.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, StoreError::Outage(_))
+    }
+
+    /// The store cannot be reached now, for `why`.
+    pub fn unavailable(why: impl Into<crate::error::BoxError>) -> Self {
+        StoreError::Outage(StoreOutage::Unavailable(why.into()))
+    }
+}
+
+enum Failure {
+    Unavailable,
+    DiskFull,
+    Other,
+}
+
+/// Sorts a database error: the server or file cannot be reached or is shutting down, the
+/// disk is full, or anything else (a bug, a constraint).
+fn classify(err: &sqlx::Error) -> Failure {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => Failure::Unavailable,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            if db.message().contains("No space left on device") {
+                return Failure::DiskFull;
+            }
+            // SQLite reports (extended) result codes as numbers; PostgreSQL SQLSTATEs.
+            if let Ok(n) = code.parse::<i32>() {
+                return match n & 0xff {
+                    13 => Failure::DiskFull,                 // SQLITE_FULL
+                    5 | 6 | 10 | 14 => Failure::Unavailable, // BUSY, LOCKED, IOERR, CANTOPEN
+                    _ => Failure::Other,
+                };
+            }
+            match code {
+                "53100" => Failure::DiskFull,
+                c if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
+                    Failure::Unavailable
+                }
+                _ => Failure::Other,
+            }
+        }
+        _ => Failure::Other,
+    }
 }
 
 /// Domain operations; no generic CRUD.
@@ -202,25 +314,45 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StoreError>;
 
     /// Atomically reserves `amount` of `metric` for `subject` in the window starting at
-    /// `window_start`, unless used + reserved + amount would exceed `limit`. `true` when
-    /// reserved. Parallel reservations can never overspend.
+    /// `window_start`, unless used + reserved + amount would exceed `limit`, and records
+    /// `hold` as its holder (adding to the hold's row when it already reserved there).
+    /// `true` when reserved. Parallel reservations can never overspend.
     async fn reserve_quota(
         &self,
-        subject: &str,
-        metric: &str,
-        window_start: i64,
+        hold: &HoldTag<'_>,
+        quota: &QuotaCell<'_>,
         amount: i64,
         limit: i64,
     ) -> Result<bool, StoreError>;
-    /// Turns a reservation into usage: releases `reserved`, records `actual` (0 refunds).
+    /// Gives back `amount` of what `hold_id` reserved in this window (the rest stays held).
+    async fn release_quota(
+        &self,
+        hold_id: &str,
+        quota: &QuotaCell<'_>,
+        amount: i64,
+    ) -> Result<(), StoreError>;
+    /// Ends `hold_id`'s reservation in this window: records `actual` as used (never more
+    /// than was reserved; 0 refunds) and releases the rest. `false` when the hold was
+    /// already settled (by its holder or, after its deadline, by reconciliation): nothing
+    /// changes then, so a settlement may be written twice (replayed) without harm.
     async fn settle_quota(
         &self,
-        subject: &str,
-        metric: &str,
-        window_start: i64,
-        reserved: i64,
+        hold_id: &str,
+        quota: &QuotaCell<'_>,
         actual: i64,
+    ) -> Result<bool, StoreError>;
+    /// Moves the deadline of every hold in `progress` to `lease_secs` from now (the
+    /// database's clock) and records what each has delivered so far.
+    async fn renew_holds(
+        &self,
+        lease_secs: i64,
+        progress: &[HoldProgress],
     ) -> Result<(), StoreError>;
+    /// Settles every hold whose deadline passed more than `grace_secs` ago at what it last
+    /// reported as delivered (a dead holder's); returns them.
+    async fn reconcile_holds(&self, grace_secs: i64) -> Result<Vec<HoldRecord>, StoreError>;
+    /// Every hold, for checks and reports.
+    async fn quota_holds(&self) -> Result<Vec<HoldRecord>, StoreError>;
     /// (used, reserved) in a window.
     async fn quota_usage(
         &self,

@@ -13,8 +13,8 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row as _};
 
 use super::{
-    Account, AuditFilter, AuditRecord, CloneClaim, CloneRecord, KeyRecord, Store, StoreError,
-    VoiceRecord,
+    Account, AuditFilter, AuditRecord, CloneClaim, CloneRecord, HoldProgress, HoldRecord, HoldTag,
+    KeyRecord, QuotaCell, Store, StoreError, VoiceRecord,
 };
 
 /// Embedded migrations, in order: (version, SQL).
@@ -47,6 +47,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../../migrations/sqlite/0007_voice_clones.sql"),
     ),
+    (
+        8,
+        include_str!("../../../migrations/sqlite/0008_quota_holds.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
@@ -77,7 +81,15 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../../migrations/postgres/0007_voice_clones.sql"),
     ),
+    (
+        8,
+        include_str!("../../../migrations/postgres/0008_quota_holds.sql"),
+    ),
 ];
+
+/// How long a request waits for a connection: sub-second, so an unreachable database
+/// answers 503 quickly instead of stalling requests (sqlx's default is 30 s).
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(750);
 
 /// The embedded default: one SQLite file in WAL mode.
 #[derive(Debug, Clone)]
@@ -103,6 +115,7 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         restrict_permissions(path);
@@ -128,6 +141,7 @@ impl PostgresStore {
         let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         Ok(Self { pool })
@@ -149,6 +163,8 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+const HOLD_COLUMNS: &str =
+    "id, subject, metric, window_start, amount, delivered, instance, deadline";
 const ACCOUNT_COLUMNS: &str = "id, name, contact, tier, active, created_at, updated_at";
 const KEY_COLUMNS: &str = "k.keyid, k.account_id, k.name, k.digest_version, k.digest, k.tier, k.scopes, \
     k.created_at, k.expires_at, k.revoked_at, k.grace_until, k.replaced_by, k.request_count, \
@@ -168,6 +184,34 @@ macro_rules! impl_store {
                     created_at: row.try_get(col("created_at").as_str())?,
                     updated_at: row.try_get(col("updated_at").as_str())?,
                 })
+            }
+
+            fn hold_from(r: &<$db as sqlx::Database>::Row) -> Result<HoldRecord, sqlx::Error> {
+                Ok(HoldRecord {
+                    id: r.try_get("id")?,
+                    subject: r.try_get("subject")?,
+                    metric: r.try_get("metric")?,
+                    window_start: r.try_get("window_start")?,
+                    amount: r.try_get("amount")?,
+                    delivered: r.try_get("delivered")?,
+                    instance: r.try_get("instance")?,
+                    deadline: r.try_get("deadline")?,
+                })
+            }
+
+            /// Moves `amount` out of a quota's `reserved`, `used` of it into `used`.
+            async fn unreserve(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                quota: &QuotaCell<'_>,
+                amount: i64,
+                used: i64,
+            ) -> Result<(), sqlx::Error> {
+                let sql = $sql(
+                    "UPDATE quota_usage SET reserved = reserved - $1, used = used + $2 \
+                     WHERE subject = $3 AND metric = $4 AND window_start = $5",
+                );
+                sqlx::query(sql).bind(amount).bind(used).bind(quota.subject).bind(quota.metric).bind(quota.window_start).execute(&mut **tx).await?;
+                Ok(())
             }
 
             fn audit_from(r: &<$db as sqlx::Database>::Row) -> Result<AuditRecord, sqlx::Error> {
@@ -650,10 +694,10 @@ macro_rules! impl_store {
                 Ok(rows)
             }
 
-            async fn reserve_quota(&self, subject: &str, metric: &str, window_start: i64, amount: i64, limit: i64) -> Result<bool, StoreError> {
+            async fn reserve_quota(&self, hold: &HoldTag<'_>, quota: &QuotaCell<'_>, amount: i64, limit: i64) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let insert = $sql("INSERT INTO quota_usage (subject, metric, window_start, used, reserved) VALUES ($1, $2, $3, 0, 0) ON CONFLICT DO NOTHING");
-                sqlx::query(insert).bind(subject).bind(metric).bind(window_start).execute(&mut *tx).await?;
+                sqlx::query(insert).bind(quota.subject).bind(quota.metric).bind(quota.window_start).execute(&mut *tx).await?;
                 // One conditional UPDATE: the check and the reservation cannot be separated.
                 let reserve = $sql(
                     "UPDATE quota_usage SET reserved = reserved + $1 \
@@ -661,23 +705,112 @@ macro_rules! impl_store {
                 );
                 let done = sqlx::query(reserve)
                     .bind(amount)
-                    .bind(subject)
-                    .bind(metric)
-                    .bind(window_start)
+                    .bind(quota.subject)
+                    .bind(quota.metric)
+                    .bind(quota.window_start)
                     .bind(limit)
                     .execute(&mut *tx)
                     .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                // The holder, in the same transaction: no reservation without one.
+                let held = $sql(&format!(
+                    "INSERT INTO quota_holds (id, subject, metric, window_start, amount, delivered, instance, deadline) \
+                     VALUES ($1, $2, $3, $4, $5, 0, $6, {} + $7) \
+                     ON CONFLICT (id, subject, metric, window_start) DO UPDATE SET amount = quota_holds.amount + excluded.amount",
+                    $now
+                ));
+                sqlx::query(held)
+                    .bind(hold.id)
+                    .bind(quota.subject)
+                    .bind(quota.metric)
+                    .bind(quota.window_start)
+                    .bind(amount)
+                    .bind(hold.instance)
+                    .bind(hold.lease_secs)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
-                Ok(done.rows_affected() == 1)
+                Ok(true)
             }
 
-            async fn settle_quota(&self, subject: &str, metric: &str, window_start: i64, reserved: i64, actual: i64) -> Result<(), StoreError> {
-                let sql = $sql(
-                    "UPDATE quota_usage SET reserved = reserved - $1, used = used + $2 \
-                     WHERE subject = $3 AND metric = $4 AND window_start = $5",
+            async fn release_quota(&self, hold_id: &str, quota: &QuotaCell<'_>, amount: i64) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let held = $sql(
+                    "UPDATE quota_holds SET amount = amount - $1 \
+                     WHERE id = $2 AND subject = $3 AND metric = $4 AND window_start = $5 AND amount >= $1",
                 );
-                sqlx::query(sql).bind(reserved).bind(actual).bind(subject).bind(metric).bind(window_start).execute(&self.pool).await?;
+                let done = sqlx::query(held).bind(amount).bind(hold_id).bind(quota.subject).bind(quota.metric).bind(quota.window_start).execute(&mut *tx).await?;
+                if done.rows_affected() == 1 {
+                    Self::unreserve(&mut tx, quota, amount, 0).await?;
+                }
+                tx.commit().await?;
                 Ok(())
+            }
+
+            async fn settle_quota(&self, hold_id: &str, quota: &QuotaCell<'_>, actual: i64) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let take = $sql(
+                    "DELETE FROM quota_holds WHERE id = $1 AND subject = $2 AND metric = $3 AND window_start = $4 RETURNING amount",
+                );
+                let amount: Option<i64> = sqlx::query_scalar(take).bind(hold_id).bind(quota.subject).bind(quota.metric).bind(quota.window_start).fetch_optional(&mut *tx).await?;
+                let Some(amount) = amount else {
+                    return Ok(false);
+                };
+                Self::unreserve(&mut tx, quota, amount, actual.clamp(0, amount)).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn renew_holds(&self, lease_secs: i64, progress: &[HoldProgress]) -> Result<(), StoreError> {
+                if progress.is_empty() {
+                    return Ok(());
+                }
+                let renew = format!(
+                    "UPDATE quota_holds SET deadline = {} + $1, delivered = $2 WHERE id = $3 AND metric = $4",
+                    $now
+                );
+                let mut tx = self.pool.begin().await?;
+                for p in progress {
+                    sqlx::query($sql(&renew)).bind(lease_secs).bind(p.delivered).bind(&p.id).bind(p.metric).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn reconcile_holds(&self, grace_secs: i64) -> Result<Vec<HoldRecord>, StoreError> {
+                let expired = $sql(&format!(
+                    "SELECT {HOLD_COLUMNS} FROM quota_holds WHERE deadline < {} - $1 ORDER BY deadline LIMIT 500",
+                    $now
+                ));
+                let rows = sqlx::query(expired).bind(grace_secs).fetch_all(&self.pool).await?;
+                let candidates = rows.iter().map(Self::hold_from).collect::<Result<Vec<_>, _>>()?;
+                // Each taken by a conditional DELETE: of two instances reconciling at once,
+                // or a holder settling late, exactly one moves the amount.
+                let take = format!(
+                    "DELETE FROM quota_holds WHERE id = $1 AND subject = $2 AND metric = $3 AND window_start = $4 \
+                     AND deadline < {} - $5 RETURNING {HOLD_COLUMNS}",
+                    $now
+                );
+                let mut settled = Vec::new();
+                for c in candidates {
+                    let mut tx = self.pool.begin().await?;
+                    let row = sqlx::query($sql(&take)).bind(&c.id).bind(&c.subject).bind(&c.metric).bind(c.window_start).bind(grace_secs).fetch_optional(&mut *tx).await?;
+                    let Some(row) = row else { continue };
+                    let hold = Self::hold_from(&row)?;
+                    let quota = QuotaCell { subject: &hold.subject, metric: &hold.metric, window_start: hold.window_start };
+                    Self::unreserve(&mut tx, &quota, hold.amount, hold.delivered.clamp(0, hold.amount)).await?;
+                    tx.commit().await?;
+                    settled.push(hold);
+                }
+                Ok(settled)
+            }
+
+            async fn quota_holds(&self) -> Result<Vec<HoldRecord>, StoreError> {
+                let sql = $sql(&format!("SELECT {HOLD_COLUMNS} FROM quota_holds ORDER BY id, subject, metric"));
+                let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+                Ok(rows.iter().map(Self::hold_from).collect::<Result<_, _>>()?)
             }
 
             async fn quota_usage(&self, subject: &str, metric: &str, window_start: i64) -> Result<(i64, i64), StoreError> {

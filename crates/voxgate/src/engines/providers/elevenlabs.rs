@@ -28,6 +28,7 @@ pub struct ElevenLabs {
     sample_rate: u32,
     cloning: bool,
     max_bytes: u64,
+    first_byte: std::time::Duration,
 }
 
 impl ElevenLabs {
@@ -46,6 +47,7 @@ impl ElevenLabs {
             sample_rate,
             cloning: config.cloning,
             max_bytes: config.http.max_response_bytes,
+            first_byte: config.http.first_byte_timeout(),
         })
     }
 }
@@ -86,6 +88,7 @@ struct Call {
     base: Url,
     key: Option<SecretString>,
     max_bytes: u64,
+    first_byte: std::time::Duration,
 }
 
 impl Call {
@@ -176,6 +179,7 @@ impl ElevenLabs {
             base: self.base.clone(),
             key: self.key.clone(),
             max_bytes: self.max_bytes,
+            first_byte: self.first_byte,
         }
     }
 }
@@ -255,13 +259,11 @@ impl Synthesizer for ElevenLabs {
         let answer = async move {
             let mut url = endpoint(&call.base, &["v1", "text-to-speech", &voice, "stream"]);
             url.query_pairs_mut().append_pair("output_format", &format);
-            let response = call
+            let request = call
                 .post(url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body)
-                .send()
-                .await
-                .map_err(super::transport)?;
+                .body(body);
+            let response = super::send_within(request, call.first_byte).await?;
             // A clone ElevenLabs no longer knows (deleted there): the gateway forgets its
             // record and makes a new one.
             if cloned && response.status() == reqwest::StatusCode::NOT_FOUND {

@@ -151,6 +151,20 @@ pub fn upstream(message: impl Into<String>) -> EngineError {
     EngineError::Upstream(message.into().into())
 }
 
+/// Sends a speech request and waits at most `first_byte` for the response's head: a
+/// provider that accepts the connection and never answers is a timeout then (so the chain
+/// falls back within seconds), not after the read timeout. The body is read under the
+/// read timeout as before.
+pub async fn send_within(
+    call: reqwest::RequestBuilder,
+    first_byte: std::time::Duration,
+) -> Result<reqwest::Response, EngineError> {
+    match tokio::time::timeout(first_byte, call.send()).await {
+        Ok(sent) => sent.map_err(transport),
+        Err(_) => Err(EngineError::Timeout),
+    }
+}
+
 /// Maps a transport error: timeouts are [`EngineError::Timeout`], the rest upstream failures.
 /// The URL is stripped first: a provider's path or query may carry the request's text
 /// (Pollinations puts it in the path), and the error ends up in the log.

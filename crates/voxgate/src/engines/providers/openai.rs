@@ -27,6 +27,7 @@ pub struct OpenAiSpeech {
     audio: RemoteAudio,
     sample_rate: u32,
     max_bytes: u64,
+    first_byte: std::time::Duration,
 }
 
 impl OpenAiSpeech {
@@ -42,6 +43,7 @@ impl OpenAiSpeech {
             audio: config.audio,
             sample_rate: config.sample_rate,
             max_bytes: config.http.max_response_bytes,
+            first_byte: config.http.first_byte_timeout(),
         })
     }
 }
@@ -86,15 +88,16 @@ impl Synthesizer for OpenAiSpeech {
         if let Some(key) = &self.key {
             call = call.bearer_auth(key.expose_secret());
         }
-        let (id, audio, rate, max) = (
+        let (id, audio, rate, max, first_byte) = (
             self.id.clone(),
             self.audio,
             self.sample_rate,
             self.max_bytes,
+            self.first_byte,
         );
         // Nothing is sent until the stream is polled.
         let answer = async move {
-            let response = call.send().await.map_err(super::transport)?;
+            let response = super::send_within(call, first_byte).await?;
             let response = check_status(&id, response).await?;
             match audio {
                 RemoteAudio::Pcm => {

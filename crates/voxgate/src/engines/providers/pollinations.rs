@@ -20,6 +20,7 @@ pub struct Pollinations {
     voices: Vec<VoiceInfo>,
     max_chars: usize,
     max_bytes: u64,
+    first_byte: std::time::Duration,
 }
 
 impl Pollinations {
@@ -33,6 +34,7 @@ impl Pollinations {
             voices: super::remote_voices(config.voices.values()),
             max_chars: config.max_chars,
             max_bytes: config.http.max_response_bytes,
+            first_byte: config.http.first_byte_timeout(),
         })
     }
 }
@@ -67,9 +69,9 @@ impl Synthesizer for Pollinations {
         if let Some(key) = &self.key {
             call = call.bearer_auth(key.expose_secret());
         }
-        let (id, max) = (self.id.clone(), self.max_bytes);
+        let (id, max, first_byte) = (self.id.clone(), self.max_bytes, self.first_byte);
         let answer = async move {
-            let response = call.send().await.map_err(super::transport)?;
+            let response = super::send_within(call, first_byte).await?;
             let response = check_status(&id, response).await?;
             check_content_type(&id, &response, &["audio/mpeg", "audio/mp3"])?;
             let bytes = read_capped(&id, response, max).await?;

@@ -112,6 +112,8 @@ pub struct Authenticator {
     tiers: BTreeMap<String, Arc<TierConfig>>,
     cache: Mutex<HashMap<String, Arc<Cached>>>,
     ttl: Duration,
+    /// How long a verified key keeps working while the store is unavailable.
+    outage_grace: Duration,
     guard: FailureGuard,
     ip_tracking: IpTracking,
     /// Compared against when the key id is unknown, so both paths do the same work.
@@ -155,6 +157,7 @@ impl Authenticator {
                 .collect(),
             cache: Mutex::new(HashMap::new()),
             ttl: Duration::from_millis(config.cache_ttl_ms),
+            outage_grace: Duration::ZERO,
             guard: FailureGuard::new(
                 config.failure_threshold,
                 Duration::from_secs(config.failure_window_secs),
@@ -184,6 +187,12 @@ impl Authenticator {
         });
     }
 
+    /// Lets keys verified before a store outage keep working for `grace` while it lasts.
+    pub fn with_outage_grace(mut self, grace: Duration) -> Self {
+        self.outage_grace = grace;
+        self
+    }
+
     /// Writes one summary record per failure window that closed with repeats.
     pub async fn flush_failures(&self) {
         for summary in self.failures.close_expired() {
@@ -208,12 +217,23 @@ impl Authenticator {
                 .into_iter()
                 .collect();
         for (keyid, Usage { count, at, ip }) in pending {
-            if let Err(e) = self
+            match self
                 .store
                 .record_key_use(&keyid, count, at, ip.as_deref())
                 .await
             {
-                tracing::warn!(error = %e, keyid, "key usage not recorded");
+                Ok(()) => {}
+                // Kept for the next write: the counts add up, one entry per key.
+                Err(e) if e.is_outage() => {
+                    let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+                    let entry = usage.entry(keyid).or_default();
+                    entry.count += count;
+                    if entry.at < at {
+                        entry.at = at;
+                        entry.ip = ip;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, keyid, "key usage not recorded"),
             }
         }
     }
@@ -277,11 +297,12 @@ impl Authenticator {
         let cached = match self.cached(&parsed.keyid, &presented) {
             Some(hit) => hit,
             None => {
-                let found = self
-                    .store
-                    .key_with_account(&parsed.keyid)
-                    .await
-                    .map_err(|e| AuthFailure::new(AuthError::Store(e), None, "store"))?;
+                let found = match self.store.key_with_account(&parsed.keyid).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        return self.during_outage(&parsed.keyid, Some(&presented), e, source);
+                    }
+                };
                 let expected = found
                     .as_ref()
                     .map_or(self.dummy_digest.as_slice(), |(k, _)| k.digest.as_slice());
@@ -331,11 +352,16 @@ impl Authenticator {
         let cached = match self.fresh(keyid) {
             Some(hit) => hit,
             None => {
-                let found = self
-                    .store
-                    .key_with_account(keyid)
-                    .await
-                    .map_err(|e| AuthFailure::new(AuthError::Store(e), None, "store"))?;
+                let found = match self.store.key_with_account(keyid).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        let principal = self.during_outage(keyid, None, e, source)?;
+                        if track {
+                            self.track_use(keyid, source);
+                        }
+                        return Ok(principal);
+                    }
+                };
                 let Some((key, account)) = found else {
                     self.metrics.auth_failures.inc();
                     return Err(AuthFailure::new(
@@ -464,6 +490,44 @@ impl Authenticator {
     fn cached(&self, keyid: &str, presented: &[u8]) -> Option<Arc<Cached>> {
         self.fresh(keyid)
             .filter(|hit| bool::from(hit.key.digest.ct_eq(presented)))
+    }
+
+    /// While the store cannot be reached, a key verified before (within
+    /// `database.outage_grace_secs`, with the exact digest for a presented key) keeps
+    /// working: no revocation can be written meanwhile, and expiry is still checked. Any
+    /// other key, and any other store failure, is refused with the store's error.
+    fn during_outage(
+        &self,
+        keyid: &str,
+        presented: Option<&[u8]>,
+        err: StoreError,
+        source: IpAddr,
+    ) -> Result<Principal, AuthFailure> {
+        let known = err.is_outage().then(|| {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .get(keyid)
+                .filter(|c| c.fetched.elapsed() < self.outage_grace)
+                .filter(|c| presented.is_none_or(|p| bool::from(c.key.digest.ct_eq(p))))
+                .cloned()
+        });
+        let Some(cached) = known.flatten() else {
+            return Err(AuthFailure::new(AuthError::Store(err), None, "store"));
+        };
+        self.usable(&cached.key, &cached.account)?;
+        let principal = self
+            .principal(&cached.key, &cached.account, source)
+            .ok_or_else(|| {
+                AuthFailure::new(
+                    AuthError::Invalid,
+                    Some(keyid.to_owned()),
+                    "tier_not_allowed",
+                )
+            })?;
+        if presented.is_some() {
+            self.track_use(keyid, source);
+        }
+        Ok(principal)
     }
 
     /// The cache's entry for `keyid`, if younger than the cache's lifetime.

@@ -354,6 +354,10 @@ impl Stream for Metered {
                     }
                     if !bytes.is_empty() {
                         this.delivered = true;
+                        // Should this process die, the hold is settled at this.
+                        if let (Some(hold), Some(usage)) = (&this.hold, this.usage()) {
+                            hold.report(usage);
+                        }
                     }
                     return Poll::Ready(Some(Ok(bytes)));
                 }

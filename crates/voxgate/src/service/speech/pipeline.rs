@@ -191,7 +191,14 @@ pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
                 return Err(err);
             }
             if more {
-                tracing::warn!(engine = %candidate.engine_id, error = %err, source = ?std::error::Error::source(&err), "{what}; trying the next in the chain");
+                // An engine that cannot run now (its breaker open, not installed) was
+                // logged when it became so (the breaker's transition at WARN): saying it
+                // again per request would bury the log. A failed call is worth a line.
+                if matches!(err, Error::EngineUnavailable) {
+                    tracing::debug!(engine = %candidate.engine_id, "{what}; trying the next in the chain");
+                } else {
+                    tracing::warn!(engine = %candidate.engine_id, error = %err, source = ?std::error::Error::source(&err), "{what}; trying the next in the chain");
+                }
                 runtime.metrics.fallbacks.inc();
             }
             last = Some(err);

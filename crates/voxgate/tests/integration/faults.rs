@@ -1,0 +1,311 @@
+//! Reliability under faults, against real parts: a `voxgate serve` process killed with
+//! SIGKILL mid-stream (its quota reservations are settled at what it delivered once their
+//! lease runs out), and a real PostgreSQL cut off behind a TCP relay the test controls
+//! (requests get 503 `store_unavailable` at once, verified keys keep reading, recovery
+//! needs no restart).
+
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::AsyncWriteExt as _;
+use voxgate::data::store::{SqliteStore, Store as _};
+
+use crate::helpers::{client_with, create_key, error_of, spawn_app_with};
+use crate::store::PgDatabase;
+
+fn voxgate(data_dir: &std::path::Path, config: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxgate"));
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("VOXGATE_DATA_DIR", data_dir)
+        .env("VOXGATE_ADMIN__ENABLED", "false")
+        .arg("--config")
+        .arg(config);
+    cmd
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// Starts `voxgate serve` and returns it with its address (read from the "listening" line).
+fn serve(data: &std::path::Path, config: &std::path::Path) -> (std::process::Child, String) {
+    let mut server = voxgate(data, config)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = server.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let addr = loop {
+        let mut buf = [0u8; 4096];
+        let n = stderr.read(&mut buf).expect("read");
+        assert!(n > 0, "server exited: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(line) = text.lines().find(|l| l.contains("\"listening\"")) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json log line");
+            break v["addr"].as_str().expect("addr").to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on it.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (server, addr)
+}
+
+/// SIGKILL while a stream is being delivered: the reservation outlives the process, and
+/// the restarted server settles it at what the killed one reported as delivered (more than
+/// nothing, less than what was reserved), leaving nothing reserved and no holder behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_leaves_no_quota_reserved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("voxgate.toml");
+    std::fs::write(
+        &config,
+        "[database]\nhold_lease_secs = 2\nhold_renew_secs = 1\n\
+         [tiers.basic]\nquotas = [\
+           { per = \"account\", metric = \"characters\", period = \"day\", limit = 100000 },\
+           { per = \"account\", metric = \"audio_seconds\", period = \"day\", limit = 10000 },\
+           { per = \"account\", metric = \"transcribed_seconds\", period = \"day\", limit = 7200 }]\n",
+    )
+    .expect("config");
+    let account =
+        run(voxgate(&data, &config)
+            .args(["accounts", "create", "--name", "faults", "--tier", "basic"]));
+    let key = run(voxgate(&data, &config).args(["keys", "create", "--account", &account]));
+
+    let (mut server, addr) = serve(&data, &config);
+    let sentence = "The quick brown fox jumps over the lazy dog while the band plays on. ";
+    // Within the basic tier's 2,000 characters, about two minutes of audio.
+    let text = sentence.repeat(28).trim_end().to_owned();
+    let characters = text.chars().count() as i64;
+    let mut response = client_with(Some(&key))
+        .post(format!("http://{addr}/v1/audio/speech"))
+        .json(&json!({"model": "tts-1", "voice": "alloy", "input": text, "response_format": "pcm"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let mut received = 0usize;
+    while received < 200_000 {
+        received += response
+            .chunk()
+            .await
+            .expect("chunk")
+            .expect("more audio")
+            .len();
+    }
+    // The stream is mid-way (the client stopped reading); the renewal runs every second.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let store = SqliteStore::open(&data.join("voxgate.db"))
+        .await
+        .expect("open the database beside the server");
+    let subject = format!("acct:{account}");
+    let day = {
+        let t = voxgate::util::now();
+        t - t.rem_euclid(86_400)
+    };
+    let (_, reserved) = store
+        .quota_usage(&subject, "characters", day)
+        .await
+        .expect("usage");
+    assert!(
+        reserved > 0 && reserved <= characters,
+        "the text is reserved while it streams: {reserved}"
+    );
+    server.kill().expect("SIGKILL");
+    server.wait().expect("reaped");
+    drop(response);
+    let holds = store.quota_holds().await.expect("holds");
+    let delivered = holds
+        .iter()
+        .find(|h| h.metric == "characters")
+        .map(|h| h.delivered)
+        .expect("the killed server's hold is still there");
+    assert!(
+        delivered > 0 && delivered <= reserved,
+        "progress was reported: {delivered} of {reserved} characters"
+    );
+
+    let (mut restarted, _) = serve(&data, &config);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (used, reserved) = store
+            .quota_usage(&subject, "characters", day)
+            .await
+            .expect("usage");
+        if reserved == 0 {
+            assert_eq!(used, delivered, "charged at what was delivered");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reservation still stuck: {reserved}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (audio_used, audio_reserved) = store
+        .quota_usage(&subject, "audio_seconds", day)
+        .await
+        .expect("usage");
+    assert_eq!(audio_reserved, 0);
+    assert!(audio_used > 0, "delivered audio is charged");
+    assert!(store.quota_holds().await.expect("holds").is_empty());
+    restarted.kill().expect("kill");
+    let _ = restarted.wait();
+}
+
+/// A TCP relay to the real PostgreSQL that the test can cut (every connection dropped, new
+/// ones refused at once) and restore: a network partition, not an imitation of the server.
+struct Relay {
+    port: u16,
+    cut: Arc<AtomicBool>,
+}
+
+impl Relay {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&cut);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if flag.load(Ordering::SeqCst) {
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                let flag = Arc::clone(&flag);
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
+                    else {
+                        return;
+                    };
+                    let relay = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    let watch = async {
+                        while !flag.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = relay => {}
+                        () = watch => {}
+                    }
+                });
+            }
+        });
+        Self { port, cut }
+    }
+
+    fn url(&self, database_url: &str) -> String {
+        database_url.replace(":5432/", &format!(":{}/", self.port))
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+    }
+}
+
+/// PostgreSQL unreachable: requests that need the store answer 503 `store_unavailable`
+/// with Retry-After within a second (never a hang, never a 500); a key verified before the
+/// outage keeps reading; a key never seen is refused with the same 503, not a 401;
+/// `/readyz` says not ready while `/healthz` stays alive; when the database is reachable
+/// again everything works without a restart, and settlements written meanwhile arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_degrades_and_recovers_without_restart() {
+    let db = PgDatabase::create().await;
+    let relay = Relay::start().await;
+    let app = spawn_app_with(&format!(
+        "[database]\nurl = \"{}\"\n\
+         [tiers.basic]\nquotas = [{{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100000 }}, {{ per = \"account\", metric = \"transcribed_seconds\", period = \"day\", limit = 7200 }}]\n",
+        relay.url(&db.url)
+    ))
+    .await;
+    let (_, basic) = create_key(&app.state, "basic", None, None).await;
+    let (_, unseen) = create_key(&app.state, "basic", None, None).await;
+    let client = client_with(Some(&basic));
+    let speak = || {
+        client
+            .post(app.url("/v1/audio/speech"))
+            .json(&json!({"model": "tts-1", "voice": "alloy", "input": "Hello there.", "response_format": "wav"}))
+            .send()
+    };
+    let first = speak().await.expect("send");
+    assert_eq!(first.status(), 200);
+    assert!(!first.bytes().await.expect("audio").is_empty());
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    relay.set_cut(true);
+    // The relay drops its connections within a few of its 20 ms checks.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let response = speak().await.expect("send");
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(3),
+            "answered in {waited:?}, not after a stall"
+        );
+        let retry = response.headers().contains_key("retry-after");
+        assert_eq!(
+            error_of(response).await,
+            (503, Some("store_unavailable".into()), None)
+        );
+        assert!(retry, "a 503 says when to retry");
+    }
+    let models = client
+        .get(app.url("/v1/models"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(models.status(), 200, "a verified key keeps reading");
+    let refused = client_with(Some(&unseen))
+        .get(app.url("/v1/models"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        error_of(refused).await.0,
+        503,
+        "an unverifiable key is not called invalid"
+    );
+    assert_eq!(app.get("/readyz").await.status(), 503);
+    assert_eq!(app.get("/healthz").await.status(), 200);
+
+    relay.set_cut(false);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = speak().await.expect("send");
+        if response.status() == 200 {
+            assert!(!response.bytes().await.expect("audio").is_empty());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery: {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    db.drop_now().await;
+}
