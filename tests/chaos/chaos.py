@@ -9,7 +9,8 @@ initdb'd into WORKDIR, stopped with `pg_ctl -m immediate`, which kills it), a pr
 redis-server (killed with SIGKILL, restarted empty), two `voxgate serve` instances sharing
 both, one more instance on SQLite whose data directory is a small tmpfs (a full disk),
 and two provider stand-ins that speak HTTP badly on purpose: one accepts and never answers,
-one resets every connection.
+one resets every connection; and a sandboxed engine subprocess that crashes (SIGSEGV) on
+every run.
 
 Invariants, per fault: no request takes longer than a bound; no 500 (refusals are 429/503,
 each with Retry-After); admitted requests within the limit (plus what the configured
@@ -338,6 +339,15 @@ model = "tts-1"
 http = {{ allow_local = true, allow_http = true }}
 [engines.resetting.voices]
 alloy = "alloy"
+[engines.crashing]
+kind = "subprocess"
+program = "custom"
+binary = "/bin/sh"
+args = ["-c", "kill -SEGV $$"]
+voices = {{ alloy = "default" }}
+[models.crashing]
+engine = "crashing"
+fallback = ["flite"]
 [models.hanging]
 engine = "hanging"
 fallback = ["flite"]
@@ -440,8 +450,8 @@ fallback = ["flite"]
     check(reserved_before > 0, "streams held a reservation when killed")
     check(settled is not None, "reservations still stuck after restart")
 
-    print("== hanging and resetting providers (fallback to flite)", flush=True)
-    for model in ("hanging", "resetting"):
+    print("== hanging and resetting providers, a crashing engine (fallback to flite)", flush=True)
+    for model in ("hanging", "resetting", "crashing"):
         errors_before = a.errors_logged()
         t0 = time.monotonic()
         results = [request(a.port, "POST", "/v1/audio/speech", key,
@@ -449,7 +459,7 @@ fallback = ["flite"]
                             "response_format": "wav"}) for _ in range(12)]
         ok = sum(1 for r in results if r[0] == 200)
         errors = a.errors_logged() - errors_before
-        summarise(f"{model} provider", time.monotonic() - t0,
+        summarise(f"{model} engine", time.monotonic() - t0,
                   [(0, r[0], r[3], None, True) for r in results], None,
                   f"served {ok}/12 by the fallback, ERROR lines {errors}")
         check(ok == 12, f"{model}: only {ok}/12 served")

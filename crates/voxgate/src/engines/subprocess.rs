@@ -216,18 +216,25 @@ impl Template {
     }
 }
 
+/// A run of the engine's process that failed: an upstream failure (it falls back).
+fn crashed(what: String) -> EngineError {
+    EngineError::Upstream(Box::new(std::io::Error::other(what)))
+}
+
 /// Maps a sandbox failure; a kill (time, CPU, memory, output, file size) is a security event.
 fn failure(engine: &str, err: SandboxError) -> EngineError {
     if let Some(reason) = err.kill_reason() {
         tracing::warn!(target: "voxgate::security", event = "sandbox_kill", engine, reason = ?reason, "a sandboxed engine run was killed");
         return match reason {
             voxgate_sandbox::KillReason::Timeout => EngineError::Timeout,
-            _ => EngineError::Internal(format!("{engine}: run killed ({reason:?})")),
+            // The engine's process failed this run (a crash, a limit): like a provider that
+            // failed, the next engine of the chain may serve it (502 if none does).
+            _ => crashed(format!("{engine}: run killed ({reason:?})")),
         };
     }
     match err {
         SandboxError::Failed { code, .. } => {
-            EngineError::Internal(format!("{engine}: exited with status {code}"))
+            crashed(format!("{engine}: exited with status {code}"))
         }
         SandboxError::InvalidBinary { .. } | SandboxError::LandlockUnavailable => {
             EngineError::Unavailable(format!("{engine}: {err}"))
@@ -482,6 +489,21 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains("A long sentence"), "no text in logs: {line}");
+    }
+
+    /// A run that crashes or fails is the engine failing, not a bug of the gateway: the
+    /// chain falls back to its next engine (and a 502 follows if none serves), never a 500.
+    #[test]
+    fn a_failed_run_falls_back() {
+        let err = failure(
+            "x",
+            SandboxError::Failed {
+                code: 1,
+                stderr_tail: Vec::new(),
+            },
+        );
+        assert_eq!(err.class(), voxgate_engine::ErrorClass::Upstream);
+        assert!(crate::error::Error::from(err).falls_back());
     }
 
     /// As root, a sandboxed binary runs as nobody (65534): a custom binary reports its uid as
