@@ -61,6 +61,10 @@ pub struct Forgotten {
 }
 
 fn store_error(err: StoreError) -> Error {
+    if err.is_outage() {
+        // 503 `store_unavailable` with a wait, like every other outage.
+        return Error::internal(err);
+    }
     Error::from(EngineError::Internal(format!("clone records: {err}")))
 }
 

@@ -1,12 +1,16 @@
 //! The settlement journal: quota settlements that could not be written because the store
 //! was unavailable (down, unreachable, its disk full) wait here, on disk and fsync'd, and are
-//! replayed in order once it answers again. A settlement names its hold, and the store
-//! settles a hold once (`Store::settle_quota`), so a replay that is interrupted and run
-//! again never charges twice.
+//! replayed once it answers again. A settlement names its hold, and the store settles a hold
+//! once (`Store::settle_quota`), so replaying an entry twice (after a crash mid-replay, or
+//! by two processes at once) never charges twice.
 //!
-//! - One file, `<data_dir>/journal/settlements.jsonl` (0600, one JSON object per line),
-//!   shared by every process on the data directory under an exclusive `flock` held for each
-//!   append and each replay, so a restarted process replays what a crashed one left.
+//! - `<data_dir>/journal/settlements.jsonl` (0600, one JSON object per line) takes appends;
+//!   `journal/lock` is `flock`ed for each append and for each hand-over, so every process on
+//!   the data directory shares it and a restarted process replays what a crashed one left.
+//! - A replay takes the whole file over by renaming it (`replaying-<random>.jsonl`) under the
+//!   lock, applies it without the lock (appends are never held up by the store), writes back
+//!   what the store could not take, and only then deletes its copy: a crash at any point
+//!   leaves every entry in some file.
 //! - Bounded: at most [`MAX_BYTES`] on disk. When the disk cannot take an entry (full, or
 //!   the journal at its bound) it is kept in memory (at most [`MAX_IN_MEMORY`] entries) and
 //!   replayed with the rest; beyond that it is dropped, counted and logged as an error.
@@ -14,7 +18,7 @@
 use std::fs::File;
 use std::io::{BufRead as _, Write as _};
 use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -73,7 +77,7 @@ pub struct Replayed {
 /// The journal of one data directory.
 #[derive(Debug)]
 pub struct Journal {
-    path: PathBuf,
+    dir: PathBuf,
     memory: Mutex<Vec<Entry>>,
 }
 
@@ -81,9 +85,13 @@ impl Journal {
     /// The journal under `data_dir` (the directory is created, 0700, on first use).
     pub fn new(data_dir: &Path) -> Arc<Self> {
         Arc::new(Self {
-            path: data_dir.join("journal").join("settlements.jsonl"),
+            dir: data_dir.join("journal"),
             memory: Mutex::new(Vec::new()),
         })
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.join("settlements.jsonl")
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
@@ -94,115 +102,166 @@ impl Journal {
     /// memory; `false` when it had to be dropped (both full).
     pub async fn append(self: &Arc<Self>, entry: Entry) -> bool {
         let journal = Arc::clone(self);
-        let line = entry.clone();
+        let line = vec![entry.clone()];
         let written = tokio::task::spawn_blocking(move || journal.append_to_disk(&line))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match written {
             Ok(()) => true,
-            Err(err) => {
-                let mut memory = self.memory();
-                if memory.len() < MAX_IN_MEMORY {
-                    tracing::warn!(error = %err, "settlement journal not writable; kept in memory until the store returns");
-                    memory.push(entry);
-                    true
-                } else {
-                    tracing::error!(error = %err, "settlement journal full: a quota settlement was dropped");
-                    false
-                }
-            }
+            Err(err) => self.keep_in_memory(vec![entry], &err),
         }
     }
 
-    fn append_to_disk(&self, entry: &Entry) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        let file = self.open()?;
-        let _lock = Locked::take(&file)?;
-        if file.metadata()?.len() + line.len() as u64 > MAX_BYTES {
+    fn keep_in_memory(&self, entries: Vec<Entry>, err: &std::io::Error) -> bool {
+        let mut memory = self.memory();
+        let room = MAX_IN_MEMORY.saturating_sub(memory.len());
+        let dropped = entries.len().saturating_sub(room);
+        memory.extend(entries.into_iter().take(room));
+        if dropped > 0 {
+            tracing::error!(error = %err, dropped, "settlement journal full: quota settlements were dropped");
+            false
+        } else {
+            tracing::warn!(error = %err, "settlement journal not writable; kept in memory until the store returns");
+            true
+        }
+    }
+
+    /// Appends `entries` to the journal file under the lock, fsync'd.
+    fn append_to_disk(&self, entries: &[Entry]) -> std::io::Result<()> {
+        let mut text = Vec::new();
+        for entry in entries {
+            serde_json::to_writer(&mut text, entry).map_err(std::io::Error::other)?;
+            text.push(b'\n');
+        }
+        let _lock = self.lock()?;
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(self.file())?;
+        // An existing file keeps its owner-only mode whatever made it.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        if file.metadata()?.len() + text.len() as u64 > MAX_BYTES {
             return Err(std::io::Error::other("the journal is at its size bound"));
         }
-        (&file).write_all(&line)?;
+        (&file).write_all(&text)?;
         file.sync_data()
     }
 
-    fn open(&self) -> std::io::Result<File> {
-        if let Some(dir) = self.path.parent() {
-            crate::util::private_dir(dir)?;
-        }
-        File::options()
+    /// The exclusive lock every process takes to append or take the file over.
+    fn lock(&self) -> std::io::Result<Locked> {
+        crate::util::private_dir(&self.dir)?;
+        let file = File::options()
             .create(true)
-            .append(true)
-            .read(true)
+            .write(true)
+            .truncate(false)
             .mode(0o600)
-            .open(&self.path)
+            .open(self.dir.join("lock"))?;
+        // SAFETY: flock on a descriptor we own and keep open; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Locked(file))
     }
 
     /// Whether anything waits.
     pub fn is_empty(&self) -> bool {
-        self.memory().is_empty() && std::fs::metadata(&self.path).map_or(true, |m| m.len() == 0)
+        self.memory().is_empty()
+            && std::fs::read_dir(&self.dir).map_or(true, |entries| {
+                !entries.flatten().any(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.ends_with(".jsonl") && e.metadata().is_ok_and(|m| m.len() > 0)
+                })
+            })
     }
 
     /// Applies waiting entries in order, stopping at the first outage and keeping the
-    /// rest. An entry the store refuses for another reason (it cannot succeed later
-    /// either) is logged and dropped.
+    /// rest. An entry the store refuses for another reason (it cannot succeed later either)
+    /// is logged and dropped.
     pub async fn replay(self: &Arc<Self>, store: &dyn Store) -> Replayed {
-        let mut done = Replayed::default();
-        let file = match self.open() {
-            Ok(file) => Some(file),
+        let journal = Arc::clone(self);
+        let taken = tokio::task::spawn_blocking(move || journal.take_over())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let (files, mut entries) = match taken {
+            Ok(taken) => taken,
             Err(err) => {
-                tracing::warn!(error = %err, "cannot open the settlement journal");
-                None
+                tracing::warn!(error = %err, "cannot read the settlement journal");
+                (Vec::new(), Vec::new())
             }
         };
-        let _lock = file.as_ref().and_then(|f| Locked::take(f).ok());
-        let mut entries: Vec<Entry> = file.as_ref().map(read_entries).unwrap_or_default();
         entries.append(&mut self.memory());
+        let mut done = Replayed::default();
         let mut rest = entries.into_iter();
+        let mut kept = Vec::new();
         while let Some(entry) = rest.next() {
             match entry.apply(store).await {
                 Ok(()) => done.applied += 1,
                 Err(err) if err.is_outage() => {
-                    let mut kept = vec![entry];
+                    kept.push(entry);
                     kept.extend(rest);
-                    done.pending = kept.len();
-                    self.keep(file.as_ref(), kept);
-                    return done;
+                    break;
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "a journaled settlement was refused by the store and dropped");
                 }
             }
         }
-        self.keep(file.as_ref(), Vec::new());
+        done.pending = kept.len();
+        // What is left goes back into the journal before the taken copies are deleted.
+        let journal = Arc::clone(self);
+        let back = kept.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            if !back.is_empty() {
+                journal.append_to_disk(&back)?;
+            }
+            for file in files {
+                std::fs::remove_file(file)?;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(err) = written {
+            // The taken copies stay (a later replay applies them again, harmlessly); what
+            // could not be written back is kept in memory.
+            self.keep_in_memory(kept, &err);
+        }
         done
     }
 
-    /// Rewrites the journal with `kept` (still under the caller's lock); what the disk
-    /// cannot take stays in memory.
-    fn keep(&self, file: Option<&File>, kept: Vec<Entry>) {
-        let mut text = Vec::new();
-        for entry in &kept {
-            if serde_json::to_writer(&mut text, entry).is_ok() {
-                text.push(b'\n');
+    /// Under the lock, renames the journal file to a private name, then reads every taken
+    /// file (this one and any a crashed replay left). Returns the files and their entries.
+    fn take_over(&self) -> std::io::Result<(Vec<PathBuf>, Vec<Entry>)> {
+        {
+            let _lock = self.lock()?;
+            if self.file().exists() {
+                let name = format!(
+                    "replaying-{}.jsonl",
+                    crate::util::hex(&crate::util::random_bytes::<6>())
+                );
+                std::fs::rename(self.file(), self.dir.join(name))?;
+                File::open(&self.dir)?.sync_all()?;
             }
         }
-        let written = file.is_some_and(|file| {
-            file.set_len(0).is_ok() && (&*file).write_all(&text).is_ok() && file.sync_data().is_ok()
-        });
-        if !written && !kept.is_empty() {
-            let mut memory = self.memory();
-            memory.extend(kept);
-            memory.truncate(MAX_IN_MEMORY);
+        let mut files = Vec::new();
+        let mut entries = Vec::new();
+        for found in std::fs::read_dir(&self.dir)?.flatten() {
+            let name = found.file_name();
+            if name.to_string_lossy().starts_with("replaying-") {
+                let path = found.path();
+                entries.extend(read_entries(&File::open(&path)?));
+                files.push(path);
+            }
         }
+        Ok((files, entries))
     }
 }
 
-/// Every readable entry of the journal file, oldest first.
+/// Every readable entry of a journal file, oldest first.
 fn read_entries(file: &File) -> Vec<Entry> {
-    let mut reader = std::io::BufReader::new(file);
-    let _ = std::io::Seek::rewind(&mut reader);
-    reader
+    std::io::BufReader::new(file)
         .lines()
         .map_while(Result::ok)
         .filter(|l| !l.trim().is_empty())
@@ -217,22 +276,12 @@ fn read_entries(file: &File) -> Vec<Entry> {
         .collect()
 }
 
-/// An exclusive `flock` on the journal file, released when dropped.
-struct Locked<'a>(&'a File);
+/// An exclusive `flock` on the journal's lock file, released when dropped (closed).
+struct Locked(File);
 
-impl<'a> Locked<'a> {
-    fn take(file: &'a File) -> std::io::Result<Self> {
-        // SAFETY: flock on a descriptor we own and keep open; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Self(file))
-    }
-}
-
-impl Drop for Locked<'_> {
+impl Drop for Locked {
     fn drop(&mut self) {
-        // SAFETY: as above.
+        // SAFETY: as in `Journal::lock`.
         unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }

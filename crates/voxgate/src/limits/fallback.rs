@@ -95,8 +95,11 @@ impl FallbackLimiter {
                 shared
             }
             Some(_) => {
-                self.times().recovering_until = None;
-                self.local.clear();
+                let mut times = self.times();
+                if !self.degraded.load(Ordering::Relaxed) && times.recovering_until.is_some() {
+                    times.recovering_until = None;
+                    self.local.clear();
+                }
                 shared
             }
             None => shared,
@@ -114,14 +117,19 @@ impl RateLimiter for FallbackLimiter {
     ) -> Result<Decision, LimiterError> {
         match self.primary.acquire(key, policy, cost).await {
             Ok(decision) => {
-                if self.degraded.swap(false, Ordering::Relaxed) {
-                    let longest =
-                        Duration::from_micros(self.longest_period.swap(0, Ordering::Relaxed));
-                    {
-                        let mut times = self.times();
+                // The flag and the times change together, under the times' lock.
+                let recovered = self.degraded.load(Ordering::Relaxed) && {
+                    let mut times = self.times();
+                    let switched = self.degraded.swap(false, Ordering::Relaxed);
+                    if switched {
+                        let longest =
+                            Duration::from_micros(self.longest_period.swap(0, Ordering::Relaxed));
                         times.degraded_since = None;
                         times.recovering_until = Some(Instant::now() + longest);
                     }
+                    switched
+                };
+                if recovered {
                     self.metrics.limiter_degraded.set(0);
                     self.metrics.limiter_switches.inc();
                     tracing::warn!(target: "voxgate::security", event = "rate_limit_backend_recovered", "rate-limit backend is back; shared limits apply again");
@@ -132,14 +140,20 @@ impl RateLimiter for FallbackLimiter {
                 Ok(decision)
             }
             Err(err) => {
-                if !self.degraded.swap(true, Ordering::Relaxed) {
-                    {
-                        let mut times = self.times();
+                // Under the times' lock: a concurrent caller sees the flag only together
+                // with the switch time and the emptied buckets.
+                let switched = {
+                    let mut times = self.times();
+                    let switched = !self.degraded.swap(true, Ordering::Relaxed);
+                    if switched {
                         times.degraded_since = Some(Instant::now());
                         times.recovering_until = None;
+                        // Buckets start empty at the switch: what they held is forgotten.
+                        self.local.clear();
                     }
-                    // Buckets start empty at the switch: what they held is forgotten.
-                    self.local.clear();
+                    switched
+                };
+                if switched {
                     self.metrics.limiter_degraded.set(1);
                     self.metrics.limiter_switches.inc();
                     tracing::warn!(target: "voxgate::security", event = "rate_limit_backend_failed", error = %err, mode = ?self.mode, "rate-limit backend unavailable; falling back");

@@ -125,6 +125,8 @@ pub struct HoldBook {
     live: Mutex<HashMap<String, LiveHold>>,
     /// Where settlements wait while the store is unavailable.
     journal: Arc<Journal>,
+    /// When this instance's holds were last renewed (or it started).
+    renewed: Mutex<tokio::time::Instant>,
 }
 
 impl HoldBook {
@@ -134,6 +136,7 @@ impl HoldBook {
             leases,
             live: Mutex::new(HashMap::new()),
             journal,
+            renewed: Mutex::new(tokio::time::Instant::now()),
         })
     }
 
@@ -191,6 +194,7 @@ impl HoldBook {
         store
             .renew_holds(self.lease_secs(), &self.progress())
             .await?;
+        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
         let settled = store.reconcile_holds(self.lease_secs()).await?;
         for hold in &settled {
             tracing::warn!(
@@ -254,6 +258,20 @@ impl QuotaHold {
         p.requests.store(delivered.requests, Ordering::Relaxed);
         p.transcribed_seconds
             .store(delivered.transcribed_seconds, Ordering::Relaxed);
+    }
+
+    /// Whether this hold may have been taken by reconciliation: its instance has not renewed
+    /// its holds for a whole lease (the store was away). Work under it must stop: what it
+    /// delivers from now on might not be charged.
+    pub fn lapsed(&self) -> bool {
+        !self.reservations.is_empty()
+            && self
+                .book
+                .renewed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                > self.book.leases.lease
     }
 
     fn tag(&self) -> HoldTag<'_> {
@@ -388,7 +406,15 @@ async fn release(
     for r in reservations {
         let used = actual.map_or(0, |a| a.of(r.metric).clamp(0, r.amount));
         match store.settle_quota(id, &r.cell(), used).await {
-            Ok(_) => {}
+            Ok(true) => {}
+            Ok(false) => {
+                // Reconciled meanwhile (its lease ran out while the store was away): charged
+                // at the last renewed delivery instead of this.
+                tracing::warn!(
+                    metric = r.metric.as_str(),
+                    "a quota hold was reconciled before its settlement"
+                );
+            }
             Err(e) if e.is_outage() => {
                 let entry = Entry::Settle {
                     hold: id.to_owned(),

@@ -234,13 +234,15 @@ impl Relay {
 async fn a_store_outage_degrades_and_recovers_without_restart() {
     let db = PgDatabase::create().await;
     let relay = Relay::start().await;
+    // Leases far longer than the test: whatever settles a hold here is its own settlement
+    // (journaled, replayed), never reconciliation.
     let app = spawn_app_with(&format!(
-        "[database]\nurl = \"{}\"\n\
+        "[database]\nurl = \"{}\"\nhold_lease_secs = 600\nhold_renew_secs = 1\n\
          [tiers.basic]\nquotas = [{{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100000 }}, {{ per = \"account\", metric = \"transcribed_seconds\", period = \"day\", limit = 7200 }}]\n",
         relay.url(&db.url)
     ))
     .await;
-    let (_, basic) = create_key(&app.state, "basic", None, None).await;
+    let (account, basic) = create_key(&app.state, "basic", None, None).await;
     let (_, unseen) = create_key(&app.state, "basic", None, None).await;
     let client = client_with(Some(&basic));
     let speak = || {
@@ -253,6 +255,19 @@ async fn a_store_outage_degrades_and_recovers_without_restart() {
     assert_eq!(first.status(), 200);
     assert!(!first.bytes().await.expect("audio").is_empty());
     assert_eq!(app.get("/readyz").await.status(), 200);
+
+    // A stream that is under way when the database goes: it finishes, and its settlement
+    // waits in the journal.
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(20);
+    let mut streaming = client
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "tts-1", "voice": "alloy", "input": text.trim_end(), "response_format": "pcm"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(streaming.status(), 200);
+    let first = streaming.chunk().await.expect("chunk").expect("audio");
+    assert!(!first.is_empty());
 
     relay.set_cut(true);
     // The relay drops its connections within a few of its 20 ms checks.
@@ -291,6 +306,26 @@ async fn a_store_outage_degrades_and_recovers_without_restart() {
     assert_eq!(app.get("/readyz").await.status(), 503);
     assert_eq!(app.get("/healthz").await.status(), 200);
 
+    while let Some(chunk) = streaming.chunk().await.expect("the stream finishes") {
+        assert!(!chunk.is_empty());
+    }
+    let journal = app.state.config.data_dir.join("journal/settlements.jsonl");
+    let waiting = {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let len = std::fs::metadata(&journal).map_or(0, |m| m.len());
+            if len > 0 || Instant::now() > deadline {
+                break len;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(waiting > 0, "the settlement waits in the journal");
+    let day = {
+        let t = voxgate::util::now();
+        t - t.rem_euclid(86_400)
+    };
+
     relay.set_cut(false);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -307,5 +342,34 @@ async fn a_store_outage_degrades_and_recovers_without_restart() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(app.get("/readyz").await.status(), 200);
+    // The journal is replayed: nothing stays reserved, the streamed text is charged.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (used, reserved) = app
+            .state
+            .store
+            .quota_usage(&format!("acct:{account}"), "characters", day)
+            .await
+            .expect("usage");
+        if reserved == 0 {
+            let charged = text.trim_end().chars().count() as i64 + 2 * "Hello there.".len() as i64;
+            assert!(
+                used >= text.trim_end().chars().count() as i64 && used <= charged,
+                "charged {used}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "still reserved: {reserved}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        app.state
+            .store
+            .quota_holds()
+            .await
+            .expect("holds")
+            .is_empty()
+    );
+    assert_eq!(std::fs::metadata(&journal).map_or(0, |m| m.len()), 0);
     db.drop_now().await;
 }

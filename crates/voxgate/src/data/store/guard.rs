@@ -239,7 +239,7 @@ impl Store for GuardedStore {
         lease_secs: i64,
         progress: &[HoldProgress],
     ) -> Result<(), StoreError> {
-        self.call(Bound::Request, self.inner.renew_holds(lease_secs, progress))
+        self.call(Bound::Slow, self.inner.renew_holds(lease_secs, progress))
             .await
     }
 

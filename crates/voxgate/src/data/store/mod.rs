@@ -250,8 +250,10 @@ fn classify(err: &sqlx::Error) -> Failure {
             if db.message().contains("No space left on device") {
                 return Failure::DiskFull;
             }
-            // SQLite reports (extended) result codes as numbers; PostgreSQL SQLSTATEs.
-            if let Ok(n) = code.parse::<i32>() {
+            // SQLite reports (extended) result codes as numbers; PostgreSQL SQLSTATEs, which
+            // may be all digits too, so the numeric table is for SQLite's errors only.
+            let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
+            if sqlite && let Ok(n) = code.parse::<i32>() {
                 return match n & 0xff {
                     13 => Failure::DiskFull,                 // SQLITE_FULL
                     5 | 6 | 10 | 14 => Failure::Unavailable, // BUSY, LOCKED, IOERR, CANTOPEN
@@ -260,7 +262,14 @@ fn classify(err: &sqlx::Error) -> Failure {
             }
             match code {
                 "53100" => Failure::DiskFull,
-                c if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
+                // Connection exceptions, operator intervention (shutdown), too many
+                // connections; a deadlock or serialization failure is retryable too.
+                c if c.starts_with("08")
+                    || c.starts_with("57P")
+                    || c == "53300"
+                    || c == "40P01"
+                    || c == "40001" =>
+                {
                     Failure::Unavailable
                 }
                 _ => Failure::Other,

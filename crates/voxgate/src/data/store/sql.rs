@@ -87,8 +87,8 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
-/// How long a request waits for a connection: sub-second, so an unreachable database
-/// answers 503 quickly instead of stalling requests (sqlx's default is 30 s).
+/// How long a request waits for a PostgreSQL connection: sub-second, so an unreachable
+/// database answers 503 quickly instead of stalling requests (sqlx's default is 30 s).
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(750);
 
 /// The embedded default: one SQLite file in WAL mode.
@@ -112,10 +112,14 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            // Below the guard's bound on an operation (`database.timeout_ms`), so a
+            // contended write answers BUSY before the guard gives up on it.
+            .busy_timeout(std::time::Duration::from_millis(1_500));
+        // A local file: connections open without a network, but slowly on a loaded machine
+        // (and the request path is bounded by the guard anyway).
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(std::time::Duration::from_secs(10))
             .connect_with(options)
             .await?;
         restrict_permissions(path);
@@ -771,11 +775,11 @@ macro_rules! impl_store {
                     "UPDATE quota_holds SET deadline = {} + $1, delivered = $2 WHERE id = $3 AND metric = $4",
                     $now
                 );
-                let mut tx = self.pool.begin().await?;
+                // One statement per hold, each its own transaction: renewal takes no lock
+                // while it waits for another, so it can never be part of a deadlock.
                 for p in progress {
-                    sqlx::query($sql(&renew)).bind(lease_secs).bind(p.delivered).bind(&p.id).bind(p.metric).execute(&mut *tx).await?;
+                    sqlx::query($sql(&renew)).bind(lease_secs).bind(p.delivered).bind(&p.id).bind(p.metric).execute(&self.pool).await?;
                 }
-                tx.commit().await?;
                 Ok(())
             }
 

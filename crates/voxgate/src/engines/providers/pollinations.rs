@@ -34,7 +34,8 @@ impl Pollinations {
             voices: super::remote_voices(config.voices.values()),
             max_chars: config.max_chars,
             max_bytes: config.http.max_response_bytes,
-            first_byte: config.http.first_byte_timeout(),
+            // Pollinations answers only once the whole clip is made: its head comes late.
+            first_byte: config.http.read_timeout(),
         })
     }
 }

@@ -494,8 +494,11 @@ impl Authenticator {
 
     /// While the store cannot be reached, a key verified before (within
     /// `database.outage_grace_secs`, with the exact digest for a presented key) keeps
-    /// working: no revocation can be written meanwhile, and expiry is still checked. Any
-    /// other key, and any other store failure, is refused with the store's error.
+    /// working, expiry still checked. The price: with several instances, one cut off from
+    /// the database may accept a key revoked through another for up to the grace (a single
+    /// instance cannot revoke without its store). Any other key, a wrong secret included,
+    /// and any other store failure is refused with the store's error (503); a wrong secret
+    /// for a known key id counts as a failed authentication.
     fn during_outage(
         &self,
         keyid: &str,
@@ -512,6 +515,17 @@ impl Authenticator {
                 .cloned()
         });
         let Some(cached) = known.flatten() else {
+            if err.is_outage() && presented.is_some_and(|p| self.mismatches(keyid, p)) {
+                // The id is known but the secret does not match: a guess, counted by the
+                // guard as any other.
+                let ip = guard_source(source);
+                let _ = self.failed(
+                    &format!("{ip}|{keyid}"),
+                    Some(keyid.to_owned()),
+                    AuthError::Invalid,
+                    "wrong_secret_during_outage",
+                );
+            }
             return Err(AuthFailure::new(AuthError::Store(err), None, "store"));
         };
         self.usable(&cached.key, &cached.account)?;
@@ -528,6 +542,15 @@ impl Authenticator {
             self.track_use(keyid, source);
         }
         Ok(principal)
+    }
+
+    /// Whether the cache holds `keyid` (of any age) with a digest other than `presented`.
+    fn mismatches(&self, keyid: &str, presented: &[u8]) -> bool {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(keyid)
+            .is_some_and(|c| !bool::from(c.key.digest.ct_eq(presented)))
     }
 
     /// The cache's entry for `keyid`, if younger than the cache's lifetime.

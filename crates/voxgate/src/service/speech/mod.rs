@@ -345,9 +345,12 @@ impl Stream for Metered {
             }
             match ready!(this.audio.as_mut().poll_next(cx)) {
                 Some(Ok(bytes)) => {
+                    // Past the audio cap, or the hold's lease could not be renewed (the store
+                    // is away): the stream ends, so nothing is delivered uncharged.
                     if this
                         .cap_seconds
                         .is_some_and(|cap| this.stats.output_seconds() > cap)
+                        || this.hold.as_ref().is_some_and(QuotaHold::lapsed)
                     {
                         this.finish(None);
                         continue;
