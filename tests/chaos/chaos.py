@@ -83,11 +83,19 @@ def request(port, method, path, key=None, body=None, timeout=30.0):
         conn.close()
 
 
+SPOKEN = {}  # key -> speech requests answered 200 (each is charged once)
+SPOKEN_LOCK = threading.Lock()
+
+
 def speak(port, key, text="Hello there, this is a test."):
-    return request(
+    answer = request(
         port, "POST", "/v1/audio/speech", key,
         {"model": "tts-1", "voice": "alloy", "input": text, "response_format": "wav"},
     )
+    if answer[0] == 200:
+        with SPOKEN_LOCK:
+            SPOKEN[key] = SPOKEN.get(key, 0) + 1
+    return answer
 
 
 def code_of(payload):
@@ -364,6 +372,9 @@ fallback = ["flite"]
     for _ in range(20):
         speak(a.port, key), speak(b.port, key)
     base_rss, base_fds = b.rss_kib(), b.fds()
+    used_sql = f"SELECT used FROM quota_usage WHERE subject = 'acct:{account}' AND metric = 'characters'"
+    reserved_sql = f"SELECT COALESCE(SUM(reserved),0) FROM quota_usage WHERE subject = 'acct:{account}'"
+    per_request = int(pg.sql(used_sql)) // SPOKEN[key]
     reads = [lambda: request(a.port, "GET", "/v1/models", key),
              lambda: request(b.port, "GET", "/v1/models", key),
              lambda: speak(a.port, key), lambda: speak(b.port, key)]
@@ -388,6 +399,14 @@ fallback = ["flite"]
     check(any(r[1] == 200 for r in outage), "verified keys kept reading during the outage")
     check(recovery is not None, "no recovery after PostgreSQL came back")
     check(request(a.port, "GET", "/readyz")[0] == 200, "readyz after recovery")
+    # Every request answered 200 is charged exactly once, including those whose settlement
+    # was journaled during the outage; nothing stays reserved.
+    settled = wait_until(lambda: pg.sql(reserved_sql) == "0", 30)
+    used, expected = int(pg.sql(used_sql)), per_request * SPOKEN[key]
+    rows.append(("postgres: quota after", "-", "-", "-",
+                 f"used {used} = {SPOKEN[key]} answered x {per_request}: {used == expected}", "-"))
+    check(settled is not None, "reservations left after the PostgreSQL outage")
+    check(used == expected, f"quota_usage {used} != {expected} (sum of answered requests)")
 
     print("== Redis killed for", OUTAGE, "s, restarted empty, under a 60/min account limit", flush=True)
     limited = [lambda: request(a.port, "GET", "/v1/models", guest),

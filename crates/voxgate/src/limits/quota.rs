@@ -245,6 +245,8 @@ pub struct QuotaHold {
     id: String,
     progress: Arc<Progress>,
     reservations: Vec<Reservation>,
+    /// When the hold was made (its rows' first deadline is a lease after).
+    created: tokio::time::Instant,
 }
 
 impl QuotaHold {
@@ -264,14 +266,13 @@ impl QuotaHold {
     /// its holds for a whole lease (the store was away). Work under it must stop: what it
     /// delivers from now on might not be charged.
     pub fn lapsed(&self) -> bool {
-        !self.reservations.is_empty()
-            && self
-                .book
-                .renewed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .elapsed()
-                > self.book.leases.lease
+        if self.reservations.is_empty() {
+            return false;
+        }
+        // The hold's own deadline was set a lease after it was made: a hold younger than the
+        // last renewal counts from its creation.
+        let renewed = *self.book.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        renewed.max(self.created).elapsed() > self.book.leases.lease
     }
 
     fn tag(&self) -> HoldTag<'_> {
@@ -446,6 +447,7 @@ pub async fn reserve(
         id: hex(&random_bytes::<12>()),
         progress: Arc::default(),
         reservations: Vec::new(),
+        created: tokio::time::Instant::now(),
     };
     let mut metrics = Vec::new();
     let t = now();
