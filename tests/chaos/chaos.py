@@ -284,9 +284,43 @@ class Voxgate:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def errors_logged(self):
+        return self.lines_logged(b'"level":"ERROR"')
+
+    def lines_logged(self, *parts):
         self.log.flush()
         with open(self.log.name, "rb") as f:
-            return sum(1 for line in f if b'"level":"ERROR"' in line)
+            return sum(1 for line in f if all(p in line for p in parts))
+
+
+def upload_voice(port, key):
+    """Stores a voice reference (a 6 s tone) and returns its id."""
+    import io
+    import math
+    import struct
+    import wave
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(22050)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i * 0.06)))
+                               for i in range(22050 * 6)))
+    boundary = "chaosboundary7"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\nChaos\r\n'.encode(),
+             f'--{boundary}\r\nContent-Disposition: form-data; name="consent"\r\n\r\ntrue\r\n'.encode(),
+             f'--{boundary}\r\nContent-Disposition: form-data; name="audio_sample"; filename="me.wav"\r\n'
+             f'Content-Type: audio/wav\r\n\r\n'.encode() + buf.getvalue() + b"\r\n",
+             f"--{boundary}--\r\n".encode()]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/v1/audio/voices", body=b"".join(parts), headers={
+        "Authorization": "Bearer " + key,
+        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    if resp.status not in (200, 201):
+        raise SystemExit(f"storing a voice failed: {resp.status} {body[:200]}")
+    return json.loads(body)["id"]
 
 
 def account_and_key(instance, tier):
@@ -366,8 +400,10 @@ fallback = ["flite"]
     a, b = Voxgate("a", config, shared), Voxgate("b", config, shared)
     account, key = account_and_key(a, "basic")
     guest_account, guest = account_and_key(a, "guest")
+    _, admin = account_and_key(a, "admin")
     a.start()
     b.start()
+    voice = upload_voice(a.port, admin)
     # Warm both, then take the baseline of the instance that survives every fault.
     for _ in range(20):
         speak(a.port, key), speak(b.port, key)
@@ -472,17 +508,21 @@ fallback = ["flite"]
     print("== hanging and resetting providers, a crashing engine (fallback to flite)", flush=True)
     for model in ("hanging", "resetting", "crashing"):
         errors_before = a.errors_logged()
+        warned = (b'"level":"WARN"', b'trying the next in the chain', f'"engine":"{model}"'.encode())
+        warnings_before = a.lines_logged(*warned)
         t0 = time.monotonic()
         results = [request(a.port, "POST", "/v1/audio/speech", key,
                            {"model": model, "voice": "alloy", "input": "Fallback works.",
                             "response_format": "wav"}) for _ in range(12)]
         ok = sum(1 for r in results if r[0] == 200)
         errors = a.errors_logged() - errors_before
+        warnings = a.lines_logged(*warned) - warnings_before
         summarise(f"{model} engine", time.monotonic() - t0,
                   [(0, r[0], r[3], None, True) for r in results], None,
-                  f"served {ok}/12 by the fallback, ERROR lines {errors}")
+                  f"served {ok}/12 by the fallback, ERROR lines {errors}, fallback WARN lines {warnings}")
         check(ok == 12, f"{model}: only {ok}/12 served")
         check(errors == 0, f"{model}: {errors} ERROR lines for successful fallbacks")
+        check(warnings <= 1, f"{model}: its failure was logged {warnings} times, not once")
 
     print("== full disk (SQLite on a small tmpfs)", flush=True)
     disk = os.path.join(WORK, "disk")
@@ -530,8 +570,12 @@ enabled = false
     print("== after the faults", flush=True)
     verify = a.cli("audit", "verify", check_ok=False)
     check(verify.returncode == 0, f"audit verify: {verify.stdout} {verify.stderr}")
+    listed = request(b.port, "GET", f"/v1/audio/voices/{voice}", admin)
+    check(listed[0] == 200 and voice.encode() in listed[2], "the voice stored before the faults still exists")
     still = request(b.port, "GET", "/v1/models", key)
     check(still[0] == 200, f"the key made before still works: {still[0]} {still[2][:200]}")
+    rows.append(("keys and voices after", "-", "-", "-",
+                 f"key works: {still[0] == 200}; stored voice listed: {voice.encode() in listed[2]}", "-"))
     check(pg.sql(f"SELECT reserved FROM quota_usage WHERE subject = 'acct:{account}' AND reserved <> 0") == "",
           "nothing reserved after recovery")
     time.sleep(2)

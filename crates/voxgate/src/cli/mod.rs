@@ -606,6 +606,7 @@ pub fn speech_parts(config: &Config) -> anyhow::Result<(Catalog, Runtime, WorkDi
         encoders: services::encoder_pool(config),
         concurrency: std::sync::Arc::new(services::concurrency(config)),
         metrics,
+        failing: std::sync::Arc::default(),
         clones: None,
     };
     Ok((catalog, runtime, work))

@@ -73,6 +73,8 @@ pub struct Services {
     pub concurrency: Arc<Concurrency>,
     /// This instance's live quota reservations (renewed, so a crash never strands one).
     pub holds: Arc<HoldBook>,
+    /// Engines whose failure was logged and that have not served since.
+    pub failing_engines: Arc<speech::FailingEngines>,
     /// Where uploads are spooled (inside this process's own work directory).
     pub uploads: UploadDir,
     /// `text.blocked_words`, for tiers with `block_profanity`.
@@ -182,6 +184,7 @@ impl Services {
             gate,
             concurrency,
             holds,
+            failing_engines: Arc::default(),
             uploads: work_dir.uploads(),
             blocked_words,
             work_dir,

@@ -25,7 +25,8 @@ use futures::future::BoxFuture;
 use futures::{FutureExt as _, Stream};
 
 pub use pipeline::{
-    ByteStream, Part, Runtime, Speech, SpeechJob, SpeechStats, keep, start as start_job,
+    ByteStream, FailingEngines, Part, Runtime, Speech, SpeechJob, SpeechStats, keep,
+    start as start_job,
 };
 
 use super::Services;
@@ -176,6 +177,7 @@ impl Services {
             encoders: self.encoders.clone(),
             concurrency: Arc::clone(&self.concurrency),
             metrics: Arc::clone(&self.metrics),
+            failing: Arc::clone(&self.failing_engines),
             clones: Some(Arc::clone(&self.clones)),
         }
     }

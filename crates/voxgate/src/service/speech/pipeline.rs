@@ -167,8 +167,38 @@ pub struct Runtime {
     pub encoders: BlockingPool,
     pub concurrency: Arc<Concurrency>,
     pub metrics: Arc<Metrics>,
+    /// Which engines' failures have been logged since they last served.
+    pub failing: Arc<FailingEngines>,
     /// Clones of stored voices (none where no store is open: stored voices are refused).
     pub clones: Option<Arc<VoiceClones>>,
+}
+
+/// Engines whose failure has been logged at WARN and that have not served since: a chain
+/// that falls back logs an engine's failure once per episode (it failed, then served
+/// again), not once per request. Every fallback is counted in the metrics regardless.
+#[derive(Debug, Default)]
+pub struct FailingEngines {
+    any: std::sync::atomic::AtomicBool,
+    engines: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl FailingEngines {
+    /// Notes a failure of `engine`; `true` when it is the first since it last served.
+    fn failed(&self, engine: &str) -> bool {
+        let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        self.any.store(true, std::sync::atomic::Ordering::Relaxed);
+        engines.insert(engine.to_owned())
+    }
+
+    /// Notes that `engine` served; its next failure is logged again.
+    fn served(&self, engine: &str) {
+        if self.any.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut engines = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+            engines.remove(engine);
+            self.any
+                .store(!engines.is_empty(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Starts synthesis and waits for the first encoded bytes, so failures that happen before
@@ -194,10 +224,12 @@ pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
                 // An engine that cannot run now (its breaker open, not installed) was
                 // logged when it became so (the breaker's transition at WARN): saying it
                 // again per request would bury the log. A failed call is worth a line.
-                if matches!(err, Error::EngineUnavailable) {
-                    tracing::debug!(engine = %candidate.engine_id, "{what}; trying the next in the chain");
+                if !matches!(err, Error::EngineUnavailable)
+                    && runtime.failing.failed(&candidate.engine_id)
+                {
+                    tracing::warn!(engine = %candidate.engine_id, error = %err, source = ?std::error::Error::source(&err), "{what}; trying the next in the chain (logged once until it serves again)");
                 } else {
-                    tracing::warn!(engine = %candidate.engine_id, error = %err, source = ?std::error::Error::source(&err), "{what}; trying the next in the chain");
+                    tracing::debug!(engine = %candidate.engine_id, error = %err, "{what}; trying the next in the chain");
                 }
                 runtime.metrics.fallbacks.inc();
             }
@@ -291,6 +323,7 @@ pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
                 }
             }
         };
+        runtime.failing.served(&candidate.engine_id);
         let audio = futures::stream::once(async move { Ok(first) }).chain(audio);
         return Ok(Speech {
             engine: candidate.engine_id,
@@ -512,6 +545,7 @@ mod tests {
 
     fn runtime() -> Runtime {
         Runtime {
+            failing: Arc::default(),
             encoders: BlockingPool::new(1),
             concurrency: Arc::new(Concurrency::new(
                 8,
