@@ -4,8 +4,7 @@
 //! (requests get 503 `store_unavailable` at once, verified keys keep reading, recovery
 //! needs no restart).
 
-use std::io::Read as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt as _;
 use voxgate::data::store::{SqliteStore, Store as _};
 
-use crate::helpers::{client_with, create_key, error_of, spawn_app_with};
+use crate::helpers::{Serving, client_with, create_key, error_of, run_ok, serving, spawn_app_with};
 use crate::store::PgDatabase;
 
 fn voxgate(data_dir: &std::path::Path, config: &std::path::Path) -> Command {
@@ -28,43 +27,17 @@ fn voxgate(data_dir: &std::path::Path, config: &std::path::Path) -> Command {
     cmd
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
-}
-
-/// Starts `voxgate serve` and returns it with its address (read from the "listening" line).
+/// Starts `voxgate serve` and returns it with its address; its log is drained meanwhile.
 fn serve(data: &std::path::Path, config: &std::path::Path) -> (std::process::Child, String) {
-    let mut server = voxgate(data, config)
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut stderr = server.stderr.take().expect("stderr");
-    let mut seen = Vec::new();
-    let addr = loop {
-        let mut buf = [0u8; 4096];
-        let n = stderr.read(&mut buf).expect("read");
-        assert!(n > 0, "server exited: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&seen);
-        if let Some(line) = text.lines().find(|l| l.contains("\"listening\"")) {
-            let v: serde_json::Value = serde_json::from_str(line).expect("json log line");
-            break v["addr"].as_str().expect("addr").to_owned();
-        }
-    };
+    let Serving {
+        child,
+        addr,
+        mut stderr,
+        ..
+    } = serving(voxgate(data, config).args(["serve", "--bind", "127.0.0.1:0"]));
     // Keep draining the log so the server never blocks on it.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (server, addr)
+    (child, addr)
 }
 
 /// SIGKILL while a stream is being delivered: the reservation outlives the process, and
@@ -84,10 +57,10 @@ async fn a_killed_server_leaves_no_quota_reserved() {
            { per = \"account\", metric = \"transcribed_seconds\", period = \"day\", limit = 7200 }]\n",
     )
     .expect("config");
-    let account =
-        run(voxgate(&data, &config)
-            .args(["accounts", "create", "--name", "faults", "--tier", "basic"]));
-    let key = run(voxgate(&data, &config).args(["keys", "create", "--account", &account]));
+    let account = run_ok(
+        voxgate(&data, &config).args(["accounts", "create", "--name", "faults", "--tier", "basic"]),
+    );
+    let key = run_ok(voxgate(&data, &config).args(["keys", "create", "--account", &account]));
 
     let (mut server, addr) = serve(&data, &config);
     let sentence = "The quick brown fox jumps over the lazy dog while the band plays on. ";

@@ -344,3 +344,57 @@ pub fn parse_chunked(raw: &[u8]) -> (String, Vec<Vec<u8>>) {
     }
     (head, chunks)
 }
+
+/// Runs a `voxgate` CLI command that must succeed; its trimmed standard output.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// A `voxgate serve` process started by a test, once it listens.
+pub struct Serving {
+    pub child: std::process::Child,
+    /// The address from its "listening" log line.
+    pub addr: String,
+    /// Its log up to that line.
+    pub seen: Vec<u8>,
+    /// The rest of its log (JSON lines on stderr), for the caller to read or drain.
+    pub stderr: std::process::ChildStderr,
+}
+
+/// Starts `cmd` (a `voxgate … serve --bind 127.0.0.1:0`) and waits for its "listening" line.
+pub fn serving(cmd: &mut std::process::Command) -> Serving {
+    use std::io::Read as _;
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let addr = loop {
+        let mut buf = [0u8; 4096];
+        let n = stderr.read(&mut buf).expect("read");
+        assert!(n > 0, "server exited: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(line) = text.lines().find(|l| l.contains("\"listening\"")) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json log line");
+            break v["addr"].as_str().expect("addr").to_owned();
+        }
+    };
+    Serving {
+        child,
+        addr,
+        seen,
+        stderr,
+    }
+}

@@ -2,10 +2,12 @@
 //! level: keys, `Authorization` values and request text never appear.
 
 use std::io::Read as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
+
+use crate::helpers::{Serving, run_ok, serving};
 
 fn voxgate(data_dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxgate"));
@@ -17,51 +19,24 @@ fn voxgate(data_dir: &std::path::Path) -> Command {
     cmd
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_never_contain_keys_authorization_or_text() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let account =
-        run(voxgate(&data).args(["accounts", "create", "--name", "logs", "--tier", "admin"]));
-    let key = run(voxgate(&data).args(["keys", "create", "--account", &account]));
+        run_ok(voxgate(&data).args(["accounts", "create", "--name", "logs", "--tier", "admin"]));
+    let key = run_ok(voxgate(&data).args(["keys", "create", "--account", &account]));
     let keyid = voxgate::identity::auth::key::parse(&key)
         .expect("key")
         .keyid;
     let secret = key.split('_').nth(2).expect("secret").to_owned();
 
-    let mut server = voxgate(&data)
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut stderr = server.stderr.take().expect("stderr");
-    // Find the port in the "listening" line.
-    let mut seen = Vec::new();
-    let addr = loop {
-        let mut buf = [0u8; 4096];
-        let n = stderr.read(&mut buf).expect("read");
-        assert!(n > 0, "server exited: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&seen);
-        if let Some(line) = text.lines().find(|l| l.contains("\"listening\"")) {
-            let v: serde_json::Value = serde_json::from_str(line).expect("json log line");
-            break v["addr"].as_str().expect("addr").to_owned();
-        }
-    };
+    let Serving {
+        child: mut server,
+        addr,
+        mut seen,
+        mut stderr,
+    } = serving(voxgate(&data).args(["serve", "--bind", "127.0.0.1:0"]));
     let reader = std::thread::spawn(move || {
         let mut rest = Vec::new();
         let _ = stderr.read_to_end(&mut rest);
@@ -325,32 +300,19 @@ async fn provider_failures_never_log_the_text() {
     };
     let mut create = voxgate(&data);
     with_config(&mut create);
-    let account = run(create.args(["accounts", "create", "--name", "logs", "--tier", "admin"]));
+    let account = run_ok(create.args(["accounts", "create", "--name", "logs", "--tier", "admin"]));
     let mut create = voxgate(&data);
     with_config(&mut create);
-    let key = run(create.args(["keys", "create", "--account", &account]));
+    let key = run_ok(create.args(["keys", "create", "--account", &account]));
 
     let mut serve = voxgate(&data);
     with_config(&mut serve);
-    let mut server = serve
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut stderr = server.stderr.take().expect("stderr");
-    let mut seen = Vec::new();
-    let addr = loop {
-        let mut buf = [0u8; 4096];
-        let n = stderr.read(&mut buf).expect("read");
-        assert!(n > 0, "server exited: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&seen);
-        if let Some(line) = text.lines().find(|l| l.contains("\"listening\"")) {
-            let v: serde_json::Value = serde_json::from_str(line).expect("json log line");
-            break v["addr"].as_str().expect("addr").to_owned();
-        }
-    };
+    let Serving {
+        child: mut server,
+        addr,
+        mut seen,
+        mut stderr,
+    } = serving(serve.args(["serve", "--bind", "127.0.0.1:0"]));
     let reader = std::thread::spawn(move || {
         let mut rest = Vec::new();
         let _ = stderr.read_to_end(&mut rest);
