@@ -127,6 +127,11 @@ pub struct HoldBook {
     journal: Arc<Journal>,
     /// When this instance's holds were last renewed (or it started).
     renewed: Mutex<tokio::time::Instant>,
+    /// Since when every upkeep reached the store (`None` after one failed). Reconciling
+    /// waits until this is a lease and a renewal old: after an outage every holder first
+    /// gets that long to replay its journal and renew, so a hold whose settlement is
+    /// journaled is not reconciled at an older report.
+    reachable_since: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl HoldBook {
@@ -137,6 +142,12 @@ impl HoldBook {
             live: Mutex::new(HashMap::new()),
             journal,
             renewed: Mutex::new(tokio::time::Instant::now()),
+            // A start counts as reachable: holds a crash left are reconciled at once.
+            reachable_since: Mutex::new(Some(
+                tokio::time::Instant::now()
+                    .checked_sub(leases.lease + leases.renew_every)
+                    .unwrap_or_else(tokio::time::Instant::now),
+            )),
         })
     }
 
@@ -179,6 +190,17 @@ impl HoldBook {
     /// passed a whole lease ago (so a live holder that could not renew for a moment keeps
     /// its holds). Returns how many were reconciled.
     pub async fn upkeep(&self, store: &Arc<dyn Store>) -> Result<usize, StoreError> {
+        let result = self.upkeep_once(store).await;
+        if result.is_err() {
+            *self
+                .reachable_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        result
+    }
+
+    async fn upkeep_once(&self, store: &Arc<dyn Store>) -> Result<usize, StoreError> {
         // Journaled settlements first: their holds are settled at what was delivered,
         // before reconciliation could settle them at an older report.
         if !self.journal.is_empty() {
@@ -194,7 +216,16 @@ impl HoldBook {
         store
             .renew_holds(self.lease_secs(), &self.progress())
             .await?;
-        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        let now = tokio::time::Instant::now();
+        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = now;
+        let since = *self
+            .reachable_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(now);
+        if now.duration_since(since) < self.leases.lease + self.leases.renew_every {
+            return Ok(0);
+        }
         let settled = store.reconcile_holds(self.lease_secs()).await?;
         for hold in &settled {
             tracing::warn!(

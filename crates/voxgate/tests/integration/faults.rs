@@ -346,3 +346,78 @@ async fn a_store_outage_degrades_and_recovers_without_restart() {
     assert_eq!(std::fs::metadata(&journal).map_or(0, |m| m.len()), 0);
     db.drop_now().await;
 }
+
+/// Two instances on one PostgreSQL database that goes away for longer than two leases:
+/// a stream that finished during the outage has its settlement journaled, and when the
+/// database returns the other instance does not reconcile that hold at an older report
+/// before its holder replays the journal. The streamed text is charged exactly once, in
+/// full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journaled_settlement_is_not_reconciled_by_another_instance() {
+    let db = PgDatabase::create().await;
+    let relay = Relay::start().await;
+    let config = format!(
+        "[database]\nurl = \"{}\"\nhold_lease_secs = 3\nhold_renew_secs = 1\n\
+         [tiers.basic]\nquotas = [{{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100000 }}, {{ per = \"account\", metric = \"transcribed_seconds\", period = \"day\", limit = 7200 }}]\n",
+        relay.url(&db.url)
+    );
+    let holder = spawn_app_with(&config).await;
+    let other = spawn_app_with(&config).await;
+    let (account, key) = create_key(&holder.state, "basic", None, None).await;
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(20);
+    let text = text.trim_end();
+    let mut streaming = client_with(Some(&key))
+        .post(holder.url("/v1/audio/speech"))
+        .json(&json!({"model": "tts-1", "voice": "alloy", "input": text, "response_format": "pcm"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(streaming.status(), 200);
+    assert!(
+        !streaming
+            .chunk()
+            .await
+            .expect("chunk")
+            .expect("audio")
+            .is_empty()
+    );
+
+    relay.set_cut(true);
+    while let Some(chunk) = streaming.chunk().await.expect("the stream finishes") {
+        assert!(!chunk.is_empty());
+    }
+    let journal = holder
+        .state
+        .config
+        .data_dir
+        .join("journal/settlements.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::metadata(&journal).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "the settlement is journaled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Over two leases without the database: the hold is reconcilable when it returns.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    relay.set_cut(false);
+
+    let day = {
+        let t = voxgate::util::now();
+        t - t.rem_euclid(86_400)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let usage = other
+            .state
+            .store
+            .quota_usage(&format!("acct:{account}"), "characters", day)
+            .await;
+        if let Ok((used, 0)) = usage {
+            assert_eq!(used, text.chars().count() as i64, "charged in full, once");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still reserved: {usage:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(std::fs::metadata(&journal).map_or(0, |m| m.len()), 0);
+    db.drop_now().await;
+}
