@@ -1,7 +1,9 @@
 """The official openai SDK, unmodified, against a running voxgate (base URL as argv[1])."""
 import io
 import os
+import subprocess
 import sys
+import tempfile
 import wave
 
 import openai
@@ -69,6 +71,39 @@ verbose = client.audio.transcriptions.create(
     timestamp_granularities=["word"],
 )
 assert verbose.words and verbose.words[0].end >= verbose.words[0].start, verbose
+
+# Streaming transcription: ~40 s of speech, so Whisper's 30-second windows make at least two
+# deltas, which arrive before `transcript.text.done` and add up to its text.
+paragraph = (
+    "The quick brown fox jumps over the lazy dog. A gateway should check every request "
+    "before it reaches the engine. Speech synthesis turns written text into sound. "
+)
+long_speech = client.audio.speech.create(
+    model="tts-1", voice="alloy", input=paragraph * 4, response_format="wav"
+).read()
+events = list(
+    client.audio.transcriptions.create(
+        model="whisper-1", file=("long.wav", long_speech, "audio/wav"), language="en", stream=True
+    )
+)
+kinds = [e.type for e in events]
+assert kinds[-1] == "transcript.text.done" and kinds.count("transcript.text.delta") >= 2, kinds
+assert "".join(e.delta for e in events[:-1]) == events[-1].text, events
+assert "fox" in events[-1].text.lower(), events[-1].text
+assert events[-1].usage.seconds > 30, events[-1].usage
+
+# Translation: French speech (espeak-ng, slowly: Whisper base renders robotic speech poorly)
+# comes back as English.
+with tempfile.TemporaryDirectory() as tmp:
+    french = os.path.join(tmp, "fr.wav")
+    subprocess.run(
+        ["espeak-ng", "-v", "fr", "-s", "105", "-w", french, "Je m'appelle Marie. J'habite à Paris."],
+        check=True,
+    )
+    with open(french, "rb") as f:
+        translation = client.audio.translations.create(model="whisper-1", file=f)
+assert "my name is" in translation.text.lower(), translation.text
+
 try:
     client.audio.transcriptions.create(model="whisper-1", file=("x.wav", b"\x7fELF" + b"\0" * 64))
 except openai.APIStatusError as e:
@@ -76,4 +111,4 @@ except openai.APIStatusError as e:
 else:
     raise AssertionError("an ELF file named .wav was accepted")
 
-print("openai SDK: speech, streaming, models, transcription and errors ok")
+print("openai SDK: speech, streaming, models, transcription (also streamed), translation and errors ok")

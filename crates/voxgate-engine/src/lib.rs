@@ -166,8 +166,49 @@ pub type ForgetFuture = Pin<Box<dyn Future<Output = Result<(), EngineError>> + S
 /// The future [`Synthesizer::clone_voice`] returns: the engine's id for the new voice.
 pub type CloneFuture = Pin<Box<dyn Future<Output = Result<String, EngineError>> + Send + 'static>>;
 
+/// What a recogniser makes of the speech.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Task {
+    /// Text in the language spoken.
+    #[default]
+    Transcribe,
+    /// English text, whatever the language spoken (Whisper's translate task).
+    Translate,
+}
+
+/// Where a recogniser sends text as it becomes available (a piece per stretch of audio it
+/// has finished), before the whole transcript is returned. Called on the recogniser's
+/// thread: it must not block.
+#[derive(Clone)]
+pub struct TextSink(std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl TextSink {
+    pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+
+    /// Hands on one piece of text (never empty).
+    pub fn send(&self, text: &str) {
+        if !text.is_empty() {
+            (self.0)(text);
+        }
+    }
+}
+
+impl std::fmt::Debug for TextSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TextSink")
+    }
+}
+
+impl PartialEq for TextSink {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// One transcription job: validated, decoded audio at the engine's [`Transcriber::sample_rate`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TranscriptionRequest {
     /// Mono samples in `[-1, 1]`.
     pub samples: Vec<f32>,
@@ -177,6 +218,11 @@ pub struct TranscriptionRequest {
     pub temperature: f32,
     /// Whether segment and word timings are wanted (they cost an alignment pass).
     pub timestamps: bool,
+    /// Transcribe, or translate into English (only where [`Transcriber::translates`]).
+    pub task: Task,
+    /// Text as it becomes available; engines that cannot stream send nothing, and the
+    /// caller falls back to the whole transcript.
+    pub partial: Option<TextSink>,
 }
 
 /// A timed word.
@@ -224,6 +270,10 @@ pub trait Transcriber: Send + Sync + std::fmt::Debug {
 
     /// Whether the engine can time single words.
     fn word_timestamps(&self) -> bool;
+
+    /// Whether the engine can translate speech into English ([`Task::Translate`]). No
+    /// default: a wrapper must pass its engine's answer on.
+    fn translates(&self) -> bool;
 
     /// Transcribes one request. Dropping the future abandons the wait, not necessarily the
     /// computation already running on a blocking thread.

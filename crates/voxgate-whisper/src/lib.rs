@@ -8,6 +8,8 @@
 //! against the manifest compiled into this crate ([`MANIFEST`]) before CTranslate2 opens any
 //! of them, so a swapped or truncated file refuses to load with a message naming it.
 
+mod model;
+
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
@@ -19,6 +21,8 @@ use voxgate_engine::{
     BlockingPool, EngineError, Transcriber, Transcript, TranscriptSegment, TranscriptWord,
     TranscriptionFuture, TranscriptionRequest,
 };
+
+use model::Model;
 
 /// `sha256  file` lines for the Whisper base model, as `scripts/fetch-models` verifies them.
 pub const MANIFEST: &str = include_str!("../assets/whisper-base.sha256");
@@ -137,7 +141,7 @@ pub struct WhisperSettings {
 /// Whisper base, loaded and ready.
 pub struct WhisperEngine {
     id: String,
-    model: Arc<ct2rs::Whisper>,
+    model: Arc<Model>,
     pool: BlockingPool,
     beam_size: usize,
 }
@@ -159,11 +163,10 @@ impl WhisperEngine {
             num_threads_per_replica: settings.threads.max(1),
             ..Default::default()
         };
-        let model =
-            ct2rs::Whisper::new(&settings.model_dir, config).map_err(|e| ModelError::Load {
-                dir: settings.model_dir.clone(),
-                message: e.to_string(),
-            })?;
+        let model = Model::load(&settings.model_dir, config).map_err(|e| ModelError::Load {
+            dir: settings.model_dir.clone(),
+            message: format!("{e:#}"),
+        })?;
         Ok(Self {
             id: id.to_owned(),
             model: Arc::new(model),
@@ -188,49 +191,60 @@ impl WhisperEngine {
     }
 }
 
+/// Decodes the request window by window (30 s each), in the language asked for or the one
+/// detected in the first window, sending each window's text to the request's sink as soon
+/// as it is decoded.
 fn run(
-    model: &ct2rs::Whisper,
+    model: &Model,
     request: &TranscriptionRequest,
     options: &ct2rs::WhisperOptions,
 ) -> Result<Transcript, EngineError> {
-    let language = request.language.as_deref();
     let internal = |e: anyhow::Error| EngineError::Internal(format!("whisper: {e:#}"));
-    if !request.timestamps {
-        let text = model
-            .generate(&request.samples, language, false, options)
-            .map_err(internal)?
-            .iter()
-            .map(|piece| piece.trim())
-            .filter(|piece| !piece.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
+    let mut windows = model.windows(&request.samples);
+    let Some(first) = windows.first_mut() else {
         return Ok(Transcript {
-            text,
             language: request.language.clone(),
-            segments: Vec::new(),
+            ..Transcript::default()
         });
-    }
-    let chunks = model
-        .generate_segments(&request.samples, language, options)
-        .map_err(internal)?;
-    let mut words = Vec::new();
+    };
+    let language = match &request.language {
+        Some(code) => code.clone(),
+        None => model.detect_language(first).map_err(internal)?,
+    };
+    let window_secs = model::WINDOW_SECS;
     let mut texts = Vec::new();
-    for chunk in chunks {
-        if !chunk.text.trim().is_empty() {
-            texts.push(chunk.text.trim().to_owned());
+    let mut words = Vec::new();
+    for (i, window) in windows.iter_mut().enumerate() {
+        let decoded = model
+            .decode(
+                window,
+                &language,
+                request.task,
+                request.timestamps,
+                i as f32 * window_secs,
+                options,
+            )
+            .map_err(internal)?;
+        if let Some(sink) = &request.partial {
+            sink.send(&decoded.text);
         }
-        for word in chunk.words.unwrap_or_default() {
-            words.push(TranscriptWord {
-                word: word.word,
-                start: word.start.max(0.0),
-                end: word.end.max(word.start).max(0.0),
-            });
+        if !decoded.text.is_empty() {
+            texts.push(decoded.text);
         }
+        words.extend(decoded.words.into_iter().map(|w| TranscriptWord {
+            start: w.start.max(0.0),
+            end: w.end.max(w.start).max(0.0),
+            word: w.word,
+        }));
     }
     Ok(Transcript {
         text: texts.join(" "),
-        language: request.language.clone(),
-        segments: segments_from_words(words),
+        language: Some(language),
+        segments: if request.timestamps {
+            segments_from_words(words)
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -301,6 +315,10 @@ impl Transcriber for WhisperEngine {
     }
 
     fn word_timestamps(&self) -> bool {
+        true
+    }
+
+    fn translates(&self) -> bool {
         true
     }
 

@@ -430,6 +430,7 @@ async fn stt_rtf(
         language: Some("en".into()),
         temperature: 0.0,
         timestamps,
+        ..TranscriptionRequest::default()
     };
     let start = Instant::now();
     engine.transcribe(request(false)).await?;

@@ -404,6 +404,10 @@ impl<T: Transcriber + 'static> Transcriber for GuardedTranscriber<T> {
         self.inner.word_timestamps()
     }
 
+    fn translates(&self) -> bool {
+        self.inner.translates()
+    }
+
     fn transcribe(&self, request: TranscriptionRequest) -> TranscriptionFuture {
         let engine = self.inner.id().to_owned();
         let permit = match self.breaker.try_acquire() {

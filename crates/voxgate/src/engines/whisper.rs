@@ -37,6 +37,9 @@ impl Transcriber for Unavailable {
     fn word_timestamps(&self) -> bool {
         false
     }
+    fn translates(&self) -> bool {
+        false
+    }
     fn transcribe(
         &self,
         _request: voxgate_engine::TranscriptionRequest,
@@ -119,6 +122,10 @@ mod lazy {
             voxgate_whisper::LANGUAGES
         }
         fn word_timestamps(&self) -> bool {
+            true
+        }
+
+        fn translates(&self) -> bool {
             true
         }
         fn transcribe(

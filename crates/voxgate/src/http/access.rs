@@ -80,6 +80,11 @@ pub const PUBLIC_ROUTES: &[Route] = &[
         Access::Scope(Scope::Transcription),
     ),
     route(
+        Method::POST,
+        "/v1/audio/translations",
+        Access::Scope(Scope::Transcription),
+    ),
+    route(
         Method::GET,
         "/v1/me/export",
         Access::Scope(Scope::AccountRead),

@@ -20,6 +20,7 @@ use axum::http::Method;
     paths(
         super::speech::create_speech,
         super::transcriptions::create_transcription,
+        super::transcriptions::create_translation,
         super::models::list_models,
         super::models::get_model,
         super::voices::list_voices,
@@ -106,6 +107,13 @@ pub fn document(state: &AppState) -> Value {
     form["temperature"] = json!({"type": "number", "minimum": 0, "maximum": 1});
     form["language"] = json!({"type": "string", "enum": ["en", "de", "fr", "es", "it"]});
     form["timestamp_granularities[]"] = json!({"type": "array", "items": {"type": "string", "enum": ["segment"]}, "description": "`segment` and/or `word` (word needs verbose_json)."});
+    form["stream"] = json!({"type": "boolean", "description": "`true`: server-sent events; `response_format` must then be `json` or `text`."});
+    let translation_form = &mut schemas["TranslationForm"]["properties"];
+    translation_form["model"] = json!({"type": "string", "enum": transcription_models});
+    translation_form["prompt"] = json!({"type": "string", "maxLength": state.config.transcription.max_prompt_chars, "pattern": TEXT_PATTERN});
+    translation_form["response_format"] =
+        json!({"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"]});
+    translation_form["temperature"] = json!({"type": "number", "minimum": 0, "maximum": 1});
     let voice_form = &mut schemas["CreateVoiceForm"]["properties"];
     voice_form["consent"] = json!({"type": "string", "enum": ["true"], "description": "Must be `true`: the speaker agreed to having their voice cloned."});
     voice_form["name"] = json!({"type": "string", "minLength": 1, "maxLength": state.config.voices.max_name_chars, "pattern": TEXT_PATTERN});

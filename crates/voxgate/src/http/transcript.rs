@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
-use voxgate_engine::Transcript;
+use voxgate_engine::{Task, Transcript};
 
 /// `response_format` for transcriptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, utoipa::ToSchema)]
@@ -55,7 +55,7 @@ pub struct TranscriptionUsage {
 /// `verbose_json`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VerboseTranscription {
-    /// Always `transcribe`.
+    /// `transcribe` or `translate`.
     pub task: &'static str,
     /// The language asked for, or `unknown` when it was detected and not reported.
     pub language: String,
@@ -101,6 +101,7 @@ pub fn render(
     duration_secs: f64,
     temperature: f32,
     words: bool,
+    task: Task,
 ) -> (&'static str, String) {
     let usage = || TranscriptionUsage {
         kind: "duration",
@@ -152,7 +153,10 @@ pub fn render(
                     .collect()
             });
             let body = VerboseTranscription {
-                task: "transcribe",
+                task: match task {
+                    Task::Transcribe => "transcribe",
+                    Task::Translate => "translate",
+                },
                 language: transcript
                     .language
                     .clone()
@@ -247,12 +251,26 @@ mod tests {
 
     #[test]
     fn srt_and_vtt_number_and_time_their_cues() {
-        let (_, srt) = render(TranscriptFormat::Srt, &transcript(), 3662.0, 0.0, false);
+        let (_, srt) = render(
+            TranscriptFormat::Srt,
+            &transcript(),
+            3662.0,
+            0.0,
+            false,
+            Task::Transcribe,
+        );
         assert_eq!(
             srt,
             "1\n00:00:00,000 --> 00:00:01,250\nHello there.\n\n2\n01:01:01,500 --> 01:01:02,000\nBye.\n\n"
         );
-        let (kind, vtt) = render(TranscriptFormat::Vtt, &transcript(), 3662.0, 0.0, false);
+        let (kind, vtt) = render(
+            TranscriptFormat::Vtt,
+            &transcript(),
+            3662.0,
+            0.0,
+            false,
+            Task::Transcribe,
+        );
         assert_eq!(kind, "text/vtt; charset=utf-8");
         assert!(vtt.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.250\nHello there.\n"));
     }
@@ -265,6 +283,7 @@ mod tests {
             3662.0,
             0.0,
             true,
+            Task::Transcribe,
         );
         let json: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(json["task"], "transcribe");
@@ -278,6 +297,7 @@ mod tests {
             1.0,
             0.0,
             false,
+            Task::Transcribe,
         );
         let json: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert!(json.get("words").is_none());

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use voxgate_engine::{Transcriber, Transcript, TranscriptionRequest};
+use voxgate_engine::{Task, TextSink, Transcriber, Transcript, TranscriptionRequest};
 use voxgate_input::probe::{self, ProbeLimits, Probed};
 use voxgate_input::text;
 
@@ -38,6 +38,11 @@ pub struct TranscriptionOrder {
     pub temperature: Option<f32>,
     /// Whether segment (and word) timings are wanted.
     pub timestamps: bool,
+    /// Transcribe, or translate into English (then `language` must be `None`).
+    pub task: Task,
+    /// Where text goes as the recogniser finishes each stretch of audio (streaming front
+    /// doors); the whole transcript is returned either way.
+    pub partial: Option<TextSink>,
 }
 
 /// A validated order.
@@ -48,6 +53,8 @@ pub struct TranscriptionJob {
     pub language: Option<String>,
     pub temperature: f32,
     timestamps: bool,
+    pub task: Task,
+    partial: Option<TextSink>,
 }
 
 /// The audio to transcribe.
@@ -123,6 +130,13 @@ impl Services {
             .catalog
             .transcriber(model)
             .ok_or(Error::EngineUnavailable)?;
+        if order.task == Task::Translate && !engine.translates() {
+            return Err(Error::invalid(
+                "model",
+                Code::UnsupportedModel,
+                format!("The model `{}` does not translate speech.", model.id),
+            ));
+        }
         let temperature = order.temperature.unwrap_or(0.0);
         if !temperature.is_finite() || !(0.0..=1.0).contains(&temperature) {
             return Err(Error::invalid(
@@ -159,6 +173,8 @@ impl Services {
             language,
             temperature,
             timestamps: order.timestamps,
+            task: order.task,
+            partial: order.partial,
         })
     }
 
@@ -239,6 +255,8 @@ impl Services {
                 language: job.language.clone(),
                 temperature: job.temperature,
                 timestamps: job.timestamps,
+                task: job.task,
+                partial: job.partial.clone(),
             };
             // Recognition starts: what it recognises is charged, whoever still waits.
             match job.engine.transcribe(request).await {

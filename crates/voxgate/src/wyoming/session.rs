@@ -623,9 +623,8 @@ impl Session {
         let order = TranscriptionOrder {
             model: u.model,
             language: u.language,
-            prompt: None,
-            temperature: None,
             timestamps: true,
+            ..TranscriptionOrder::default()
         };
         let job = self
             .services

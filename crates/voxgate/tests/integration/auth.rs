@@ -30,6 +30,7 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
         Some("voices.manage"),
     ),
     ("POST", "/v1/audio/transcriptions", Some("transcription")),
+    ("POST", "/v1/audio/translations", Some("transcription")),
     ("GET", "/v1/me/export", Some("account.read")),
     ("DELETE", "/v1/me", Some("delete")),
     ("GET", "/healthz", None),
@@ -75,6 +76,11 @@ async fn call_on(
             Form::new()
                 .text("model", "whisper-1")
                 .text("language", "en")
+                .part("file", file_part(tone_wav(1.0, 16_000), "a.wav")),
+        ),
+        ("POST", "/v1/audio/translations") => request.multipart(
+            Form::new()
+                .text("model", "whisper-1")
                 .part("file", file_part(tone_wav(1.0, 16_000), "a.wav")),
         ),
         ("POST", "/v1/audio/voices") => request.multipart(

@@ -186,6 +186,30 @@ async fn openai_transcriptions(
     .await
 }
 
+/// `/audio/translations`: English text, whatever was spoken; no language or word timings in
+/// the form (OpenAI's translation form has neither).
+async fn openai_translations(
+    State(stub): State<Arc<Stub>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(
+        &stub,
+        &headers,
+        "authorization",
+        "/v1/audio/translations".into(),
+    );
+    let text = String::from_utf8_lossy(&body);
+    let clean = !text.contains("name=\"language\"") && !text.contains("timestamp_granularities");
+    answer(&stub, || {
+        axum::Json(
+            json!({"text": if clean { " Translated upstream. " } else { "unexpected field" }}),
+        )
+        .into_response()
+    })
+    .await
+}
+
 async fn elevenlabs_tts(
     State(stub): State<Arc<Stub>>,
     Path(voice): Path<String>,
@@ -327,6 +351,7 @@ async fn stub() -> (SocketAddr, Arc<Stub>) {
     let app = axum::Router::new()
         .route("/v1/audio/speech", post(openai_speech))
         .route("/v1/audio/transcriptions", post(openai_transcriptions))
+        .route("/v1/audio/translations", post(openai_translations))
         .route("/v1/text-to-speech/{voice}/stream", post(elevenlabs_tts))
         .route("/v1/voices/add", post(elevenlabs_add))
         .route("/v1/voices", get(elevenlabs_list))
@@ -1214,6 +1239,57 @@ engine = "stt"
         up.auth.lock().expect("lock").last().map(String::as_str),
         Some("Bearer stt-secret")
     );
+
+    // A translation goes to the provider's translation endpoint.
+    let form = reqwest::multipart::Form::new()
+        .text("model", "remote-whisper")
+        .part("file", file_part(tone_wav(2.0, 16_000), "a.wav"));
+    let response = app
+        .client
+        .post(app.url("/v1/audio/translations"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["text"], "Translated upstream.");
+    assert_eq!(
+        up.paths.lock().expect("lock").last().map(String::as_str),
+        Some("/v1/audio/translations")
+    );
+
+    // Streamed from a provider that answers whole: one delta with the text, then done.
+    let form = reqwest::multipart::Form::new()
+        .text("model", "remote-whisper")
+        .text("stream", "true")
+        .part("file", file_part(tone_wav(2.0, 16_000), "a.wav"));
+    let response = app
+        .client
+        .post(app.url("/v1/audio/transcriptions"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/event-stream")
+    );
+    let events = response.text().await.expect("events");
+    let events: Vec<Value> = events
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(|e| serde_json::from_str(e).expect("event json"))
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["type"], "transcript.text.delta");
+    assert_eq!(events[0]["delta"], "Hello from upstream.");
+    assert_eq!(events[1]["type"], "transcript.text.done");
+    assert_eq!(events[1]["text"], "Hello from upstream.");
+    assert_eq!(events[1]["usage"]["seconds"], 2);
 }
 
 /// The admin test key's tier caches; `ttl` 0 makes every entry expired at once.

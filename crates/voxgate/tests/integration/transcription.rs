@@ -406,3 +406,212 @@ async fn transcription_models_are_listed() {
         .collect();
     assert!(ids.contains(&"whisper-1"), "{ids:?}");
 }
+
+/// Events of a `text/event-stream` body, in order, with whether each arrived in a body
+/// chunk before the one that held the last event.
+async fn events_of(mut response: reqwest::Response) -> Vec<(Value, bool)> {
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/event-stream")
+    );
+    let mut chunks = Vec::new();
+    while let Some(chunk) = response.chunk().await.expect("chunk") {
+        chunks.push(String::from_utf8(chunk.to_vec()).expect("utf-8"));
+    }
+    let last_chunk = chunks.len().saturating_sub(1);
+    let mut events = Vec::new();
+    let mut pending = String::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        pending.push_str(chunk);
+        while let Some(end) = pending.find("\n\n") {
+            let event: String = pending.drain(..end + 2).collect();
+            let data = event
+                .trim_end()
+                .strip_prefix("data: ")
+                .expect("a data line");
+            events.push((
+                serde_json::from_str(data).expect("event json"),
+                i < last_chunk,
+            ));
+        }
+    }
+    assert!(
+        pending.is_empty(),
+        "a partial event at the end: {pending:?}"
+    );
+    events
+}
+
+/// `stream=true`: a text delta per 30-second window as Whisper finishes it, sent before
+/// the rest is recognised; the deltas add up to the text of `transcript.text.done`, which
+/// bills the seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_transcription_sends_text_before_it_is_done() {
+    let app = spawn_app().await;
+    // Over 40 seconds of different sentences (Whisper drops repeats of the same text).
+    let long = format!(
+        "{PARAGRAPH} The weather in the mountains changes quickly, so hikers carry warm \
+         clothes even in summer. Our library opens at nine in the morning and closes at six \
+         in the evening on weekdays. Please remember to water the plants on the balcony \
+         while I am away. The train to the city leaves from the second platform every half \
+         hour. Fresh bread from the bakery around the corner is the best way to start a \
+         Sunday. Children learn languages faster when they hear them every day at home."
+    );
+    let wav = speak_wav(&app, &long).await;
+    let form = Form::new()
+        .text("model", "whisper-1")
+        .text("language", "en")
+        .text("stream", "true")
+        .part("file", file_part(wav, "long.wav"));
+    let response = transcribe(&app, form).await;
+    assert_eq!(response.headers()["x-voxgate-engine"], "whisper");
+    let events = events_of(response).await;
+    let (done, _) = events.last().expect("events");
+    assert_eq!(done["type"], "transcript.text.done");
+    let deltas: Vec<&(Value, bool)> = events[..events.len() - 1].iter().collect();
+    assert!(deltas.len() >= 2, "one delta per window: {events:?}");
+    assert!(
+        deltas
+            .iter()
+            .all(|(e, _)| e["type"] == "transcript.text.delta")
+    );
+    assert!(deltas[0].1, "the first window's text came before the end");
+    let joined: String = deltas
+        .iter()
+        .map(|(e, _)| e["delta"].as_str().expect("delta"))
+        .collect();
+    let text = done["text"].as_str().expect("text");
+    assert_eq!(joined, text, "the deltas add up to the text");
+    assert_eq!(done["usage"]["type"], "duration");
+    assert!(done["usage"]["seconds"].as_u64().expect("seconds") > 35);
+    let rate = wer(&long, text);
+    eprintln!("streamed WER {:.1}%: {text}", rate * 100.0);
+    assert!(rate <= 0.3, "WER {rate:.2}: {text:?}");
+}
+
+#[tokio::test]
+async fn streaming_is_refused_where_it_cannot_apply() {
+    let app = spawn_app().await;
+    let send = |field: &'static str, value: &'static str, stream: &'static str| {
+        let form = Form::new()
+            .text("model", "whisper-1")
+            .text("stream", stream)
+            .text(field, value)
+            .part("file", file_part(tone_wav(1.0, 16_000), "a.wav"));
+        transcribe(&app, form)
+    };
+    for format in ["srt", "vtt", "verbose_json"] {
+        let (status, code, param) = error_of(send("response_format", format, "true").await).await;
+        assert_eq!(
+            (status, code.as_deref(), param.as_deref()),
+            (400, Some("invalid_value"), Some("stream")),
+            "{format}"
+        );
+    }
+    let (status, code, param) = error_of(send("language", "en", "yes").await).await;
+    assert_eq!(
+        (status, code.as_deref(), param.as_deref()),
+        (400, Some("invalid_value"), Some("stream"))
+    );
+}
+
+/// `POST /v1/audio/translations`: French speech (espeak-ng, sandboxed) comes back as
+/// English text; the spoken language is detected. Whisper base translates robotic speech
+/// poorly: a short sentence, spoken slowly, is what it renders reliably.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn french_speech_is_translated_into_english() {
+    let app = spawn_app_with(
+        r#"
+[engines.espeak]
+kind = "subprocess"
+program = "espeak-ng"
+native_voices = ["fr"]
+voices = { alloy = "fr" }
+[models.espeak-fr]
+engine = "espeak"
+"#,
+    )
+    .await;
+    let response = app
+        .speech(
+            json!({"model": "espeak-fr", "voice": "alloy", "response_format": "wav",
+            "speed": 0.6, "input": "Je m'appelle Marie. J'habite à Paris."}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let wav = response.bytes().await.expect("audio").to_vec();
+    let translate = |format: &'static str| {
+        let form = Form::new()
+            .text("model", "whisper-1")
+            .text("response_format", format)
+            .part("file", file_part(wav.clone(), "french.wav"));
+        app.client
+            .post(app.url("/v1/audio/translations"))
+            .multipart(form)
+            .send()
+    };
+    let response = translate("verbose_json").await.expect("send");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    eprintln!("translation: {}", body["text"]);
+    assert_eq!(body["task"], "translate");
+    assert_eq!(body["language"], "fr", "the spoken language, detected");
+    let text = body["text"].as_str().expect("text").to_lowercase();
+    assert!(
+        text.contains("my name is"),
+        "not an English rendering: {text:?}"
+    );
+    assert!(
+        !["je ", "m'appelle", "j'habite"]
+            .iter()
+            .any(|w| text.contains(w)),
+        "French words left: {text:?}"
+    );
+    assert!(!body["segments"].as_array().expect("segments").is_empty());
+
+    // The same audio transcribed stays French.
+    let form = Form::new()
+        .text("model", "whisper-1")
+        .part("file", file_part(wav.clone(), "french.wav"));
+    let heard: Value = transcribe(&app, form).await.json().await.expect("json");
+    let heard = heard["text"].as_str().expect("text").to_lowercase();
+    assert!(
+        heard.contains("appelle") || heard.contains("paris"),
+        "{heard:?}"
+    );
+
+    let plain = translate("text")
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    assert!(plain.to_lowercase().contains("my name is"), "{plain}");
+    let srt = translate("srt")
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("srt");
+    assert!(srt.starts_with("1\n00:00:0"), "{srt}");
+
+    // The translation form is OpenAI's: no language (it is detected), no streaming.
+    for (field, value) in [("language", "fr"), ("stream", "true")] {
+        let form = Form::new()
+            .text("model", "whisper-1")
+            .text(field, value)
+            .part("file", file_part(wav.clone(), "french.wav"));
+        let response = app
+            .client
+            .post(app.url("/v1/audio/translations"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("send");
+        let (status, _, param) = error_of(response).await;
+        assert_eq!((status, param.as_deref()), (400, Some(field)));
+    }
+}

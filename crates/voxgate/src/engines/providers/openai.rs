@@ -7,7 +7,7 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use voxgate_engine::{
-    EngineError, PcmStream, SynthesisRequest, Synthesizer, Transcriber, Transcript,
+    EngineError, PcmStream, SynthesisRequest, Synthesizer, Task, Transcriber, Transcript,
     TranscriptSegment, TranscriptWord, TranscriptionFuture, TranscriptionRequest, VoiceInfo,
     WHISPER_LANGUAGES,
 };
@@ -127,6 +127,7 @@ pub struct OpenAiTranscriber {
     id: String,
     client: reqwest::Client,
     url: Url,
+    translate_url: Url,
     model: String,
     key: Option<SecretString>,
     languages: Vec<&'static str>,
@@ -153,6 +154,7 @@ impl OpenAiTranscriber {
             id: id.to_owned(),
             client: super::client(id, &config.http).map_err(|e| e.to_string())?,
             url: endpoint(&base, &["audio", "transcriptions"]),
+            translate_url: endpoint(&base, &["audio", "translations"]),
             model: config.model.clone(),
             key: config.api_key.clone(),
             languages,
@@ -240,7 +242,14 @@ impl Transcriber for OpenAiTranscriber {
         true
     }
 
+    /// OpenAI-compatible recognisers translate at `/audio/translations` (no language, no
+    /// word timings there).
+    fn translates(&self) -> bool {
+        true
+    }
+
     fn transcribe(&self, request: TranscriptionRequest) -> TranscriptionFuture {
+        let translate = request.task == Task::Translate;
         let wav = to_wav(&request.samples);
         let mut form = reqwest::multipart::Form::new()
             .text("model", self.model.clone())
@@ -253,18 +262,23 @@ impl Transcriber for OpenAiTranscriber {
                     "json"
                 },
             );
-        if request.timestamps {
+        if request.timestamps && !translate {
             form = form
                 .text("timestamp_granularities[]", "segment")
                 .text("timestamp_granularities[]", "word");
         }
-        if let Some(language) = request.language {
+        if let Some(language) = request.language.filter(|_| !translate) {
             form = form.text("language", language);
         }
         let file = reqwest::multipart::Part::bytes(wav)
             .file_name("audio.wav")
             .mime_str("audio/wav");
-        let mut call = self.client.post(self.url.clone());
+        let url = if translate {
+            &self.translate_url
+        } else {
+            &self.url
+        };
+        let mut call = self.client.post(url.clone());
         if let Some(key) = &self.key {
             call = call.bearer_auth(key.expose_secret());
         }
