@@ -92,6 +92,15 @@ assert "".join(e.delta for e in events[:-1]) == events[-1].text, events
 assert "fox" in events[-1].text.lower(), events[-1].text
 assert events[-1].usage.seconds > 30, events[-1].usage
 
+# chunking_strategy: voice activity detection, as "auto" and as a server_vad object (the SDK
+# sends its members as chunking_strategy[type] and so on).
+for chunking in ("auto", {"type": "server_vad", "threshold": 0.5, "silence_duration_ms": 600}):
+    chunked = client.audio.transcriptions.create(
+        model="whisper-1", file=("long.wav", long_speech, "audio/wav"), language="en",
+        chunking_strategy=chunking,
+    )
+    assert "fox" in chunked.text.lower() and "engine" in chunked.text.lower(), chunked.text
+
 # Translation: French speech (espeak-ng, slowly: Whisper base renders robotic speech poorly)
 # comes back as English.
 with tempfile.TemporaryDirectory() as tmp:

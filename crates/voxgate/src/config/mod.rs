@@ -127,6 +127,11 @@ pub enum ZeroWidthPolicy {
 pub struct TranscriptionConfig {
     /// Longest `prompt` accepted, in characters.
     pub max_prompt_chars: usize,
+    /// Silero VAD's graph (`scripts/fetch-models`), loaded on first use by
+    /// `chunking_strategy`; checked against its manifest first.
+    pub vad_model_dir: PathBuf,
+    /// The directory holding ONNX Runtime (Piper's), which runs the VAD graph.
+    pub onnx_runtime_dir: PathBuf,
 }
 
 /// Stored voice references (cloning inputs).

@@ -107,6 +107,7 @@ pub fn document(state: &AppState) -> Value {
     form["temperature"] = json!({"type": "number", "minimum": 0, "maximum": 1});
     form["language"] = json!({"type": "string", "enum": ["en", "de", "fr", "es", "it"]});
     form["timestamp_granularities[]"] = json!({"type": "array", "items": {"type": "string", "enum": ["segment"]}, "description": "`segment` and/or `word` (word needs verbose_json)."});
+    form["chunking_strategy"] = json!({"type": "string", "enum": ["auto"], "description": "`auto`, or a JSON object `{\"type\": \"server_vad\", \"threshold\", \"prefix_padding_ms\", \"silence_duration_ms\"}`: only speech is recognised, stretch by stretch."});
     form["stream"] = json!({"type": "boolean", "description": "`true`: server-sent events; `response_format` must then be `json` or `text`."});
     let translation_form = &mut schemas["TranslationForm"]["properties"];
     translation_form["model"] = json!({"type": "string", "enum": transcription_models});

@@ -18,10 +18,11 @@ use voxgate_engine::{Task, TextSink};
 use super::multipart::{self, FormSpec};
 use super::transcript::{self, TranscriptFormat, TranscriptionUsage};
 use super::{ApiError, AppState, Routes};
+use crate::audio::vad::TurnDetection;
 use crate::error::{Code, Error};
 use crate::identity::auth::Principal;
 use crate::service::transcription::{
-    AudioInput, Transcribed, TranscriptionJob, TranscriptionOrder,
+    AudioInput, Chunking, Transcribed, TranscriptionJob, TranscriptionOrder,
 };
 
 pub fn routes() -> Routes {
@@ -61,6 +62,10 @@ pub struct TranscriptionForm {
     /// `true`: server-sent events (`transcript.text.delta`, then `transcript.text.done`);
     /// `response_format` must then be `json` or `text`.
     stream: Option<bool>,
+    /// `auto`, or `{"type": "server_vad", "threshold", "prefix_padding_ms",
+    /// "silence_duration_ms"}` as JSON: only the stretches voice activity detection finds
+    /// speech in are recognised, each on its own (a delta each when streaming).
+    chunking_strategy: Option<String>,
 }
 
 /// Multipart fields of a translation, as OpenAI defines them.
@@ -165,6 +170,11 @@ async fn recognise(
                 "temperature",
                 "timestamp_granularities[]",
                 "stream",
+                "chunking_strategy",
+                "chunking_strategy[type]",
+                "chunking_strategy[threshold]",
+                "chunking_strategy[prefix_padding_ms]",
+                "chunking_strategy[silence_duration_ms]",
             ]
         } else {
             &["model", "prompt", "response_format", "temperature"]
@@ -216,6 +226,7 @@ async fn recognise(
             "Streaming needs `response_format` `json` or `text`.",
         ));
     }
+    let chunking = chunking_of(&form)?;
     let mut words = false;
     for granularity in form.all("timestamp_granularities[]") {
         match granularity {
@@ -256,6 +267,7 @@ async fn recognise(
         timestamps: format.needs_timestamps(),
         task,
         partial,
+        chunking,
     };
     let job = state.prepare_transcription(&principal, order).await?;
     let temperature = job.temperature;
@@ -287,6 +299,97 @@ async fn recognise(
         headers.insert(ENGINE_HEADER, engine);
     }
     Ok(response)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerVad {
+    #[serde(rename = "type")]
+    kind: String,
+    threshold: Option<f32>,
+    prefix_padding_ms: Option<u32>,
+    silence_duration_ms: Option<u32>,
+}
+
+/// `chunking_strategy`: `auto`, or a `server_vad` object with optional `threshold` (0–1),
+/// `prefix_padding_ms` and `silence_duration_ms` (0–10000), given as JSON text in the one
+/// field or, as the official SDKs send objects in forms, as `chunking_strategy[type]` and
+/// its siblings. Not both.
+fn chunking_of(form: &multipart::Form) -> Result<Option<Chunking>, ApiError> {
+    const PARTS: [&str; 4] = [
+        "chunking_strategy[type]",
+        "chunking_strategy[threshold]",
+        "chunking_strategy[prefix_padding_ms]",
+        "chunking_strategy[silence_duration_ms]",
+    ];
+    let parted = PARTS.iter().any(|p| form.get(p).is_some());
+    match (form.get("chunking_strategy"), parted) {
+        (None, false) => Ok(None),
+        (Some(value), false) => parse_chunking(value).map(Some),
+        (None, true) => {
+            let number = |name: &str| -> Result<Option<f64>, ApiError> {
+                form.get(name)
+                    .map(|v| v.trim().parse::<f64>().map_err(|_| invalid_chunking()))
+                    .transpose()
+            };
+            let ms = |name: &str| -> Result<Option<u32>, ApiError> {
+                number(name)?
+                    .map(|v| {
+                        (v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v))
+                            .then_some(v as u32)
+                            .ok_or_else(invalid_chunking)
+                    })
+                    .transpose()
+            };
+            let vad = ServerVad {
+                kind: form.get(PARTS[0]).unwrap_or_default().to_owned(),
+                threshold: number(PARTS[1])?.map(|v| v as f32),
+                prefix_padding_ms: ms(PARTS[2])?,
+                silence_duration_ms: ms(PARTS[3])?,
+            };
+            server_vad(vad).map(Some)
+        }
+        (Some(_), true) => Err(invalid_chunking()),
+    }
+}
+
+fn invalid_chunking() -> ApiError {
+    ApiError::invalid(
+        "chunking_strategy",
+        Code::InvalidValue,
+        "'chunking_strategy' must be `auto` or {\"type\": \"server_vad\"} with optional \
+         threshold (0 to 1), prefix_padding_ms and silence_duration_ms (0 to 10000).",
+    )
+}
+
+/// `chunking_strategy` given in one field: `auto`, or the object as JSON.
+fn parse_chunking(value: &str) -> Result<Chunking, ApiError> {
+    if value.trim() == "auto" {
+        return Ok(Chunking::Auto);
+    }
+    let vad: ServerVad = serde_json::from_str(value).map_err(|_| invalid_chunking())?;
+    server_vad(vad)
+}
+
+fn server_vad(vad: ServerVad) -> Result<Chunking, ApiError> {
+    let defaults = TurnDetection::default();
+    let settings = TurnDetection {
+        threshold: vad.threshold.unwrap_or(defaults.threshold),
+        prefix_padding_ms: vad.prefix_padding_ms.unwrap_or(defaults.prefix_padding_ms),
+        silence_duration_ms: vad
+            .silence_duration_ms
+            .unwrap_or(defaults.silence_duration_ms),
+    };
+    let valid = vad.kind == "server_vad"
+        && settings.threshold.is_finite()
+        && (0.0..=1.0).contains(&settings.threshold)
+        && settings.prefix_padding_ms <= 10_000
+        && settings.silence_duration_ms <= 10_000;
+    if valid {
+        Ok(Chunking::ServerVad(settings))
+    } else {
+        Err(invalid_chunking())
+    }
 }
 
 /// `transcript.text.delta`.

@@ -81,6 +81,8 @@ pub struct Services {
     pub blocked_words: Arc<WordList>,
     /// This process's temporary directory (uploads, sandbox runs); removed with it.
     pub work_dir: WorkDir,
+    /// Silero VAD, loaded on first use (a failure is remembered until restart).
+    pub(crate) vad: tokio::sync::OnceCell<Result<voxgate_piper::vad::SileroVad, String>>,
 }
 
 impl Services {
@@ -188,6 +190,7 @@ impl Services {
             uploads: work_dir.uploads(),
             blocked_words,
             work_dir,
+            vad: tokio::sync::OnceCell::new(),
         }))
     }
 

@@ -19,6 +19,7 @@ use voxgate_input::text;
 
 use super::Services;
 use crate::audio::Resampler;
+use crate::audio::vad::{self, TurnDetection};
 use crate::config::Metric;
 use crate::data::spool::SpooledFile;
 use crate::engines::ModelKind;
@@ -43,6 +44,18 @@ pub struct TranscriptionOrder {
     /// Where text goes as the recogniser finishes each stretch of audio (streaming front
     /// doors); the whole transcript is returned either way.
     pub partial: Option<TextSink>,
+    /// Recognise only the stretches voice activity detection finds speech in, one by one
+    /// (`chunking_strategy`); `None`: the whole audio at once.
+    pub chunking: Option<Chunking>,
+}
+
+/// `chunking_strategy`: how the audio is cut before recognition.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Chunking {
+    /// Loudness normalised for the detector, then the default turn detection.
+    Auto,
+    /// OpenAI's `server_vad` with the caller's settings.
+    ServerVad(TurnDetection),
 }
 
 /// A validated order.
@@ -55,6 +68,7 @@ pub struct TranscriptionJob {
     timestamps: bool,
     pub task: Task,
     partial: Option<TextSink>,
+    chunking: Option<Chunking>,
 }
 
 /// The audio to transcribe.
@@ -175,6 +189,7 @@ impl Services {
             timestamps: order.timestamps,
             task: order.task,
             partial: order.partial,
+            chunking: order.chunking,
         })
     }
 
@@ -250,16 +265,26 @@ impl Services {
                 .encoders
                 .run(move || resample(&samples, rate, target))
                 .await??;
-            let request = TranscriptionRequest {
-                samples,
-                language: job.language.clone(),
-                temperature: job.temperature,
-                timestamps: job.timestamps,
-                task: job.task,
-                partial: job.partial.clone(),
+            let regions = match job.chunking {
+                None => None,
+                Some(chunking) => Some(services.speech_regions(&samples, target, chunking).await?),
             };
             // Recognition starts: what it recognises is charged, whoever still waits.
-            match job.engine.transcribe(request).await {
+            let recognised = match regions {
+                None => {
+                    let request = TranscriptionRequest {
+                        samples,
+                        language: job.language.clone(),
+                        temperature: job.temperature,
+                        timestamps: job.timestamps,
+                        task: job.task,
+                        partial: job.partial.clone(),
+                    };
+                    job.engine.transcribe(request).await
+                }
+                Some(regions) => recognise_regions(&job, &samples, target, regions).await,
+            };
+            match recognised {
                 Ok(transcript) => {
                     hold.settle(Amounts {
                         requests: 1,
@@ -287,6 +312,133 @@ impl Services {
             Err(_) => Err(Error::Timeout),
         }
     }
+}
+
+impl Services {
+    /// Silero VAD, loaded (checksums first) on first use.
+    async fn vad(&self) -> Result<voxgate_piper::vad::SileroVad, Error> {
+        let config = &self.config.transcription;
+        let (model, runtime) = (
+            config.vad_model_dir.clone(),
+            config.onnx_runtime_dir.clone(),
+        );
+        let loaded = self
+            .vad
+            .get_or_init(|| async move {
+                let loaded = tokio::task::spawn_blocking(move || {
+                    voxgate_piper::vad::SileroVad::load(&model, &runtime)
+                })
+                .await;
+                match loaded {
+                    Ok(Ok(vad)) => Ok(vad),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await;
+        loaded.clone().map_err(|reason| {
+            tracing::warn!(error = %reason, "voice activity detection is unavailable");
+            Error::EngineUnavailable
+        })
+    }
+
+    /// The stretches of `samples` (at `rate`) that hold speech, at most 30 s each.
+    async fn speech_regions(
+        &self,
+        samples: &[f32],
+        rate: u32,
+        chunking: Chunking,
+    ) -> Result<Vec<std::ops::Range<usize>>, Error> {
+        let vad = self.vad().await?;
+        let settings = match chunking {
+            Chunking::Auto => TurnDetection::default(),
+            Chunking::ServerVad(settings) => settings,
+        };
+        let input = samples.to_vec();
+        let len = samples.len();
+        let probabilities = self
+            .encoders
+            .run(move || {
+                let mut heard = resample(&input, rate, vad::RATE as u32)?;
+                if chunking == Chunking::Auto {
+                    normalise(&mut heard);
+                }
+                vad.probabilities(&heard).map_err(Error::from)
+            })
+            .await??;
+        // Regions in the detector's samples, then in the recogniser's.
+        let at_vad_rate = len * vad::RATE / rate.max(1) as usize;
+        let window = 30 * vad::RATE;
+        Ok(
+            vad::speech_regions(&probabilities, &settings, at_vad_rate, window)
+                .into_iter()
+                .map(|r| {
+                    let scale = |i: usize| (i * rate as usize / vad::RATE).min(len);
+                    scale(r.start)..scale(r.end)
+                })
+                .filter(|r| !r.is_empty())
+                .collect(),
+        )
+    }
+}
+
+/// Scales the audio so its peak is at 0.9 (quiet recordings reach the detector's range).
+fn normalise(samples: &mut [f32]) {
+    let peak = samples.iter().fold(0f32, |m, s| m.max(s.abs()));
+    if peak > 1e-4 {
+        let gain = 0.9 / peak;
+        samples.iter_mut().for_each(|s| *s *= gain);
+    }
+}
+
+/// Recognises each region on its own, in order: its text goes to the job's sink when it is
+/// done, its timings are moved to where it starts in the audio, and the texts are joined.
+/// No region (silence only): an empty transcript.
+async fn recognise_regions(
+    job: &TranscriptionJob,
+    samples: &[f32],
+    rate: u32,
+    regions: Vec<std::ops::Range<usize>>,
+) -> Result<Transcript, voxgate_engine::EngineError> {
+    let mut transcript = Transcript {
+        language: job.language.clone(),
+        ..Transcript::default()
+    };
+    let mut texts = Vec::new();
+    for region in regions {
+        let offset = region.start as f32 / rate.max(1) as f32;
+        let request = TranscriptionRequest {
+            samples: samples[region].to_vec(),
+            language: job.language.clone(),
+            temperature: job.temperature,
+            timestamps: job.timestamps,
+            task: job.task,
+            partial: None,
+        };
+        let heard = job.engine.transcribe(request).await?;
+        if let Some(sink) = &job.partial {
+            sink.send(&heard.text);
+        }
+        if transcript.language.is_none() {
+            transcript.language = heard.language;
+        }
+        if !heard.text.is_empty() {
+            texts.push(heard.text);
+        }
+        transcript
+            .segments
+            .extend(heard.segments.into_iter().map(|mut segment| {
+                segment.start += offset;
+                segment.end += offset;
+                for word in &mut segment.words {
+                    word.start += offset;
+                    word.end += offset;
+                }
+                segment
+            }));
+    }
+    transcript.text = texts.join(" ");
+    Ok(transcript)
 }
 
 /// Checks and decodes a spooled upload on a blocking thread (see `voxgate_input::probe`):

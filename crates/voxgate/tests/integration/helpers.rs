@@ -109,6 +109,14 @@ pub async fn spawn_app_in(
     {
         *model_dir = repo_root().join(&*model_dir);
     }
+    for dir in [
+        &mut config.transcription.vad_model_dir,
+        &mut config.transcription.onnx_runtime_dir,
+    ] {
+        if dir.is_relative() {
+            *dir = repo_root().join(&*dir);
+        }
+    }
     let names: Vec<String> = config.wyoming.keys().cloned().collect();
     let app = Application::build(config).await.expect("build");
     let wyoming = names

@@ -615,3 +615,190 @@ engine = "espeak"
         assert_eq!((status, param.as_deref()), (400, Some(field)));
     }
 }
+
+/// 24 kHz PCM of `text` from the embedded voice.
+async fn speak_pcm(app: &TestApp, text: &str) -> Vec<i16> {
+    let response = app.speech(speech_body(text, "pcm")).await;
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.expect("audio");
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+/// A mono 16-bit WAV of `samples` at `rate`.
+fn wav_of(samples: &[i16], rate: u32) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    {
+        let mut writer = hound::WavWriter::new(&mut cursor, spec).expect("wav");
+        for &s in samples {
+            writer.write_sample(s).expect("sample");
+        }
+        writer.finalize().expect("finalize");
+    }
+    cursor.into_inner()
+}
+
+/// `chunking_strategy`: voice activity detection (Silero VAD) finds the two utterances of
+/// a recording with long silences, each is recognised on its own (a delta each when
+/// streaming), and the timings stay those of the whole recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunking_recognises_each_utterance_and_skips_silence() {
+    let app = spawn_app().await;
+    let first = speak_pcm(&app, "Please turn off the lights in the kitchen.").await;
+    let second = speak_pcm(&app, "The weather will be sunny tomorrow afternoon.").await;
+    let rate = 24_000usize;
+    let mut audio = vec![0i16; rate];
+    audio.extend(&first);
+    audio.extend(std::iter::repeat_n(0i16, 4 * rate));
+    let second_at = audio.len() as f64 / rate as f64;
+    audio.extend(&second);
+    audio.extend(std::iter::repeat_n(0i16, 2 * rate));
+    let wav = wav_of(&audio, rate as u32);
+    let send = |chunking: &'static str, format: &'static str, stream: bool| {
+        let mut form = Form::new()
+            .text("model", "whisper-1")
+            .text("language", "en")
+            .text("chunking_strategy", chunking)
+            .text("response_format", format)
+            .part("file", file_part(wav.clone(), "two.wav"));
+        if stream {
+            form = form.text("stream", "true");
+        }
+        transcribe(&app, form)
+    };
+    let events = events_of(send("auto", "json", true).await).await;
+    let deltas: Vec<String> = events
+        .iter()
+        .filter(|(e, _)| e["type"] == "transcript.text.delta")
+        .map(|(e, _)| e["delta"].as_str().expect("delta").to_lowercase())
+        .collect();
+    assert_eq!(deltas.len(), 2, "a delta per utterance: {events:?}");
+    assert!(
+        deltas[0].contains("kitchen") && !deltas[0].contains("weather"),
+        "{deltas:?}"
+    );
+    assert!(
+        deltas[1].contains("weather") || deltas[1].contains("sunny"),
+        "{deltas:?}"
+    );
+    let (done, _) = events.last().expect("done");
+    assert_eq!(done["type"], "transcript.text.done");
+    assert_eq!(
+        done["text"].as_str().expect("text").to_lowercase(),
+        deltas.concat()
+    );
+    // Billed for the whole recording, silences included.
+    let secs = audio.len().div_ceil(rate) as u64;
+    assert_eq!(done["usage"]["seconds"], secs);
+
+    let verbose: Value = send(
+        r#"{"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 200, "silence_duration_ms": 800}"#,
+        "verbose_json",
+        false,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let segments = verbose["segments"].as_array().expect("segments");
+    let starts: Vec<f64> = segments
+        .iter()
+        .map(|s| s["start"].as_f64().expect("start"))
+        .collect();
+    assert!(
+        starts[0] >= 0.6,
+        "the first word follows a second of silence: {starts:?}"
+    );
+    let later = segments
+        .iter()
+        .find(|s| {
+            s["text"]
+                .as_str()
+                .is_some_and(|t| t.to_lowercase().contains("weather"))
+        })
+        .expect("the second utterance");
+    let at = later["start"].as_f64().expect("start");
+    assert!(
+        (second_at - 0.5..second_at + 1.0).contains(&at),
+        "the second utterance starts at {at}, spoken at {second_at}"
+    );
+
+    // Silence only: nothing to recognise, an empty text, the seconds still billed.
+    let form = Form::new()
+        .text("model", "whisper-1")
+        .text("chunking_strategy", "auto")
+        .part(
+            "file",
+            file_part(wav_of(&vec![0i16; 2 * rate], rate as u32), "quiet.wav"),
+        );
+    let body: Value = transcribe(&app, form).await.json().await.expect("json");
+    assert_eq!(body["text"], "");
+    assert_eq!(body["usage"]["seconds"], 2);
+}
+
+#[tokio::test]
+async fn chunking_strategy_values_are_checked() {
+    let app = spawn_app().await;
+    for value in [
+        "manual",
+        "{}",
+        r#"{"type": "semantic_vad"}"#,
+        r#"{"type": "server_vad", "threshold": 2}"#,
+        r#"{"type": "server_vad", "silence_duration_ms": 60000}"#,
+        r#"{"type": "server_vad", "eagerness": "high"}"#,
+    ] {
+        let form = Form::new()
+            .text("model", "whisper-1")
+            .text("chunking_strategy", value)
+            .part("file", file_part(tone_wav(1.0, 16_000), "a.wav"));
+        let (status, code, param) = error_of(transcribe(&app, form).await).await;
+        assert_eq!(
+            (status, code.as_deref(), param.as_deref()),
+            (400, Some("invalid_value"), Some("chunking_strategy")),
+            "{value}"
+        );
+    }
+    // The object as the official SDKs put it in a form: one field per member.
+    let parted = |fields: &[(&'static str, &'static str)]| {
+        let mut form = Form::new()
+            .text("model", "whisper-1")
+            .part("file", file_part(tone_wav(1.0, 16_000), "a.wav"));
+        for (name, value) in fields {
+            form = form.text(*name, *value);
+        }
+        transcribe(&app, form)
+    };
+    let ok = parted(&[
+        ("chunking_strategy[type]", "server_vad"),
+        ("chunking_strategy[threshold]", "0.6"),
+        ("chunking_strategy[silence_duration_ms]", "700"),
+    ])
+    .await;
+    assert_eq!(ok.status(), 200);
+    for fields in [
+        &[("chunking_strategy[threshold]", "0.6")][..],
+        &[
+            ("chunking_strategy[type]", "server_vad"),
+            ("chunking_strategy[prefix_padding_ms]", "-5"),
+        ],
+        &[
+            ("chunking_strategy", "auto"),
+            ("chunking_strategy[type]", "server_vad"),
+        ],
+    ] {
+        let (status, _, param) = error_of(parted(fields).await).await;
+        assert_eq!(
+            (status, param.as_deref()),
+            (400, Some("chunking_strategy")),
+            "{fields:?}"
+        );
+    }
+}
