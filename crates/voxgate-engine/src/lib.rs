@@ -178,7 +178,9 @@ pub enum Task {
 
 /// Where a recogniser sends text as it becomes available (a piece per stretch of audio it
 /// has finished), before the whole transcript is returned. Called on the recogniser's
-/// thread: it must not block.
+/// thread: it must not block. The contract: the transcript's text is the pieces, trimmed,
+/// joined by single spaces (the streaming edge relies on it to make deltas that add up).
+/// Languages written without spaces get one between windows, as the whole text does.
 #[derive(Clone)]
 pub struct TextSink(std::sync::Arc<dyn Fn(&str) + Send + Sync>);
 

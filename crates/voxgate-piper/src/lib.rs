@@ -543,7 +543,7 @@ mod tests {
 
     /// Silero VAD on real speech: a second of silence, Piper's sentence (resampled to
     /// 16 kHz by nearest sample: enough for a detector), a second of silence. Speech frames
-    /// score high, the silences low, and a stream fed frame by frame agrees with the batch.
+    /// score high, the silences low; the state carries from frame to frame.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn silero_vad_tells_speech_from_silence() {
         use crate::vad::{SileroVad, VAD_FRAME, VAD_RATE};
@@ -573,12 +573,16 @@ mod tests {
             "speech frames above 0.5: {high} of {}",
             voiced.len()
         );
-        let mut stream = vad.stream();
-        let live: Vec<f32> = samples
+        // The graph is recurrent: a stream that starts mid-speech, without the state of what
+        // came before, judges the next frames differently; a long frame is refused.
+        let mut late = vad.stream();
+        let from = second + 10;
+        let cold: Vec<f32> = samples[from * VAD_FRAME..(from + 3) * VAD_FRAME]
             .chunks(VAD_FRAME)
-            .map(|f| stream.push(f).expect("frame"))
+            .map(|f| late.push(f).expect("frame"))
             .collect();
-        assert_eq!(live, p);
+        assert_ne!(cold, p[from..from + 3], "state carries from frame to frame");
+        assert!(late.push(&samples[..VAD_FRAME + 1]).is_err());
         // A model that fails its checksum is never loaded.
         let tmp = tempfile::tempdir().expect("tmp");
         std::fs::write(tmp.path().join(crate::vad::VAD_MODEL_FILE), b"not a graph").expect("write");

@@ -97,11 +97,18 @@ pub struct VadStream {
 }
 
 impl VadStream {
-    /// The speech probability of the next frame (at most [`VAD_FRAME`] samples; fewer are
-    /// padded with silence).
+    /// The speech probability of the next frame: [`VAD_FRAME`] samples, or fewer for the
+    /// last frame of a stream (padded with silence, which then stands as the context of
+    /// any frame after it: buffer live audio into whole frames).
     pub fn push(&mut self, frame: &[f32]) -> Result<f32, EngineError> {
         let internal = |e: ort::Error| EngineError::Internal(format!("silero-vad: {e}"));
-        let n = frame.len().min(VAD_FRAME);
+        if frame.len() > VAD_FRAME {
+            return Err(EngineError::Internal(format!(
+                "silero-vad: a frame of {} samples (at most {VAD_FRAME})",
+                frame.len()
+            )));
+        }
+        let n = frame.len();
         self.input[CONTEXT..CONTEXT + n].copy_from_slice(&frame[..n]);
         self.input[CONTEXT + n..].fill(0.0);
         let inputs = vec![

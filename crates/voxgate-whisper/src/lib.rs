@@ -212,12 +212,19 @@ fn run(
         None => model.detect_language(first).map_err(internal)?,
     };
     let window_secs = model::WINDOW_SECS;
+    let per_window = model.window_samples();
     let mut texts = Vec::new();
     let mut words = Vec::new();
     for (i, window) in windows.iter_mut().enumerate() {
+        let heard = request
+            .samples
+            .len()
+            .saturating_sub(i * per_window)
+            .min(per_window);
         let decoded = model
             .decode(
                 window,
+                heard,
                 &language,
                 request.task,
                 request.timestamps,

@@ -155,11 +155,22 @@ impl Model {
             .to_owned())
     }
 
+    /// Samples per window.
+    pub fn window_samples(&self) -> usize {
+        self.features.window
+    }
+
     /// Decodes one window in `language`: its text, and with `words` its timed words
-    /// (offset by `offset_secs`, the window's start in the audio).
+    /// (offset by `offset_secs`, the window's start in the audio; aligned only within the
+    /// `heard` samples the window really holds, not its padding).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument distinct"
+    )]
     pub fn decode(
         &self,
         window: &mut [f32],
+        heard: usize,
         language: &str,
         task: Task,
         words: bool,
@@ -214,9 +225,10 @@ impl Model {
             .iter()
             .map(|t| self.tokenizer.token_to_id(t).map_or(0, |id| id as usize))
             .collect();
-        let aligned = self
-            .whisper
-            .align(&encoded, &start, &[ids], &[self.features.frames], 7)?;
+        let frames = heard
+            .div_ceil(self.features.hop)
+            .clamp(1, self.features.frames);
+        let aligned = self.whisper.align(&encoded, &start, &[ids], &[frames], 7)?;
         let alignment = aligned
             .first()
             .map(|a| a.alignments.as_slice())

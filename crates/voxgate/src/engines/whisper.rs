@@ -37,8 +37,10 @@ impl Transcriber for Unavailable {
     fn word_timestamps(&self) -> bool {
         false
     }
+    /// As the engine it stands in for would: the request then fails as unavailable (503),
+    /// not as a model that cannot translate.
     fn translates(&self) -> bool {
-        false
+        true
     }
     fn transcribe(
         &self,

@@ -157,10 +157,14 @@ pub fn render(
                     Task::Transcribe => "transcribe",
                     Task::Translate => "translate",
                 },
-                language: transcript
-                    .language
-                    .clone()
-                    .unwrap_or_else(|| "unknown".into()),
+                // A translation's language is its output's, as OpenAI reports it.
+                language: match task {
+                    Task::Translate => "english".into(),
+                    Task::Transcribe => transcript
+                        .language
+                        .clone()
+                        .unwrap_or_else(|| "unknown".into()),
+                },
                 duration: (duration_secs * 1000.0).round() / 1000.0,
                 text: transcript.text.clone(),
                 segments,

@@ -208,7 +208,7 @@ async fn recognise(
             )
         })?),
     };
-    let stream = match form.get("stream") {
+    let stream = match form.get("stream").map(str::to_ascii_lowercase).as_deref() {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => {

@@ -159,6 +159,13 @@ impl Services {
                 "'temperature' must be a number between 0 and 1.",
             ));
         }
+        if order.task == Task::Translate && order.language.is_some() {
+            return Err(Error::invalid(
+                "language",
+                Code::UnknownParameter,
+                "A translation detects the spoken language; 'language' is not accepted.",
+            ));
+        }
         let language = match order.language.as_deref() {
             None | Some("") => None,
             Some(code) if engine.languages().contains(&code) => Some(code.to_owned()),

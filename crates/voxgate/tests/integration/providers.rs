@@ -1240,9 +1240,11 @@ engine = "stt"
         Some("Bearer stt-secret")
     );
 
-    // A translation goes to the provider's translation endpoint.
+    // A translation goes to the provider's translation endpoint, without the fields its
+    // form does not have (word timings, language), even for verbose_json.
     let form = reqwest::multipart::Form::new()
         .text("model", "remote-whisper")
+        .text("response_format", "verbose_json")
         .part("file", file_part(tone_wav(2.0, 16_000), "a.wav"));
     let response = app
         .client
@@ -1254,6 +1256,8 @@ engine = "stt"
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["text"], "Translated upstream.");
+    assert_eq!(body["task"], "translate");
+    assert_eq!(body["language"], "english");
     assert_eq!(
         up.paths.lock().expect("lock").last().map(String::as_str),
         Some("/v1/audio/translations")
