@@ -454,3 +454,69 @@ async fn a_timed_out_transcription_keeps_its_slot_and_is_charged() {
         .expect("send");
     assert_eq!(short.status(), 200);
 }
+
+/// A streamed transcription whose client hangs up after the first delta: recognition goes
+/// on (it cannot be cancelled mid-window), keeps the key's slot until it returns, and the
+/// whole upload is charged once, nothing left reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_transcription_left_after_its_first_delta_is_charged_once() {
+    let app = spawn_app_with(
+        "[tiers.guest]\nmax_concurrent_per_key = 1\n[tiers.basic]\nmax_concurrent_per_key = 1\n",
+    )
+    .await;
+    let text = "Every request is checked before it reaches the engine, then metered. ".repeat(12);
+    let wav = app
+        .client
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "tts-1", "input": text, "voice": "alloy", "response_format": "wav"}))
+        .send()
+        .await
+        .expect("send")
+        .bytes()
+        .await
+        .expect("wav")
+        .to_vec();
+    let seconds = (wav.len() - 44) as f64 / 48_000.0;
+    assert!(
+        seconds > 35.0,
+        "{seconds:.1} s of speech: two Whisper windows"
+    );
+    let (account, key) = create_key(&app.state, "basic", None, None).await;
+    let client = client_with(Some(&key));
+    let form = Form::new()
+        .text("model", "whisper-1")
+        .text("language", "en")
+        .text("stream", "true")
+        .part("file", file_part(wav, "speech.wav"));
+    let mut response = client
+        .post(app.url("/v1/audio/transcriptions"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.expect("chunk").expect("an event");
+    assert!(
+        String::from_utf8_lossy(&first).contains("transcript.text.delta"),
+        "{first:?}"
+    );
+    drop(response);
+
+    let mut charged = (0, 1);
+    for _ in 0..3000 {
+        charged = usage(&app, &account, "transcribed_seconds").await;
+        if charged.1 == 0 && charged.0 > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(charged, (seconds.ceil() as i64, 0), "charged once, in full");
+    // The slot came back with the recogniser.
+    let short = client
+        .post(app.url("/v1/audio/speech"))
+        .json(&pcm_request("The slot is free again."))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(short.status(), 200);
+}

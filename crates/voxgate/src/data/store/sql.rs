@@ -120,11 +120,30 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(std::time::Duration::from_secs(10))
+            .after_release(|conn, _| Box::pin(release_only_outside_transactions(conn)))
             .connect_with(options)
             .await?;
         restrict_permissions(path);
         Ok(Self { pool })
     }
+}
+
+/// Keeps a released connection only if no transaction is left on it. A connection whose
+/// transaction SQLite rolled back by itself (it does so on some SQLITE_FULL and I/O errors)
+/// fails sqlx's own ROLLBACK, and sqlx then still counts a transaction open: its next
+/// `begin` would be a SAVEPOINT, whose rollback leaves a write transaction holding the
+/// database lock for good (every other writer BUSY: the chaos suite's full disk found it).
+/// Such a connection is closed instead (closing ends whatever SQLite still has open).
+async fn release_only_outside_transactions(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // A dropped transaction's rollback is queued on the connection: let it run first.
+    conn.ping().await?;
+    Ok(!conn.is_in_transaction())
 }
 
 fn restrict_permissions(path: &Path) {
@@ -950,3 +969,61 @@ impl_store!(
     POSTGRES_MIGRATION_LOCK,
     POSTGRES_AUDIT_LOCK
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The state a transaction SQLite rolled back by itself leaves in sqlx (its ROLLBACK
+    /// fails, its count stays at one): the connection is not reused, so no later
+    /// `SAVEPOINT` can keep a write transaction, and the database lock, open.
+    #[tokio::test]
+    async fn a_connection_whose_transaction_sqlite_ended_is_not_reused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(&dir.path().join("t.db"))
+            .await
+            .expect("open");
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&store.pool)
+            .await
+            .expect("create");
+        {
+            let mut tx = store.pool.begin().await.expect("begin");
+            sqlx::query("INSERT INTO t VALUES (1)")
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+            // As SQLite does after some errors: the transaction ends under sqlx's feet.
+            sqlx::raw_sql("ROLLBACK")
+                .execute(&mut *tx)
+                .await
+                .expect("rollback");
+        }
+        // Every connection of the pool in turn: begin, write, drop (roll back).
+        for _ in 0..16 {
+            let mut tx = store.pool.begin().await.expect("begin");
+            sqlx::query("INSERT INTO t VALUES (2)")
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+        }
+        // Another writer is not locked out.
+        let started = std::time::Instant::now();
+        let mut writers = Vec::new();
+        for _ in 0..8 {
+            writers.push(store.pool.acquire().await.expect("acquire"));
+        }
+        for conn in &mut writers {
+            sqlx::query("INSERT INTO t VALUES (3)")
+                .execute(&mut **conn)
+                .await
+                .unwrap_or_else(|e| panic!("locked out after {:?}: {e}", started.elapsed()));
+        }
+        drop(writers);
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        assert_eq!(rows, 8, "only the autocommitted rows stay");
+    }
+}
