@@ -156,6 +156,19 @@ pub fn repo_root() -> std::path::PathBuf {
 
 /// A mono 16-bit WAV of a 220 Hz tone with a slow tremolo, `secs` long.
 pub fn tone_wav(secs: f64, rate: u32) -> Vec<u8> {
+    let n = (secs * f64::from(rate)) as usize;
+    let samples: Vec<i16> = (0..n)
+        .map(|i| {
+            let t = i as f64 / f64::from(rate);
+            let v = (t * 220.0 * std::f64::consts::TAU).sin() * (0.3 + 0.2 * (t * 3.0).sin());
+            (v * 20000.0) as i16
+        })
+        .collect();
+    wav_of(&samples, rate)
+}
+
+/// A mono 16-bit WAV of `samples` at `rate`.
+pub fn wav_of(samples: &[i16], rate: u32) -> Vec<u8> {
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: rate,
@@ -165,11 +178,8 @@ pub fn tone_wav(secs: f64, rate: u32) -> Vec<u8> {
     let mut cursor = std::io::Cursor::new(Vec::new());
     {
         let mut writer = hound::WavWriter::new(&mut cursor, spec).expect("wav");
-        let n = (secs * f64::from(rate)) as usize;
-        for i in 0..n {
-            let t = i as f64 / f64::from(rate);
-            let v = (t * 220.0 * std::f64::consts::TAU).sin() * (0.3 + 0.2 * (t * 3.0).sin());
-            writer.write_sample((v * 20000.0) as i16).expect("sample");
+        for &s in samples {
+            writer.write_sample(s).expect("sample");
         }
         writer.finalize().expect("finalize");
     }

@@ -50,6 +50,21 @@ async fn settled(app: &TestApp, account: &str) -> (i64, i64) {
     panic!("the reservation was never settled");
 }
 
+/// Waits until a transcription of `account` is charged and nothing is reserved any more
+/// (bounded generously: on a loaded machine Whisper base takes a minute for a long one);
+/// returns (used, reserved) transcribed seconds.
+async fn transcription_charged(app: &TestApp, account: &str) -> (i64, i64) {
+    let mut charged = (0, 1);
+    for _ in 0..3000 {
+        charged = usage(app, account, "transcribed_seconds").await;
+        if charged.1 == 0 && charged.0 > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    charged
+}
+
 fn pcm_request(text: &str) -> Value {
     json!({"model": "tts-1", "input": text, "voice": "alloy", "response_format": "pcm"})
 }
@@ -432,15 +447,7 @@ async fn a_timed_out_transcription_keeps_its_slot_and_is_charged() {
     );
 
     // Once Whisper returns, the audio it recognised is charged and the slot is free.
-    // (Bounded generously: on a loaded machine Whisper base takes a minute for this.)
-    let mut charged = (0, 1);
-    for _ in 0..3000 {
-        charged = usage(&app, &account, "transcribed_seconds").await;
-        if charged.1 == 0 && charged.0 > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let charged = transcription_charged(&app, &account).await;
     assert_eq!(
         charged,
         (seconds.ceil() as i64, 0),
@@ -502,14 +509,7 @@ async fn a_streamed_transcription_left_after_its_first_delta_is_charged_once() {
     );
     drop(response);
 
-    let mut charged = (0, 1);
-    for _ in 0..3000 {
-        charged = usage(&app, &account, "transcribed_seconds").await;
-        if charged.1 == 0 && charged.0 > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let charged = transcription_charged(&app, &account).await;
     assert_eq!(charged, (seconds.ceil() as i64, 0), "charged once, in full");
     // The slot came back with the recogniser.
     let short = client

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     TestApp, client_with, create_key, error_of, file_part, spawn_app, spawn_app_with, speech_body,
-    tone_wav,
+    tone_wav, wav_of,
 };
 
 const PARAGRAPH: &str = "The quick brown fox jumps over the lazy dog. \
@@ -630,25 +630,6 @@ async fn speak_pcm(app: &TestApp, text: &str) -> Vec<i16> {
         .chunks_exact(2)
         .map(|b| i16::from_le_bytes([b[0], b[1]]))
         .collect()
-}
-
-/// A mono 16-bit WAV of `samples` at `rate`.
-fn wav_of(samples: &[i16], rate: u32) -> Vec<u8> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut cursor = std::io::Cursor::new(Vec::new());
-    {
-        let mut writer = hound::WavWriter::new(&mut cursor, spec).expect("wav");
-        for &s in samples {
-            writer.write_sample(s).expect("sample");
-        }
-        writer.finalize().expect("finalize");
-    }
-    cursor.into_inner()
 }
 
 /// `chunking_strategy`: voice activity detection (Silero VAD) finds the two utterances of

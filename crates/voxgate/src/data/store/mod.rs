@@ -237,6 +237,7 @@ enum Failure {
 /// Sorts a database error: the server or file cannot be reached or is shutting down, the
 /// disk is full, or anything else (a bug, a constraint).
 fn classify(err: &sqlx::Error) -> Failure {
+    const SQLITE_IOERR_SHMSIZE: i32 = 10 | (19 << 8);
     match err {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
@@ -254,6 +255,11 @@ fn classify(err: &sqlx::Error) -> Failure {
             // may be all digits too, so the numeric table is for SQLite's errors only.
             let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
             if sqlite && let Ok(n) = code.parse::<i32>() {
+                // SQLITE_IOERR_SHMSIZE: the WAL index could not grow, which on a full disk
+                // is what a new connection meets first.
+                if n == SQLITE_IOERR_SHMSIZE {
+                    return Failure::DiskFull;
+                }
                 return match n & 0xff {
                     13 => Failure::DiskFull,                 // SQLITE_FULL
                     5 | 6 | 10 | 14 => Failure::Unavailable, // BUSY, LOCKED, IOERR, CANTOPEN
