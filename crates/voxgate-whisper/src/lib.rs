@@ -211,8 +211,8 @@ fn run(
         Some(code) => code.clone(),
         None => model.detect_language(first).map_err(internal)?,
     };
-    let window_secs = model::WINDOW_SECS;
     let per_window = model.window_samples();
+    let window_secs = per_window as f32 / SAMPLE_RATE as f32;
     let mut texts = Vec::new();
     let mut words = Vec::new();
     for (i, window) in windows.iter_mut().enumerate() {

@@ -21,9 +21,6 @@ use mel_spec::stft::Spectrogram;
 use ndarray::Array2;
 use voxgate_engine::{Task, TranscriptWord};
 
-/// Seconds of audio per window Whisper decodes (its 480,000 samples at 16 kHz).
-pub const WINDOW_SECS: f32 = 30.0;
-
 /// Encoder frames per second (Whisper's encoder halves the 100 feature frames per second).
 const FRAMES_PER_SECOND: f32 = 50.0;
 

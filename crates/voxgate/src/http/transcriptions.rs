@@ -443,11 +443,7 @@ async fn stream_transcript(
         done = &mut work => {
             // Done before any text came: a failure is an error response.
             let done = done.map_err(ApiError::internal)??;
-            let mut events = Vec::new();
-            while let Ok(piece) = pieces.try_recv() {
-                events.push(delta(&piece, &mut sent));
-            }
-            events.extend(finish(Ok(done), sent));
+            let events = finish(&mut pieces, Ok(done), sent);
             return Ok(sse(futures::stream::iter(events.into_iter().map(Ok)), &engine));
         }
     };
@@ -462,12 +458,7 @@ async fn stream_transcript(
                     return Some((events, (pieces, Some(work), sent)));
                 }
                 done = &mut work => {
-                    let mut events = Vec::new();
-                    while let Ok(piece) = pieces.try_recv() {
-                        events.push(delta(&piece, &mut sent));
-                    }
-                    events.extend(finish(done.map_err(Error::internal).and_then(|r| r), sent));
-                    events
+                    finish(&mut pieces, done.map_err(Error::internal).and_then(|r| r), sent)
                 }
             };
             Some((events, (pieces, None, sent)))
@@ -512,13 +503,20 @@ fn delta(piece: &str, sent: &mut bool) -> Bytes {
     })
 }
 
-/// The last events: the whole text as a delta if no piece came (an engine that does not
-/// stream), then `transcript.text.done`; or an `error` event.
-fn finish(done: Result<Transcribed, Error>, sent: bool) -> Vec<Bytes> {
+/// The last events: the pieces still queued, the whole text as a delta if no piece came
+/// (an engine that does not stream), then `transcript.text.done`; or an `error` event.
+fn finish(
+    pieces: &mut mpsc::UnboundedReceiver<String>,
+    done: Result<Transcribed, Error>,
+    mut sent: bool,
+) -> Vec<Bytes> {
+    let mut events = Vec::new();
+    while let Ok(piece) = pieces.try_recv() {
+        events.push(delta(&piece, &mut sent));
+    }
     match done {
         Ok(done) => {
             let text = done.transcript.text.as_str();
-            let mut events = Vec::new();
             if !sent && !text.is_empty() {
                 events.push(delta(text, &mut false));
             }
@@ -535,10 +533,11 @@ fn finish(done: Result<Transcribed, Error>, sent: bool) -> Vec<Bytes> {
         Err(err) => {
             let err = ApiError::from(err);
             tracing::warn!(code = ?err.code(), error = %err.message(), "transcription failed after its events began");
-            vec![event(&ErrorEvent {
+            events.push(event(&ErrorEvent {
                 kind: "error",
                 error: err.envelope().error,
-            })]
+            }));
+            events
         }
     }
 }

@@ -65,6 +65,23 @@ async fn transcription_charged(app: &TestApp, account: &str) -> (i64, i64) {
     charged
 }
 
+/// `text` spoken as a WAV by the embedded voice, with its length in seconds.
+async fn spoken_wav(app: &TestApp, text: &str) -> (Vec<u8>, f64) {
+    let wav = app
+        .client
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "tts-1", "input": text, "voice": "alloy", "response_format": "wav"}))
+        .send()
+        .await
+        .expect("send")
+        .bytes()
+        .await
+        .expect("wav")
+        .to_vec();
+    let seconds = (wav.len() - 44) as f64 / 48_000.0;
+    (wav, seconds)
+}
+
 fn pcm_request(text: &str) -> Value {
     json!({"model": "tts-1", "input": text, "voice": "alloy", "response_format": "pcm"})
 }
@@ -403,18 +420,7 @@ async fn a_timed_out_transcription_keeps_its_slot_and_is_charged() {
     // A minute of speech: Whisper base needs several seconds for it on two cores.
     let text =
         "Speech synthesis turns written text into sound, one sentence after another. ".repeat(12);
-    let wav = app
-        .client
-        .post(app.url("/v1/audio/speech"))
-        .json(&json!({"model": "tts-1", "input": text, "voice": "alloy", "response_format": "wav"}))
-        .send()
-        .await
-        .expect("send")
-        .bytes()
-        .await
-        .expect("wav")
-        .to_vec();
-    let seconds = (wav.len() - 44) as f64 / 48_000.0;
+    let (wav, seconds) = spoken_wav(&app, &text).await;
     assert!(seconds > 40.0, "{seconds:.1} s of speech");
     let (account, key) = create_key(&app.state, "basic", None, None).await;
     let client = client_with(Some(&key));
@@ -472,18 +478,7 @@ async fn a_streamed_transcription_left_after_its_first_delta_is_charged_once() {
     )
     .await;
     let text = "Every request is checked before it reaches the engine, then metered. ".repeat(12);
-    let wav = app
-        .client
-        .post(app.url("/v1/audio/speech"))
-        .json(&json!({"model": "tts-1", "input": text, "voice": "alloy", "response_format": "wav"}))
-        .send()
-        .await
-        .expect("send")
-        .bytes()
-        .await
-        .expect("wav")
-        .to_vec();
-    let seconds = (wav.len() - 44) as f64 / 48_000.0;
+    let (wav, seconds) = spoken_wav(&app, &text).await;
     assert!(
         seconds > 35.0,
         "{seconds:.1} s of speech: two Whisper windows"
