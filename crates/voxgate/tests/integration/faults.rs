@@ -357,7 +357,7 @@ async fn a_journaled_settlement_is_not_reconciled_by_another_instance() {
     let db = PgDatabase::create().await;
     let relay = Relay::start().await;
     let config = format!(
-        "[database]\nurl = \"{}\"\nhold_lease_secs = 3\nhold_renew_secs = 1\n\
+        "[database]\nurl = \"{}\"\nhold_lease_secs = 6\nhold_renew_secs = 1\n\
          [tiers.basic]\nquotas = [{{ per = \"account\", metric = \"characters\", period = \"day\", limit = 100000 }}, {{ per = \"account\", metric = \"transcribed_seconds\", period = \"day\", limit = 7200 }}]\n",
         relay.url(&db.url)
     );
@@ -397,7 +397,7 @@ async fn a_journaled_settlement_is_not_reconciled_by_another_instance() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Over two leases without the database: the hold is reconcilable when it returns.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep(Duration::from_secs(13)).await;
     relay.set_cut(false);
 
     let day = {
