@@ -1,12 +1,18 @@
 """The official openai SDK, unmodified, against a running voxgate (base URL as argv[1])."""
+import base64
 import io
+import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import wave
 
 import openai
+import websockets.sync.client
 
 base_url = sys.argv[1]
 client = openai.OpenAI(base_url=base_url, api_key=os.environ["VOXGATE_TEST_KEY"], max_retries=0)
@@ -120,4 +126,113 @@ except openai.APIStatusError as e:
 else:
     raise AssertionError("an ELF file named .wav was accepted")
 
-print("openai SDK: speech, streaming, models, transcription (also streamed), translation and errors ok")
+# Realtime transcription through the SDK's realtime client (GET /v1/realtime?intent=
+# transcription): two Piper sentences with silence between them, in 20 ms chunks at
+# real-time pace. Server VAD makes them two items, the first delta arrives before the audio
+# ends, and each transcript is within 15 % word error rate.
+said = [
+    "The quick brown fox jumps over the lazy dog near the river.",
+    "Please remember to water the green plants in the kitchen every morning.",
+]
+
+
+def words(text):
+    return re.sub(r"[^a-z0-9 ]", " ", text.lower()).split()
+
+
+def wer(reference, hypothesis):
+    a, b = words(reference), words(hypothesis)
+    row = list(range(len(b) + 1))
+    for i, wa in enumerate(a):
+        prev, row[0] = row[0], i + 1
+        for j, wb in enumerate(b):
+            prev, row[j + 1] = row[j + 1], min(row[j + 1] + 1, row[j] + 1, prev + (wa != wb))
+    return row[len(b)] / max(len(a), 1)
+
+
+def silence(secs):
+    return b"\0\0" * int(24000 * secs)
+
+
+pcm = silence(0.5)
+for sentence in said:
+    pcm += client.audio.speech.create(
+        model="tts-1-hd", voice="alloy", input=sentence, response_format="pcm"
+    ).read()
+    pcm += silence(1.5)
+
+with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+    created = conn.recv()
+    assert created.type == "session.created", created
+    conn.session.update(session={
+        "type": "transcription",
+        "audio": {"input": {
+            "format": {"type": "audio/pcm", "rate": 24000},
+            "transcription": {"model": "whisper-1", "language": "en"},
+            "turn_detection": {"type": "server_vad", "threshold": 0.5, "silence_duration_ms": 500},
+        }},
+    })
+    received = []
+    finished = threading.Event()
+
+    def read_events():
+        completed = 0
+        for event in conn:
+            received.append((time.monotonic(), event))
+            if event.type == "error":
+                break
+            if event.type == "conversation.item.input_audio_transcription.completed":
+                completed += 1
+                if completed == len(said):
+                    break
+        finished.set()
+
+    reader = threading.Thread(target=read_events, daemon=True)
+    reader.start()
+    started = time.monotonic()
+    chunk = 960  # 20 ms of 24 kHz 16-bit audio
+    for n, at in enumerate(range(0, len(pcm), chunk)):
+        conn.input_audio_buffer.append(audio=base64.b64encode(pcm[at:at + chunk]).decode())
+        time.sleep(max(0.0, started + (n + 1) * 0.02 - time.monotonic()))
+    audio_ended = time.monotonic()
+    assert finished.wait(180), [e.type for _, e in received]
+
+kinds = [e.type for _, e in received]
+assert "error" not in kinds, received
+assert kinds.count("input_audio_buffer.speech_started") == 2, kinds
+completed = [e for _, e in received if e.type == "conversation.item.input_audio_transcription.completed"]
+assert len({e.item_id for e in completed}) == 2, completed
+for sentence, item in zip(said, completed):
+    assert wer(sentence, item.transcript) <= 0.15, (sentence, item.transcript)
+    assert item.usage.type == "duration" and item.usage.seconds > 2, item.usage
+first_delta = next(at for at, e in received if e.type == "conversation.item.input_audio_transcription.delta")
+assert first_delta < audio_ended, "the first turn was transcribed only after the audio ended"
+
+# An ephemeral client secret, minted through the SDK, opens a session the way a browser
+# does: in Sec-WebSocket-Protocol, never in the URL, with the configuration it was minted with.
+secret = client.realtime.client_secrets.create(
+    expires_after={"anchor": "created_at", "seconds": 60},
+    session={"type": "transcription", "audio": {"input": {"turn_detection": None}}},
+)
+assert secret.value.startswith("ek_") and secret.expires_at > time.time(), secret
+ws_url = base_url.replace("http://", "ws://").rstrip("/") + "/realtime?intent=transcription"
+with websockets.sync.client.connect(
+    ws_url,
+    subprotocols=["realtime", "openai-insecure-api-key." + secret.value],
+    origin="http://localhost:3000",
+) as ws:
+    assert ws.subprotocol == "realtime", ws.subprotocol
+    created = json.loads(ws.recv(timeout=10))
+    assert created["type"] == "session.created", created
+    assert created["session"]["audio"]["input"]["turn_detection"] is None, created
+    spoken = pcm[: 24000 * 2 * 4]
+    ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(spoken).decode()}))
+    ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    while True:
+        event = json.loads(ws.recv(timeout=120))
+        assert event["type"] != "error", event
+        if event["type"] == "conversation.item.input_audio_transcription.completed":
+            assert "fox" in event["transcript"].lower(), event
+            break
+
+print("openai SDK: speech, streaming, models, transcription (also streamed), translation, realtime and errors ok")

@@ -96,6 +96,7 @@ codes! {
     AccountInactive => (401, AUTHENTICATION, Some("account_inactive"), "The account of this API key is deactivated."),
     CredentialsInQuery => (401, AUTHENTICATION, Some("credentials_in_query"), "API keys are accepted only in the Authorization header (Bearer)."),
     CredentialsInCookie => (401, AUTHENTICATION, Some("credentials_in_cookie"), "API keys are accepted only in the Authorization header (Bearer)."),
+    CredentialsInProtocol => (401, AUTHENTICATION, Some("credentials_in_protocol"), "Only an ephemeral client secret (ek_…) is accepted in Sec-WebSocket-Protocol; mint one with POST /v1/realtime/client_secrets."),
     CredentialsInBody => (401, AUTHENTICATION, Some("credentials_in_body"), "API keys are accepted only in the Authorization header (Bearer)."),
     // Permissions.
     InsufficientScope => (403, PERMISSION, Some("insufficient_scope"), "This key lacks the scope this route needs."),
@@ -118,6 +119,7 @@ codes! {
     Overloaded => (503, SERVER, Some("overloaded"), "The server is overloaded; retry later."),
     StoreUnavailable => (503, SERVER, Some("store_unavailable"), "The server's database is unavailable; retry after the time in Retry-After."),
     StorageFull => (503, SERVER, Some("storage_full"), "The server's storage is full; retry later."),
+    ShuttingDown => (503, SERVER, Some("server_shutting_down"), "The server is shutting down; reconnect in a moment."),
     // Objects.
     ModelNotFound => (404, INVALID, Some("model_not_found"), "The model does not exist."),
     /// A voice name the model does not have (a parameter error, as OpenAI answers it).
@@ -179,6 +181,9 @@ codes! {
     InvalidEvent => (400, INVALID, Some("invalid_event"), "The event is malformed."),
     EventTooLarge => (413, INVALID, Some("event_too_large"), "The event is larger than this listener accepts."),
     UnsupportedEvent => (400, INVALID, Some("unsupported_event"), "This listener does not serve this event."),
+    WebSocketRequired => (426, INVALID, Some("websocket_required"), "This route is a WebSocket: connect with `Upgrade: websocket`."),
+    SessionExpired => (400, INVALID, Some("session_expired"), "The session reached its maximum length."),
+    InputAudioBufferCommitEmpty => (400, INVALID, Some("input_audio_buffer_commit_empty"), "The input audio buffer holds too little audio to commit."),
     TooManyEvents => (429, RATE_LIMIT, Some("too_many_events"), "Too many events per second on this connection."),
     // Failures on our side or upstream.
     EngineUnavailable => (503, SERVER, Some("engine_unavailable"), "The engine for this model is not available on this server."),
@@ -475,7 +480,7 @@ mod tests {
             assert!(seen.insert(*code), "{code:?} listed twice");
             let spec = code.spec();
             assert!(
-                matches!(spec.status, 400..=405 | 413 | 415 | 429 | 500 | 502..=504),
+                matches!(spec.status, 400..=405 | 413 | 415 | 426 | 429 | 500 | 502..=504),
                 "{code:?}"
             );
             assert!(!spec.message.is_empty(), "{code:?}");

@@ -3,6 +3,7 @@
 //! (`vad`).
 
 mod encode;
+pub mod g711;
 mod resample;
 pub mod vad;
 

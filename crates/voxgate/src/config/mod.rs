@@ -132,7 +132,36 @@ pub struct TranscriptionConfig {
     pub vad_model_dir: PathBuf,
     /// The directory holding ONNX Runtime (Piper's), which runs the VAD graph.
     pub onnx_runtime_dir: PathBuf,
+    pub realtime: RealtimeConfig,
 }
+
+/// `GET /v1/realtime?intent=transcription` and its ephemeral client secrets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeConfig {
+    pub enabled: bool,
+    /// Sessions open on this instance, all callers together.
+    pub max_sessions: usize,
+    /// A session's whole life.
+    pub max_session_secs: u64,
+    /// A session without a client event for this long is closed.
+    pub idle_secs: u64,
+    /// The largest client event, in bytes as sent.
+    pub max_event_bytes: usize,
+    /// Audio one turn may hold before it is committed.
+    pub max_turn_secs: u32,
+    /// Server events queued for a client that is not reading before the session closes.
+    pub send_buffer_events: usize,
+    /// Audio seconds reserved against quotas at a time.
+    pub quota_increment_secs: u32,
+    /// A client secret's lifetime when the request names none.
+    pub secret_default_secs: u64,
+    /// The longest lifetime a client secret may ask for.
+    pub secret_max_secs: u64,
+}
+
+/// The shortest lifetime a client secret may ask for (OpenAI's bound).
+pub const MIN_SECRET_SECS: u64 = 10;
 
 /// Stored voice references (cloning inputs).
 #[derive(Debug, Clone, Deserialize)]

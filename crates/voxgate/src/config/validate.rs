@@ -99,6 +99,7 @@ impl Config {
             ));
         }
         self.validate_wyoming()?;
+        self.validate_realtime()?;
         if self.tiers.is_empty() {
             return Err(invalid("tiers", "at least one tier is required"));
         }
@@ -433,6 +434,52 @@ fn check_remote(id: &str, engine: &EngineConfig) -> Result<(), ConfigError> {
 }
 
 impl Config {
+    /// Realtime sessions: caps in sane ranges, secret lifetimes within OpenAI's bounds.
+    fn validate_realtime(&self) -> Result<(), ConfigError> {
+        let r = &self.transcription.realtime;
+        let key = |field: &str| format!("transcription.realtime.{field}");
+        for (field, value, range) in [
+            ("max_sessions", r.max_sessions as u64, 1..=100_000),
+            ("max_session_secs", r.max_session_secs, 10..=86_400),
+            ("idle_secs", r.idle_secs, 1..=3_600),
+            (
+                "max_event_bytes",
+                r.max_event_bytes as u64,
+                1_024..=16 * 1024 * 1024,
+            ),
+            ("max_turn_secs", u64::from(r.max_turn_secs), 1..=30),
+            (
+                "send_buffer_events",
+                r.send_buffer_events as u64,
+                8..=65_536,
+            ),
+            (
+                "quota_increment_secs",
+                u64::from(r.quota_increment_secs),
+                1..=3_600,
+            ),
+            (
+                "secret_max_secs",
+                r.secret_max_secs,
+                super::MIN_SECRET_SECS..=7_200,
+            ),
+        ] {
+            if !range.contains(&value) {
+                return Err(invalid(
+                    key(field),
+                    format!("must be between {} and {}", range.start(), range.end()),
+                ));
+            }
+        }
+        if !(super::MIN_SECRET_SECS..=r.secret_max_secs).contains(&r.secret_default_secs) {
+            return Err(invalid(
+                key("secret_default_secs"),
+                "must be between 10 and secret_max_secs",
+            ));
+        }
+        Ok(())
+    }
+
     /// Wyoming listeners: a well-formed bound key id, an allow-list for any bind off
     /// loopback, models that exist, caps in sane ranges, no address shared with another
     /// listener.

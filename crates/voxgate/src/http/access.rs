@@ -23,6 +23,9 @@ pub enum Access {
     Public,
     /// A valid key whose effective scopes include this one.
     Scope(Scope),
+    /// The same, or an ephemeral client secret (`ek_…`, in the Authorization header or,
+    /// from a browser, in `Sec-WebSocket-Protocol`): the realtime session route only.
+    Session(Scope),
 }
 
 /// One row of an access table.
@@ -82,6 +85,16 @@ pub const PUBLIC_ROUTES: &[Route] = &[
     route(
         Method::POST,
         "/v1/audio/translations",
+        Access::Scope(Scope::Transcription),
+    ),
+    route(
+        Method::GET,
+        "/v1/realtime",
+        Access::Session(Scope::Transcription),
+    ),
+    route(
+        Method::POST,
+        "/v1/realtime/client_secrets",
         Access::Scope(Scope::Transcription),
     ),
     route(
@@ -213,16 +226,46 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
         let err = services.refuse_credentials(source, &path, code).await;
         return ApiError::from(err).into_response();
     }
-    let Access::Scope(scope) = access else {
-        return next.run(request).await;
+    let (scope, secrets_too) = match access {
+        Access::Public => return next.run(request).await,
+        Access::Scope(scope) => (scope, false),
+        Access::Session(scope) => (scope, true),
     };
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let principal = match services.authenticate(authorization, source, &path).await {
-        Ok(principal) => principal,
-        Err(err) => return ApiError::from(err).into_response(),
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let authorization = authorization.as_deref();
+    let principal = if secrets_too {
+        let offered = request
+            .headers()
+            .get(header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::realtime::offered_token)
+            .map(str::to_owned);
+        match services
+            .authenticate_session(authorization, offered.as_deref(), source, &path)
+            .await
+        {
+            Ok((principal, secret)) => {
+                if let Some(secret) = secret {
+                    request
+                        .extensions_mut()
+                        .insert(super::realtime::SecretSession {
+                            id: secret.secret_id,
+                            session: secret.session,
+                        });
+                }
+                principal
+            }
+            Err(err) => return ApiError::from(err).into_response(),
+        }
+    } else {
+        match services.authenticate(authorization, source, &path).await {
+            Ok(principal) => principal,
+            Err(err) => return ApiError::from(err).into_response(),
+        }
     };
     // The key id is public: it names the caller in every later log line of this request.
     tracing::Span::current().record("keyid", principal.keyid.as_str());

@@ -25,6 +25,7 @@ mod models;
 mod multipart;
 mod openapi;
 mod perimeter;
+mod realtime;
 pub mod server;
 mod socket;
 mod speech;
@@ -122,6 +123,7 @@ pub fn public_routes(state: &AppState) -> Routes {
         .merge(transcriptions::routes())
         .merge(models::routes())
         .merge(voices::routes())
+        .merge(realtime::routes())
         .merge(me::routes())
         .merge(health::routes())
         .merge(openapi::routes(state))

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -196,6 +196,15 @@ impl Application {
             shutdown.await;
             let _ = stop.send(true);
         };
+        let services = Arc::clone(&self.state);
+        let signal = async move {
+            signal.await;
+            // Realtime sessions left their connections when they were upgraded: they are
+            // told to end and waited for here.
+            services
+                .stop_live(services.config.server.shutdown_grace())
+                .await;
+        };
         let (result, ()) = tokio::join!(public, signal);
         if let Some(admin) = admin {
             admin.await??;
@@ -278,8 +287,10 @@ async fn serve(
         let _ = stopped.wait_for(|s| *s).await;
     };
     let server = &config.server;
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
+    // HTTP/1.1 only, with upgrades (the realtime WebSocket).
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    http.http1()
+        .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout())
         .keep_alive(true);
     let http = Arc::new(http);
@@ -366,7 +377,7 @@ async fn accept(transport: &Transport) -> std::io::Result<Accepted> {
 
 /// One accepted connection and what serving it needs.
 struct Conn {
-    http: Arc<hyper::server::conn::http1::Builder>,
+    http: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
     router: Router,
     watcher: hyper_util::server::graceful::Watcher,
     permit: tokio::sync::OwnedSemaphorePermit,
@@ -415,7 +426,8 @@ impl Conn {
             }
             router.clone().oneshot(request.map(axum::body::Body::new))
         });
-        let connection = self.http.serve_connection(io, service);
+        let http = self.http;
+        let connection = http.serve_connection_with_upgrades(io, service);
         let connection = self.watcher.watch(connection);
         let _permit = self.permit;
         if let Err(e) = connection.await {

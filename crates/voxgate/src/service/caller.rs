@@ -10,7 +10,8 @@ use super::Services;
 use crate::config::Scope;
 use crate::data::audit::{Actor, AuditEvent};
 use crate::error::{Code, Error};
-use crate::identity::auth::{AuthError, AuthFailure, Principal};
+use crate::identity::auth::ephemeral::Ephemeral;
+use crate::identity::auth::{AuthError, AuthFailure, Principal, key};
 use crate::limits::{Decision, Verdict};
 
 /// A refusal, with the tightest rate-limit decision when the limits answered it (for the
@@ -40,6 +41,43 @@ impl Services {
     ) -> Result<Principal, Error> {
         match self.auth.authenticate(authorization, source).await {
             Ok(principal) => Ok(principal),
+            Err(failure) => Err(self.refused_caller(source, route, failure).await),
+        }
+    }
+
+    /// Verifies the caller of a realtime session: a key or a client secret (`ek_…`) in
+    /// `authorization`, or a client secret `offered` in `Sec-WebSocket-Protocol` (a browser
+    /// cannot set headers on a WebSocket). A long-lived key is refused there: a page must
+    /// never hold one. With a client secret, the session configuration it was minted with
+    /// comes back too.
+    pub async fn authenticate_session(
+        &self,
+        authorization: Option<&str>,
+        offered: Option<&str>,
+        source: IpAddr,
+        route: &str,
+    ) -> Result<(Principal, Option<Ephemeral>), Error> {
+        let bearer = authorization
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::trim);
+        let secret = match (bearer, offered) {
+            (Some(token), _) if token.starts_with(key::EPHEMERAL_PREFIX) => token,
+            (Some(_), _) | (None, None) => {
+                return Ok((self.authenticate(authorization, source, route).await?, None));
+            }
+            (None, Some(token)) if token.starts_with(key::EPHEMERAL_PREFIX) => token,
+            (None, Some(_)) => {
+                return Err(self
+                    .refuse_credentials(source, route, Code::CredentialsInProtocol)
+                    .await);
+            }
+        };
+        match self
+            .auth
+            .client_secret(secret, source, crate::util::now())
+            .await
+        {
+            Ok(ephemeral) => Ok((ephemeral.principal.clone(), Some(ephemeral))),
             Err(failure) => Err(self.refused_caller(source, route, failure).await),
         }
     }

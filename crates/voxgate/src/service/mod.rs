@@ -14,6 +14,7 @@
 //! built once by [`Services::build`]; nothing reaches one backend through another.
 
 pub mod caller;
+pub mod live;
 mod meter;
 pub(crate) mod privacy;
 pub mod retention;
@@ -81,6 +82,10 @@ pub struct Services {
     pub blocked_words: Arc<WordList>,
     /// This process's temporary directory (uploads, sandbox runs); removed with it.
     pub work_dir: WorkDir,
+    /// Places for live sessions on this instance (`transcription.realtime.max_sessions`).
+    pub live_sessions: Arc<tokio::sync::Semaphore>,
+    /// Turns true when the process stops: live sessions end (`stop_live`).
+    pub(crate) live_stop: tokio::sync::watch::Sender<bool>,
     /// Silero VAD, loaded on first use (a failure is remembered until restart).
     pub(crate) vad: tokio::sync::OnceCell<Result<voxgate_piper::vad::SileroVad, String>>,
 }
@@ -169,6 +174,9 @@ impl Services {
             config.tiers.clone(),
             config.auth.rotation_grace_secs,
         );
+        let live_sessions = Arc::new(tokio::sync::Semaphore::new(
+            config.transcription.realtime.max_sessions,
+        ));
         Ok(Arc::new(Self {
             config: Arc::new(config),
             metrics,
@@ -191,6 +199,8 @@ impl Services {
             blocked_words,
             work_dir,
             vad: tokio::sync::OnceCell::new(),
+            live_sessions,
+            live_stop: tokio::sync::watch::Sender::new(false),
         }))
     }
 

@@ -1,8 +1,8 @@
 //! The retention sweeper: deletes what has outlived its configured lifetime — stored voice
 //! references past `retention.voice_days` (with the clones providers made of them, and any
 //! clone whose earlier deletion failed), cached
-//! speech past its TTL and stale window, abandoned upload spool files — once at start-up and
-//! then every `sweep_interval_secs`.
+//! speech past its TTL and stale window, abandoned upload spool files, expired realtime client
+//! secrets — once at start-up and then every `sweep_interval_secs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,8 @@ pub struct Swept {
     pub voice_clones: u64,
     pub cache_entries: u64,
     pub uploads: u64,
+    /// Realtime client secrets past their expiry (they are refused from then on anyway).
+    pub client_secrets: u64,
 }
 
 /// One sweep over every kind of stored content.
@@ -57,12 +59,17 @@ pub async fn sweep(services: &Services) -> anyhow::Result<Swept> {
         .uploads
         .sweep_older_than(Duration::from_secs(config.upload_minutes * 60))
         .await;
+    match services.store.purge_client_secrets(now()).await {
+        Ok(purged) => swept.client_secrets = purged,
+        Err(err) => tracing::warn!(error = %err, "could not purge expired client secrets"),
+    }
     if swept != Swept::default() {
         tracing::info!(
             voices = swept.voices,
             voice_clones = swept.voice_clones,
             cache_entries = swept.cache_entries,
             uploads = swept.uploads,
+            client_secrets = swept.client_secrets,
             "retention sweep"
         );
     }

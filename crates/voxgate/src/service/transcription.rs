@@ -322,8 +322,40 @@ impl Services {
 }
 
 impl Services {
+    /// Recognises one turn of a live session: `samples` (mono, at `rate`), its text handed
+    /// to `partial` as the recogniser finishes it. The session already holds the caller's
+    /// slots and has reserved and charged this audio (`service::live`); nothing is metered
+    /// here. At most `server.request_timeout_secs`.
+    pub async fn recognise_turn(
+        &self,
+        job: &TranscriptionJob,
+        samples: Vec<f32>,
+        rate: u32,
+        partial: Option<TextSink>,
+    ) -> Result<Transcript, Error> {
+        let target = job.engine.sample_rate();
+        let samples = self
+            .encoders
+            .run(move || resample(&samples, rate, target))
+            .await??;
+        let request = TranscriptionRequest {
+            samples,
+            language: job.language.clone(),
+            temperature: job.temperature,
+            timestamps: false,
+            task: job.task,
+            partial,
+        };
+        // As long as a whole transcription may take; a recogniser that hangs ends the turn.
+        let deadline = self.config.server.request_timeout();
+        match tokio::time::timeout(deadline, job.engine.transcribe(request)).await {
+            Ok(heard) => Ok(heard?),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
     /// Silero VAD, loaded (checksums first) on first use.
-    async fn vad(&self) -> Result<voxgate_piper::vad::SileroVad, Error> {
+    pub async fn vad(&self) -> Result<voxgate_piper::vad::SileroVad, Error> {
         let config = &self.config.transcription;
         let (model, runtime) = (
             config.vad_model_dir.clone(),

@@ -31,6 +31,8 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ),
     ("POST", "/v1/audio/transcriptions", Some("transcription")),
     ("POST", "/v1/audio/translations", Some("transcription")),
+    ("GET", "/v1/realtime", Some("transcription")),
+    ("POST", "/v1/realtime/client_secrets", Some("transcription")),
     ("GET", "/v1/me/export", Some("account.read")),
     ("DELETE", "/v1/me", Some("delete")),
     ("GET", "/healthz", None),
@@ -72,6 +74,14 @@ async fn call_on(
     let method = Method::from_bytes(method.as_bytes()).expect("method");
     let mut request = client.request(method.clone(), app.url(&concrete(path, voice_id)));
     request = match (method.as_str(), path) {
+        // A WebSocket handshake: success is 101.
+        ("GET", "/v1/realtime") => client
+            .get(app.url("/v1/realtime?intent=transcription"))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("POST", "/v1/realtime/client_secrets") => request.json(&json!({})),
         ("POST", "/v1/audio/transcriptions") => request.multipart(
             Form::new()
                 .text("model", "whisper-1")
@@ -345,7 +355,8 @@ async fn authorization_matrix() {
             "{method} {path} wrong scope"
         );
         let response = call_on(&client_with(Some(right)), &app, method, path, &voice_id).await;
-        assert_eq!(response.status(), 200, "{method} {path} right scope");
+        let success = if *path == "/v1/realtime" { 101 } else { 200 };
+        assert_eq!(response.status(), success, "{method} {path} right scope");
     }
 }
 

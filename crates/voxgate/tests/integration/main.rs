@@ -19,6 +19,7 @@ mod perimeter;
 mod privacy;
 mod providers;
 mod ratelimit;
+mod realtime;
 mod server;
 mod speech;
 mod store;

@@ -34,6 +34,14 @@ pub enum AuditEvent {
     KeyRevoked {
         keyid: String,
     },
+    /// An ephemeral client secret for realtime sessions (its public id; the secret is
+    /// never written anywhere).
+    ClientSecretCreated {
+        secret_id: String,
+        keyid: String,
+        account_id: String,
+        expires_at: i64,
+    },
     KeyRotated {
         keyid: String,
         replaced_by: String,
@@ -94,6 +102,7 @@ impl AuditEvent {
             AuditEvent::AccountDeactivated { .. } => "account_deactivated",
             AuditEvent::KeyCreated { .. } => "key_created",
             AuditEvent::KeyRevoked { .. } => "key_revoked",
+            AuditEvent::ClientSecretCreated { .. } => "client_secret_created",
             AuditEvent::KeyRotated { .. } => "key_rotated",
             AuditEvent::AuthFailed { .. } => "auth_failed",
             AuditEvent::AuthBlocked { .. } => "auth_blocked",
@@ -115,6 +124,9 @@ impl AuditEvent {
             | AuditEvent::AccountExported { account_id }
             | AuditEvent::AccountErased { account_id, .. } => (Some(account_id), Some(account_id)),
             AuditEvent::KeyCreated {
+                keyid, account_id, ..
+            } => (Some(account_id), Some(keyid)),
+            AuditEvent::ClientSecretCreated {
                 keyid, account_id, ..
             } => (Some(account_id), Some(keyid)),
             AuditEvent::KeyRevoked { keyid } | AuditEvent::KeyRotated { keyid, .. } => {

@@ -18,8 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    Account, AuditFilter, AuditRecord, CloneClaim, CloneRecord, HoldProgress, HoldRecord, HoldTag,
-    KeyRecord, QuotaCell, Store, StoreError, VoiceRecord,
+    Account, AuditFilter, AuditRecord, ClientSecretRecord, CloneClaim, CloneRecord, HoldProgress,
+    HoldRecord, HoldTag, KeyRecord, QuotaCell, Store, StoreError, VoiceRecord,
 };
 use crate::engines::breaker::{BreakerConfig, CircuitBreaker};
 use crate::observe::Metrics;
@@ -294,6 +294,21 @@ impl Store for GuardedStore {
 
     async fn delete_voice(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
         self.call(Bound::Request, self.inner.delete_voice(account_id, id))
+            .await
+    }
+
+    async fn insert_client_secret(&self, secret: &ClientSecretRecord) -> Result<(), StoreError> {
+        self.call(Bound::Request, self.inner.insert_client_secret(secret))
+            .await
+    }
+
+    async fn client_secret(&self, id: &str) -> Result<Option<ClientSecretRecord>, StoreError> {
+        self.call(Bound::Request, self.inner.client_secret(id))
+            .await
+    }
+
+    async fn purge_client_secrets(&self, expired_before: i64) -> Result<u64, StoreError> {
+        self.call(Bound::Slow, self.inner.purge_client_secrets(expired_before))
             .await
     }
 

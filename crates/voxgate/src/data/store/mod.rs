@@ -27,6 +27,21 @@ pub struct Account {
     pub updated_at: i64,
 }
 
+/// An ephemeral client secret as stored: only its keyed digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSecretRecord {
+    /// The public id (`ek_<id>_…`).
+    pub id: String,
+    /// HMAC-SHA-256(pepper, secret).
+    pub digest: Vec<u8>,
+    /// The key that minted it: the secret works only while that key does.
+    pub keyid: String,
+    /// The validated session configuration (JSON) a connection with it starts from.
+    pub session: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 /// An API key as stored: never the secret, only its keyed digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
@@ -390,6 +405,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every account's voices created before `cutoff` (retention), without audio.
     async fn voices_created_before(&self, cutoff: i64) -> Result<Vec<VoiceRecord>, StoreError>;
     async fn delete_voice(&self, account_id: &str, id: &str) -> Result<bool, StoreError>;
+
+    async fn insert_client_secret(&self, secret: &ClientSecretRecord) -> Result<(), StoreError>;
+    async fn client_secret(&self, id: &str) -> Result<Option<ClientSecretRecord>, StoreError>;
+    /// Deletes secrets that expired before `expired_before`; how many went.
+    async fn purge_client_secrets(&self, expired_before: i64) -> Result<u64, StoreError>;
 
     /// Appends `event` at the next position of the audit log; `leaf` computes the leaf hash
     /// of the event with its position set. Returns the position.

@@ -13,8 +13,8 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row as _};
 
 use super::{
-    Account, AuditFilter, AuditRecord, CloneClaim, CloneRecord, HoldProgress, HoldRecord, HoldTag,
-    KeyRecord, QuotaCell, Store, StoreError, VoiceRecord,
+    Account, AuditFilter, AuditRecord, ClientSecretRecord, CloneClaim, CloneRecord, HoldProgress,
+    HoldRecord, HoldTag, KeyRecord, QuotaCell, Store, StoreError, VoiceRecord,
 };
 
 /// Embedded migrations, in order: (version, SQL).
@@ -51,6 +51,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../../migrations/sqlite/0008_quota_holds.sql"),
     ),
+    (
+        9,
+        include_str!("../../../migrations/sqlite/0009_client_secrets.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
@@ -84,6 +88,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         8,
         include_str!("../../../migrations/postgres/0008_quota_holds.sql"),
+    ),
+    (
+        9,
+        include_str!("../../../migrations/postgres/0009_client_secrets.sql"),
     ),
 ];
 
@@ -883,6 +891,42 @@ macro_rules! impl_store {
                 let sql = $sql("SELECT id, account_id, name, duration_ms, created_at, sealed FROM voice_references WHERE account_id = $1 AND id = $2");
                 let row = sqlx::query(sql).bind(account_id).bind(id).fetch_optional(&self.pool).await?;
                 Ok(row.map(|r| Self::voice_from(&r, true)).transpose()?)
+            }
+
+            async fn insert_client_secret(&self, secret: &ClientSecretRecord) -> Result<(), StoreError> {
+                let sql = $sql("INSERT INTO client_secrets (id, digest, keyid, session, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)");
+                sqlx::query(sql)
+                    .bind(&secret.id)
+                    .bind(&secret.digest)
+                    .bind(&secret.keyid)
+                    .bind(&secret.session)
+                    .bind(secret.created_at)
+                    .bind(secret.expires_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn client_secret(&self, id: &str) -> Result<Option<ClientSecretRecord>, StoreError> {
+                let sql = $sql("SELECT id, digest, keyid, session, created_at, expires_at FROM client_secrets WHERE id = $1");
+                let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+                let read = |r: &<$db as sqlx::Database>::Row| -> Result<ClientSecretRecord, sqlx::Error> {
+                    Ok(ClientSecretRecord {
+                        id: r.try_get("id")?,
+                        digest: r.try_get("digest")?,
+                        keyid: r.try_get("keyid")?,
+                        session: r.try_get("session")?,
+                        created_at: r.try_get("created_at")?,
+                        expires_at: r.try_get("expires_at")?,
+                    })
+                };
+                Ok(row.as_ref().map(read).transpose()?)
+            }
+
+            async fn purge_client_secrets(&self, expired_before: i64) -> Result<u64, StoreError> {
+                let sql = $sql("DELETE FROM client_secrets WHERE expires_at < $1");
+                let done = sqlx::query(sql).bind(expired_before).execute(&self.pool).await?;
+                Ok(done.rows_affected())
             }
 
             async fn delete_voice(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {

@@ -14,6 +14,9 @@ use sha2::Sha256;
 
 /// Prefix of every key.
 pub const PREFIX: &str = "vg_";
+/// Prefix of an ephemeral client secret (the same shape: id, secret, checksum). It opens
+/// realtime sessions only, and only while the key that minted it works.
+pub const EPHEMERAL_PREFIX: &str = "ek_";
 /// The digest scheme in use: HMAC-SHA-256 keyed with the pepper.
 pub const DIGEST_VERSION: i16 = 1;
 
@@ -105,9 +108,18 @@ impl ParsedKey {
 
 /// Generates a key.
 pub fn generate(pepper: &Pepper) -> NewKey {
+    generate_prefixed(PREFIX, pepper)
+}
+
+/// Generates an ephemeral client secret (`ek_…`).
+pub fn generate_ephemeral(pepper: &Pepper) -> NewKey {
+    generate_prefixed(EPHEMERAL_PREFIX, pepper)
+}
+
+fn generate_prefixed(prefix: &str, pepper: &Pepper) -> NewKey {
     let keyid = base32(&crate::util::random_bytes::<KEYID_BYTES>());
     let secret = base32(&crate::util::random_bytes::<SECRET_BYTES>());
-    let body = format!("{PREFIX}{keyid}_{secret}");
+    let body = format!("{prefix}{keyid}_{secret}");
     let full = format!("{body}_{}", checksum(&body));
     NewKey {
         digest: pepper.digest(&secret),
@@ -125,7 +137,16 @@ pub fn compose(keyid: &str, secret: &str) -> String {
 
 /// Checks the format and checksum; no lookup happens before this passes.
 pub fn parse(text: &str) -> Result<ParsedKey, KeyFormatError> {
-    let rest = text.strip_prefix(PREFIX).ok_or(KeyFormatError::Malformed)?;
+    parse_prefixed(PREFIX, text)
+}
+
+/// [`parse`] for an ephemeral client secret (`ek_…`).
+pub fn parse_ephemeral(text: &str) -> Result<ParsedKey, KeyFormatError> {
+    parse_prefixed(EPHEMERAL_PREFIX, text)
+}
+
+fn parse_prefixed(prefix: &str, text: &str) -> Result<ParsedKey, KeyFormatError> {
+    let rest = text.strip_prefix(prefix).ok_or(KeyFormatError::Malformed)?;
     let mut parts = rest.split('_');
     let (Some(keyid), Some(secret), Some(check), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -146,12 +167,14 @@ pub fn parse(text: &str) -> Result<ParsedKey, KeyFormatError> {
     })
 }
 
-/// Whether `text` contains something shaped like a voxgate key (for refusing keys sent in
-/// query strings, cookies or bodies).
+/// Whether `text` contains something shaped like a voxgate key or client secret (for
+/// refusing credentials sent in query strings, cookies or bodies).
 pub fn looks_like_key(text: &str) -> bool {
-    text.match_indices(PREFIX).any(|(i, _)| {
-        let tail = &text[i + PREFIX.len()..];
-        tail.len() >= KEYID_LEN && tail.bytes().take(KEYID_LEN).all(|b| ALPHABET.contains(&b))
+    [PREFIX, EPHEMERAL_PREFIX].iter().any(|prefix| {
+        text.match_indices(prefix).any(|(i, _)| {
+            let tail = &text[i + prefix.len()..];
+            tail.len() >= KEYID_LEN && tail.bytes().take(KEYID_LEN).all(|b| ALPHABET.contains(&b))
+        })
     })
 }
 
@@ -187,6 +210,22 @@ mod tests {
 
     fn pepper() -> Pepper {
         Pepper::new(SecretString::from("p".repeat(32))).expect("pepper")
+    }
+
+    #[test]
+    fn client_secrets_are_not_keys_and_keys_are_not_client_secrets() {
+        let pepper = pepper();
+        let secret = generate_ephemeral(&pepper);
+        let text = secret.full.expose_secret();
+        assert!(text.starts_with(EPHEMERAL_PREFIX));
+        let parsed = parse_ephemeral(text).expect("parses");
+        assert_eq!(parsed.keyid, secret.keyid);
+        assert!(pepper.verify(parsed.secret(), &secret.digest));
+        assert_eq!(parse(text).unwrap_err(), KeyFormatError::Malformed);
+        let key = generate(&pepper);
+        let key = key.full.expose_secret();
+        assert_eq!(parse_ephemeral(key).unwrap_err(), KeyFormatError::Malformed);
+        assert!(looks_like_key(&format!("client_secret={text}")));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! brute-force guard. `Authenticator::authenticate` turns an `Authorization` header into a
 //! [`Principal`] or a refusal; the HTTP layer maps refusals to 401/403/429.
 
+pub mod ephemeral;
 mod failures;
 mod guard;
 pub mod key;

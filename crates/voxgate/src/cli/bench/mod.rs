@@ -2,6 +2,8 @@
 //! idle memory. Figures are printed, never asserted (targets: TTFA ≤ 5% of full synthesis,
 //! idle RSS ≤ 40 MB).
 
+mod realtime;
+
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -174,6 +176,15 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
         "\n## Time to first audio: Wyoming `synthesize` vs HTTP streaming (same text, pcm; goal: within 20%)"
     )?;
     if let Err(err) = wyoming_vs_http(&config, if quick { 3 } else { 15 }, &mut out).await {
+        writeln!(out, "not measured: {err}")?;
+    }
+
+    writeln!(
+        out,
+        "\n## Realtime transcription (WebSocket, server VAD, Whisper base; Flite speech at real-time pace)"
+    )?;
+    let (rounds, sessions) = if quick { (2, 4) } else { (5, 12) };
+    if let Err(err) = realtime::run(&config, rounds, sessions, &mut out).await {
         writeln!(out, "not measured: {err}")?;
     }
 
