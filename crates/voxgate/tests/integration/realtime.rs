@@ -576,6 +576,88 @@ async fn an_idle_session_ends_though_the_client_pings() {
     assert_eq!(settled_seconds(&app, &account).await, 0);
 }
 
+/// Sessions hold their key's concurrent-request slots: a basic key (two at once) is refused
+/// a third before the upgrade. A key without the `transcription` scope mints no secret, and
+/// a deactivated account's secrets stop working.
+#[tokio::test]
+async fn sessions_hold_their_key_s_slots_and_secrets_follow_their_account() {
+    let app = spawn_app_with(
+        "[tiers.guest]\nmax_concurrent_per_key = 2\n[tiers.basic]\nmax_concurrent_per_key = 2",
+    )
+    .await;
+    let (account, key) = create_key(&app.state, "basic", None, None).await;
+    let first = connect(&app, &key).await;
+    let second = connect(&app, &key).await;
+    let bearer = format!("Bearer {key}");
+    assert_eq!(
+        open(&app, "?intent=transcription", &[("authorization", &bearer)])
+            .await
+            .err(),
+        Some((429, "too_many_concurrent_requests".into()))
+    );
+    drop((first, second));
+    settled_seconds(&app, &account).await;
+
+    let (_, guest) = create_key(&app.state, "admin", Some("guest"), None).await;
+    let refused = crate::helpers::client_with(Some(&guest))
+        .post(app.url("/v1/realtime/client_secrets"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        error_of(refused).await.1.as_deref(),
+        Some("insufficient_scope")
+    );
+
+    let mut minted = None;
+    // The sessions' slots come back once the server has seen them close.
+    for _ in 0..50 {
+        let response = crate::helpers::client_with(Some(&key))
+            .post(app.url("/v1/realtime/client_secrets"))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("send");
+        if response.status() == 200 {
+            minted = Some(response.json::<Value>().await.expect("json"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let minted = minted.expect("a secret once the slots are back");
+    let secret = minted["value"].as_str().expect("value");
+    connect(&app, secret).await;
+    let deactivated = app
+        .client
+        .post(app.admin_url(&format!("/admin/accounts/{account}/deactivate")))
+        .send()
+        .await
+        .expect("deactivate");
+    assert!(
+        deactivated.status().is_success(),
+        "{}",
+        deactivated.status()
+    );
+    let protocol = format!("realtime, openai-insecure-api-key.{secret}");
+    let mut refusal = None;
+    // Within the authentication cache's lifetime.
+    for _ in 0..40 {
+        refusal = open(
+            &app,
+            "?intent=transcription",
+            &[("sec-websocket-protocol", &protocol)],
+        )
+        .await
+        .err();
+        if refusal.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refusal, Some((401, "account_inactive".into())));
+}
+
 /// A stopping server ends its sessions with `server_shutting_down` (close 1001) and waits
 /// for them to settle: the audio they received is charged.
 #[tokio::test]

@@ -652,8 +652,12 @@ impl Reader {
                 match turn {
                     Some(Turn::Started(at)) => self
                         .speech_started(self.buffer.turns_origin + at, settings.prefix_padding_ms),
-                    Some(Turn::Stopped(at)) => self
-                        .speech_stopped(self.buffer.turns_origin + at, settings.prefix_padding_ms),
+                    // The turn keeps some of the silence after it, never more than the
+                    // silence that ended it (the next turn's padding starts there).
+                    Some(Turn::Stopped(at)) => self.speech_stopped(
+                        self.buffer.turns_origin + at,
+                        settings.prefix_padding_ms.min(settings.silence_duration_ms),
+                    ),
                     None => {}
                 }
             }
