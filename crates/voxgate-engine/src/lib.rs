@@ -92,6 +92,19 @@ pub struct PcmChunk {
 /// The audio an engine streams back, piece by piece, in order.
 pub type PcmStream = Pin<Box<dyn Stream<Item = Result<PcmChunk, EngineError>> + Send + 'static>>;
 
+/// Audio exactly as an upstream sends it, already in a client's format (a relay).
+pub type EncodedStream =
+    Pin<Box<dyn Stream<Item = Result<bytes::Bytes, EngineError>> + Send + 'static>>;
+
+/// A format an engine can relay: what it sends is what the client asked for, byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayFormat {
+    /// 16-bit little-endian mono PCM at 24 kHz (OpenAI's `pcm`).
+    Pcm24k,
+    /// MPEG audio layer III.
+    Mp3,
+}
+
 /// A speech synthesizer: a local engine or a remote provider.
 ///
 /// Implementations must make the stream lazy: no audio beyond what has been polled for (plus
@@ -137,6 +150,23 @@ pub trait Synthesizer: Send + Sync + std::fmt::Debug {
     /// Starts synthesis. Errors that are known before any audio exists are returned here;
     /// later ones arrive in the stream.
     fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError>;
+
+    /// The formats [`Synthesizer::relay`] can send (none by default: every answer goes
+    /// through the gateway's resampler and encoder).
+    fn relay_formats(&self) -> &[RelayFormat] {
+        &[]
+    }
+
+    /// Starts synthesis in `format` (one of [`Synthesizer::relay_formats`]): the upstream's
+    /// bytes, unchanged, as they arrive. The gateway counts the audio from the stream
+    /// itself. Errors known before any audio exists are returned here.
+    fn relay(
+        &self,
+        _request: SynthesisRequest,
+        _format: RelayFormat,
+    ) -> Result<EncodedStream, EngineError> {
+        Err(EngineError::Unsupported("this engine does not relay"))
+    }
 
     /// Deletes a voice [`Synthesizer::clone_voice`] made (one already gone counts as
     /// deleted). An engine that does not clone refuses, so a record of a clone is never

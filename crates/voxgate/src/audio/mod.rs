@@ -4,6 +4,7 @@
 
 mod encode;
 pub mod g711;
+pub mod meter;
 mod resample;
 pub mod vad;
 

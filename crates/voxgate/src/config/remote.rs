@@ -33,6 +33,12 @@ pub struct OpenAiConfig {
     /// Speech: the sample rate of `pcm` answers (OpenAI and Kokoro send 24000).
     #[serde(default = "default_pcm_rate")]
     pub sample_rate: u32,
+    /// Speech: when a client asks for `mp3`, or for `pcm` and `sample_rate` is 24000, and
+    /// nothing needs the audio decoded (no SSML pause to insert, no stored voice), ask the
+    /// upstream for that format and pass its bytes on as they arrive (metered from the
+    /// stream's own frames). `false`: always ask for `audio` and encode here.
+    #[serde(default = "default_true")]
+    pub relay: bool,
     /// Transcription: the language codes the upstream accepts (empty: Whisper's list).
     #[serde(default)]
     pub languages: Vec<String>,
@@ -180,6 +186,10 @@ impl Default for BreakerSettings {
             cooldown_secs: 30,
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_pcm_rate() -> u32 {

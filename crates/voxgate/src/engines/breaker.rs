@@ -12,8 +12,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::time::Instant;
 use voxgate_engine::{
-    EngineError, ErrorClass, PcmStream, SynthesisRequest, Synthesizer, Transcriber,
-    TranscriptionFuture, TranscriptionRequest, VoiceInfo,
+    EncodedStream, EngineError, ErrorClass, PcmStream, RelayFormat, SynthesisRequest, Synthesizer,
+    Transcriber, TranscriptionFuture, TranscriptionRequest, VoiceInfo,
 };
 
 use crate::observe::Metrics;
@@ -334,44 +334,80 @@ impl<S: Synthesizer> Synthesizer for GuardedSynthesizer<S> {
             .breaker
             .try_acquire()
             .map_err(|r| self.breaker.rejected(&engine, r))?;
-        let stream = match self.inner.synthesize(request) {
-            Ok(stream) => stream,
+        match self.inner.synthesize(request) {
+            Ok(stream) => Ok(Box::pin(guarded(engine, permit, stream))),
             Err(e) => {
                 permit.report(&engine, Err(&e));
-                return Err(e);
+                Err(e)
             }
-        };
-        let guarded =
-            futures::stream::unfold((stream, Some(permit)), move |(mut stream, mut permit)| {
-                let engine = engine.clone();
-                async move {
-                    let item = stream.next().await;
-                    match &item {
-                        // A half-open probe that yields audio has shown the provider is back:
-                        // close now, not at the end of a long stream, so requests arriving
-                        // meanwhile are not refused.
-                        Some(Ok(_)) if permit.as_ref().is_some_and(|p| p.probe) => {
-                            if let Some(p) = permit.take() {
-                                p.report(&engine, Ok(()));
-                            }
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => {
-                            if let Some(p) = permit.take() {
-                                p.report(&engine, Err(e));
-                            }
-                        }
-                        None => {
-                            if let Some(p) = permit.take() {
-                                p.report(&engine, Ok(()));
-                            }
-                        }
-                    }
-                    item.map(|item| (item, (stream, permit)))
-                }
-            });
-        Ok(Box::pin(guarded))
+        }
     }
+
+    fn relay_formats(&self) -> &[RelayFormat] {
+        self.inner.relay_formats()
+    }
+
+    /// A relay is a call like a synthesis: refused while the breaker is open, its outcome
+    /// counted the same way.
+    fn relay(
+        &self,
+        request: SynthesisRequest,
+        format: RelayFormat,
+    ) -> Result<EncodedStream, EngineError> {
+        let engine = self.inner.id().to_owned();
+        let permit = self
+            .breaker
+            .try_acquire()
+            .map_err(|r| self.breaker.rejected(&engine, r))?;
+        match self.inner.relay(request, format) {
+            Ok(stream) => Ok(Box::pin(guarded(engine, permit, stream))),
+            Err(e) => {
+                permit.report(&engine, Err(&e));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A stream whose outcome is reported to its breaker permit: its end a success, its first
+/// error a failure; a half-open probe succeeds at its first item.
+fn guarded<T, S>(
+    engine: String,
+    permit: Permit,
+    stream: S,
+) -> impl futures::Stream<Item = Result<T, EngineError>> + Send + 'static
+where
+    T: Send + 'static,
+    S: futures::Stream<Item = Result<T, EngineError>> + Send + Unpin + 'static,
+{
+    futures::stream::unfold((stream, Some(permit)), move |(mut stream, mut permit)| {
+        let engine = engine.clone();
+        async move {
+            let item = stream.next().await;
+            match &item {
+                // A half-open probe that yields audio has shown the provider is back:
+                // close now, not at the end of a long stream, so requests arriving
+                // meanwhile are not refused.
+                Some(Ok(_)) if permit.as_ref().is_some_and(|p| p.probe) => {
+                    if let Some(p) = permit.take() {
+                        p.report(&engine, Ok(()));
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    if let Some(p) = permit.take() {
+                        p.report(&engine, Err(e));
+                    }
+                }
+                None => {
+                    if let Some(p) = permit.take() {
+                        p.report(&engine, Ok(()));
+                    }
+                }
+            }
+            item.map(|item| (item, (stream, permit)))
+        }
+    })
 }
 
 /// A recogniser behind its circuit breaker (same rules as [`GuardedSynthesizer`]).

@@ -46,7 +46,8 @@ const CORS_HEADERS: [&str; 5] = [
     "openai-project",
 ];
 /// Response headers a page's script may read.
-const EXPOSED: &str = "x-request-id, x-voxgate-engine, x-voxgate-cache, retry-after, \
+const EXPOSED: &str = "x-request-id, x-voxgate-engine, x-voxgate-cache, x-voxgate-audio, \
+    retry-after, \
     x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, \
     x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens";
 

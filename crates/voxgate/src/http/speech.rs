@@ -18,7 +18,7 @@ use super::Routes;
 use super::{ApiError, ApiJson, AppState};
 use crate::audio::AudioFormat;
 use crate::identity::auth::Principal;
-use crate::service::speech::{SpeechOrder, VoiceChoice};
+use crate::service::speech::{CacheStatus, SpeechOrder, VoiceChoice};
 
 pub fn routes() -> Routes {
     Routes::default().add(Method::POST, "/v1/audio/speech", create_speech)
@@ -128,6 +128,9 @@ pub struct Usage {
 const ENGINE_HEADER: &str = "x-voxgate-engine";
 /// Header telling whether the speech cache answered: `hit`, `miss` or `stale`.
 const CACHE_HEADER: &str = "x-voxgate-cache";
+/// Header telling how the audio was made: `relayed` (the engine's own bytes, unchanged),
+/// `transcoded` (decoded and encoded here) or `cached` (replayed from the speech cache).
+const AUDIO_HEADER: &str = "x-voxgate-audio";
 
 #[utoipa::path(
     post,
@@ -173,6 +176,11 @@ pub async fn create_speech(
     let engine =
         HeaderValue::from_str(&speech.engine).unwrap_or(HeaderValue::from_static("unknown"));
     let cache = speech.cache;
+    let made = match (cache, speech.relayed) {
+        (Some(CacheStatus::Hit | CacheStatus::Stale), _) => "cached",
+        (_, true) => "relayed",
+        (_, false) => "transcoded",
+    };
     let budget = speech.budget;
     let format = speech.format;
     let input_chars = speech.characters as u64;
@@ -219,6 +227,7 @@ pub async fn create_speech(
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(ENGINE_HEADER, engine);
+    headers.insert(AUDIO_HEADER, HeaderValue::from_static(made));
     if let Some(status) = cache {
         headers.insert(CACHE_HEADER, HeaderValue::from_static(status.as_str()));
     }

@@ -37,6 +37,8 @@ enum Mode {
     Redirect,
     /// 422: the provider refuses the request's content.
     RefuseContent,
+    /// A 200 that says `audio/mpeg` and carries PCM.
+    NotMp3,
 }
 
 #[derive(Debug)]
@@ -122,6 +124,7 @@ async fn answer(stub: &Stub, ok: impl FnOnce() -> Response) -> Response {
             ([(header::CONTENT_TYPE, "text/html")], "<html>oops</html>").into_response()
         }
         Mode::OddPcm => ([(header::CONTENT_TYPE, "audio/pcm")], vec![1u8, 2, 3]).into_response(),
+        Mode::NotMp3 => ([(header::CONTENT_TYPE, "audio/mpeg")], pcm_tone()).into_response(),
         Mode::Huge => ([(header::CONTENT_TYPE, "audio/pcm")], vec![0u8; 300_000]).into_response(),
         Mode::RefuseContent => (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -146,14 +149,18 @@ fn record(stub: &Stub, headers: &HeaderMap, auth_header: &str, path: String) {
     stub.paths.lock().expect("lock").push(path);
 }
 
+/// Answers in the format asked for: MP3 for `mp3`, PCM otherwise.
 async fn openai_speech(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: Bytes) -> Response {
     record(&stub, &headers, "authorization", "/v1/audio/speech".into());
-    stub.bodies
-        .lock()
-        .expect("lock")
-        .push(serde_json::from_slice(&body).unwrap_or_default());
+    let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let mp3 = body["response_format"] == "mp3";
+    stub.bodies.lock().expect("lock").push(body);
     answer(&stub, || {
-        ([(header::CONTENT_TYPE, "audio/pcm")], pcm_tone()).into_response()
+        if mp3 {
+            ([(header::CONTENT_TYPE, "audio/mpeg")], mp3_tone()).into_response()
+        } else {
+            ([(header::CONTENT_TYPE, "audio/pcm")], pcm_tone()).into_response()
+        }
     })
     .await
 }
@@ -433,6 +440,113 @@ async fn an_openai_compatible_upstream_serves_with_its_key_and_is_named() {
     assert_eq!(body["input"], "Hello there.");
     assert_eq!(body["response_format"], "pcm");
     assert_eq!(body["speed"], 1.25);
+}
+
+/// A client asking for a format the upstream sends itself gets the upstream's bytes,
+/// unchanged (`x-voxgate-audio: relayed`), metered from the stream's own frames. A script
+/// with a pause needs PCM and is transcoded; so is every answer of an engine with
+/// `relay = false`; a body that is not what its type says falls back before any audio.
+#[tokio::test]
+async fn the_upstream_s_own_audio_is_relayed_unchanged_and_metered() {
+    let (addr, up) = stub().await;
+    let plain = format!(
+        r#"
+[engines.plain]
+kind = "openai"
+base_url = "http://{addr}/v1"
+model = "kokoro"
+relay = false
+voices = {{ alloy = "up-voice" }}
+http = {{ allow_local = true, allow_http = true }}
+[models.plain]
+engine = "plain"
+"#
+    );
+    let app = spawn_app_with_secrets(
+        &openai_config(addr, &plain),
+        &[("UPSTREAM_KEY", "up-secret")],
+    )
+    .await;
+    let (account, key) = crate::helpers::create_key(&app.state, "basic", None, None).await;
+    let client = crate::helpers::client_with(Some(&key));
+    for (format, expected) in [("mp3", mp3_tone()), ("pcm", pcm_tone())] {
+        let response = client
+            .post(app.url("/v1/audio/speech"))
+            .json(&json!({"model": "remote", "input": "Hello there.", "voice": "alloy", "response_format": format}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 200, "{format}");
+        assert_eq!(header(&response, "x-voxgate-audio"), "relayed", "{format}");
+        assert_eq!(up.last_body()["response_format"], format);
+        let audio = response.bytes().await.expect("body");
+        assert!(
+            audio == expected,
+            "{format}: the upstream's bytes, unchanged"
+        );
+    }
+    // Each answer is half a second (the MP3 a few frames more): one second each, rounded
+    // up per request; the characters of both.
+    let day = voxgate::util::now() - voxgate::util::now().rem_euclid(86_400);
+    let scope = format!("acct:{account}");
+    let mut usage = (0, 1);
+    for _ in 0..100 {
+        usage = app
+            .state
+            .store
+            .quota_usage(&scope, "audio_seconds", day)
+            .await
+            .expect("usage");
+        if usage.1 == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(usage, (2, 0), "audio seconds (used, reserved)");
+    let characters = app
+        .state
+        .store
+        .quota_usage(&scope, "characters", day)
+        .await
+        .expect("usage");
+    assert_eq!(characters, (24, 0));
+
+    // A pause needs PCM: transcoded, and the upstream was asked for PCM.
+    let response = app
+        .client
+        .post(app.url("/v1/audio/speech"))
+        .json(
+            &json!({"model": "remote", "input": "<speak>One.<break time=\"500ms\"/>Two.</speak>",
+            "input_format": "ssml", "voice": "alloy", "response_format": "mp3"}),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-voxgate-audio"), "transcoded");
+    assert_eq!(up.last_body()["response_format"], "pcm");
+    let response = app
+        .client
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "plain", "input": "Hello.", "voice": "alloy", "response_format": "mp3"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(header(&response, "x-voxgate-audio"), "transcoded");
+    assert_eq!(up.last_body()["response_format"], "pcm");
+
+    // PCM labelled as MP3: refused at its first bytes, the chain's next engine answers.
+    up.set(Mode::NotMp3);
+    let response = app
+        .client
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "chained", "input": "Hello.", "voice": "alloy", "response_format": "mp3"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-voxgate-engine"), "flite");
+    assert_eq!(header(&response, "x-voxgate-audio"), "transcoded");
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use voxgate_engine::{EngineError, PcmChunk, PcmStream, VoiceInfo};
+use voxgate_engine::{EncodedStream, EngineError, PcmChunk, PcmStream, RelayFormat, VoiceInfo};
 
 use crate::config::HttpConfig;
 
@@ -276,9 +276,9 @@ pub async fn read_capped(
     Ok(body)
 }
 
-/// Bytes of PCM gathered before the first chunk leaves (100 ms at 24 kHz), so a body that
-/// is empty, odd or cut short is refused before any audio reaches the client (and the next
-/// engine of the chain can still answer).
+/// Bytes gathered before the first chunk leaves (100 ms of PCM at 24 kHz), so a body that
+/// is empty, malformed or cut short is refused before any audio reaches the client (and
+/// the next engine of the chain can still answer).
 const FIRST_CHUNK_BYTES: usize = 4_800;
 
 /// Turns a streamed body of 16-bit little-endian mono PCM into [`PcmChunk`]s as it arrives,
@@ -381,6 +381,85 @@ fn pcm_chunks(
             }
         }
     })
+}
+
+/// Passes a streamed body on unchanged (a relay), with a total size cap (a declared length
+/// above it is refused before reading). The first [`FIRST_CHUNK_BYTES`] are gathered (or the
+/// whole body, if shorter) so the gateway can check the start of the audio before anything
+/// reaches the client (a whole PCM body with an odd byte is refused here, as the pipeline
+/// refuses it); the rest goes on as it arrives.
+pub fn relay_body(
+    provider: String,
+    response: reqwest::Response,
+    max: u64,
+    format: RelayFormat,
+) -> Result<EncodedStream, EngineError> {
+    if response.content_length().is_some_and(|len| len > max) {
+        return Err(upstream(format!(
+            "{provider}: response larger than {max} bytes"
+        )));
+    }
+    struct State<S> {
+        body: std::pin::Pin<Box<S>>,
+        first: Option<Vec<u8>>,
+        total: u64,
+        done: bool,
+    }
+    let state = State {
+        body: Box::pin(response.bytes_stream()),
+        first: Some(Vec::new()),
+        total: 0,
+        done: false,
+    };
+    Ok(Box::pin(futures::stream::unfold(state, move |mut st| {
+        let provider = provider.clone();
+        async move {
+            if st.done {
+                return None;
+            }
+            loop {
+                match st.body.next().await {
+                    Some(Ok(bytes)) => {
+                        st.total += bytes.len() as u64;
+                        if st.total > max {
+                            st.done = true;
+                            let err =
+                                upstream(format!("{provider}: audio longer than {max} bytes"));
+                            return Some((Err(err), st));
+                        }
+                        match &mut st.first {
+                            Some(first) => {
+                                first.extend_from_slice(&bytes);
+                                if first.len() >= FIRST_CHUNK_BYTES {
+                                    let first = st.first.take().unwrap_or_default();
+                                    return Some((Ok(Bytes::from(first)), st));
+                                }
+                            }
+                            None if bytes.is_empty() => {}
+                            None => return Some((Ok(bytes), st)),
+                        }
+                    }
+                    Some(Err(e)) => {
+                        st.done = true;
+                        return Some((Err(transport(e)), st));
+                    }
+                    None => {
+                        st.done = true;
+                        return match st.first.take() {
+                            Some(first)
+                                if format == RelayFormat::Pcm24k && first.len() % 2 == 1 =>
+                            {
+                                let err = upstream(format!("{provider}: malformed PCM (odd body)"));
+                                Some((Err(err), st))
+                            }
+                            Some(first) if !first.is_empty() => Some((Ok(Bytes::from(first)), st)),
+                            _ => None,
+                        };
+                    }
+                }
+            }
+        }
+    })))
 }
 
 /// Decodes a complete WAV file of 16-bit PCM (mono or the first channel of several) into one

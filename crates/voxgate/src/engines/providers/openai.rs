@@ -1,5 +1,6 @@
 //! OpenAI-compatible upstreams (OpenAI, Kokoro-FastAPI, speaches, Chatterbox and Qwen3-TTS
-//! servers): `POST {base}/audio/speech` streamed as raw PCM (or a WAV file), and
+//! servers): `POST {base}/audio/speech` streamed as raw PCM (or a WAV file), or relayed in
+//! the client's format (`pcm` at 24 kHz, `mp3`) as it arrives, and
 //! `POST {base}/audio/transcriptions` with a WAV upload.
 
 use futures::StreamExt;
@@ -7,9 +8,9 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use voxgate_engine::{
-    EngineError, PcmStream, SynthesisRequest, Synthesizer, Task, Transcriber, Transcript,
-    TranscriptSegment, TranscriptWord, TranscriptionFuture, TranscriptionRequest, VoiceInfo,
-    WHISPER_LANGUAGES,
+    EncodedStream, EngineError, PcmStream, RelayFormat, SynthesisRequest, Synthesizer, Task,
+    Transcriber, Transcript, TranscriptSegment, TranscriptWord, TranscriptionFuture,
+    TranscriptionRequest, VoiceInfo, WHISPER_LANGUAGES,
 };
 
 use super::{check_base_url, check_content_type, check_status, endpoint, read_capped, upstream};
@@ -26,6 +27,8 @@ pub struct OpenAiSpeech {
     voices: Vec<VoiceInfo>,
     audio: RemoteAudio,
     sample_rate: u32,
+    /// What it may relay (see `OpenAiConfig::relay`).
+    relays: Vec<RelayFormat>,
     max_bytes: u64,
     first_byte: std::time::Duration,
 }
@@ -42,6 +45,11 @@ impl OpenAiSpeech {
             voices: super::remote_voices(config.voices.values()),
             audio: config.audio,
             sample_rate: config.sample_rate,
+            relays: match (config.relay, config.sample_rate) {
+                (false, _) => Vec::new(),
+                (true, 24_000) => vec![RelayFormat::Pcm24k, RelayFormat::Mp3],
+                (true, _) => vec![RelayFormat::Mp3],
+            },
             max_bytes: config.http.max_response_bytes,
             first_byte: config.http.first_byte_timeout(),
         })
@@ -71,23 +79,13 @@ impl Synthesizer for OpenAiSpeech {
     }
 
     fn synthesize(&self, request: SynthesisRequest) -> Result<PcmStream, EngineError> {
-        if !self.voices.iter().any(|v| v.id == request.voice) {
-            return Err(EngineError::UnknownVoice);
-        }
-        let body = SpeechBody {
-            model: &self.model,
-            input: &request.text,
-            voice: &request.voice,
-            response_format: match self.audio {
+        let call = self.call(
+            &request,
+            match self.audio {
                 RemoteAudio::Pcm => "pcm",
                 RemoteAudio::Wav => "wav",
             },
-            speed: request.speed,
-        };
-        let mut call = self.client.post(self.url.clone()).json(&body);
-        if let Some(key) = &self.key {
-            call = call.bearer_auth(key.expose_secret());
-        }
+        )?;
         let (id, audio, rate, max, first_byte) = (
             self.id.clone(),
             self.audio,
@@ -118,6 +116,69 @@ impl Synthesizer for OpenAiSpeech {
                 Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
             },
         )))
+    }
+
+    fn relay_formats(&self) -> &[RelayFormat] {
+        &self.relays
+    }
+
+    fn relay(
+        &self,
+        request: SynthesisRequest,
+        format: RelayFormat,
+    ) -> Result<EncodedStream, EngineError> {
+        if !self.relays.contains(&format) {
+            return Err(EngineError::Unsupported(
+                "this engine does not relay this format",
+            ));
+        }
+        let (name, accepted): (&str, &[&str]) = match format {
+            RelayFormat::Pcm24k => ("pcm", &["audio/*", "application/octet-stream"]),
+            RelayFormat::Mp3 => (
+                "mp3",
+                &["audio/mpeg", "audio/mp3", "application/octet-stream"],
+            ),
+        };
+        let call = self.call(&request, name)?;
+        let (id, max, first_byte) = (self.id.clone(), self.max_bytes, self.first_byte);
+        // Nothing is sent until the stream is polled.
+        let answer = async move {
+            let response = super::send_within(call, first_byte).await?;
+            let response = check_status(&id, response).await?;
+            check_content_type(&id, &response, accepted)?;
+            super::relay_body(id, response, max, format)
+        };
+        Ok(Box::pin(futures::stream::once(answer).flat_map(
+            |result| match result {
+                Ok(stream) => stream,
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            },
+        )))
+    }
+}
+
+impl OpenAiSpeech {
+    /// The upstream call for `request` in `response_format`.
+    fn call(
+        &self,
+        request: &SynthesisRequest,
+        response_format: &'static str,
+    ) -> Result<reqwest::RequestBuilder, EngineError> {
+        if !self.voices.iter().any(|v| v.id == request.voice) {
+            return Err(EngineError::UnknownVoice);
+        }
+        let body = SpeechBody {
+            model: &self.model,
+            input: &request.text,
+            voice: &request.voice,
+            response_format,
+            speed: request.speed,
+        };
+        let mut call = self.client.post(self.url.clone()).json(&body);
+        if let Some(key) = &self.key {
+            call = call.bearer_auth(key.expose_secret());
+        }
+        Ok(call)
     }
 }
 

@@ -136,6 +136,7 @@ impl Services {
             }
         };
         let synthesized = !matches!(cache, Some(CacheStatus::Hit | CacheStatus::Stale));
+        let relayed = speech.relayed;
         let metered = Metered {
             audio: speech.audio,
             cap_seconds,
@@ -157,6 +158,7 @@ impl Services {
             format,
             characters: job_characters,
             stats: speech.stats,
+            relayed,
             audio: Box::pin(metered),
         })
     }
@@ -254,6 +256,8 @@ pub struct SpeechStream {
     /// Characters of text in the request.
     pub characters: usize,
     pub stats: Arc<SpeechStats>,
+    /// The engine's own bytes, relayed unchanged (`x-voxgate-audio: relayed`).
+    pub relayed: bool,
     audio: Pin<Box<Metered>>,
 }
 

@@ -1,6 +1,9 @@
 //! The speech pipeline: a validated job → engine PCM stream → resampled to 24 kHz →
-//! encoded, piece by piece, on the bounded encoder pool. [`start`] tries the chain's engines
-//! in order, each admitted on its own engine queue, until one yields its first bytes.
+//! encoded, piece by piece, on the bounded encoder pool; or, when the engine can send the
+//! client's format itself and nothing needs the audio decoded, the engine's bytes relayed
+//! unchanged and metered from their own frames (`audio::meter`). [`start`] tries the
+//! chain's engines in order, each admitted on its own engine queue, until one yields its
+//! first bytes.
 //!
 //! Each request owns its resampler and encoder; nothing here is shared between requests,
 //! so concurrent requests never mix audio.
@@ -12,8 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
-use voxgate_engine::{BlockingPool, EngineError, SynthesisRequest, Synthesizer, VoiceReference};
+use voxgate_engine::{
+    BlockingPool, EncodedStream, EngineError, RelayFormat, SynthesisRequest, Synthesizer,
+    VoiceReference,
+};
 
+use crate::audio::meter::StreamMeter;
 use crate::audio::{AudioFormat, Encoder, OUTPUT_RATE, Resampler};
 use crate::data::cache::{CacheKey, SpeechCache};
 use crate::data::clones::VoiceClones;
@@ -125,6 +132,8 @@ pub struct Speech {
     pub stats: Arc<SpeechStats>,
     /// The place on the serving engine, held while the stream lives (none for a replay).
     pub slot: Option<EngineSlot>,
+    /// The engine's own bytes, relayed unchanged (not decoded and encoded here).
+    pub relayed: bool,
 }
 
 impl Speech {
@@ -148,6 +157,7 @@ impl Speech {
             audio: Box::pin(futures::stream::iter(pieces)),
             stats,
             slot: None,
+            relayed: false,
         }
     }
 }
@@ -272,22 +282,44 @@ pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
         // Errors known before any audio exists (an unknown voice) surface as the first
         // item, which is awaited below, so they still become a proper refusal.
         let mut remade = false;
+        let relay = relay_format(
+            job.format,
+            job.reference.is_some(),
+            &job.script,
+            candidate.engine.as_ref(),
+        );
         let (first, audio, stats) = loop {
             let stats = Arc::new(SpeechStats::default());
-            let pcm = script_stream(
-                Arc::clone(&candidate.engine),
-                voice.clone(),
-                job.reference.clone(),
-                job.script.clone(),
-                Arc::clone(&stats),
-            );
-            let mut audio = encode_stream(
-                pcm,
-                job.format,
-                runtime.encoders.clone(),
-                job.deadline,
-                Arc::clone(&stats),
-            );
+            let mut audio = match (relay, job.script.as_slice()) {
+                (Some(format), [Part::Say { text, speed }]) => relay_stream(
+                    candidate.engine.as_ref(),
+                    SynthesisRequest {
+                        text: text.clone(),
+                        voice: voice.clone(),
+                        speed: *speed,
+                        reference: None,
+                    },
+                    format,
+                    job.deadline,
+                    Arc::clone(&stats),
+                ),
+                _ => {
+                    let pcm = script_stream(
+                        Arc::clone(&candidate.engine),
+                        voice.clone(),
+                        job.reference.clone(),
+                        job.script.clone(),
+                        Arc::clone(&stats),
+                    );
+                    encode_stream(
+                        pcm,
+                        job.format,
+                        runtime.encoders.clone(),
+                        job.deadline,
+                        Arc::clone(&stats),
+                    )
+                }
+            };
             match audio.next().await {
                 Some(Ok(first)) => break (first, audio, stats),
                 None => break (Bytes::new(), audio, stats),
@@ -330,6 +362,7 @@ pub async fn start(job: SpeechJob, runtime: &Runtime) -> Result<Speech, Error> {
             audio: Box::pin(audio),
             stats,
             slot: Some(slot),
+            relayed: relay.is_some(),
         });
     }
     Err(last.unwrap_or(Error::Timeout))
@@ -396,7 +429,74 @@ pub fn keep(cache: Arc<SpeechCache>, key: CacheKey, speech: Speech) -> Speech {
         audio: Box::pin(audio),
         stats: speech.stats,
         slot: speech.slot,
+        relayed: speech.relayed,
     }
+}
+
+/// The format `engine` can send exactly as the client asked, if any: the
+/// client's format is one the engine relays, the script is one piece of text (no pause to
+/// insert), and no stored voice is involved (cloning goes through the pipeline).
+fn relay_format(
+    format: AudioFormat,
+    stored_voice: bool,
+    script: &[Part],
+    engine: &dyn Synthesizer,
+) -> Option<RelayFormat> {
+    let format = match format {
+        AudioFormat::Pcm => RelayFormat::Pcm24k,
+        AudioFormat::Mp3 => RelayFormat::Mp3,
+        _ => return None,
+    };
+    (!stored_voice
+        && matches!(script, [Part::Say { .. }])
+        && engine.relay_formats().contains(&format))
+    .then_some(format)
+}
+
+/// The engine's bytes, passed on as they arrive and counted by their own frames: the audio
+/// seconds come from the stream (what the meter and the audio cap read), a stream that is
+/// not what its format says ends with an upstream failure (before the first bytes: the
+/// next engine is tried).
+fn relay_stream(
+    engine: &dyn Synthesizer,
+    request: SynthesisRequest,
+    format: RelayFormat,
+    deadline: Instant,
+    stats: Arc<SpeechStats>,
+) -> ByteStream {
+    stats
+        .characters_started
+        .fetch_add(request.text.chars().count() as u64, Ordering::Relaxed);
+    let upstream: EncodedStream = match engine.relay(request, format) {
+        Ok(upstream) => upstream,
+        Err(e) => return Box::pin(futures::stream::once(async move { Err(engine_failure(e)) })),
+    };
+    let malformed =
+        |e: crate::audio::meter::MeterError| engine_failure(EngineError::Upstream(Box::new(e)));
+    let state = Some((upstream, StreamMeter::new(format)));
+    Box::pin(futures::stream::unfold(state, move |state| {
+        let stats = Arc::clone(&stats);
+        async move {
+            let (mut upstream, mut meter) = state?;
+            match tokio::time::timeout_at(deadline, upstream.next()).await {
+                Err(_) => Some((Err(Error::Timeout), None)),
+                Ok(Some(Ok(bytes))) => match meter.push(&bytes) {
+                    Ok(()) => {
+                        stats
+                            .output_samples
+                            .store(meter.output_samples(), Ordering::Relaxed);
+                        Some((Ok(bytes), Some((upstream, meter))))
+                    }
+                    Err(e) => Some((Err(malformed(e)), None)),
+                },
+                Ok(Some(Err(e))) => Some((Err(engine_failure(e)), None)),
+                Ok(None) => match meter.finish() {
+                    Ok(()) => None,
+                    Err(e) => Some((Err(malformed(e)), None)),
+                },
+            }
+        }
+    }))
 }
 
 /// The per-request resampler and encoder, moved to the encoder pool and back for each piece.

@@ -1,0 +1,407 @@
+"""The gateway hop, side by side (scripts/bench-hop): what voxgate costs in front of a remote
+speech provider, next to nginx doing the least a gateway can do.
+
+An nginx answers POST /v1/audio/speech with a fixed 4-second clip (PCM on one port, MP3 on
+another): the upstream stand-in. In front of it, on equal terms:
+  - nginx as the reference proxy: a bearer check, then proxy_pass (keep-alive upstream);
+  - voxgate with its production defaults (auth, per-address and per-account limits, quotas,
+    audit), one `kind = "openai"` engine on the stand-in, limits raised so nothing is
+    refused, the response cache off;
+  - optionally LiteLLM's proxy (LITELLM=/path/to/litellm: a throw-away virtualenv's binary).
+wrk drives each at c=16 and c=64, rounds interleaved so drift hits everyone alike. Printed
+per path and concurrency: req/s, p50 and p99 latency, the gateway's CPU per request (its
+processes' utime+stime from /proc over the run, divided by the requests), its peak RSS,
+and voxgate's ratios to nginx.
+
+Paths: `pcm` (the client asks for PCM, the upstream sends PCM: a pure relay) and `mp3` (the
+client asks for MP3; nginx relays the upstream's MP3, voxgate asks its engine for PCM and
+encodes, as it does today).
+
+Usage: hop.py VOXGATE_BIN WORK_DIR [--quick]
+"""
+import json
+import math
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+BIN, WORK = sys.argv[1], sys.argv[2]
+QUICK = "--quick" in sys.argv[3:]
+ROUNDS = 1 if QUICK else 3
+SECS = 5 if QUICK else 10
+CONCURRENCY = [16, 64]
+TOKEN = "hop-bench-token"
+LITELLM = os.environ.get("LITELLM", "")
+CLIP_SECS = 4
+RATE = 24_000
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, headers=None, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(request, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} never answered")
+
+
+def clip_pcm():
+    """Four seconds of a gliding tone, 24 kHz 16-bit mono (what OpenAI's `pcm` is)."""
+    out = bytearray()
+    for n in range(RATE * CLIP_SECS):
+        t = n / RATE
+        sample = int(8000 * math.sin(2 * math.pi * (220 + 60 * t) * t))
+        out += sample.to_bytes(2, "little", signed=True)
+    return bytes(out)
+
+
+# ------------------------------------------------------------------ processes
+
+PROCS = []
+
+
+def spawn(args, log, **kw):
+    proc = subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT, **kw)
+    PROCS.append(proc)
+    return proc
+
+
+def stop_all():
+    for proc in PROCS:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in PROCS:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def tree(pid):
+    """pid and every descendant."""
+    pids, frontier = [pid], [pid]
+    while frontier:
+        children = []
+        for p in frontier:
+            try:
+                with open(f"/proc/{p}/task/{p}/children") as f:
+                    children += [int(c) for c in f.read().split()]
+            except OSError:
+                pass
+        pids += children
+        frontier = children
+    return pids
+
+
+def cpu_ticks(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total
+
+
+def rss_kib(pid, field):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                m = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)
+            total += int(m.group(1)) if m else 0
+        except OSError:
+            pass
+    return total
+
+
+# ------------------------------------------------------------------ nginx
+
+def nginx_conf(name, server_block):
+    base = os.path.join(WORK, name)
+    os.makedirs(os.path.join(base, "tmp"), exist_ok=True)
+    path = os.path.join(base, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(f"""
+daemon off;
+master_process on;
+user root;
+worker_processes 2;
+pid {base}/nginx.pid;
+error_log {base}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {base}/tmp/body;
+    proxy_temp_path {base}/tmp/proxy;
+    fastcgi_temp_path {base}/tmp/fastcgi;
+    uwsgi_temp_path {base}/tmp/uwsgi;
+    scgi_temp_path {base}/tmp/scgi;
+    keepalive_requests 1000000;
+{server_block}
+}}
+""")
+    return path
+
+
+def start_nginx(name, server_block):
+    conf = nginx_conf(name, server_block)
+    return spawn(["nginx", "-c", conf, "-e", os.path.join(WORK, name, "error.log")],
+                 os.path.join(WORK, f"{name}.log"))
+
+
+def upstream_block(port, root, clip, content_type):
+    # The static module answers POST with 405; error_page serves the file instead.
+    return f"""
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+        default_type {content_type};
+        location = /v1/audio/speech {{ rewrite ^ /{clip} last; }}
+        location = /{clip} {{ error_page 405 =200 $uri; }}
+    }}"""
+
+
+def proxy_block(port, upstreams):
+    ups = "\n".join(f"""
+    upstream {name} {{ server 127.0.0.1:{up}; keepalive 128; }}""" for name, up in upstreams.items())
+    return ups + f"""
+    map $http_authorization $hop_authorized {{ default 0; "Bearer {TOKEN}" 1; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location = /pcm/v1/audio/speech {{
+            if ($hop_authorized = 0) {{ return 401; }}
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://up_pcm/v1/audio/speech;
+        }}
+        location = /mp3/v1/audio/speech {{
+            if ($hop_authorized = 0) {{ return 401; }}
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://up_mp3/v1/audio/speech;
+        }}
+    }}"""
+
+
+# ------------------------------------------------------------------ voxgate
+
+# Every tier alike (a lower tier may not allow more than a higher one): rate limits and
+# quotas on, high enough that nothing is refused.
+TIER = """
+[tiers.{tier}]
+rate_limits = [{{ per = "account", period = "minute", limit = 100000000 }}, {{ per = "key", period = "second", limit = 10000000 }}]
+max_concurrent_per_key = 1000
+max_concurrent_per_account = 1000
+quotas = [{{ per = "account", metric = "characters", period = "day", limit = 1000000000000 }}, {{ per = "account", metric = "audio_seconds", period = "day", limit = 1000000000000 }}, {{ per = "account", metric = "transcribed_seconds", period = "day", limit = 7200 }}]
+"""
+
+VOXGATE_CONFIG = """
+data_dir = "{data}"
+[server]
+bind = "127.0.0.1:{port}"
+[admin]
+enabled = false
+[cache]
+enabled = false
+[limits]
+per_ip = [{{ period = "second", limit = 10000000 }}]
+per_ip_unauthenticated = [{{ period = "second", limit = 10000000 }}]
+# A remote engine: as many streams at once as clients (nothing is refused by the engine's
+# queue in this measurement).
+engine_in_flight = 128
+engine_queue_depth = 256
+[engines.upstream]
+kind = "openai"
+base_url = "http://127.0.0.1:{upstream}/v1"
+model = "tts-1"
+http = {{ allow_local = true, allow_http = true }}
+[engines.upstream.voices]
+alloy = "alloy"
+[models.relay]
+engine = "upstream"
+instructions = "ignore"
+"""
+TIERS = "".join(TIER.format(tier=t) for t in ("guest", "basic", "premium", "admin"))
+
+
+def start_voxgate(upstream):
+    port = free_port()
+    data = os.path.join(WORK, "voxgate-data")
+    config = os.path.join(WORK, "voxgate.toml")
+    with open(config, "w") as f:
+        f.write(VOXGATE_CONFIG.format(data=data, port=port, upstream=upstream) + TIERS)
+    env = dict(os.environ, VOXGATE_DATA_DIR=data)
+    account = subprocess.run([BIN, "--config", config, "accounts", "create", "--name", "hop",
+                              "--tier", "basic"], env=env, check=True, capture_output=True,
+                             text=True).stdout.strip()
+    key = subprocess.run([BIN, "--config", config, "keys", "create", "--account", account,
+                          "--name", "hop"], env=env, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    proc = spawn([BIN, "--config", config, "serve"], os.path.join(WORK, "voxgate.log"), env=env)
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    return proc, port, key
+
+
+def start_litellm(upstream):
+    port = free_port()
+    config = os.path.join(WORK, "litellm.yaml")
+    with open(config, "w") as f:
+        f.write(f"""model_list:
+  - model_name: relay
+    litellm_params:
+      model: openai/tts-1
+      api_base: http://127.0.0.1:{upstream}/v1
+      api_key: upstream
+general_settings:
+  master_key: sk-{TOKEN}
+""")
+    proc = spawn([LITELLM, "--config", config, "--host", "127.0.0.1", "--port", str(port),
+                  "--num_workers", "1"], os.path.join(WORK, "litellm.log"))
+    wait_http(f"http://127.0.0.1:{port}/health/liveliness", timeout=120)
+    return proc, port, f"sk-{TOKEN}"
+
+
+# ------------------------------------------------------------------ wrk
+
+def wrk_script(fmt, key):
+    path = os.path.join(WORK, f"post-{fmt}-{abs(hash(key)) % 10_000}.lua")
+    body = json.dumps({"model": "relay", "input": "The quick brown fox jumps over the lazy dog.",
+                       "voice": "alloy", "response_format": fmt})
+    with open(path, "w") as f:
+        f.write(f"""wrk.method = "POST"
+wrk.body = {json.dumps(body)}
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {key}"
+""")
+    return path
+
+
+def to_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value if unit == "ms" else value * 1000
+
+
+def run_wrk(url, script, conns, pid):
+    before, started = cpu_ticks(pid), time.monotonic()
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{SECS}s", "--latency", "-s", script,
+                          url], capture_output=True, text=True, check=True).stdout
+    wall = time.monotonic() - started
+    ticks = cpu_ticks(pid) - before
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    hz = os.sysconf("SC_CLK_TCK")
+    return {
+        "rps": requests / wall,
+        "p50": to_ms(latency["50"]),
+        "p99": to_ms(latency["99"]),
+        "cpu_us": ticks / hz / max(requests, 1) * 1e6,
+        "errors": errors,
+        "requests": requests,
+    }
+
+
+def main():
+    for tool in ("nginx", "wrk"):
+        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
+            raise SystemExit(f"{tool} is missing: apt-get install nginx-light wrk")
+    root = os.path.join(WORK, "clips")
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "clip.pcm"), "wb") as f:
+        f.write(clip_pcm())
+    up_pcm, up_mp3 = free_port(), free_port()
+    start_nginx("up-pcm", upstream_block(up_pcm, root, "clip.pcm", "audio/pcm"))
+    wait_http(f"http://127.0.0.1:{up_pcm}/clip.pcm")
+    voxgate, vport, vkey = start_voxgate(up_pcm)
+    # The MP3 the MP3 upstream sends: the same clip, encoded by voxgate itself.
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{vport}/v1/audio/speech",
+        data=json.dumps({"model": "relay", "input": "clip", "voice": "alloy",
+                         "response_format": "mp3"}).encode(),
+        headers={"Authorization": f"Bearer {vkey}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        mp3 = response.read()
+    with open(os.path.join(root, "clip.mp3"), "wb") as f:
+        f.write(mp3)
+    start_nginx("up-mp3", upstream_block(up_mp3, root, "clip.mp3", "audio/mpeg"))
+    proxy_port = free_port()
+    proxy = start_nginx("proxy", proxy_block(proxy_port, {"up_pcm": up_pcm, "up_mp3": up_mp3}))
+    wait_http(f"http://127.0.0.1:{up_mp3}/clip.mp3")
+    wait_http(f"http://127.0.0.1:{proxy_port}/")
+    gateways = {
+        "nginx": (proxy.pid, lambda fmt: f"http://127.0.0.1:{proxy_port}/{fmt}/v1/audio/speech",
+                  TOKEN),
+        "voxgate": (voxgate.pid, lambda fmt: f"http://127.0.0.1:{vport}/v1/audio/speech", vkey),
+    }
+    if LITELLM:
+        litellm, lport, lkey = start_litellm(up_pcm)
+        gateways["litellm"] = (litellm.pid,
+                               lambda fmt: f"http://127.0.0.1:{lport}/v1/audio/speech", lkey)
+    idle = {name: rss_kib(pid, "VmRSS") for name, (pid, _, _) in gateways.items()}
+    results = {}
+    for r in range(ROUNDS):
+        for fmt in ("pcm", "mp3"):
+            for conns in CONCURRENCY:
+                for name, (pid, url, key) in gateways.items():
+                    figures = run_wrk(url(fmt), wrk_script(fmt, key), conns, pid)
+                    results.setdefault((fmt, conns, name), []).append(figures)
+                    print(f"round {r + 1} {fmt} c={conns} {name}: {figures['rps']:.0f} req/s, "
+                          f"p99 {figures['p99']:.1f} ms, {figures['cpu_us']:.0f} µs CPU/req"
+                          + (f", {figures['errors']} non-2xx" if figures["errors"] else ""),
+                          flush=True)
+    peak = {name: rss_kib(pid, "VmHWM") for name, (pid, _, _) in gateways.items()}
+
+    def med(fmt, conns, name, field):
+        return statistics.median(f[field] for f in results[(fmt, conns, name)])
+
+    print(f"\n## The gateway hop (median of {ROUNDS} round(s) of {SECS} s; upstream: nginx "
+          f"serving a {CLIP_SECS} s clip; 2 wrk threads)")
+    print("| path | c | gateway | req/s | p50 ms | p99 ms | CPU µs/req | vs nginx: req/s, "
+          "p99, CPU |")
+    print("|---|---|---|---|---|---|---|---|")
+    for fmt in ("pcm", "mp3"):
+        for conns in CONCURRENCY:
+            for name in gateways:
+                row = [med(fmt, conns, name, k) for k in ("rps", "p50", "p99", "cpu_us")]
+                ratio = ""
+                if name != "nginx":
+                    ratio = (f"{row[0] / med(fmt, conns, 'nginx', 'rps'):.2f}×, "
+                             f"{row[2] / med(fmt, conns, 'nginx', 'p99'):.2f}×, "
+                             f"{row[3] / med(fmt, conns, 'nginx', 'cpu_us'):.1f}×")
+                print(f"| {fmt} | {conns} | {name} | {row[0]:.0f} | {row[1]:.2f} | "
+                      f"{row[2]:.2f} | {row[3]:.0f} | {ratio} |")
+    for name in gateways:
+        print(f"{name}: RSS idle {idle[name] / 1024:.1f} MiB, peak {peak[name] / 1024:.1f} MiB")
+    failed = sum(f["errors"] for runs in results.values() for f in runs)
+    if failed:
+        print(f"warning: {failed} non-2xx responses (refusals or failures) — the figures "
+              "include them")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()
