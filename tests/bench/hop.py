@@ -13,9 +13,10 @@ per path and concurrency: req/s, p50 and p99 latency, the gateway's CPU per requ
 processes' utime+stime from /proc over the run, divided by the requests), its peak RSS,
 and voxgate's ratios to nginx.
 
-Paths: `pcm` (the client asks for PCM, the upstream sends PCM: a pure relay) and `mp3` (the
-client asks for MP3; nginx relays the upstream's MP3, voxgate asks its engine for PCM and
-encodes, as it does today).
+Paths: `pcm` (the client asks for PCM, the upstream sends PCM: a pure relay), `mp3` (the
+client asks for MP3 and the upstream can send MP3: relayed by both), and `mp3-encoded` (the
+same request to a voxgate engine with `relay = false`, which asks for PCM and encodes, as
+every request did before the relay; nginx still relays the upstream's MP3).
 
 Usage: hop.py VOXGATE_BIN WORK_DIR [--quick]
 """
@@ -237,19 +238,41 @@ model = "tts-1"
 http = {{ allow_local = true, allow_http = true }}
 [engines.upstream.voices]
 alloy = "alloy"
+[engines.upstream_mp3]
+kind = "openai"
+base_url = "http://127.0.0.1:{upstream_mp3}/v1"
+model = "tts-1"
+http = {{ allow_local = true, allow_http = true }}
+[engines.upstream_mp3.voices]
+alloy = "alloy"
+[engines.encoder]
+kind = "openai"
+base_url = "http://127.0.0.1:{upstream}/v1"
+model = "tts-1"
+relay = false
+http = {{ allow_local = true, allow_http = true }}
+[engines.encoder.voices]
+alloy = "alloy"
 [models.relay]
 engine = "upstream"
+instructions = "ignore"
+[models.relay-mp3]
+engine = "upstream_mp3"
+instructions = "ignore"
+[models.encode]
+engine = "encoder"
 instructions = "ignore"
 """
 TIERS = "".join(TIER.format(tier=t) for t in ("guest", "basic", "premium", "admin"))
 
 
-def start_voxgate(upstream):
+def start_voxgate(upstream, upstream_mp3):
     port = free_port()
     data = os.path.join(WORK, "voxgate-data")
     config = os.path.join(WORK, "voxgate.toml")
     with open(config, "w") as f:
-        f.write(VOXGATE_CONFIG.format(data=data, port=port, upstream=upstream) + TIERS)
+        f.write(VOXGATE_CONFIG.format(data=data, port=port, upstream=upstream,
+                                     upstream_mp3=upstream_mp3) + TIERS)
     env = dict(os.environ, VOXGATE_DATA_DIR=data)
     account = subprocess.run([BIN, "--config", config, "accounts", "create", "--name", "hop",
                               "--tier", "basic"], env=env, check=True, capture_output=True,
@@ -262,7 +285,7 @@ def start_voxgate(upstream):
     return proc, port, key
 
 
-def start_litellm(upstream):
+def start_litellm(upstream, upstream_mp3):
     port = free_port()
     config = os.path.join(WORK, "litellm.yaml")
     with open(config, "w") as f:
@@ -271,6 +294,11 @@ def start_litellm(upstream):
     litellm_params:
       model: openai/tts-1
       api_base: http://127.0.0.1:{upstream}/v1
+      api_key: upstream
+  - model_name: relay-mp3
+    litellm_params:
+      model: openai/tts-1
+      api_base: http://127.0.0.1:{upstream_mp3}/v1
       api_key: upstream
 general_settings:
   master_key: sk-{TOKEN}
@@ -283,9 +311,9 @@ general_settings:
 
 # ------------------------------------------------------------------ wrk
 
-def wrk_script(fmt, key):
-    path = os.path.join(WORK, f"post-{fmt}-{abs(hash(key)) % 10_000}.lua")
-    body = json.dumps({"model": "relay", "input": "The quick brown fox jumps over the lazy dog.",
+def wrk_script(model, fmt, key):
+    path = os.path.join(WORK, f"post-{model}-{fmt}-{abs(hash(key)) % 10_000}.lua")
+    body = json.dumps({"model": model, "input": "The quick brown fox jumps over the lazy dog.",
                        "voice": "alloy", "response_format": fmt})
     with open(path, "w") as f:
         f.write(f"""wrk.method = "POST"
@@ -334,11 +362,11 @@ def main():
     up_pcm, up_mp3 = free_port(), free_port()
     start_nginx("up-pcm", upstream_block(up_pcm, root, "clip.pcm", "audio/pcm"))
     wait_http(f"http://127.0.0.1:{up_pcm}/clip.pcm")
-    voxgate, vport, vkey = start_voxgate(up_pcm)
+    voxgate, vport, vkey = start_voxgate(up_pcm, up_mp3)
     # The MP3 the MP3 upstream sends: the same clip, encoded by voxgate itself.
     request = urllib.request.Request(
         f"http://127.0.0.1:{vport}/v1/audio/speech",
-        data=json.dumps({"model": "relay", "input": "clip", "voice": "alloy",
+        data=json.dumps({"model": "encode", "input": "clip", "voice": "alloy",
                          "response_format": "mp3"}).encode(),
         headers={"Authorization": f"Bearer {vkey}", "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -350,28 +378,39 @@ def main():
     proxy = start_nginx("proxy", proxy_block(proxy_port, {"up_pcm": up_pcm, "up_mp3": up_mp3}))
     wait_http(f"http://127.0.0.1:{up_mp3}/clip.mp3")
     wait_http(f"http://127.0.0.1:{proxy_port}/")
+    # path → (response_format, voxgate model, nginx location, LiteLLM model)
+    paths = {
+        "pcm": ("pcm", "relay", "pcm", "relay"),
+        "mp3": ("mp3", "relay-mp3", "mp3", "relay-mp3"),
+        "mp3-encoded": ("mp3", "encode", "mp3", None),
+    }
     gateways = {
-        "nginx": (proxy.pid, lambda fmt: f"http://127.0.0.1:{proxy_port}/{fmt}/v1/audio/speech",
-                  TOKEN),
-        "voxgate": (voxgate.pid, lambda fmt: f"http://127.0.0.1:{vport}/v1/audio/speech", vkey),
+        "nginx": (proxy.pid, lambda p: f"http://127.0.0.1:{proxy_port}/{paths[p][2]}/v1/audio/speech",
+                  TOKEN, lambda p: "relay"),
+        "voxgate": (voxgate.pid, lambda p: f"http://127.0.0.1:{vport}/v1/audio/speech", vkey,
+                    lambda p: paths[p][1]),
     }
     if LITELLM:
-        litellm, lport, lkey = start_litellm(up_pcm)
+        litellm, lport, lkey = start_litellm(up_pcm, up_mp3)
         gateways["litellm"] = (litellm.pid,
-                               lambda fmt: f"http://127.0.0.1:{lport}/v1/audio/speech", lkey)
-    idle = {name: rss_kib(pid, "VmRSS") for name, (pid, _, _) in gateways.items()}
+                               lambda p: f"http://127.0.0.1:{lport}/v1/audio/speech", lkey,
+                               lambda p: paths[p][3])
+    idle = {name: rss_kib(g[0], "VmRSS") for name, g in gateways.items()}
     results = {}
     for r in range(ROUNDS):
-        for fmt in ("pcm", "mp3"):
+        for fmt in paths:
             for conns in CONCURRENCY:
-                for name, (pid, url, key) in gateways.items():
-                    figures = run_wrk(url(fmt), wrk_script(fmt, key), conns, pid)
+                for name, (pid, url, key, model) in gateways.items():
+                    if model(fmt) is None:
+                        continue
+                    script = wrk_script(model(fmt), paths[fmt][0], key)
+                    figures = run_wrk(url(fmt), script, conns, pid)
                     results.setdefault((fmt, conns, name), []).append(figures)
                     print(f"round {r + 1} {fmt} c={conns} {name}: {figures['rps']:.0f} req/s, "
                           f"p99 {figures['p99']:.1f} ms, {figures['cpu_us']:.0f} µs CPU/req"
                           + (f", {figures['errors']} non-2xx" if figures["errors"] else ""),
                           flush=True)
-    peak = {name: rss_kib(pid, "VmHWM") for name, (pid, _, _) in gateways.items()}
+    peak = {name: rss_kib(g[0], "VmHWM") for name, g in gateways.items()}
 
     def med(fmt, conns, name, field):
         return statistics.median(f[field] for f in results[(fmt, conns, name)])
@@ -381,9 +420,11 @@ def main():
     print("| path | c | gateway | req/s | p50 ms | p99 ms | CPU µs/req | vs nginx: req/s, "
           "p99, CPU |")
     print("|---|---|---|---|---|---|---|---|")
-    for fmt in ("pcm", "mp3"):
+    for fmt in paths:
         for conns in CONCURRENCY:
             for name in gateways:
+                if (fmt, conns, name) not in results:
+                    continue
                 row = [med(fmt, conns, name, k) for k in ("rps", "p50", "p99", "cpu_us")]
                 ratio = ""
                 if name != "nginx":

@@ -1,11 +1,16 @@
 //! Counting the audio in an encoded stream without decoding it: what a relay delivers is
 //! metered from the stream itself. PCM (16-bit mono at 24 kHz) by its byte count, MP3 by
-//! its frame headers (an ID3v2 tag in front and an ID3v1 tag at the end are skipped; a
-//! LAME/Xing info frame counts as one frame of audio, as decoders play it).
+//! its frame headers (an ID3v2 tag in front, at most [`MAX_ID3_BYTES`], and an ID3v1 tag at
+//! the end are skipped; a LAME/Xing info frame counts as one frame of audio, as decoders
+//! play it).
 
 use voxgate_engine::RelayFormat;
 
 use super::OUTPUT_RATE;
+
+/// The largest ID3v2 tag accepted in front of MP3 audio: a tag is skipped uncounted, so a
+/// large one could hide frames that some decoders find and play.
+pub const MAX_ID3_BYTES: u64 = 64 * 1024;
 
 /// The stream is not what its format says.
 #[derive(Debug, thiserror::Error)]
@@ -125,10 +130,21 @@ impl StreamMeter {
         let taken = head.len() as u64;
         if self.at_start && head.starts_with(b"ID3") {
             self.at_start = false;
+            let version = head[3];
+            if !(2..=4).contains(&version) || head[6..10].iter().any(|b| b & 0x80 != 0) {
+                return Err(Self::malformed(self.format, "an invalid ID3v2 header"));
+            }
             let size = head[6..10]
                 .iter()
-                .fold(0u64, |acc, b| (acc << 7) | u64::from(b & 0x7F));
-            let footer = if head[5] & 0x10 != 0 { 10 } else { 0 };
+                .fold(0u64, |acc, b| (acc << 7) | u64::from(*b));
+            let footer = if version == 4 && head[5] & 0x10 != 0 {
+                10
+            } else {
+                0
+            };
+            if size + footer > MAX_ID3_BYTES {
+                return Err(Self::malformed(self.format, "an ID3v2 tag over 64 KiB"));
+            }
             self.skip = size + footer;
             self.head = Vec::with_capacity(10);
             return Ok(());
@@ -272,6 +288,12 @@ mod tests {
         }
         meter.finish().expect("complete");
         assert_eq!(meter.output_samples(), plain.output_samples());
+
+        // A tag too large to be metadata, or not a tag at all, is refused.
+        let mut huge = StreamMeter::new(RelayFormat::Mp3);
+        assert!(huge.push(b"ID3\x04\x00\x00\x00\x08\x00\x00").is_err());
+        let mut bogus = StreamMeter::new(RelayFormat::Mp3);
+        assert!(bogus.push(b"ID3\x09\x00\x00\x00\x00\x00\x14").is_err());
 
         let mut html = StreamMeter::new(RelayFormat::Mp3);
         assert!(html.push(b"<html><body>oops</body></html>").is_err());

@@ -369,6 +369,9 @@ async fn accept(transport: &Transport) -> std::io::Result<Accepted> {
     match transport {
         Transport::Tcp(listener, _) => {
             let (stream, peer) = listener.accept().await?;
+            // Streamed audio leaves in pieces: without it the last small piece of a response
+            // waits for the client's delayed ACK (~40 ms per request).
+            let _ = stream.set_nodelay(true);
             Ok(Accepted::Tcp(stream, peer))
         }
         Transport::Unix(listener, _) => Ok(Accepted::Unix(listener.accept().await?.0)),

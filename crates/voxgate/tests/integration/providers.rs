@@ -39,6 +39,8 @@ enum Mode {
     RefuseContent,
     /// A 200 that says `audio/mpeg` and carries PCM.
     NotMp3,
+    /// 400 to `response_format: mp3` (a server without MP3); PCM as usual.
+    NoMp3,
 }
 
 #[derive(Debug)]
@@ -99,7 +101,7 @@ fn mp3_tone() -> Vec<u8> {
 async fn answer(stub: &Stub, ok: impl FnOnce() -> Response) -> Response {
     let mode = *stub.mode.lock().expect("lock");
     match mode {
-        Mode::Ok => ok(),
+        Mode::Ok | Mode::NoMp3 => ok(),
         Mode::ServerError => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "SECRET-UPSTREAM-DETAIL: stack trace at /srv/model.py",
@@ -155,6 +157,13 @@ async fn openai_speech(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: 
     let body: Value = serde_json::from_slice(&body).unwrap_or_default();
     let mp3 = body["response_format"] == "mp3";
     stub.bodies.lock().expect("lock").push(body);
+    if mp3 && *stub.mode.lock().expect("lock") == Mode::NoMp3 {
+        return (
+            StatusCode::BAD_REQUEST,
+            "response_format: mp3 is not supported",
+        )
+            .into_response();
+    }
     answer(&stub, || {
         if mp3 {
             ([(header::CONTENT_TYPE, "audio/mpeg")], mp3_tone()).into_response()
@@ -535,8 +544,49 @@ engine = "plain"
     assert_eq!(header(&response, "x-voxgate-audio"), "transcoded");
     assert_eq!(up.last_body()["response_format"], "pcm");
 
-    // PCM labelled as MP3: refused at its first bytes, the chain's next engine answers.
+    // An upstream without MP3 (400 to the format) refuses a relay, as any refusal (the text
+    // is not sent twice); with `relay = false` it is asked for PCM and serves.
+    up.set(Mode::NoMp3);
+    let hits = up.hits();
+    let refused = app
+        .client
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "remote", "input": "Hello.", "voice": "alloy", "response_format": "mp3"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 400);
+    assert_eq!(up.hits(), hits + 1);
+    let response = app
+        .client
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "plain", "input": "Hello.", "voice": "alloy", "response_format": "mp3"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-voxgate-engine"), "plain");
+    assert_eq!(header(&response, "x-voxgate-audio"), "transcoded");
+    assert_eq!(up.last_body()["response_format"], "pcm");
+
+    // PCM labelled as MP3: refused at its first bytes, the chain's next engine answers; it
+    // counts against the upstream's breaker (three failures open it: the upstream is no
+    // longer called).
     up.set(Mode::NotMp3);
+    for _ in 0..3 {
+        let response = app
+            .client
+            .post(app.url("/v1/audio/speech"))
+            .json(&json!({"model": "chained", "input": "Hello.", "voice": "alloy", "response_format": "mp3"}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "x-voxgate-engine"), "flite");
+        assert_eq!(header(&response, "x-voxgate-audio"), "transcoded");
+        let _ = response.bytes().await;
+    }
+    let hits = up.hits();
     let response = app
         .client
         .post(app.url("/v1/audio/speech"))
@@ -544,9 +594,8 @@ engine = "plain"
         .send()
         .await
         .expect("send");
-    assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "x-voxgate-engine"), "flite");
-    assert_eq!(header(&response, "x-voxgate-audio"), "transcoded");
+    assert_eq!(up.hits(), hits, "the breaker is open");
 }
 
 #[tokio::test]

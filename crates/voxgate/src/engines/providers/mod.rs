@@ -26,6 +26,7 @@ use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use voxgate_engine::{EncodedStream, EngineError, PcmChunk, PcmStream, RelayFormat, VoiceInfo};
 
+use crate::audio::meter::StreamMeter;
 use crate::config::HttpConfig;
 
 /// Installs the process-wide rustls crypto provider (ring) once; reqwest and the TLS listener
@@ -383,11 +384,14 @@ fn pcm_chunks(
     })
 }
 
-/// Passes a streamed body on unchanged (a relay), with a total size cap (a declared length
-/// above it is refused before reading). The first [`FIRST_CHUNK_BYTES`] are gathered (or the
-/// whole body, if shorter) so the gateway can check the start of the audio before anything
-/// reaches the client (a whole PCM body with an odd byte is refused here, as the pipeline
-/// refuses it); the rest goes on as it arrives.
+/// Passes a streamed body on unchanged (a relay), checked as it goes by a
+/// [`StreamMeter`]: a body that is not what its format says (or is empty) is an upstream
+/// failure, seen by the breaker like any other. A declared length above `max` is refused
+/// before reading, a longer body when it gets there. The start is held back until it is
+/// known to be audio (PCM: [`FIRST_CHUNK_BYTES`]; MP3: its first frame header) or the body
+/// ends, so a malformed answer fails before anything reaches the client (and the next
+/// engine of the chain can still answer). PCM pieces hold whole samples (an odd byte waits
+/// for the next piece).
 pub fn relay_body(
     provider: String,
     response: reqwest::Response,
@@ -401,22 +405,30 @@ pub fn relay_body(
     }
     struct State<S> {
         body: std::pin::Pin<Box<S>>,
-        first: Option<Vec<u8>>,
+        meter: StreamMeter,
+        /// What is held back: the start until it is known to be audio, an odd PCM byte.
+        held: Vec<u8>,
+        started: bool,
         total: u64,
         done: bool,
     }
     let state = State {
         body: Box::pin(response.bytes_stream()),
-        first: Some(Vec::new()),
+        meter: StreamMeter::new(format),
+        held: Vec::new(),
+        started: false,
         total: 0,
         done: false,
     };
+    let pcm = format == RelayFormat::Pcm24k;
     Ok(Box::pin(futures::stream::unfold(state, move |mut st| {
         let provider = provider.clone();
         async move {
             if st.done {
                 return None;
             }
+            let malformed =
+                |e: crate::audio::meter::MeterError| upstream(format!("{provider}: {e}"));
             loop {
                 match st.body.next().await {
                     Some(Ok(bytes)) => {
@@ -427,17 +439,36 @@ pub fn relay_body(
                                 upstream(format!("{provider}: audio longer than {max} bytes"));
                             return Some((Err(err), st));
                         }
-                        match &mut st.first {
-                            Some(first) => {
-                                first.extend_from_slice(&bytes);
-                                if first.len() >= FIRST_CHUNK_BYTES {
-                                    let first = st.first.take().unwrap_or_default();
-                                    return Some((Ok(Bytes::from(first)), st));
-                                }
-                            }
-                            None if bytes.is_empty() => {}
-                            None => return Some((Ok(bytes), st)),
+                        if let Err(e) = st.meter.push(&bytes) {
+                            st.done = true;
+                            return Some((Err(malformed(e)), st));
                         }
+                        let ready = st.started
+                            || if pcm {
+                                st.held.len() + bytes.len() >= FIRST_CHUNK_BYTES
+                            } else {
+                                st.meter.output_samples() > 0
+                            };
+                        if !ready {
+                            st.held.extend_from_slice(&bytes);
+                            continue;
+                        }
+                        st.started = true;
+                        // Zero copies for the usual piece: nothing held, whole samples.
+                        let piece = if st.held.is_empty() && (!pcm || bytes.len() % 2 == 0) {
+                            bytes
+                        } else {
+                            let mut joined = std::mem::take(&mut st.held);
+                            joined.extend_from_slice(&bytes);
+                            if pcm && joined.len() % 2 == 1 {
+                                st.held.extend(joined.pop());
+                            }
+                            Bytes::from(joined)
+                        };
+                        if piece.is_empty() {
+                            continue;
+                        }
+                        return Some((Ok(piece), st));
                     }
                     Some(Err(e)) => {
                         st.done = true;
@@ -445,16 +476,11 @@ pub fn relay_body(
                     }
                     None => {
                         st.done = true;
-                        return match st.first.take() {
-                            Some(first)
-                                if format == RelayFormat::Pcm24k && first.len() % 2 == 1 =>
-                            {
-                                let err = upstream(format!("{provider}: malformed PCM (odd body)"));
-                                Some((Err(err), st))
-                            }
-                            Some(first) if !first.is_empty() => Some((Ok(Bytes::from(first)), st)),
-                            _ => None,
-                        };
+                        if let Err(e) = st.meter.finish() {
+                            return Some((Err(malformed(e)), st));
+                        }
+                        let rest = std::mem::take(&mut st.held);
+                        return (!rest.is_empty()).then(|| (Ok(Bytes::from(rest)), st));
                     }
                 }
             }

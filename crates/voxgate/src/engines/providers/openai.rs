@@ -45,10 +45,11 @@ impl OpenAiSpeech {
             voices: super::remote_voices(config.voices.values()),
             audio: config.audio,
             sample_rate: config.sample_rate,
-            relays: match (config.relay, config.sample_rate) {
-                (false, _) => Vec::new(),
-                (true, 24_000) => vec![RelayFormat::Pcm24k, RelayFormat::Mp3],
-                (true, _) => vec![RelayFormat::Mp3],
+            // PCM only from an upstream that sends it (`audio = "pcm"`) at the output rate.
+            relays: match (config.relay, config.audio, config.sample_rate) {
+                (false, _, _) => Vec::new(),
+                (true, RemoteAudio::Pcm, 24_000) => vec![RelayFormat::Pcm24k, RelayFormat::Mp3],
+                (true, _, _) => vec![RelayFormat::Mp3],
             },
             max_bytes: config.http.max_response_bytes,
             first_byte: config.http.first_byte_timeout(),
@@ -133,7 +134,10 @@ impl Synthesizer for OpenAiSpeech {
             ));
         }
         let (name, accepted): (&str, &[&str]) = match format {
-            RelayFormat::Pcm24k => ("pcm", &["audio/*", "application/octet-stream"]),
+            RelayFormat::Pcm24k => (
+                "pcm",
+                &["audio/pcm", "audio/l16", "application/octet-stream"],
+            ),
             RelayFormat::Mp3 => (
                 "mp3",
                 &["audio/mpeg", "audio/mp3", "application/octet-stream"],
