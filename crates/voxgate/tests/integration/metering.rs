@@ -319,6 +319,38 @@ async fn engine_failures_charge_only_what_left() {
     );
 }
 
+/// The audio cap ends a stream at the reserved seconds; what is held back at the cap (a
+/// relayed upstream's whole next piece) is not charged: exactly what left is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audio_cap_charges_only_what_left() {
+    let addr = breaking_upstream(6).await;
+    let config = format!(
+        "{}[models.breaking]\nengine = \"breaking\"\n",
+        remote_engine("breaking", &format!("http://{addr}/v1"), ""),
+    );
+    let app = spawn_app_with(&config).await;
+    let (account, key) = create_key(&app.state, "basic", None, None).await;
+    // Three characters reserve two seconds of audio; the upstream sends six, a second at
+    // a time.
+    let response = client_with(Some(&key))
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "breaking", "input": "Hi.", "voice": "alloy", "response_format": "pcm"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let audio = response.bytes().await.expect("body");
+    // Pieces end where the network cut them: the stream stops at the last whole piece
+    // within the two seconds.
+    assert!(
+        (48_000..=2 * 48_000).contains(&audio.len()),
+        "{} bytes",
+        audio.len()
+    );
+    let sent = (audio.len() as f64 / 48_000.0).ceil() as i64;
+    assert_eq!(settled(&app, &account).await, (3, sent));
+}
+
 /// A stream that holds flite's only slot until dropped (the client does not read).
 async fn hold_flite(app: &TestApp) -> reqwest::Response {
     let (_, key) = create_key(&app.state, "basic", None, None).await;

@@ -145,6 +145,7 @@ impl Services {
             finishing: None,
             end: None,
             delivered: false,
+            sent_seconds: 0.0,
             rtf: synthesized.then(|| (speech.engine.clone(), started)),
             metrics: Arc::clone(&self.metrics),
             _in_flight: in_flight,
@@ -291,6 +292,8 @@ struct Metered {
     end: Option<Option<Result<Bytes, Error>>>,
     /// Whether any audio byte has left the service.
     delivered: bool,
+    /// Seconds of audio in what has left (a piece held back at the cap is not charged).
+    sent_seconds: f64,
     /// The serving engine and when synthesis started (not for cached answers).
     rtf: Option<(String, std::time::Instant)>,
     metrics: Arc<Metrics>,
@@ -306,7 +309,7 @@ impl Metered {
             characters: i64::try_from(self.stats.characters_started.load(Ordering::Relaxed))
                 .unwrap_or(i64::MAX),
             requests: 1,
-            audio_seconds: self.stats.output_seconds().ceil() as i64,
+            audio_seconds: self.sent_seconds.ceil() as i64,
             ..Amounts::default()
         })
     }
@@ -361,6 +364,7 @@ impl Stream for Metered {
                         this.finish(None);
                         continue;
                     }
+                    this.sent_seconds = this.stats.output_seconds();
                     if !bytes.is_empty() {
                         this.delivered = true;
                         // Should this process die, the hold is settled at this.
