@@ -149,6 +149,20 @@ pub async fn spawn_app_in(
     }
 }
 
+/// Today's usage of `metric` for `account`'s quotas: (used, reserved).
+pub async fn usage(app: &TestApp, account: &str, metric: &str) -> (i64, i64) {
+    let now = voxgate::util::now();
+    app.state
+        .store
+        .quota_usage(
+            &format!("acct:{account}"),
+            metric,
+            now - now.rem_euclid(86_400),
+        )
+        .await
+        .expect("usage")
+}
+
 /// The repository root (where `scripts/fetch-models` puts `models/`).
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -14,26 +14,14 @@ use base64::Engine as _;
 use reqwest::multipart::Form;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, client_with, create_key, error_of, file_part, spawn_app_with};
+use crate::helpers::{
+    TestApp, client_with, create_key, error_of, file_part, spawn_app_with, usage,
+};
 
 /// Nearly 2,000 characters of prose (the basic tier's limit): about two minutes of speech.
 fn long_text() -> String {
     let sentence = "The gateway streams this sentence while the client listens closely. ";
     sentence.repeat(28)
-}
-
-/// Today's usage of `metric` for `account`: (used, reserved).
-async fn usage(app: &TestApp, account: &str, metric: &str) -> (i64, i64) {
-    let now = voxgate::util::now();
-    app.state
-        .store
-        .quota_usage(
-            &format!("acct:{account}"),
-            metric,
-            now - now.rem_euclid(86_400),
-        )
-        .await
-        .expect("usage")
 }
 
 /// Waits (bounded) until nothing is reserved any more for `account`, then returns the used

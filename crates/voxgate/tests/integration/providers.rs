@@ -496,29 +496,19 @@ engine = "plain"
     }
     // Each answer is half a second (the MP3 a few frames more): one second each, rounded
     // up per request; the characters of both.
-    let day = voxgate::util::now() - voxgate::util::now().rem_euclid(86_400);
-    let scope = format!("acct:{account}");
-    let mut usage = (0, 1);
+    let mut seconds = (0, 1);
     for _ in 0..100 {
-        usage = app
-            .state
-            .store
-            .quota_usage(&scope, "audio_seconds", day)
-            .await
-            .expect("usage");
-        if usage.1 == 0 {
+        seconds = crate::helpers::usage(&app, &account, "audio_seconds").await;
+        if seconds.1 == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(usage, (2, 0), "audio seconds (used, reserved)");
-    let characters = app
-        .state
-        .store
-        .quota_usage(&scope, "characters", day)
-        .await
-        .expect("usage");
-    assert_eq!(characters, (24, 0));
+    assert_eq!(seconds, (2, 0), "audio seconds (used, reserved)");
+    assert_eq!(
+        crate::helpers::usage(&app, &account, "characters").await,
+        (24, 0)
+    );
 
     // A pause needs PCM: transcoded, and the upstream was asked for PCM.
     let response = app

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{TestApp, create_key, error_of, every_tier, spawn_app_with};
+use crate::helpers::{TestApp, create_key, error_of, every_tier, spawn_app_with, usage};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -164,20 +164,6 @@ fn wer(said: &str, heard: &str) -> f64 {
         }
     }
     row[b.len()] as f64 / a.len().max(1) as f64
-}
-
-/// Today's (used, reserved) of `metric` for `account`.
-async fn usage(app: &TestApp, account: &str, metric: &str) -> (i64, i64) {
-    let now = voxgate::util::now();
-    app.state
-        .store
-        .quota_usage(
-            &format!("acct:{account}"),
-            metric,
-            now - now.rem_euclid(86_400),
-        )
-        .await
-        .expect("usage")
 }
 
 /// Waits (bounded) until nothing is reserved for `account`; returns the transcribed seconds

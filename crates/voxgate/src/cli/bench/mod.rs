@@ -669,6 +669,27 @@ async fn stack_cost(config: &Config, n: u32, out: &mut impl std::io::Write) -> a
 /// A real server (HTTP and a Wyoming listener on loopback, both bound to one key, limits
 /// that never refuse) asked for the same text in turns: the time from sending the request
 /// to the first audio byte over HTTP (`stream_format` audio, pcm) and to the first
+/// A throw-away server configuration for a measurement: its own data directory (returned,
+/// to be removed afterwards), SQLite, a fixed pepper, loopback on a free port, no admin
+/// listener, limits that never refuse and no quotas.
+pub(super) fn scratch_server(
+    config: &Config,
+    name: &str,
+) -> anyhow::Result<(Config, std::path::PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("voxgate-bench-{name}-{}", std::process::id()));
+    let mut config = config.clone();
+    config.data_dir = dir.clone();
+    config.database.url = secrecy::SecretString::from(String::new());
+    config.auth.pepper = Some(secrecy::SecretString::from("d".repeat(32)));
+    config.server.bind = "127.0.0.1:0".parse()?;
+    config.admin.enabled = false;
+    never_refusing(&mut config);
+    for tier in config.tiers.values_mut() {
+        tier.quotas.clear();
+    }
+    Ok((config, dir))
+}
+
 /// `audio-chunk` over Wyoming. Prints both medians and their ratio.
 async fn wyoming_vs_http(
     config: &Config,
@@ -679,16 +700,8 @@ async fn wyoming_vs_http(
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use voxgate_wyoming::frame::{self, Frame, Limits};
 
-    let dir = std::env::temp_dir().join(format!("voxgate-bench-wyoming-{}", std::process::id()));
-    let mut config = config.clone();
-    config.data_dir = dir.clone();
-    config.database.url = secrecy::SecretString::from(String::new());
-    config.auth.pepper = Some(secrecy::SecretString::from("d".repeat(32)));
-    config.server.bind = "127.0.0.1:0".parse()?;
-    config.admin.enabled = false;
-    never_refusing(&mut config);
+    let (mut config, dir) = scratch_server(config, "wyoming")?;
     for tier in config.tiers.values_mut() {
-        tier.quotas.clear();
         // Every round synthesizes: no cached answer.
         tier.cache = false;
     }

@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
-use super::never_refusing;
 use crate::config::Config;
 use crate::data::audit::Actor;
 use crate::identity::accounts::KeyRequest;
@@ -30,17 +29,9 @@ pub async fn run(
     max_sessions: usize,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("voxgate-bench-realtime-{}", std::process::id()));
-    let mut config = config.clone();
-    config.data_dir = dir.clone();
-    config.database.url = secrecy::SecretString::from(String::new());
-    config.auth.pepper = Some(secrecy::SecretString::from("r".repeat(32)));
-    config.server.bind = "127.0.0.1:0".parse()?;
-    config.admin.enabled = false;
+    let (mut config, dir) = super::scratch_server(config, "realtime")?;
     config.transcription.realtime.max_sessions = max_sessions.max(1);
-    never_refusing(&mut config);
     for tier in config.tiers.values_mut() {
-        tier.quotas.clear();
         tier.max_concurrent_per_key = 1_000;
         tier.max_concurrent_per_account = 1_000;
     }

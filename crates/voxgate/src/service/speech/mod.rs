@@ -13,6 +13,7 @@
 //!    90 % of a stream pays for 90 %).
 
 mod pipeline;
+mod relay;
 mod validate;
 
 use std::pin::Pin;
