@@ -1,7 +1,8 @@
 //! Quotas: durable per-period budgets (characters, audio seconds, requests) per account or
 //! key, reserved atomically in the store before the work, then settled to the actual amount
-//! or refunded on failure. Parallel requests can never overspend: the reservation is one
-//! conditional UPDATE.
+//! or refunded on failure. Parallel requests can never overspend: each reservation is one
+//! conditional upsert, and a request's reservations on all its quotas are one transaction
+//! (as is its settlement).
 //!
 //! Every reservation has a holder (`quota_holds`: the request's random id, this instance,
 //! a deadline). The [`HoldBook`] renews the deadlines of this instance's live holds every few
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use crate::config::RateSubject;
 use crate::data::journal::{Entry, Journal};
-use crate::data::store::{HoldProgress, HoldTag, QuotaCell, Store, StoreError};
+use crate::data::store::{HoldProgress, HoldTag, QuotaAsk, QuotaCell, Store, StoreError};
 use crate::identity::auth::Principal;
 use crate::util::{hex, now, random_bytes};
 
@@ -61,6 +62,8 @@ struct Reservation {
     amount: i64,
     limit: i64,
     period: i64,
+    /// The window's (used, reserved) right after this reservation was made.
+    usage: (i64, i64),
 }
 
 impl Reservation {
@@ -323,32 +326,20 @@ impl QuotaHold {
             .min()
     }
 
-    /// The tightest character budget after this reservation (one read per quota).
-    pub async fn character_budget(&self) -> Option<Budget> {
+    /// The tightest character budget right after this reservation.
+    pub fn character_budget(&self) -> Option<Budget> {
         let t = now();
-        let mut tightest: Option<Budget> = None;
-        for r in self
-            .reservations
+        self.reservations
             .iter()
             .filter(|r| r.metric == Metric::Characters)
-        {
-            let (used, reserved) = self
-                .store
-                .quota_usage(&r.subject, r.metric.as_str(), r.window_start)
-                .await
-                .ok()?;
-            let budget = Budget {
+            .map(|r| Budget {
                 limit: r.limit,
-                remaining: (r.limit - used - reserved).max(0),
+                remaining: (r.limit - r.usage.0 - r.usage.1).max(0),
                 reset_after: Duration::from_secs(
                     u64::try_from(r.window_start + r.period - t).unwrap_or(0),
                 ),
-            };
-            if tightest.is_none_or(|b| budget.remaining < b.remaining) {
-                tightest = Some(budget);
-            }
-        }
-        tightest
+            })
+            .min_by_key(|b| b.remaining)
     }
 
     /// Reserves `extra` more of `metric` on every quota that counts it (all or none):
@@ -426,8 +417,8 @@ impl Drop for QuotaHold {
     }
 }
 
-/// Settles each reservation; one the store cannot take now is journaled (and replayed by
-/// the upkeep), so what was delivered is always charged.
+/// Settles the hold's reservations in one transaction; when the store cannot take it now,
+/// each is journaled (and replayed by the upkeep), so what was delivered is always charged.
 async fn release(
     store: &Arc<dyn Store>,
     book: &HoldBook,
@@ -435,31 +426,39 @@ async fn release(
     reservations: &[Reservation],
     actual: Option<Amounts>,
 ) {
-    for r in reservations {
-        let used = actual.map_or(0, |a| a.of(r.metric).clamp(0, r.amount));
-        match store.settle_quota(id, &r.cell(), used).await {
-            Ok(true) => {}
-            Ok(false) => {
-                // Reconciled meanwhile (its lease ran out while the store was away): charged
-                // at the last renewed delivery instead of this.
-                tracing::warn!(
-                    metric = r.metric.as_str(),
-                    "a quota hold was reconciled before its settlement"
-                );
-            }
-            Err(e) if e.is_outage() => {
+    if reservations.is_empty() {
+        return;
+    }
+    // Never more than was reserved (the store clamps to the held amount as well).
+    let used = |r: &Reservation| actual.map_or(0, |a| a.of(r.metric).clamp(0, r.amount));
+    let of_metric = |metric: &str| {
+        reservations
+            .iter()
+            .find(|r| r.metric.as_str() == metric)
+            .map_or(0, used)
+    };
+    match store.settle_hold(id, &of_metric).await {
+        Ok(settled) if settled >= reservations.len() => {}
+        Ok(_) if actual.is_none() => {} // a refund: nothing (or less) was left to give back
+        Ok(_) => {
+            // Reconciled meanwhile (its lease ran out while the store was away): charged
+            // at the last renewed delivery instead of this.
+            tracing::warn!("a quota hold was reconciled before its settlement");
+        }
+        Err(e) if e.is_outage() => {
+            for r in reservations {
                 let entry = Entry::Settle {
                     hold: id.to_owned(),
                     subject: r.subject.clone(),
                     metric: r.metric.as_str().to_owned(),
                     window_start: r.window_start,
-                    actual: used,
+                    actual: used(r),
                 };
                 book.journal.append(entry).await;
             }
-            Err(e) => {
-                tracing::error!(error = %e, metric = r.metric.as_str(), "quota settlement failed");
-            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "quota settlement failed");
         }
     }
 }
@@ -492,38 +491,57 @@ pub async fn reserve(
             RateSubject::Key => format!("key:{}", principal.keyid),
         };
         let period = period_secs(rule);
-        let window_start = t - t.rem_euclid(period);
-        let limit = i64::try_from(rule.limit).unwrap_or(i64::MAX);
         if !metrics.contains(&rule.metric) {
-            // Registered before the first row exists: renewal never misses a live hold.
             metrics.push(rule.metric);
-            book.lock().insert(
-                hold.id.clone(),
-                (Arc::clone(&hold.progress), metrics.clone()),
-            );
-        }
-        let cell = QuotaCell {
-            subject: &subject,
-            metric: rule.metric.as_str(),
-            window_start,
-        };
-        // On refusal (or error) `hold` drops and refunds what was already reserved.
-        if !store
-            .reserve_quota(&hold.tag(), &cell, amount, limit)
-            .await?
-        {
-            let retry_after =
-                Duration::from_secs(u64::try_from(window_start + period - t).unwrap_or(1).max(1));
-            return Ok(Err(QuotaExceeded { retry_after }));
         }
         hold.reservations.push(Reservation {
             subject,
             metric: rule.metric,
-            window_start,
+            window_start: t - t.rem_euclid(period),
             amount,
-            limit,
+            limit: i64::try_from(rule.limit).unwrap_or(i64::MAX),
             period,
+            usage: (0, 0),
         });
+    }
+    if hold.reservations.is_empty() {
+        return Ok(Ok(hold));
+    }
+    // Registered before the first row exists: renewal never misses a live hold.
+    book.lock()
+        .insert(hold.id.clone(), (Arc::clone(&hold.progress), metrics));
+    let asks: Vec<QuotaAsk<'_>> = hold
+        .reservations
+        .iter()
+        .map(|r| QuotaAsk {
+            cell: r.cell(),
+            amount: r.amount,
+            limit: r.limit,
+        })
+        .collect();
+    let granted = store.reserve_quotas(&hold.tag(), &asks).await;
+    drop(asks);
+    let usage = match granted {
+        Ok(Ok(usage)) => usage,
+        Ok(Err(refused)) => {
+            // Nothing was reserved: the hold has nothing to give back.
+            let r = &hold.reservations[refused];
+            let retry_after = Duration::from_secs(
+                u64::try_from(r.window_start + r.period - t)
+                    .unwrap_or(1)
+                    .max(1),
+            );
+            hold.reservations.clear();
+            return Ok(Err(QuotaExceeded { retry_after }));
+        }
+        Err(e) => {
+            // The transaction may or may not have committed (an answer lost on the way):
+            // the hold drops and settles at nothing whatever was written.
+            return Err(e);
+        }
+    };
+    for (r, usage) in hold.reservations.iter_mut().zip(usage) {
+        r.usage = usage;
     }
     Ok(Ok(hold))
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use voxgate::data::store::{
-    Account, AuditRecord, HoldProgress, HoldTag, KeyRecord, PostgresStore, QuotaCell, SqliteStore,
-    Store, StoreError, now,
+    Account, AuditRecord, HoldProgress, HoldTag, KeyRecord, PostgresStore, QuotaAsk, QuotaCell,
+    SqliteStore, Store, StoreError, now,
 };
 
 /// The PostgreSQL server the suite uses; `TEST_POSTGRES_URL` overrides it.
@@ -427,6 +427,103 @@ async fn story(store: Arc<dyn Store>) {
         "the holder's late settlement finds its hold reconciled"
     );
 
+    // A request's reservations on several quotas are one transaction: all or none, each
+    // window's usage after it reported; its settlement takes every row of the hold at once.
+    let chars = QuotaCell {
+        subject: "acct_b",
+        metric: "characters",
+        window_start: 0,
+    };
+    let audio = QuotaCell {
+        subject: "acct_b",
+        metric: "audio_seconds",
+        window_start: 0,
+    };
+    let ask = |cell, amount, limit| QuotaAsk {
+        cell,
+        amount,
+        limit,
+    };
+    assert_eq!(
+        store
+            .reserve_quotas(&tag("m1"), &[ask(chars, 30, 100), ask(audio, 8, 10)])
+            .await
+            .expect("reserve"),
+        Ok(vec![(0, 30), (0, 8)])
+    );
+    assert_eq!(
+        store
+            .reserve_quotas(&tag("m2"), &[ask(chars, 30, 100), ask(audio, 3, 10)])
+            .await
+            .expect("reserve"),
+        Err(1),
+        "8 + 3 > 10 audio seconds"
+    );
+    assert_eq!(
+        store
+            .quota_usage("acct_b", "characters", 0)
+            .await
+            .expect("usage"),
+        (0, 30),
+        "the refused request reserved no characters either"
+    );
+    assert_eq!(
+        store
+            .reserve_quotas(&tag("m3"), &[ask(chars, 200, 100)])
+            .await
+            .expect("reserve"),
+        Err(0),
+        "more than the limit, even in an empty window"
+    );
+    assert!(
+        !store
+            .quota_holds()
+            .await
+            .expect("holds")
+            .iter()
+            .any(|h| h.id != "m1"),
+        "refused requests left no holder"
+    );
+    let actual = |metric: &str| if metric == "characters" { 25 } else { 900 };
+    assert_eq!(store.settle_hold("m1", &actual).await.expect("settle"), 2);
+    assert_eq!(
+        store.settle_hold("m1", &actual).await.expect("settle"),
+        0,
+        "a second settlement of the same hold changes nothing"
+    );
+    assert_eq!(
+        (
+            store
+                .quota_usage("acct_b", "characters", 0)
+                .await
+                .expect("usage"),
+            store
+                .quota_usage("acct_b", "audio_seconds", 0)
+                .await
+                .expect("usage")
+        ),
+        ((25, 0), (8, 0)),
+        "charged the actual use, never more than was reserved"
+    );
+    assert!(store.quota_holds().await.expect("holds").is_empty());
+    // Two quotas on one counter (a minute's and a day's window starting at the same
+    // second): each counts the request, and settling charges it once per quota.
+    assert_eq!(
+        store
+            .reserve_quotas(&tag("m4"), &[ask(chars, 10, 100), ask(chars, 10, 60)])
+            .await
+            .expect("reserve"),
+        Ok(vec![(25, 10), (25, 20)])
+    );
+    assert_eq!(store.settle_hold("m4", &actual).await.expect("settle"), 1);
+    assert_eq!(
+        store
+            .quota_usage("acct_b", "characters", 0)
+            .await
+            .expect("usage"),
+        (25 + 20, 0)
+    );
+
     // Audit events take dense log positions and come back newest first.
     let leaf = |r: &AuditRecord| format!("leaf-{}-{}", r.idx.unwrap_or(-1), r.kind);
     for (position, kind) in ["one", "two", "three"].into_iter().enumerate() {
@@ -725,10 +822,12 @@ async fn postgres_store_keeps_the_contract() {
     db.drop_now().await;
 }
 
+/// Fifty requests at once, each reserving on two quotas (listed in either order, as two
+/// tiers might): the tighter one admits exactly nine, and the other holds exactly theirs.
 async fn parallel_reservations(store: Arc<dyn Store>) {
     store.migrate().await.expect("migrate");
     let subject = format!("acct_{}", uuid::Uuid::new_v4().simple());
-    let attempts = (0..50).map(|_| {
+    let attempts = (0..50).map(|n| {
         let store = Arc::clone(&store);
         let subject = subject.clone();
         tokio::spawn(async move {
@@ -738,15 +837,24 @@ async fn parallel_reservations(store: Arc<dyn Store>) {
                 instance: "i1",
                 lease_secs: 60,
             };
-            let cell = QuotaCell {
-                subject: &subject,
-                metric: "characters",
-                window_start: 0,
+            let ask = |metric, amount, limit| QuotaAsk {
+                cell: QuotaCell {
+                    subject: &subject,
+                    metric,
+                    window_start: 0,
+                },
+                amount,
+                limit,
             };
+            let mut asks = [ask("characters", 10, 95), ask("audio_seconds", 7, 1000)];
+            if n % 2 == 1 {
+                asks.reverse();
+            }
             store
-                .reserve_quota(&tag, &cell, 10, 95)
+                .reserve_quotas(&tag, &asks)
                 .await
                 .expect("reserve")
+                .is_ok()
         })
     });
     let granted = futures::future::join_all(attempts)
@@ -755,13 +863,14 @@ async fn parallel_reservations(store: Arc<dyn Store>) {
         .filter(|r| *r.as_ref().expect("join"))
         .count();
     assert_eq!(granted, 9, "exactly floor(95 / 10) reservations");
+    let usage = |metric| store.quota_usage(&subject, metric, 0);
+    assert_eq!(usage("characters").await.expect("usage"), (0, 90));
     assert_eq!(
-        store
-            .quota_usage(&subject, "characters", 0)
-            .await
-            .expect("usage"),
-        (0, 90)
+        usage("audio_seconds").await.expect("usage"),
+        (0, 63),
+        "refused requests reserved nothing on the looser quota"
     );
+    assert_eq!(store.quota_holds().await.expect("holds").len(), 18);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 use super::{
     Account, AuditFilter, AuditRecord, ClientSecretRecord, CloneClaim, CloneRecord, HoldProgress,
-    HoldRecord, HoldTag, KeyRecord, QuotaCell, Store, StoreError, VoiceRecord,
+    HoldRecord, HoldTag, KeyRecord, QuotaAsk, QuotaCell, Store, StoreError, VoiceRecord,
 };
 use crate::engines::breaker::{BreakerConfig, CircuitBreaker};
 use crate::observe::Metrics;
@@ -206,6 +206,24 @@ impl Store for GuardedStore {
             self.inner.reserve_quota(hold, quota, amount, limit),
         )
         .await
+    }
+
+    async fn reserve_quotas(
+        &self,
+        hold: &HoldTag<'_>,
+        asks: &[QuotaAsk<'_>],
+    ) -> Result<Result<Vec<(i64, i64)>, usize>, StoreError> {
+        self.call(Bound::Request, self.inner.reserve_quotas(hold, asks))
+            .await
+    }
+
+    async fn settle_hold(
+        &self,
+        hold_id: &str,
+        actual: &(dyn for<'m> Fn(&'m str) -> i64 + Sync),
+    ) -> Result<usize, StoreError> {
+        self.call(Bound::Request, self.inner.settle_hold(hold_id, actual))
+            .await
     }
 
     async fn release_quota(

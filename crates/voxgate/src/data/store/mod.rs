@@ -158,6 +158,15 @@ pub struct QuotaCell<'a> {
     pub window_start: i64,
 }
 
+/// One quota a request reserves on: `amount` in `cell`, unless the window would then hold
+/// more than `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaAsk<'a> {
+    pub cell: QuotaCell<'a>,
+    pub amount: i64,
+    pub limit: i64,
+}
+
 /// Who holds a reservation: one request (`id`, random) on one instance, until `lease_secs`
 /// from now unless renewed.
 #[derive(Debug, Clone, Copy)]
@@ -354,6 +363,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         amount: i64,
         limit: i64,
     ) -> Result<bool, StoreError>;
+    /// A request's reservations on all its quotas in one transaction, all or none: each as
+    /// [`Store::reserve_quota`]. `Ok(usage)` holds each window's (used, reserved) after the
+    /// reservation, in the order asked; `Err(i)` names the first quota that could not hold
+    /// its amount (nothing is reserved then). Rows are taken in a fixed order, so concurrent
+    /// reservations never deadlock.
+    async fn reserve_quotas(
+        &self,
+        hold: &HoldTag<'_>,
+        asks: &[QuotaAsk<'_>],
+    ) -> Result<Result<Vec<(i64, i64)>, usize>, StoreError>;
     /// Gives back `amount` of what `hold_id` reserved in this window (the rest stays held).
     async fn release_quota(
         &self,
@@ -371,6 +390,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         quota: &QuotaCell<'_>,
         actual: i64,
     ) -> Result<bool, StoreError>;
+    /// Ends every reservation of `hold_id` in one transaction, each as
+    /// [`Store::settle_quota`] with `actual(metric)` as used; returns how many there were
+    /// (fewer than the holder made when reconciliation settled some first).
+    async fn settle_hold(
+        &self,
+        hold_id: &str,
+        actual: &(dyn for<'m> Fn(&'m str) -> i64 + Sync),
+    ) -> Result<usize, StoreError>;
     /// Moves the deadline of every hold in `progress` to `lease_secs` from now (the
     /// database's clock) and records what each has delivered so far.
     async fn renew_holds(

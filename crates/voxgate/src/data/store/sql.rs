@@ -12,9 +12,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row as _};
 
+mod quota;
+
 use super::{
     Account, AuditFilter, AuditRecord, ClientSecretRecord, CloneClaim, CloneRecord, HoldProgress,
-    HoldRecord, HoldTag, KeyRecord, QuotaCell, Store, StoreError, VoiceRecord,
+    HoldRecord, HoldTag, KeyRecord, QuotaAsk, QuotaCell, Store, StoreError, VoiceRecord,
 };
 
 /// Embedded migrations, in order: (version, SQL).
@@ -54,6 +56,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         include_str!("../../../migrations/sqlite/0009_client_secrets.sql"),
+    ),
+    (
+        10,
+        include_str!("../../../migrations/sqlite/0010_quota_statements.sql"),
     ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -103,7 +109,14 @@ const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(75
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection for the quota and usage writes: SQLite has one writer at a time, and
+    /// requests waiting here queue in order instead of polling the database's lock (its
+    /// busy handler sleeps a millisecond and more between tries).
+    writer: SqlitePool,
 }
+
+/// The SQLite pool's connections (besides the one writer of quota and usage).
+const SQLITE_CONNECTIONS: u32 = 4;
 
 /// PostgreSQL, for several instances sharing state.
 #[derive(Debug, Clone)]
@@ -125,14 +138,17 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_millis(1_500));
         // A local file: connections open without a network, but slowly on a loaded machine
         // (and the request path is bounded by the guard anyway).
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .after_release(|conn, _| Box::pin(release_only_outside_transactions(conn)))
-            .connect_with(options)
-            .await?;
+        let open = |connections| {
+            SqlitePoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(std::time::Duration::from_secs(10))
+                .after_release(|conn, _| Box::pin(release_only_outside_transactions(conn)))
+                .connect_with(options.clone())
+        };
+        let pool = open(SQLITE_CONNECTIONS).await?;
+        let writer = open(1).await?;
         restrict_permissions(path);
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 }
 
@@ -243,6 +259,61 @@ macro_rules! impl_store {
                 );
                 sqlx::query(sql).bind(amount).bind(used).bind(quota.subject).bind(quota.metric).bind(quota.window_start).execute(&mut **tx).await?;
                 Ok(())
+            }
+
+            /// [`Store::reserve_quotas`] as one transaction of two statements per quota.
+            async fn reserve_each(&self, hold: &HoldTag<'_>, asks: &[QuotaAsk<'_>]) -> Result<Result<Vec<(i64, i64)>, usize>, StoreError> {
+                // Two statements per quota in one transaction (a request's whole reservation
+                // is one round of the database's lock, not one per quota).
+                let reserve = "INSERT INTO quota_usage (subject, metric, window_start, used, reserved) \
+                     SELECT $1, $2, $3, 0, $4 WHERE $4 <= $5 \
+                     ON CONFLICT (subject, metric, window_start) DO UPDATE \
+                     SET reserved = quota_usage.reserved + excluded.reserved \
+                     WHERE quota_usage.used + quota_usage.reserved + excluded.reserved <= $5 \
+                     RETURNING used, reserved";
+                let held = format!(
+                    "INSERT INTO quota_holds (id, subject, metric, window_start, amount, delivered, instance, deadline) \
+                     VALUES ($1, $2, $3, $4, $5, 0, $6, {} + $7) \
+                     ON CONFLICT (id, subject, metric, window_start) DO UPDATE SET amount = quota_holds.amount + excluded.amount",
+                    $now
+                );
+                // Rows are locked in one order whatever the caller's (two tiers may list an
+                // account's quotas differently): concurrent requests cannot deadlock.
+                let mut order: Vec<usize> = (0..asks.len()).collect();
+                order.sort_by_key(|&i| (asks[i].cell.subject, asks[i].cell.metric, asks[i].cell.window_start));
+                let mut tx = self.writer().begin().await?;
+                let mut usage = vec![(0, 0); asks.len()];
+                for i in order {
+                    let ask = &asks[i];
+                    let q = &ask.cell;
+                    // One conditional upsert: the check and the reservation cannot be separated.
+                    let row = sqlx::query($sql(reserve))
+                        .bind(q.subject)
+                        .bind(q.metric)
+                        .bind(q.window_start)
+                        .bind(ask.amount)
+                        .bind(ask.limit)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(row) = row else {
+                        tx.rollback().await?;
+                        return Ok(Err(i));
+                    };
+                    usage[i] = (row.try_get("used")?, row.try_get("reserved")?);
+                    // The holder, in the same transaction: no reservation without one.
+                    sqlx::query($sql(&held))
+                        .bind(hold.id)
+                        .bind(q.subject)
+                        .bind(q.metric)
+                        .bind(q.window_start)
+                        .bind(ask.amount)
+                        .bind(hold.instance)
+                        .bind(hold.lease_secs)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(Ok(usage))
             }
 
             fn audit_from(r: &<$db as sqlx::Database>::Row) -> Result<AuditRecord, sqlx::Error> {
@@ -469,7 +540,7 @@ macro_rules! impl_store {
 
             async fn record_key_use(&self, keyid: &str, count: i64, at: i64, ip: Option<&str>) -> Result<(), StoreError> {
                 let sql = $sql("UPDATE api_keys SET request_count = request_count + $1, last_used_at = $2, last_ip = $3 WHERE keyid = $4");
-                sqlx::query(sql).bind(count).bind(at).bind(ip).bind(keyid).execute(&self.pool).await?;
+                sqlx::query(sql).bind(count).bind(at).bind(ip).bind(keyid).execute(self.writer()).await?;
                 Ok(())
             }
 
@@ -726,7 +797,7 @@ macro_rules! impl_store {
             }
 
             async fn reserve_quota(&self, hold: &HoldTag<'_>, quota: &QuotaCell<'_>, amount: i64, limit: i64) -> Result<bool, StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer().begin().await?;
                 let insert = $sql("INSERT INTO quota_usage (subject, metric, window_start, used, reserved) VALUES ($1, $2, $3, 0, 0) ON CONFLICT DO NOTHING");
                 sqlx::query(insert).bind(quota.subject).bind(quota.metric).bind(quota.window_start).execute(&mut *tx).await?;
                 // One conditional UPDATE: the check and the reservation cannot be separated.
@@ -766,8 +837,16 @@ macro_rules! impl_store {
                 Ok(true)
             }
 
+            async fn reserve_quotas(&self, hold: &HoldTag<'_>, asks: &[QuotaAsk<'_>]) -> Result<Result<Vec<(i64, i64)>, usize>, StoreError> {
+                self.reserve_all(hold, asks).await
+            }
+
+            async fn settle_hold(&self, hold_id: &str, actual: &(dyn for<'m> Fn(&'m str) -> i64 + Sync)) -> Result<usize, StoreError> {
+                self.settle_all(hold_id, actual).await
+            }
+
             async fn release_quota(&self, hold_id: &str, quota: &QuotaCell<'_>, amount: i64) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer().begin().await?;
                 let held = $sql(
                     "UPDATE quota_holds SET amount = amount - $1 \
                      WHERE id = $2 AND subject = $3 AND metric = $4 AND window_start = $5 AND amount >= $1",
@@ -781,7 +860,7 @@ macro_rules! impl_store {
             }
 
             async fn settle_quota(&self, hold_id: &str, quota: &QuotaCell<'_>, actual: i64) -> Result<bool, StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer().begin().await?;
                 let take = $sql(
                     "DELETE FROM quota_holds WHERE id = $1 AND subject = $2 AND metric = $3 AND window_start = $4 RETURNING amount",
                 );
@@ -805,7 +884,7 @@ macro_rules! impl_store {
                 // One statement per hold, each its own transaction: renewal takes no lock
                 // while it waits for another, so it can never be part of a deadlock.
                 for p in progress {
-                    sqlx::query($sql(&renew)).bind(lease_secs).bind(p.delivered).bind(&p.id).bind(p.metric).execute(&self.pool).await?;
+                    sqlx::query($sql(&renew)).bind(lease_secs).bind(p.delivered).bind(&p.id).bind(p.metric).execute(self.writer()).await?;
                 }
                 Ok(())
             }
@@ -815,7 +894,7 @@ macro_rules! impl_store {
                     "SELECT {HOLD_COLUMNS} FROM quota_holds WHERE deadline < {} - $1 ORDER BY deadline LIMIT 500",
                     $now
                 ));
-                let rows = sqlx::query(expired).bind(grace_secs).fetch_all(&self.pool).await?;
+                let rows = sqlx::query(expired).bind(grace_secs).fetch_all(self.writer()).await?;
                 let candidates = rows.iter().map(Self::hold_from).collect::<Result<Vec<_>, _>>()?;
                 // Each taken by a conditional DELETE: of two instances reconciling at once,
                 // or a holder settling late, exactly one moves the amount.
@@ -826,7 +905,7 @@ macro_rules! impl_store {
                 );
                 let mut settled = Vec::new();
                 for c in candidates {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.writer().begin().await?;
                     let row = sqlx::query($sql(&take)).bind(&c.id).bind(&c.subject).bind(&c.metric).bind(c.window_start).bind(grace_secs).fetch_optional(&mut *tx).await?;
                     let Some(row) = row else { continue };
                     let hold = Self::hold_from(&row)?;
@@ -1054,7 +1133,7 @@ mod tests {
         // Another writer is not locked out.
         let started = std::time::Instant::now();
         let mut writers = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..SQLITE_CONNECTIONS {
             writers.push(store.pool.acquire().await.expect("acquire"));
         }
         for conn in &mut writers {
@@ -1068,6 +1147,10 @@ mod tests {
             .fetch_one(&store.pool)
             .await
             .expect("count");
-        assert_eq!(rows, 8, "only the autocommitted rows stay");
+        assert_eq!(
+            rows,
+            i64::from(SQLITE_CONNECTIONS),
+            "only the autocommitted rows stay"
+        );
     }
 }

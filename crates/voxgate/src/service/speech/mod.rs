@@ -114,7 +114,7 @@ impl Services {
             ..Amounts::default()
         };
         let hold = self.reserve(principal, estimate).await?;
-        let budget = hold.character_budget().await;
+        let budget = hold.character_budget();
         // Audio beyond the reserved seconds is not produced: the stream ends there.
         let cap_seconds = hold.reserved(Metric::AudioSeconds).map(|s| s as f64);
         let started = std::time::Instant::now();
