@@ -437,8 +437,12 @@ async fn release(
             .find(|r| r.metric.as_str() == metric)
             .map_or(0, used)
     };
+    // Two quotas on one counter share a holder row.
+    let mut counters: Vec<QuotaCell<'_>> = reservations.iter().map(Reservation::cell).collect();
+    counters.sort_by_key(|c| (c.subject, c.metric, c.window_start));
+    counters.dedup();
     match store.settle_hold(id, &of_metric).await {
-        Ok(settled) if settled >= reservations.len() => {}
+        Ok(settled) if settled >= counters.len() => {}
         Ok(_) if actual.is_none() => {} // a refund: nothing (or less) was left to give back
         Ok(_) => {
             // Reconciled meanwhile (its lease ran out while the store was away): charged

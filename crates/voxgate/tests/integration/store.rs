@@ -453,6 +453,14 @@ async fn story(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
+            .reserve_quotas(&tag("m5"), &[ask(chars, 5, 100), ask(audio, 1, 10)])
+            .await
+            .expect("reserve"),
+        Ok(vec![(0, 35), (0, 9)]),
+        "the windows as they are after this reservation"
+    );
+    assert_eq!(
+        store
             .reserve_quotas(&tag("m2"), &[ask(chars, 30, 100), ask(audio, 3, 10)])
             .await
             .expect("reserve"),
@@ -464,7 +472,7 @@ async fn story(store: Arc<dyn Store>) {
             .quota_usage("acct_b", "characters", 0)
             .await
             .expect("usage"),
-        (0, 30),
+        (0, 35),
         "the refused request reserved no characters either"
     );
     assert_eq!(
@@ -481,7 +489,7 @@ async fn story(store: Arc<dyn Store>) {
             .await
             .expect("holds")
             .iter()
-            .any(|h| h.id != "m1"),
+            .any(|h| h.id != "m1" && h.id != "m5"),
         "refused requests left no holder"
     );
     let actual = |metric: &str| if metric == "characters" { 25 } else { 900 };
@@ -491,6 +499,7 @@ async fn story(store: Arc<dyn Store>) {
         0,
         "a second settlement of the same hold changes nothing"
     );
+    assert_eq!(store.settle_hold("m5", &actual).await.expect("settle"), 2);
     assert_eq!(
         (
             store
@@ -502,18 +511,19 @@ async fn story(store: Arc<dyn Store>) {
                 .await
                 .expect("usage")
         ),
-        ((25, 0), (8, 0)),
+        ((25 + 5, 0), (8 + 1, 0)),
         "charged the actual use, never more than was reserved"
     );
     assert!(store.quota_holds().await.expect("holds").is_empty());
     // Two quotas on one counter (a minute's and a day's window starting at the same
-    // second): each counts the request, and settling charges it once per quota.
+    // second): each counts the request against its own limit; the hold has one row, and
+    // its settlement charges at most what that row holds.
     assert_eq!(
         store
             .reserve_quotas(&tag("m4"), &[ask(chars, 10, 100), ask(chars, 10, 60)])
             .await
             .expect("reserve"),
-        Ok(vec![(25, 10), (25, 20)])
+        Ok(vec![(30, 10), (30, 20)])
     );
     assert_eq!(store.settle_hold("m4", &actual).await.expect("settle"), 1);
     assert_eq!(
@@ -521,7 +531,7 @@ async fn story(store: Arc<dyn Store>) {
             .quota_usage("acct_b", "characters", 0)
             .await
             .expect("usage"),
-        (25 + 20, 0)
+        (30 + 20, 0)
     );
 
     // Audit events take dense log positions and come back newest first.
@@ -850,19 +860,20 @@ async fn parallel_reservations(store: Arc<dyn Store>) {
             if n % 2 == 1 {
                 asks.reverse();
             }
-            store
+            let granted = store
                 .reserve_quotas(&tag, &asks)
                 .await
                 .expect("reserve")
-                .is_ok()
+                .is_ok();
+            granted.then_some(id)
         })
     });
-    let granted = futures::future::join_all(attempts)
+    let granted: Vec<String> = futures::future::join_all(attempts)
         .await
         .into_iter()
-        .filter(|r| *r.as_ref().expect("join"))
-        .count();
-    assert_eq!(granted, 9, "exactly floor(95 / 10) reservations");
+        .filter_map(|r| r.expect("join"))
+        .collect();
+    assert_eq!(granted.len(), 9, "exactly floor(95 / 10) reservations");
     let usage = |metric| store.quota_usage(&subject, metric, 0);
     assert_eq!(usage("characters").await.expect("usage"), (0, 90));
     assert_eq!(
@@ -871,6 +882,61 @@ async fn parallel_reservations(store: Arc<dyn Store>) {
         "refused requests reserved nothing on the looser quota"
     );
     assert_eq!(store.quota_holds().await.expect("holds").len(), 18);
+    // Their settlements at once, while refused requests try again: no deadlock, each
+    // charged once.
+    let settlements = granted.into_iter().map(|id| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let actual = |metric: &str| if metric == "characters" { 4 } else { 5 };
+            store.settle_hold(&id, &actual).await.expect("settle")
+        })
+    });
+    let retries = (0..9).map(|_| {
+        let store = Arc::clone(&store);
+        let subject = subject.clone();
+        tokio::spawn(async move {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let tag = HoldTag {
+                id: &id,
+                instance: "i2",
+                lease_secs: 60,
+            };
+            let cell = |metric| QuotaCell {
+                subject: &subject,
+                metric,
+                window_start: 0,
+            };
+            let asks = [
+                QuotaAsk {
+                    cell: cell("audio_seconds"),
+                    amount: 1,
+                    limit: 1000,
+                },
+                QuotaAsk {
+                    cell: cell("characters"),
+                    amount: 1,
+                    limit: 99,
+                },
+            ];
+            store
+                .reserve_quotas(&tag, &asks)
+                .await
+                .expect("reserve")
+                .is_ok()
+        })
+    });
+    let (settled, retried) = futures::future::join(
+        futures::future::join_all(settlements),
+        futures::future::join_all(retries),
+    )
+    .await;
+    assert!(settled.into_iter().all(|n| n.expect("join") == 2));
+    assert!(
+        retried.into_iter().all(|r| r.expect("join")),
+        "room for one character each (90 + 9 <= 99), settled or not"
+    );
+    assert_eq!(usage("characters").await.expect("usage"), (36, 9));
+    assert_eq!(usage("audio_seconds").await.expect("usage"), (45, 9));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

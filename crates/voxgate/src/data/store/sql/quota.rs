@@ -32,6 +32,9 @@ impl SqliteStore {
         hold: &HoldTag<'_>,
         asks: &[QuotaAsk<'_>],
     ) -> Result<Result<Vec<(i64, i64)>, usize>, StoreError> {
+        if asks.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
         let cells: Vec<_> = asks.iter().map(|a| a.cell).collect();
         if (1..cells.len()).any(|i| cells[..i].contains(&cells[i])) {
             // Two quotas on one counter (a minute's and a day's window can start at the same
@@ -52,8 +55,11 @@ impl SqliteStore {
                 )
             })
             .collect();
-        // The windows' counters as they were before this statement's triggers moved them
-        // (RETURNING does not see what triggers change).
+        // Each window's counter as it was before this row's trigger moved it (SQLite runs a
+        // row's RETURNING before the row's own AFTER trigger, after those of earlier rows;
+        // two rows of one statement never share a counter, see above), so the counter
+        // after this reservation is (used, reserved + amount). The store contract test
+        // checks the figures.
         let counter = |column| {
             format!(
                 "(SELECT {column} FROM quota_usage u WHERE u.subject = quota_holds.subject \
@@ -83,7 +89,7 @@ impl SqliteStore {
         let returned = match query.fetch_all(self.writer()).await {
             Ok(rows) => rows,
             Err(sqlx::Error::Database(e)) if e.message() == EXCEEDED => {
-                return Ok(Err(self.refused_at(asks).await?));
+                return Ok(Err(self.refused_at(asks).await));
             }
             Err(e) => return Err(e.into()),
         };
@@ -107,18 +113,20 @@ impl SqliteStore {
     }
 
     /// Which quota refused a reservation (read after the fact: the first that cannot hold
-    /// its amount now; the first when none, as the window may have moved meanwhile).
-    async fn refused_at(&self, asks: &[QuotaAsk<'_>]) -> Result<usize, StoreError> {
+    /// its amount now; the first when none can be named, as the window may have moved
+    /// meanwhile or the read failed: the refusal stands either way).
+    async fn refused_at(&self, asks: &[QuotaAsk<'_>]) -> usize {
         for (i, ask) in asks.iter().enumerate() {
             let c = &ask.cell;
-            let (used, reserved) = self
-                .quota_usage(c.subject, c.metric, c.window_start)
-                .await?;
+            let Ok((used, reserved)) = self.quota_usage(c.subject, c.metric, c.window_start).await
+            else {
+                break;
+            };
             if used + reserved + ask.amount > ask.limit {
-                return Ok(i);
+                return i;
             }
         }
-        Ok(0)
+        0
     }
 
     pub(super) async fn settle_all(
@@ -160,8 +168,19 @@ impl PostgresStore {
         let take = postgres_sql(
             "DELETE FROM quota_holds WHERE id = $1 RETURNING subject, metric, window_start, amount",
         );
-        let rows = sqlx::query(take).bind(hold_id).fetch_all(&mut *tx).await?;
-        for row in &rows {
+        let mut rows = Vec::new();
+        for row in sqlx::query(take).bind(hold_id).fetch_all(&mut *tx).await? {
+            let key: (String, String, i64) = (
+                row.try_get("subject")?,
+                row.try_get("metric")?,
+                row.try_get("window_start")?,
+            );
+            rows.push((key, row));
+        }
+        // The counters are locked in the order reservations lock them (sorted), whatever
+        // order the rows came in: a settlement and a reservation cannot deadlock.
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, row) in &rows {
             let (subject, metric): (String, String) =
                 (row.try_get("subject")?, row.try_get("metric")?);
             let amount: i64 = row.try_get("amount")?;
