@@ -18,7 +18,9 @@ client asks for MP3 and the upstream can send MP3: relayed by both), and `mp3-en
 same request to a voxgate engine with `relay = false`, which asks for PCM and encodes, as
 every request did before the relay; nginx still relays the upstream's MP3).
 
-Usage: hop.py VOXGATE_BIN WORK_DIR [--quick]
+Usage: hop.py VOXGATE_BIN WORK_DIR [--quick | --soak MINUTES]
+  --soak MINUTES: voxgate alone relaying PCM at c=64 for that long, RSS printed each minute
+  (is memory flat under 64 streams?).
 """
 import json
 import math
@@ -34,6 +36,7 @@ import urllib.request
 
 BIN, WORK = sys.argv[1], sys.argv[2]
 QUICK = "--quick" in sys.argv[3:]
+SOAK = int(sys.argv[sys.argv.index("--soak") + 1]) if "--soak" in sys.argv else 0
 ROUNDS = 1 if QUICK else 3
 SECS = 5 if QUICK else 10
 CONCURRENCY = [16, 64]
@@ -133,6 +136,16 @@ def rss_kib(pid, field):
         except OSError:
             pass
     return total
+
+
+def reset_peak(pid):
+    """Starts a new peak-RSS measurement (VmHWM) for pid's tree: writing 5 to clear_refs."""
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
 
 
 # ------------------------------------------------------------------ nginx
@@ -330,9 +343,9 @@ def to_ms(text):
     return value / 1000 if unit == "us" else value if unit == "ms" else value * 1000
 
 
-def run_wrk(url, script, conns, pid):
+def run_wrk(url, script, conns, pid, secs=None):
     before, started = cpu_ticks(pid), time.monotonic()
-    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{SECS}s", "--latency", "-s", script,
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{secs or SECS}s", "--latency", "-s", script,
                           url], capture_output=True, text=True, check=True).stdout
     wall = time.monotonic() - started
     ticks = cpu_ticks(pid) - before
@@ -349,6 +362,20 @@ def run_wrk(url, script, conns, pid):
         "errors": errors,
         "requests": requests,
     }
+
+
+def soak(gateway, idle_kib):
+    """One path for SOAK minutes at c=64: RSS each minute, and the peak."""
+    pid, url, key, model = gateway
+    script = wrk_script(model("pcm"), "pcm", key)
+    print(f"## Soak: voxgate relaying PCM at c=64 for {SOAK} min (idle RSS {idle_kib / 1024:.1f} MiB)")
+    print("| minute | req/s | p99 ms | CPU µs/req | RSS MiB | peak MiB |")
+    print("|---|---|---|---|---|---|")
+    for minute in range(1, SOAK + 1):
+        f = run_wrk(url("pcm"), script, 64, pid, secs=60)
+        print(f"| {minute} | {f['rps']:.0f} | {f['p99']:.1f} | {f['cpu_us']:.0f} | "
+              f"{rss_kib(pid, 'VmRSS') / 1024:.1f} | {rss_kib(pid, 'VmHWM') / 1024:.1f} |"
+              + (f" {f['errors']} non-2xx" if f["errors"] else ""), flush=True)
 
 
 def main():
@@ -396,9 +423,15 @@ def main():
                                lambda p: f"http://127.0.0.1:{lport}/v1/audio/speech", lkey,
                                lambda p: paths[p][3])
     idle = {name: rss_kib(g[0], "VmRSS") for name, g in gateways.items()}
+    if SOAK:
+        soak(gateways["voxgate"], idle["voxgate"])
+        return
     results = {}
+    path_peak = {}  # (gateway, path) -> the highest peak RSS over that path's runs
     for r in range(ROUNDS):
         for fmt in paths:
+            for g in gateways.values():
+                reset_peak(g[0])
             for conns in CONCURRENCY:
                 for name, (pid, url, key, model) in gateways.items():
                     if model(fmt) is None:
@@ -410,7 +443,10 @@ def main():
                           f"p99 {figures['p99']:.1f} ms, {figures['cpu_us']:.0f} µs CPU/req"
                           + (f", {figures['errors']} non-2xx" if figures["errors"] else ""),
                           flush=True)
-    peak = {name: rss_kib(g[0], "VmHWM") for name, g in gateways.items()}
+            for name, g in gateways.items():
+                key = (name, fmt)
+                path_peak[key] = max(path_peak.get(key, 0), rss_kib(g[0], "VmHWM"))
+    peak = {name: max(v for (n, _), v in path_peak.items() if n == name) for name in gateways}
 
     def med(fmt, conns, name, field):
         return statistics.median(f[field] for f in results[(fmt, conns, name)])
@@ -434,7 +470,10 @@ def main():
                 print(f"| {fmt} | {conns} | {name} | {row[0]:.0f} | {row[1]:.2f} | "
                       f"{row[2]:.2f} | {row[3]:.0f} | {ratio} |")
     for name in gateways:
-        print(f"{name}: RSS idle {idle[name] / 1024:.1f} MiB, peak {peak[name] / 1024:.1f} MiB")
+        per_path = ", ".join(f"{fmt} {path_peak[(name, fmt)] / 1024:.1f}"
+                             for fmt in paths if (name, fmt) in path_peak)
+        print(f"{name}: RSS idle {idle[name] / 1024:.1f} MiB, peak {peak[name] / 1024:.1f} MiB "
+              f"(peak per path, MiB: {per_path})")
     failed = sum(f["errors"] for runs in results.values() for f in runs)
     if failed:
         print(f"warning: {failed} non-2xx responses (refusals or failures) — the figures "
