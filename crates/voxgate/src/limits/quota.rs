@@ -524,7 +524,6 @@ pub async fn reserve(
         })
         .collect();
     let granted = store.reserve_quotas(&hold.tag(), &asks).await;
-    drop(asks);
     let usage = match granted {
         Ok(Ok(usage)) => usage,
         Ok(Err(refused)) => {

@@ -832,6 +832,36 @@ async fn postgres_store_keeps_the_contract() {
     db.drop_now().await;
 }
 
+/// A new hold of `instance` reserving (metric, amount, limit) on `subject`'s counters of
+/// window 0: its id when granted.
+async fn reserve_new(
+    store: &dyn Store,
+    subject: &str,
+    instance: &str,
+    asks: &[(&'static str, i64, i64)],
+) -> Option<String> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tag = HoldTag {
+        id: &id,
+        instance,
+        lease_secs: 60,
+    };
+    let asks: Vec<QuotaAsk<'_>> = asks
+        .iter()
+        .map(|&(metric, amount, limit)| QuotaAsk {
+            cell: QuotaCell {
+                subject,
+                metric,
+                window_start: 0,
+            },
+            amount,
+            limit,
+        })
+        .collect();
+    let granted = store.reserve_quotas(&tag, &asks).await.expect("reserve");
+    granted.is_ok().then_some(id)
+}
+
 /// Fifty requests at once, each reserving on two quotas (listed in either order, as two
 /// tiers might): the tighter one admits exactly nine, and the other holds exactly theirs.
 async fn parallel_reservations(store: Arc<dyn Store>) {
@@ -841,31 +871,11 @@ async fn parallel_reservations(store: Arc<dyn Store>) {
         let store = Arc::clone(&store);
         let subject = subject.clone();
         tokio::spawn(async move {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            let tag = HoldTag {
-                id: &id,
-                instance: "i1",
-                lease_secs: 60,
-            };
-            let ask = |metric, amount, limit| QuotaAsk {
-                cell: QuotaCell {
-                    subject: &subject,
-                    metric,
-                    window_start: 0,
-                },
-                amount,
-                limit,
-            };
-            let mut asks = [ask("characters", 10, 95), ask("audio_seconds", 7, 1000)];
+            let mut asks = [("characters", 10, 95), ("audio_seconds", 7, 1000)];
             if n % 2 == 1 {
                 asks.reverse();
             }
-            let granted = store
-                .reserve_quotas(&tag, &asks)
-                .await
-                .expect("reserve")
-                .is_ok();
-            granted.then_some(id)
+            reserve_new(&*store, &subject, "i1", &asks).await
         })
     });
     let granted: Vec<String> = futures::future::join_all(attempts)
@@ -895,34 +905,8 @@ async fn parallel_reservations(store: Arc<dyn Store>) {
         let store = Arc::clone(&store);
         let subject = subject.clone();
         tokio::spawn(async move {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            let tag = HoldTag {
-                id: &id,
-                instance: "i2",
-                lease_secs: 60,
-            };
-            let cell = |metric| QuotaCell {
-                subject: &subject,
-                metric,
-                window_start: 0,
-            };
-            let asks = [
-                QuotaAsk {
-                    cell: cell("audio_seconds"),
-                    amount: 1,
-                    limit: 1000,
-                },
-                QuotaAsk {
-                    cell: cell("characters"),
-                    amount: 1,
-                    limit: 99,
-                },
-            ];
-            store
-                .reserve_quotas(&tag, &asks)
-                .await
-                .expect("reserve")
-                .is_ok()
+            let asks = [("audio_seconds", 1, 1000), ("characters", 1, 99)];
+            reserve_new(&*store, &subject, "i2", &asks).await.is_some()
         })
     });
     let (settled, retried) = futures::future::join(

@@ -797,44 +797,8 @@ macro_rules! impl_store {
             }
 
             async fn reserve_quota(&self, hold: &HoldTag<'_>, quota: &QuotaCell<'_>, amount: i64, limit: i64) -> Result<bool, StoreError> {
-                let mut tx = self.writer().begin().await?;
-                let insert = $sql("INSERT INTO quota_usage (subject, metric, window_start, used, reserved) VALUES ($1, $2, $3, 0, 0) ON CONFLICT DO NOTHING");
-                sqlx::query(insert).bind(quota.subject).bind(quota.metric).bind(quota.window_start).execute(&mut *tx).await?;
-                // One conditional UPDATE: the check and the reservation cannot be separated.
-                let reserve = $sql(
-                    "UPDATE quota_usage SET reserved = reserved + $1 \
-                     WHERE subject = $2 AND metric = $3 AND window_start = $4 AND used + reserved + $1 <= $5",
-                );
-                let done = sqlx::query(reserve)
-                    .bind(amount)
-                    .bind(quota.subject)
-                    .bind(quota.metric)
-                    .bind(quota.window_start)
-                    .bind(limit)
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() != 1 {
-                    return Ok(false);
-                }
-                // The holder, in the same transaction: no reservation without one.
-                let held = $sql(&format!(
-                    "INSERT INTO quota_holds (id, subject, metric, window_start, amount, delivered, instance, deadline) \
-                     VALUES ($1, $2, $3, $4, $5, 0, $6, {} + $7) \
-                     ON CONFLICT (id, subject, metric, window_start) DO UPDATE SET amount = quota_holds.amount + excluded.amount",
-                    $now
-                ));
-                sqlx::query(held)
-                    .bind(hold.id)
-                    .bind(quota.subject)
-                    .bind(quota.metric)
-                    .bind(quota.window_start)
-                    .bind(amount)
-                    .bind(hold.instance)
-                    .bind(hold.lease_secs)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(true)
+                let ask = QuotaAsk { cell: *quota, amount, limit };
+                Ok(self.reserve_each(hold, &[ask]).await?.is_ok())
             }
 
             async fn reserve_quotas(&self, hold: &HoldTag<'_>, asks: &[QuotaAsk<'_>]) -> Result<Result<Vec<(i64, i64)>, usize>, StoreError> {
