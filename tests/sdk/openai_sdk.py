@@ -131,8 +131,8 @@ else:
 # real-time pace. Server VAD makes them two items, the first delta arrives before the audio
 # ends, and each transcript is within 15 % word error rate.
 said = [
-    "The quick brown fox jumps over the lazy dog near the river.",
-    "Please remember to water the green plants in the kitchen every morning.",
+    "A small brown fox ran across the green field and jumped over the old wooden fence.",
+    "Please remember to water the plants in the kitchen every morning before you go to work.",
 ]
 
 
