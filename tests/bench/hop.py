@@ -18,7 +18,8 @@ client asks for MP3 and the upstream can send MP3: relayed by both), and `mp3-en
 same request to a voxgate engine with `relay = false`, which asks for PCM and encodes, as
 every request did before the relay; nginx still relays the upstream's MP3).
 
-Usage: hop.py VOXGATE_BIN WORK_DIR [--quick | --soak MINUTES]
+Usage: hop.py VOXGATE_BIN WORK_DIR [--quick | --soak MINUTES] [--path pcm|mp3|mp3-encoded]
+  --path NAME: that path only.
   --soak MINUTES: voxgate alone relaying PCM at c=64 for that long, RSS printed each minute
   (is memory flat under 64 streams?).
 """
@@ -37,6 +38,7 @@ import urllib.request
 BIN, WORK = sys.argv[1], sys.argv[2]
 QUICK = "--quick" in sys.argv[3:]
 SOAK = int(sys.argv[sys.argv.index("--soak") + 1]) if "--soak" in sys.argv else 0
+ONLY = sys.argv[sys.argv.index("--path") + 1] if "--path" in sys.argv else None
 ROUNDS = 1 if QUICK else 3
 SECS = 5 if QUICK else 10
 CONCURRENCY = [16, 64]
@@ -411,6 +413,8 @@ def main():
         "mp3": ("mp3", "relay-mp3", "mp3", "relay-mp3"),
         "mp3-encoded": ("mp3", "encode", "mp3", None),
     }
+    if ONLY:
+        paths = {ONLY: paths[ONLY]}
     gateways = {
         "nginx": (proxy.pid, lambda p: f"http://127.0.0.1:{proxy_port}/{paths[p][2]}/v1/audio/speech",
                   TOKEN, lambda p: "relay"),

@@ -60,7 +60,66 @@ enum Phase {
 struct Inner {
     phase: Phase,
     consecutive: u32,
-    outcomes: VecDeque<(Instant, bool)>,
+    outcomes: Outcomes,
+}
+
+/// The outcomes of the last `window`, counted in [`BUCKETS`] buckets of `window / BUCKETS`
+/// each (so memory and the cost of a record stay constant however busy the provider is:
+/// counting each call on its own cost a scan of every call in the window per call). An
+/// outcome counts until its bucket is older than the window: between `window − window /
+/// BUCKETS` and `window`.
+#[derive(Debug, Default)]
+struct Outcomes {
+    buckets: VecDeque<Bucket>,
+    total: u32,
+    failed: u32,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    start: Instant,
+    total: u32,
+    failed: u32,
+}
+
+const BUCKETS: u32 = 60;
+
+impl Outcomes {
+    fn record(&mut self, now: Instant, ok: bool, window: Duration) {
+        while self
+            .buckets
+            .front()
+            .is_some_and(|b| now.duration_since(b.start) > window)
+        {
+            if let Some(old) = self.buckets.pop_front() {
+                self.total -= old.total;
+                self.failed -= old.failed;
+            }
+        }
+        let span = window / BUCKETS;
+        if self
+            .buckets
+            .back()
+            .is_none_or(|b| now.duration_since(b.start) >= span)
+        {
+            self.buckets.push_back(Bucket {
+                start: now,
+                total: 0,
+                failed: 0,
+            });
+        }
+        let failed = u32::from(!ok);
+        if let Some(bucket) = self.buckets.back_mut() {
+            bucket.total += 1;
+            bucket.failed += failed;
+        }
+        self.total += 1;
+        self.failed += failed;
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
 }
 
 /// One provider's breaker.
@@ -98,7 +157,7 @@ impl CircuitBreaker {
             inner: Mutex::new(Inner {
                 phase: Phase::Closed,
                 consecutive: 0,
-                outcomes: VecDeque::new(),
+                outcomes: Outcomes::default(),
             }),
         })
     }
@@ -166,16 +225,8 @@ impl CircuitBreaker {
             return;
         }
         inner.consecutive = if ok { 0 } else { inner.consecutive + 1 };
-        inner.outcomes.push_back((now, ok));
-        while inner
-            .outcomes
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > self.config.window)
-        {
-            inner.outcomes.pop_front();
-        }
-        let total = inner.outcomes.len() as u32;
-        let failed = inner.outcomes.iter().filter(|(_, ok)| !ok).count() as f64;
+        inner.outcomes.record(now, ok, self.config.window);
+        let (total, failed) = (inner.outcomes.total, f64::from(inner.outcomes.failed));
         let by_rate = total >= self.config.min_requests
             && failed / f64::from(total.max(1)) >= self.config.failure_rate;
         if inner.consecutive >= self.config.consecutive_failures || by_rate {
@@ -517,6 +568,33 @@ mod tests {
             b.try_acquire().unwrap_err().retry_after,
             Duration::from_secs(30)
         );
+    }
+
+    /// A busy provider's window costs the same as a quiet one's: the outcomes are counted in
+    /// at most `BUCKETS` (+1) buckets, and what leaves the window leaves the counts.
+    #[tokio::test(start_paused = true)]
+    async fn the_window_is_bounded_however_many_calls_it_sees() {
+        let window = Duration::from_secs(60);
+        let mut outcomes = Outcomes::default();
+        // 100 calls a second for 3 minutes, every tenth failing.
+        for i in 0..18_000u32 {
+            outcomes.record(Instant::now(), i % 10 != 0, window);
+            assert!(outcomes.buckets.len() <= BUCKETS as usize + 1);
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        let sum = |f: fn(&Bucket) -> u32| outcomes.buckets.iter().map(f).sum::<u32>();
+        assert_eq!(outcomes.total, sum(|b| b.total));
+        assert_eq!(outcomes.failed, sum(|b| b.failed));
+        assert!(
+            (5_900..=6_000).contains(&outcomes.total),
+            "about a window's worth: {}",
+            outcomes.total
+        );
+        assert_eq!(outcomes.failed * 10, outcomes.total);
+        // A quiet minute later, one call: it alone is in the window.
+        tokio::time::advance(window + Duration::from_secs(1)).await;
+        outcomes.record(Instant::now(), false, window);
+        assert_eq!((outcomes.total, outcomes.failed), (1, 1));
     }
 
     #[tokio::test(start_paused = true)]

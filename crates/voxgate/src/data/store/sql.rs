@@ -113,6 +113,8 @@ pub struct SqliteStore {
     /// requests waiting here queue in order instead of polling the database's lock (its
     /// busy handler sleeps a millisecond and more between tries).
     writer: SqlitePool,
+    /// The queue of reservations and settlements that `writer` takes in batches.
+    batcher: quota::Batcher,
 }
 
 /// The SQLite pool's connections (besides the one writer of quota and usage).
@@ -142,13 +144,23 @@ impl SqliteStore {
             SqlitePoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(std::time::Duration::from_secs(10))
+                // No ping before each use: a file's connection does not go stale the way a
+                // socket does, and the ping is a round trip through sqlx's worker thread
+                // (as dear as the statement it would precede). A connection that failed is
+                // judged on release (below).
+                .test_before_acquire(false)
                 .after_release(|conn, _| Box::pin(release_only_outside_transactions(conn)))
                 .connect_with(options.clone())
         };
         let pool = open(SQLITE_CONNECTIONS).await?;
         let writer = open(1).await?;
         restrict_permissions(path);
-        Ok(Self { pool, writer })
+        let batcher = quota::Batcher::start(writer.clone());
+        Ok(Self {
+            pool,
+            writer,
+            batcher,
+        })
     }
 }
 

@@ -1,26 +1,278 @@
 //! A request's quota reservation and settlement, the two database trips every metered
 //! request makes. On SQLite each is one statement (the triggers of migration 0010 move the
-//! counters, atomically with the statement); on PostgreSQL each is one transaction.
+//! counters, atomically with the statement), and the reservations (and settlements) of
+//! requests that arrive while one statement runs go in the next one together: one
+//! [`Batcher`] task feeds the writer connection, so a busy gateway pays one trip to SQLite's
+//! thread (and one commit) per batch rather than per request. On PostgreSQL each is one
+//! transaction.
+
+use std::collections::HashMap;
 
 use sqlx::Row as _;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
 
-use super::{PostgresStore, SQLITE_NOW, SqliteStore, postgres_sql, sqlite_sql};
+use super::{PostgresStore, SQLITE_NOW, SqliteStore, postgres_sql};
 use crate::data::store::{HoldTag, QuotaAsk, QuotaCell, Store as _, StoreError};
 
 /// The message of the reservation trigger's abort.
 const EXCEEDED: &str = "quota_exceeded";
 
-/// What a settlement charges `metric`: one parameter per metric, in this order.
-const SETTLED: &str = "CASE metric WHEN 'characters' THEN ?2 WHEN 'audio_seconds' THEN ?3 \
-     WHEN 'requests' THEN ?4 WHEN 'transcribed_seconds' THEN ?5 ELSE 0 END";
+/// The metrics a settlement charges, in the order of its parameters.
 const METRICS: [&str; 4] = [
     "characters",
     "audio_seconds",
     "requests",
     "transcribed_seconds",
 ];
+
+/// Requests whose reservations (or settlements) go in one statement at most: it bounds the
+/// statement's parameters (SQLite allows 32,766) and how long one batch holds the writer.
+const BATCH_ROWS: usize = 512;
+
+/// One request's reservation, owned, on its way to the batcher.
+#[derive(Debug)]
+struct Reservation {
+    hold: String,
+    instance: String,
+    lease_secs: i64,
+    asks: Vec<(String, String, i64, i64, i64)>, // subject, metric, window start, amount, limit
+}
+
+/// What a reservation statement answers for one request: the counters after it, one per
+/// quota, or `None`: a limit refused it (and nothing of it was written).
+type Reserved = Result<Option<Vec<(i64, i64)>>, StoreError>;
+
+impl Reservation {
+    fn of(hold: &HoldTag<'_>, asks: &[QuotaAsk<'_>]) -> Self {
+        Self {
+            hold: hold.id.to_owned(),
+            instance: hold.instance.to_owned(),
+            lease_secs: hold.lease_secs,
+            asks: asks
+                .iter()
+                .map(|a| {
+                    let c = &a.cell;
+                    let (subject, metric) = (c.subject.to_owned(), c.metric.to_owned());
+                    (subject, metric, c.window_start, a.amount, a.limit)
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Op {
+    Reserve(Reservation, oneshot::Sender<Reserved>),
+    Settle(String, [i64; 4], oneshot::Sender<Result<usize, StoreError>>),
+}
+
+/// The writer's queue of reservations and settlements (see the module's comment).
+#[derive(Debug, Clone)]
+pub(super) struct Batcher {
+    ops: mpsc::Sender<Op>,
+}
+
+impl Batcher {
+    /// Starts the task that drains the queue into `writer`; it ends when the last handle
+    /// is dropped.
+    pub(super) fn start(writer: SqlitePool) -> Self {
+        let (ops, rx) = mpsc::channel(4096);
+        tokio::spawn(drain(writer, rx));
+        Self { ops }
+    }
+}
+
+async fn drain(writer: SqlitePool, mut rx: mpsc::Receiver<Op>) {
+    let mut ops = Vec::new();
+    while rx.recv_many(&mut ops, BATCH_ROWS).await > 0 {
+        let (mut reserves, mut settles) = (Vec::new(), Vec::new());
+        for op in ops.drain(..) {
+            match op {
+                // A caller that gave up (its bound on the store passed) reserves nothing.
+                Op::Reserve(r, reply) if !reply.is_closed() => reserves.push((r, reply)),
+                Op::Reserve(..) => {}
+                Op::Settle(hold, amounts, reply) => settles.push((hold, amounts, reply)),
+            }
+        }
+        // Settlements first: what they free is there for the reservations.
+        if !settles.is_empty() {
+            let batch: Vec<_> = settles.iter().map(|(h, a, _)| (h.as_str(), *a)).collect();
+            match settle_batch(&writer, &batch).await {
+                Ok(counts) => {
+                    for ((_, _, reply), n) in settles.into_iter().zip(counts) {
+                        let _ = reply.send(Ok(n));
+                    }
+                }
+                // Each on its own: each gets its own answer (a full disk, say).
+                Err(_) => {
+                    for (hold, amounts, reply) in settles {
+                        let n = settle_batch(&writer, &[(hold.as_str(), amounts)]).await;
+                        let _ = reply.send(n.map(|n| n[0]).map_err(StoreError::from));
+                    }
+                }
+            }
+        }
+        let mut batch: Vec<(Reservation, oneshot::Sender<Reserved>)> = Vec::new();
+        let mut rows = 0;
+        for (r, reply) in reserves {
+            if rows + r.asks.len() > BATCH_ROWS && !batch.is_empty() {
+                reserve_batch(&writer, std::mem::take(&mut batch)).await;
+                rows = 0;
+            }
+            rows += r.asks.len();
+            batch.push((r, reply));
+        }
+        if !batch.is_empty() {
+            reserve_batch(&writer, batch).await;
+        }
+    }
+}
+
+/// One statement for every request of `batch`; if it fails (one of them is past a limit,
+/// which aborts all of it, or the database failed), one statement each.
+async fn reserve_batch(writer: &SqlitePool, batch: Vec<(Reservation, oneshot::Sender<Reserved>)>) {
+    if batch.len() > 1 {
+        let all: Vec<&Reservation> = batch.iter().map(|(r, _)| r).collect();
+        if let Ok(usage) = reserve_rows(writer, &all).await {
+            for ((_, reply), usage) in batch.into_iter().zip(usage) {
+                let _ = reply.send(Ok(Some(usage)));
+            }
+            return;
+        }
+    }
+    for (r, reply) in batch {
+        let answer = match reserve_rows(writer, &[&r]).await {
+            Ok(mut usage) => Ok(Some(usage.remove(0))),
+            Err(sqlx::Error::Database(e)) if e.message() == EXCEEDED => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+/// Inserts the holder rows of `reservations` in one statement (all or none: the trigger
+/// aborts the statement past any limit) and returns each request's counters after its
+/// reservation, quota by quota. No request may name one counter twice (see `reserve_all`).
+async fn reserve_rows(
+    writer: &SqlitePool,
+    reservations: &[&Reservation],
+) -> Result<Vec<Vec<(i64, i64)>>, sqlx::Error> {
+    // Eight parameters per row: hold, subject, metric, window start, amount, instance,
+    // lease, limit. Anonymous (`?`, bound in order): SQLite looks a numbered one's name up
+    // in a list, so binding numbered ones costs the square of their count.
+    let row = format!("(?, ?, ?, ?, ?, 0, ?, {SQLITE_NOW} + ?, ?)");
+    let rows: Vec<&str> = reservations
+        .iter()
+        .flat_map(|r| r.asks.iter().map(|_| row.as_str()))
+        .collect();
+    // Each window's counter as it was before this row's trigger moved it (SQLite runs a
+    // row's RETURNING before the row's own AFTER trigger, after those of earlier rows), so
+    // the counter after this row's reservation is (used, reserved + amount). The store
+    // contract test checks the figures.
+    let counter = |column| {
+        format!(
+            "(SELECT {column} FROM quota_usage u WHERE u.subject = quota_holds.subject \
+             AND u.metric = quota_holds.metric AND u.window_start = quota_holds.window_start)"
+        )
+    };
+    let sql = format!(
+        "INSERT INTO quota_holds (id, subject, metric, window_start, amount, delivered, \
+         instance, deadline, quota_limit) VALUES {} \
+         RETURNING id, subject, metric, window_start, {} AS used, {} AS reserved",
+        rows.join(", "),
+        counter("used"),
+        counter("reserved")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for r in reservations {
+        for (subject, metric, window_start, amount, limit) in &r.asks {
+            query = query
+                .bind(&r.hold)
+                .bind(subject)
+                .bind(metric)
+                .bind(window_start)
+                .bind(amount)
+                .bind(&r.instance)
+                .bind(r.lease_secs)
+                .bind(limit);
+        }
+    }
+    let returned = query.fetch_all(writer).await?;
+    let mut usage: Vec<Vec<(i64, i64)>> = reservations
+        .iter()
+        .map(|r| vec![(0, 0); r.asks.len()])
+        .collect();
+    for row in &returned {
+        let (hold, subject, metric, window_start): (String, String, String, i64) = (
+            row.try_get("id")?,
+            row.try_get("subject")?,
+            row.try_get("metric")?,
+            row.try_get("window_start")?,
+        );
+        let Some(r) = reservations.iter().position(|r| r.hold == hold) else {
+            continue;
+        };
+        let Some(i) = reservations[r]
+            .asks
+            .iter()
+            .position(|(s, m, w, ..)| *s == subject && *m == metric && *w == window_start)
+        else {
+            continue;
+        };
+        let used: Option<i64> = row.try_get("used")?;
+        let reserved: Option<i64> = row.try_get("reserved")?;
+        usage[r][i] = (
+            used.unwrap_or(0),
+            reserved.unwrap_or(0) + reservations[r].asks[i].3,
+        );
+    }
+    Ok(usage)
+}
+
+/// Settles every hold of `holds` (id, what it used of each of [`METRICS`]) in one
+/// statement; how many rows each settled (0 for a hold already settled, or named twice).
+async fn settle_batch(
+    writer: &SqlitePool,
+    holds: &[(&str, [i64; 4])],
+) -> Result<Vec<usize>, sqlx::Error> {
+    // Per hold its id and one amount per metric, then the ids again; anonymous, bound in
+    // order (see `reserve_rows`).
+    let by_metric: Vec<String> = METRICS
+        .iter()
+        .map(|metric| format!("WHEN '{metric}' THEN ?"))
+        .collect();
+    let arm = format!("WHEN ? THEN CASE metric {} ELSE 0 END", by_metric.join(" "));
+    let arms = vec![arm.as_str(); holds.len()];
+    let ids = vec!["?"; holds.len()];
+    // Rows the statement itself updated (the trigger's deletions are not counted).
+    let sql = format!(
+        "UPDATE quota_holds SET settled = CASE id {} END \
+         WHERE id IN ({}) AND settled IS NULL RETURNING id",
+        arms.join(" "),
+        ids.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (hold, amounts) in holds {
+        query = query.bind(*hold);
+        for amount in amounts {
+            query = query.bind(*amount);
+        }
+    }
+    for (hold, _) in holds {
+        query = query.bind(*hold);
+    }
+    let mut settled: HashMap<String, usize> = HashMap::new();
+    for row in query.fetch_all(writer).await? {
+        *settled.entry(row.try_get("id")?).or_default() += 1;
+    }
+    // A hold named twice is settled once: the first names it.
+    Ok(holds
+        .iter()
+        .map(|(hold, _)| settled.remove(*hold).unwrap_or(0))
+        .collect())
+}
 
 impl SqliteStore {
     pub(super) fn writer(&self) -> &SqlitePool {
@@ -41,75 +293,25 @@ impl SqliteStore {
             // second): one row each is not possible, so one statement per quota.
             return self.reserve_each(hold, asks).await;
         }
-        // ?1 hold, ?2 instance, ?3 lease, then five per quota.
-        let rows: Vec<String> = (0..asks.len())
-            .map(|i| {
-                let p = 4 + 5 * i;
-                format!(
-                    "(?1, ?{}, ?{}, ?{}, ?{}, 0, ?2, {SQLITE_NOW} + ?3, ?{})",
-                    p,
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4
-                )
-            })
-            .collect();
-        // Each window's counter as it was before this row's trigger moved it (SQLite runs a
-        // row's RETURNING before the row's own AFTER trigger, after those of earlier rows;
-        // two rows of one statement never share a counter, see above), so the counter
-        // after this reservation is (used, reserved + amount). The store contract test
-        // checks the figures.
-        let counter = |column| {
-            format!(
-                "(SELECT {column} FROM quota_usage u WHERE u.subject = quota_holds.subject \
-                 AND u.metric = quota_holds.metric AND u.window_start = quota_holds.window_start)"
-            )
+        let (reply, answer) = oneshot::channel();
+        let op = Op::Reserve(Reservation::of(hold, asks), reply);
+        let reserved = match self.batcher.ops.send(op).await {
+            Ok(()) => answer.await.ok(),
+            Err(_) => None,
         };
-        let sql = format!(
-            "INSERT INTO quota_holds (id, subject, metric, window_start, amount, delivered, \
-             instance, deadline, quota_limit) VALUES {} \
-             RETURNING subject, metric, window_start, {} AS used, {} AS reserved",
-            rows.join(", "),
-            counter("used"),
-            counter("reserved")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(hold.id)
-            .bind(hold.instance)
-            .bind(hold.lease_secs);
-        for ask in asks {
-            query = query
-                .bind(ask.cell.subject)
-                .bind(ask.cell.metric)
-                .bind(ask.cell.window_start)
-                .bind(ask.amount)
-                .bind(ask.limit);
-        }
-        let returned = match query.fetch_all(self.writer()).await {
-            Ok(rows) => rows,
-            Err(sqlx::Error::Database(e)) if e.message() == EXCEEDED => {
-                return Ok(Err(self.refused_at(asks).await));
-            }
-            Err(e) => return Err(e.into()),
+        let reserved = match reserved {
+            Some(reserved) => reserved?,
+            // The batcher's runtime is gone (the store is used from another one): alone.
+            None => match reserve_rows(&self.writer, &[&Reservation::of(hold, asks)]).await {
+                Ok(mut usage) => Some(usage.remove(0)),
+                Err(sqlx::Error::Database(e)) if e.message() == EXCEEDED => None,
+                Err(e) => return Err(e.into()),
+            },
         };
-        let mut usage = vec![(0, 0); asks.len()];
-        for row in &returned {
-            let (subject, metric, window_start): (String, String, i64) = (
-                row.try_get("subject")?,
-                row.try_get("metric")?,
-                row.try_get("window_start")?,
-            );
-            let Some(i) = cells.iter().position(|c| {
-                c.subject == subject && c.metric == metric && c.window_start == window_start
-            }) else {
-                continue;
-            };
-            let used: Option<i64> = row.try_get("used")?;
-            let reserved: Option<i64> = row.try_get("reserved")?;
-            usage[i] = (used.unwrap_or(0), reserved.unwrap_or(0) + asks[i].amount);
+        match reserved {
+            Some(usage) => Ok(Ok(usage)),
+            None => Ok(Err(self.refused_at(asks).await)),
         }
-        Ok(Ok(usage))
     }
 
     /// Which quota refused a reservation (read after the fact: the first that cannot hold
@@ -134,15 +336,16 @@ impl SqliteStore {
         hold_id: &str,
         actual: &(dyn for<'m> Fn(&'m str) -> i64 + Sync),
     ) -> Result<usize, StoreError> {
-        // Rows the statement itself updated (the trigger's deletions are not counted).
-        let sql =
-            format!("UPDATE quota_holds SET settled = {SETTLED} WHERE id = ?1 AND settled IS NULL");
-        let mut query = sqlx::query(sqlite_sql(&sql)).bind(hold_id);
-        for metric in METRICS {
-            query = query.bind(actual(metric));
+        let amounts = METRICS.map(actual);
+        let (reply, answer) = oneshot::channel();
+        let op = Op::Settle(hold_id.to_owned(), amounts, reply);
+        if self.batcher.ops.send(op).await.is_ok()
+            && let Ok(settled) = answer.await
+        {
+            return settled;
         }
-        let done = query.execute(self.writer()).await?;
-        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+        // The batcher's runtime is gone: on our own.
+        Ok(settle_batch(&self.writer, &[(hold_id, amounts)]).await?[0])
     }
 }
 
@@ -193,5 +396,144 @@ impl PostgresStore {
         }
         tx.commit().await?;
         Ok(rows.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(subject: &str, amount: i64, limit: i64) -> (String, String, i64, i64, i64) {
+        (subject.into(), "characters".into(), 0, amount, limit)
+    }
+
+    fn reservation(hold: &str, asks: Vec<(String, String, i64, i64, i64)>) -> Reservation {
+        Reservation {
+            hold: hold.into(),
+            instance: "i".into(),
+            lease_secs: 60,
+            asks,
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(&dir.path().join("t.db"))
+            .await
+            .expect("open");
+        store.migrate().await.expect("migrate");
+        (dir, store)
+    }
+
+    /// Several requests in one statement: each gets the counters after its own rows, in
+    /// the statement's order; one past its limit aborts the statement, and then each is
+    /// tried alone: the others are granted, it alone is refused, nothing of it is written.
+    #[tokio::test]
+    async fn a_batch_grants_each_request_in_turn_and_one_refusal_refuses_only_it() {
+        let (_dir, store) = store().await;
+        let usage = reserve_rows(
+            &store.writer,
+            &[
+                &reservation("h1", vec![ask("a", 3, 10), ask("b", 1, 10)]),
+                &reservation("h2", vec![ask("a", 4, 10)]),
+            ],
+        )
+        .await
+        .expect("one statement");
+        assert_eq!(usage, vec![vec![(0, 3), (0, 1)], vec![(0, 7)]]);
+
+        let (mut replies, mut batch) = (Vec::new(), Vec::new());
+        for (hold, amount) in [("h3", 2), ("h4", 5), ("h5", 1)] {
+            let (tx, rx) = oneshot::channel();
+            batch.push((reservation(hold, vec![ask("a", amount, 10)]), tx));
+            replies.push(rx);
+        }
+        reserve_batch(&store.writer, batch).await;
+        let mut answers = Vec::new();
+        for rx in replies {
+            answers.push(rx.await.expect("answered").expect("no error"));
+        }
+        // 7 + 2 = 9 fits, 9 + 5 does not, 9 + 1 = 10 fits.
+        assert_eq!(answers, vec![Some(vec![(0, 9)]), None, Some(vec![(0, 10)])]);
+        assert_eq!(
+            store.quota_usage("a", "characters", 0).await.expect("read"),
+            (0, 10)
+        );
+
+        // Settled together; a hold named twice is settled once, an unknown one not at all.
+        let counts = settle_batch(
+            &store.writer,
+            &[
+                ("h1", [2, 0, 0, 0]),
+                ("h2", [9, 0, 0, 0]),
+                ("h1", [3, 0, 0, 0]),
+                ("h9", [1, 0, 0, 0]),
+            ],
+        )
+        .await
+        .expect("one statement");
+        assert_eq!(counts, vec![2, 1, 0, 0]);
+        // Each row is charged at most what it reserved: h1 2 of its 3 on a and 1 of its 1
+        // on b (it used 2 characters), h2 4 of its 4 (it claims 9); h3 and h5 still hold 3.
+        assert_eq!(
+            store.quota_usage("a", "characters", 0).await.expect("read"),
+            (6, 3)
+        );
+        assert_eq!(
+            store.quota_usage("b", "characters", 0).await.expect("read"),
+            (1, 0)
+        );
+    }
+
+    /// Through the batcher: requests that wait together are answered one by one, as alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_through_the_batcher_never_overspend() {
+        let (_dir, store) = store().await;
+        let mut tasks = Vec::new();
+        for n in 0..40 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let hold = format!("h{n}");
+                let tag = HoldTag {
+                    id: &hold,
+                    instance: "i",
+                    lease_secs: 60,
+                };
+                let cell = QuotaCell {
+                    subject: "acct",
+                    metric: "characters",
+                    window_start: 0,
+                };
+                let ask = QuotaAsk {
+                    cell,
+                    amount: 3,
+                    limit: 100,
+                };
+                let granted = store.reserve_all(&tag, &[ask]).await.expect("store");
+                granted.is_ok().then_some(hold)
+            }));
+        }
+        let mut granted = Vec::new();
+        for task in tasks {
+            granted.extend(task.await.expect("task"));
+        }
+        assert_eq!(granted.len(), 33, "100 / 3 reservations fit");
+        let mut tasks = Vec::new();
+        for hold in granted {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.settle_all(&hold, &|_| 2).await.expect("store")
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.expect("task"), 1, "each hold settles its row");
+        }
+        assert_eq!(
+            store
+                .quota_usage("acct", "characters", 0)
+                .await
+                .expect("read"),
+            (66, 0)
+        );
     }
 }
