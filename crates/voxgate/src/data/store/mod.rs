@@ -246,6 +246,17 @@ impl StoreError {
         matches!(self, StoreError::Outage(_))
     }
 
+    /// The failure `err` again, for each other caller of one statement that failed for
+    /// several of them (same class: outage, full disk or database error).
+    pub(crate) fn shared(err: &sqlx::Error) -> Self {
+        let why = || -> crate::error::BoxError { err.to_string().into() };
+        match classify(err) {
+            Failure::Unavailable => StoreError::Outage(StoreOutage::Unavailable(why())),
+            Failure::DiskFull => StoreError::Outage(StoreOutage::DiskFull(why())),
+            Failure::Other => StoreError::Database(sqlx::Error::Protocol(err.to_string())),
+        }
+    }
+
     /// The store cannot be reached now, for `why`.
     pub fn unavailable(why: impl Into<crate::error::BoxError>) -> Self {
         StoreError::Outage(StoreOutage::Unavailable(why.into()))

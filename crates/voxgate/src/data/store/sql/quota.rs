@@ -27,9 +27,11 @@ const METRICS: [&str; 4] = [
     "transcribed_seconds",
 ];
 
-/// Requests whose reservations (or settlements) go in one statement at most: it bounds the
-/// statement's parameters (SQLite allows 32,766) and how long one batch holds the writer.
-const BATCH_ROWS: usize = 512;
+/// Holder rows one reservation statement writes at most, and settlements one statement
+/// takes: it bounds the statement's parameters (SQLite allows 32,766), its size (a batch's
+/// statement is prepared for that batch alone, never cached) and how long it holds the
+/// writer.
+const BATCH_ROWS: usize = 128;
 
 /// One request's reservation, owned, on its way to the batcher.
 #[derive(Debug)]
@@ -96,7 +98,8 @@ async fn drain(writer: SqlitePool, mut rx: mpsc::Receiver<Op>) {
                 Op::Settle(hold, amounts, reply) => settles.push((hold, amounts, reply)),
             }
         }
-        // Settlements first: what they free is there for the reservations.
+        // Settlements first: what they free is there for the reservations. A settlement
+        // has no refusal to isolate: if the statement fails, it failed for each of them.
         if !settles.is_empty() {
             let batch: Vec<_> = settles.iter().map(|(h, a, _)| (h.as_str(), *a)).collect();
             match settle_batch(&writer, &batch).await {
@@ -105,11 +108,9 @@ async fn drain(writer: SqlitePool, mut rx: mpsc::Receiver<Op>) {
                         let _ = reply.send(Ok(n));
                     }
                 }
-                // Each on its own: each gets its own answer (a full disk, say).
-                Err(_) => {
-                    for (hold, amounts, reply) in settles {
-                        let n = settle_batch(&writer, &[(hold.as_str(), amounts)]).await;
-                        let _ = reply.send(n.map(|n| n[0]).map_err(StoreError::from));
+                Err(e) => {
+                    for (_, _, reply) in settles {
+                        let _ = reply.send(Err(StoreError::shared(&e)));
                     }
                 }
             }
@@ -130,26 +131,42 @@ async fn drain(writer: SqlitePool, mut rx: mpsc::Receiver<Op>) {
     }
 }
 
-/// One statement for every request of `batch`; if it fails (one of them is past a limit,
-/// which aborts all of it, or the database failed), one statement each.
-async fn reserve_batch(writer: &SqlitePool, batch: Vec<(Reservation, oneshot::Sender<Reserved>)>) {
-    if batch.len() > 1 {
-        let all: Vec<&Reservation> = batch.iter().map(|(r, _)| r).collect();
-        if let Ok(usage) = reserve_rows(writer, &all).await {
-            for ((_, reply), usage) in batch.into_iter().zip(usage) {
-                let _ = reply.send(Ok(Some(usage)));
-            }
+/// One statement for every request of `batch`. A request past its limit aborts the whole
+/// statement: the batch is then split in halves and each tried again, down to the request
+/// that is refused (a few statements for one refusal, not one per request). Any other
+/// failure is every request's answer.
+fn reserve_batch(
+    writer: &SqlitePool,
+    mut batch: Vec<(Reservation, oneshot::Sender<Reserved>)>,
+) -> futures::future::BoxFuture<'_, ()> {
+    Box::pin(async move {
+        // A caller that gave up meanwhile reserves nothing.
+        batch.retain(|(_, reply)| !reply.is_closed());
+        if batch.is_empty() {
             return;
         }
-    }
-    for (r, reply) in batch {
-        let answer = match reserve_rows(writer, &[&r]).await {
-            Ok(mut usage) => Ok(Some(usage.remove(0))),
-            Err(sqlx::Error::Database(e)) if e.message() == EXCEEDED => Ok(None),
-            Err(e) => Err(e.into()),
-        };
-        let _ = reply.send(answer);
-    }
+        let all: Vec<&Reservation> = batch.iter().map(|(r, _)| r).collect();
+        match reserve_rows(writer, &all).await {
+            Ok(usage) => {
+                for ((_, reply), usage) in batch.into_iter().zip(usage) {
+                    let _ = reply.send(Ok(Some(usage)));
+                }
+            }
+            Err(sqlx::Error::Database(e)) if e.message() == EXCEEDED && batch.len() == 1 => {
+                let _ = batch.remove(0).1.send(Ok(None));
+            }
+            Err(sqlx::Error::Database(e)) if e.message() == EXCEEDED => {
+                let second = batch.split_off(batch.len() / 2);
+                reserve_batch(writer, batch).await;
+                reserve_batch(writer, second).await;
+            }
+            Err(e) => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(StoreError::shared(&e)));
+                }
+            }
+        }
+    })
 }
 
 /// Inserts the holder rows of `reservations` in one statement (all or none: the trigger
@@ -185,7 +202,8 @@ async fn reserve_rows(
         counter("used"),
         counter("reserved")
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    // A batch's shape is its own: cached, every size would stay prepared on the writer.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(rows.len() == 1);
     for r in reservations {
         for (subject, metric, window_start, amount, limit) in &r.asks {
             query = query
@@ -253,7 +271,7 @@ async fn settle_batch(
         arms.join(" "),
         ids.join(", ")
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(holds.len() == 1);
     for (hold, amounts) in holds {
         query = query.bind(*hold);
         for amount in amounts {
@@ -443,6 +461,9 @@ mod tests {
         assert_eq!(usage, vec![vec![(0, 3), (0, 1)], vec![(0, 7)]]);
 
         let (mut replies, mut batch) = (Vec::new(), Vec::new());
+        // A caller that has gone (its bound on the store passed) reserves nothing.
+        let (gone, _) = oneshot::channel();
+        batch.push((reservation("h6", vec![ask("a", 1, 10)]), gone));
         for (hold, amount) in [("h3", 2), ("h4", 5), ("h5", 1)] {
             let (tx, rx) = oneshot::channel();
             batch.push((reservation(hold, vec![ask("a", amount, 10)]), tx));
@@ -453,8 +474,13 @@ mod tests {
         for rx in replies {
             answers.push(rx.await.expect("answered").expect("no error"));
         }
-        // 7 + 2 = 9 fits, 9 + 5 does not, 9 + 1 = 10 fits.
+        // 7 + 2 = 9 fits, 9 + 5 does not, 9 + 1 = 10 fits; nothing of h6.
         assert_eq!(answers, vec![Some(vec![(0, 9)]), None, Some(vec![(0, 10)])]);
+        let h6: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM quota_holds WHERE id = 'h6'")
+            .fetch_one(&store.writer)
+            .await
+            .expect("count");
+        assert_eq!(h6, 0);
         assert_eq!(
             store.quota_usage("a", "characters", 0).await.expect("read"),
             (0, 10)
