@@ -38,7 +38,7 @@ import urllib.request
 BIN, WORK = sys.argv[1], sys.argv[2]
 QUICK = "--quick" in sys.argv[3:]
 SOAK = int(sys.argv[sys.argv.index("--soak") + 1]) if "--soak" in sys.argv else 0
-ONLY = sys.argv[sys.argv.index("--path") + 1] if "--path" in sys.argv else None
+ONLY = (sys.argv + [""])[sys.argv.index("--path") + 1] if "--path" in sys.argv else None
 ROUNDS = 1 if QUICK else 3
 SECS = 5 if QUICK else 10
 CONCURRENCY = [16, 64]
@@ -414,6 +414,8 @@ def main():
         "mp3-encoded": ("mp3", "encode", "mp3", None),
     }
     if ONLY:
+        if ONLY not in paths:
+            raise SystemExit(f"--path: one of {', '.join(paths)}")
         paths = {ONLY: paths[ONLY]}
     gateways = {
         "nginx": (proxy.pid, lambda p: f"http://127.0.0.1:{proxy_port}/{paths[p][2]}/v1/audio/speech",
