@@ -454,6 +454,30 @@ mod tests {
         (dir, store)
     }
 
+    /// One request's reservation of `amount` characters of acct's 100, through the batcher.
+    async fn reserve(
+        store: &SqliteStore,
+        hold: &str,
+        amount: i64,
+    ) -> Result<Vec<(i64, i64)>, usize> {
+        let tag = HoldTag {
+            id: hold,
+            instance: "i",
+            lease_secs: 60,
+        };
+        let cell = QuotaCell {
+            subject: "acct",
+            metric: "characters",
+            window_start: 0,
+        };
+        let ask = QuotaAsk {
+            cell,
+            amount,
+            limit: 100,
+        };
+        store.reserve_all(&tag, &[ask]).await.expect("store")
+    }
+
     /// Several requests in one statement: each gets the counters after its own rows, in
     /// the statement's order; one past its limit aborts the statement, and then each is
     /// tried alone: the others are granted, it alone is refused, nothing of it is written.
@@ -530,24 +554,8 @@ mod tests {
         for n in 0..40 {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                let hold = format!("h{n}");
-                let tag = HoldTag {
-                    id: &hold,
-                    instance: "i",
-                    lease_secs: 60,
-                };
-                let cell = QuotaCell {
-                    subject: "acct",
-                    metric: "characters",
-                    window_start: 0,
-                };
-                let ask = QuotaAsk {
-                    cell,
-                    amount: 3,
-                    limit: 100,
-                };
-                let granted = store.reserve_all(&tag, &[ask]).await.expect("store");
-                granted.is_ok().then_some(hold)
+                let granted = reserve(&store, &format!("h{n}"), 3).await;
+                granted.is_ok().then(|| format!("h{n}"))
             }));
         }
         let mut granted = Vec::new();
@@ -582,25 +590,7 @@ mod tests {
         let tasks: Vec<_> = (0..8)
             .map(|n| {
                 let store = store.clone();
-                tokio::spawn(async move {
-                    let hold = format!("h{n}");
-                    let tag = HoldTag {
-                        id: &hold,
-                        instance: "i",
-                        lease_secs: 60,
-                    };
-                    let cell = QuotaCell {
-                        subject: "acct",
-                        metric: "characters",
-                        window_start: 0,
-                    };
-                    let ask = QuotaAsk {
-                        cell,
-                        amount: 1,
-                        limit: 100,
-                    };
-                    store.reserve_all(&tag, &[ask]).await.expect("store")
-                })
+                tokio::spawn(async move { reserve(&store, &format!("h{n}"), 1).await })
             })
             .collect();
         let mut granted = Vec::new();
