@@ -98,7 +98,10 @@ codes! {
     CredentialsInCookie => (401, AUTHENTICATION, Some("credentials_in_cookie"), "API keys are accepted only in the Authorization header (Bearer)."),
     CredentialsInProtocol => (401, AUTHENTICATION, Some("credentials_in_protocol"), "Only an ephemeral client secret (ek_…) is accepted in Sec-WebSocket-Protocol; mint one with POST /v1/realtime/client_secrets."),
     CredentialsInBody => (401, AUTHENTICATION, Some("credentials_in_body"), "API keys are accepted only in the Authorization header (Bearer)."),
+    MissingSession => (401, AUTHENTICATION, Some("missing_session"), "Sign in first: this page's API works only within a session."),
+    InvalidSession => (401, AUTHENTICATION, Some("invalid_session"), "The session has ended or is unknown; sign in again."),
     // Permissions.
+    CsrfRefused => (403, PERMISSION, Some("csrf_refused"), "A change from a page needs its session's CSRF token (X-CSRF-Token) and must come from the same origin."),
     InsufficientScope => (403, PERMISSION, Some("insufficient_scope"), "This key lacks the scope this route needs."),
     RouteNotAuthorized => (403, PERMISSION, Some("route_not_authorized"), "This route is not available."),
     CorsRefused => (403, PERMISSION, Some("cors_refused"), "This origin may not call this server."),

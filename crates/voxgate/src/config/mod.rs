@@ -9,6 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::SecretString;
 
+mod console;
 mod data;
 mod local;
 mod policy;
@@ -18,6 +19,7 @@ mod server;
 mod validate;
 mod wyoming;
 
+pub use console::{ConsoleConfig, MAX_IDLE_SECS, MAX_SESSION_SECS};
 pub use data::{AuditConfig, CacheConfig, RetentionConfig, StorageConfig};
 pub use local::{Program, SandboxConfig, SubprocessConfig, run_as};
 pub use policy::{
@@ -69,6 +71,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub admin: AdminConfig,
+    /// The web console (admin listener) and the playground (public listener).
+    #[serde(default)]
+    pub console: ConsoleConfig,
     pub limits: LimitsConfig,
     /// Tiers by name: what keys of each tier may do.
     pub tiers: BTreeMap<String, TierConfig>,

@@ -99,6 +99,19 @@ impl Config {
             ));
         }
         self.validate_wyoming()?;
+        let c = &self.console;
+        if !(1..=super::MAX_SESSION_SECS).contains(&c.session_secs) {
+            return Err(invalid(
+                "console.session_secs",
+                "must be between 1 and 43200 seconds",
+            ));
+        }
+        if !(1..=super::MAX_IDLE_SECS.min(c.session_secs)).contains(&c.idle_secs) {
+            return Err(invalid(
+                "console.idle_secs",
+                "must be between 1 and 1800 seconds, and at most session_secs",
+            ));
+        }
         self.validate_realtime()?;
         if self.tiers.is_empty() {
             return Err(invalid("tiers", "at least one tier is required"));

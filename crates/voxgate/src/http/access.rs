@@ -6,12 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use crate::error::Code;
+use crate::identity::auth::web::Surface;
 use crate::identity::auth::{Scope, key};
 use crate::limits::{Decision, openai_duration};
 use crate::service::Services;
@@ -26,7 +27,57 @@ pub enum Access {
     /// The same, or an ephemeral client secret (`ek_…`, in the Authorization header or,
     /// from a browser, in `Sec-WebSocket-Protocol`): the realtime session route only.
     Session(Scope),
+    /// A browser session of this surface (its cookie; never a key), whose key has this
+    /// scope; a change (any method but GET/HEAD) also needs the session's CSRF token and
+    /// must come from the page's own origin. `api` is the API route it serves as: rate
+    /// rules, audit records and metrics name that route, so a page is never a way around
+    /// a route's limits.
+    Browser {
+        surface: Surface,
+        scope: Scope,
+        api: &'static str,
+    },
+    /// Signing in to a surface: a key in `Authorization`, from the page's own origin (the
+    /// handler exchanges it for a session).
+    SignIn(Surface),
 }
+
+/// The cookie holding a surface's session id.
+pub fn cookie_name(surface: Surface) -> &'static str {
+    match surface {
+        Surface::Console => "voxgate_console",
+        Surface::Playground => "voxgate_playground",
+    }
+}
+
+/// Where a surface's cookie is sent (and nowhere else).
+pub fn cookie_path(surface: Surface) -> &'static str {
+    match surface {
+        Surface::Console => "/console/",
+        Surface::Playground => "/playground/",
+    }
+}
+
+/// The header a page sends its session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// What a browser session's request carries for its handler: the session id (so sign-out
+/// can end it) and when the session ends.
+#[derive(Clone)]
+pub struct SessionId {
+    pub id: String,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionId(…)")
+    }
+}
+
+/// The client address a sign-in came from (the handler authenticates it).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSource(pub IpAddr);
 
 /// One row of an access table.
 #[derive(Debug, Clone)]
@@ -36,7 +87,7 @@ pub struct Route {
     pub access: Access,
 }
 
-const fn route(method: Method, path: &'static str, access: Access) -> Route {
+pub const fn route(method: Method, path: &'static str, access: Access) -> Route {
     Route {
         method,
         path,
@@ -145,6 +196,16 @@ pub const ADMIN_ROUTES: &[Route] = &[
         Access::Scope(Scope::Admin),
     ),
     route(Method::GET, "/admin/audit", Access::Scope(Scope::Admin)),
+    route(
+        Method::GET,
+        "/admin/audit/verify",
+        Access::Scope(Scope::Admin),
+    ),
+    route(
+        Method::GET,
+        "/admin/accounts/{id}/usage",
+        Access::Scope(Scope::Admin),
+    ),
     route(Method::GET, "/metrics", Access::Scope(Scope::Admin)),
     route(Method::GET, "/admin/health", Access::Scope(Scope::Admin)),
 ];
@@ -159,14 +220,18 @@ enum Lookup {
     Unlisted,
 }
 
-fn lookup(table: &[Route], method: &Method, path: &str) -> Lookup {
+fn lookup(tables: &[&[Route]], method: &Method, path: &str) -> Lookup {
     // HEAD is served by GET handlers.
     let method = if method == Method::HEAD {
         &Method::GET
     } else {
         method
     };
-    let mut rows = table.iter().filter(|r| r.path == path).peekable();
+    let mut rows = tables
+        .iter()
+        .flat_map(|t| t.iter())
+        .filter(|r| r.path == path)
+        .peekable();
     if rows.peek().is_none() {
         return Lookup::Unlisted;
     }
@@ -183,9 +248,12 @@ fn lookup(table: &[Route], method: &Method, path: &str) -> Lookup {
 /// The state the middleware needs.
 #[derive(Debug, Clone)]
 pub struct Guard {
-    pub table: &'static [Route],
+    /// The listener's access tables (its own, and the console's or playground's when on).
+    pub tables: Vec<&'static [Route]>,
     pub services: Arc<Services>,
     pub trusted_proxies: Arc<Vec<crate::config::Cidr>>,
+    /// Whether the listener speaks TLS (the scheme a same-origin page has).
+    pub tls: bool,
 }
 
 /// The access-control middleware.
@@ -198,7 +266,7 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
         // No route matched: the 404 fallback answers, and says nothing about keys.
         return next.run(request).await;
     };
-    let access = match lookup(guard.table, request.method(), &path) {
+    let access = match lookup(&guard.tables, request.method(), &path) {
         Lookup::Found(access) => access,
         Lookup::WrongMethod(allowed) => return method_not_allowed(&allowed),
         Lookup::Unlisted => {
@@ -230,6 +298,20 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
         Access::Public => return next.run(request).await,
         Access::Scope(scope) => (scope, false),
         Access::Session(scope) => (scope, true),
+        Access::Browser {
+            surface,
+            scope,
+            api,
+        } => {
+            return browser(&guard, surface, scope, source, api, request, next).await;
+        }
+        Access::SignIn(_) => {
+            if !same_origin(request.headers(), guard.tls) {
+                return ApiError::new(Code::CsrfRefused).into_response();
+            }
+            request.extensions_mut().insert(ClientSource(source));
+            return next.run(request).await;
+        }
     };
     let authorization = request
         .headers()
@@ -289,6 +371,125 @@ pub async fn enforce(State(guard): State<Guard>, mut request: Request, next: Nex
         set_headers(response.headers_mut(), &decision);
     }
     response
+}
+
+/// A request of a browser session: the session from its cookie (a key in `Authorization`
+/// is not looked at: a page never holds one), the CSRF token and origin of a change, then
+/// rate limits, scope and a browser key's origin as for any caller.
+async fn browser(
+    guard: &Guard,
+    surface: Surface,
+    scope: Scope,
+    source: IpAddr,
+    path: &str,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let services = &guard.services;
+    let id = match session_cookie(request.headers(), cookie_name(surface)) {
+        Ok(id) => id,
+        Err(()) => {
+            return ApiError::from(crate::error::Error::from_code(Code::InvalidSession))
+                .into_response();
+        }
+    };
+    let session = match services
+        .web_caller(surface, id.as_deref(), source, path)
+        .await
+    {
+        Ok(session) => session,
+        Err(err) => return ApiError::from(err).into_response(),
+    };
+    let id = id.unwrap_or_default();
+    let expires_at = session.expires_at;
+    let principal = session.principal;
+    tracing::Span::current().record("keyid", principal.keyid.as_str());
+    let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
+    if changes {
+        // Exactly one token: a second one must not decide which is read.
+        let mut tokens = request.headers().get_all(CSRF_HEADER).iter();
+        let token = match (tokens.next(), tokens.next()) {
+            (Some(one), None) => one.to_str().unwrap_or(""),
+            _ => "",
+        };
+        if !same_origin(request.headers(), guard.tls) || !services.auth.csrf_matches(&id, token) {
+            let err = services.refuse_csrf(&principal, path).await;
+            return ApiError::from(err).into_response();
+        }
+    }
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    let tightest = match services.authorize(&principal, path, scope, origin).await {
+        Ok(tightest) => tightest,
+        Err(refusal) => {
+            let mut response = ApiError::from(refusal.error).into_response();
+            if let Some(decision) = refusal.tightest {
+                set_headers(response.headers_mut(), &decision);
+            }
+            return response;
+        }
+    };
+    request.extensions_mut().insert(principal);
+    request
+        .extensions_mut()
+        .insert(SessionId { id, expires_at });
+    let mut response = next.run(request).await;
+    if let Some(decision) = tightest {
+        set_headers(response.headers_mut(), &decision);
+    }
+    response
+}
+
+/// The value of the cookie `name`: `Ok(None)` without one, `Err` when it is sent twice (a
+/// cookie planted by a sibling site must not shadow the real one).
+fn session_cookie(headers: &HeaderMap, name: &str) -> Result<Option<String>, ()> {
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        for pair in value.split(';') {
+            let Some((k, v)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if k == name {
+                if found.is_some() {
+                    return Err(());
+                }
+                found = Some(v.to_owned());
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Whether a request says it comes from a page of this server: `Sec-Fetch-Site` (when the
+/// browser sends it) is `same-origin`, and `Origin` (when sent) names this host with the
+/// listener's scheme. A change from a page always carries one of them in today's browsers;
+/// a request with neither is not a browser's (and holds no cookie a browser would add).
+/// Every value counts: a second header must not hide a cross-site one.
+fn same_origin(headers: &HeaderMap, tls: bool) -> bool {
+    let site_ok = headers
+        .get_all(HeaderName::from_static("sec-fetch-site"))
+        .iter()
+        .all(|v| v.as_bytes() == b"same-origin");
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(one), None) => one.to_str().ok(),
+        _ => None,
+    };
+    let scheme = if tls { "https://" } else { "http://" };
+    let origin_ok = headers.get_all(header::ORIGIN).iter().all(|origin| {
+        let origin = origin.to_str().unwrap_or("");
+        host.is_some_and(|host| {
+            origin
+                .strip_prefix(scheme)
+                .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+        })
+    });
+    site_ok && origin_ok
 }
 
 /// `x-ratelimit-{limit,remaining,reset}-requests`, as OpenAI sends them.
@@ -353,25 +554,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn same_origin_reads_every_origin_and_fetch_site_header() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (name, value) in pairs {
+                h.append(*name, HeaderValue::from_static(value));
+            }
+            h
+        };
+        let host = ("host", "127.0.0.1:8081");
+        let own = ("origin", "http://127.0.0.1:8081");
+        assert!(same_origin(&headers(&[host]), false), "no browser headers");
+        assert!(same_origin(&headers(&[host, own]), false));
+        assert!(same_origin(
+            &headers(&[host, own, ("sec-fetch-site", "same-origin")]),
+            false
+        ));
+        assert!(!same_origin(&headers(&[host, own]), true), "https listener");
+        for bad in [
+            ("origin", "http://evil.example"),
+            ("origin", "http://127.0.0.1:8081.evil.example"),
+            ("origin", "null"),
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-site", "same-site"),
+        ] {
+            assert!(!same_origin(&headers(&[host, own, bad]), false), "{bad:?}");
+        }
+        assert!(!same_origin(&headers(&[own]), false), "no host");
+        assert!(
+            !same_origin(&headers(&[host, ("host", "evil.example"), own]), false),
+            "two hosts"
+        );
+    }
+
+    #[test]
     fn lookups_deny_by_default() {
         assert_eq!(
-            lookup(PUBLIC_ROUTES, &Method::GET, "/healthz"),
+            lookup(&[PUBLIC_ROUTES], &Method::GET, "/healthz"),
             Lookup::Found(Access::Public)
         );
         assert_eq!(
-            lookup(PUBLIC_ROUTES, &Method::HEAD, "/v1/models"),
+            lookup(&[PUBLIC_ROUTES], &Method::HEAD, "/v1/models"),
             Lookup::Found(Access::Scope(Scope::ModelsRead))
         );
         assert_eq!(
-            lookup(PUBLIC_ROUTES, &Method::DELETE, "/v1/models"),
+            lookup(&[PUBLIC_ROUTES], &Method::DELETE, "/v1/models"),
             Lookup::WrongMethod(vec![Method::GET])
         );
         assert_eq!(
-            lookup(PUBLIC_ROUTES, &Method::GET, "/v1/secret"),
+            lookup(&[PUBLIC_ROUTES], &Method::GET, "/v1/secret"),
             Lookup::Unlisted
         );
         assert_eq!(
-            lookup(ADMIN_ROUTES, &Method::GET, "/v1/models"),
+            lookup(&[ADMIN_ROUTES], &Method::GET, "/v1/models"),
             Lookup::Unlisted
         );
     }

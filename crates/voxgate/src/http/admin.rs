@@ -36,8 +36,39 @@ pub fn routes() -> Routes {
         .add(Method::POST, "/admin/keys/{keyid}/revoke", revoke_key)
         .add(Method::POST, "/admin/keys/{keyid}/rotate", rotate_key)
         .add(Method::GET, "/admin/audit", audit)
+        .add(Method::GET, "/admin/audit/verify", verify_audit)
+        .add(Method::GET, "/admin/accounts/{id}/usage", usage)
         .add(Method::GET, "/metrics", metrics)
         .add(Method::GET, "/admin/health", health)
+}
+
+/// The same handlers under the console's path, where a browser session reaches them (see
+/// `console::CONSOLE_ROUTES` for what each requires).
+pub fn console_routes() -> Routes {
+    Routes::default()
+        .add(Method::GET, "/console/api/accounts", list_accounts)
+        .add(Method::POST, "/console/api/accounts", create_account)
+        .add(Method::GET, "/console/api/accounts/{id}", show_account)
+        .add(
+            Method::POST,
+            "/console/api/accounts/{id}/deactivate",
+            deactivate_account,
+        )
+        .add(Method::DELETE, "/console/api/accounts/{id}", erase_account)
+        .add(
+            Method::GET,
+            "/console/api/accounts/{id}/export",
+            export_account,
+        )
+        .add(Method::GET, "/console/api/accounts/{id}/usage", usage)
+        .add(Method::GET, "/console/api/keys", list_keys)
+        .add(Method::POST, "/console/api/keys", create_key)
+        .add(Method::POST, "/console/api/keys/{keyid}/revoke", revoke_key)
+        .add(Method::POST, "/console/api/keys/{keyid}/rotate", rotate_key)
+        .add(Method::GET, "/console/api/audit", audit)
+        .add(Method::GET, "/console/api/audit/verify", verify_audit)
+        .add(Method::GET, "/console/api/metrics", metrics)
+        .add(Method::GET, "/console/api/health", health)
 }
 
 #[derive(Debug, Serialize)]
@@ -460,6 +491,102 @@ async fn audit(
             })
             .collect(),
     ))
+}
+
+/// `GET /admin/audit/verify`: the whole log checked against its signed checkpoints.
+async fn verify_audit(
+    State(state): State<AppState>,
+) -> Result<Json<crate::service::audit::Verification>, ApiError> {
+    Ok(Json(state.verify_audit().await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Windows starting at or after this (seconds since the epoch); default 31 days ago.
+    #[serde(default)]
+    since: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct QuotaView {
+    per: crate::config::RateSubject,
+    metric: crate::config::Metric,
+    period: crate::config::Period,
+    limit: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct KeyUsageView {
+    keyid: String,
+    name: String,
+    tier: String,
+    quotas: Vec<QuotaView>,
+    windows: Vec<crate::data::store::QuotaWindow>,
+}
+
+#[derive(Debug, Serialize)]
+struct UsageView {
+    account_id: String,
+    tier: String,
+    /// The quotas of the account's tier counted per account.
+    quotas: Vec<QuotaView>,
+    windows: Vec<crate::data::store::QuotaWindow>,
+    keys: Vec<KeyUsageView>,
+}
+
+/// `GET /admin/accounts/{id}/usage`: the account's and its keys' quota counters over time,
+/// with the quotas they count against.
+async fn usage(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Json<UsageView>, ApiError> {
+    let Path(id) = id.map_err(path_error)?;
+    let Query(q) = query
+        .map_err(|_| ApiError::invalid("query", Code::InvalidValue, "Invalid query parameters."))?;
+    let since = q.since.unwrap_or_else(|| crate::util::now() - 31 * 86_400);
+    let usage = state
+        .accounts
+        .usage(actor(&principal), &id, since)
+        .await
+        .map_err(admin_error)?;
+    let quotas_of = |tier: &str, per: crate::config::RateSubject| -> Vec<QuotaView> {
+        state.config.tiers.get(tier).map_or_else(Vec::new, |t| {
+            t.quotas
+                .iter()
+                .filter(|q| q.per == per)
+                .map(|q| QuotaView {
+                    per: q.per,
+                    metric: q.metric,
+                    period: q.period,
+                    limit: q.limit,
+                })
+                .collect()
+        })
+    };
+    let account_tier = usage.account.tier.clone();
+    Ok(Json(UsageView {
+        account_id: usage.account.id,
+        quotas: quotas_of(&account_tier, crate::config::RateSubject::Account),
+        windows: usage.own,
+        keys: usage
+            .keys
+            .into_iter()
+            .map(|(key, windows)| {
+                let tier = key.tier.clone().unwrap_or_else(|| account_tier.clone());
+                KeyUsageView {
+                    quotas: quotas_of(&tier, crate::config::RateSubject::Key),
+                    keyid: key.keyid,
+                    name: key.name,
+                    tier,
+                    windows,
+                }
+            })
+            .collect(),
+        tier: account_tier,
+    }))
 }
 
 /// `DELETE /admin/accounts/{id}`: erases an account (see [`crate::service::privacy`]).

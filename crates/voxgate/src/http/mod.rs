@@ -16,6 +16,7 @@
 pub mod access;
 pub mod admin;
 mod client_ip;
+pub mod console;
 pub mod error;
 mod health;
 mod json;
@@ -131,20 +132,36 @@ pub fn public_routes(state: &AppState) -> Routes {
 
 /// Every route the public listener serves, with the middleware stack.
 pub fn router(state: AppState) -> Router {
-    let routes = public_routes(&state);
+    let mut routes = public_routes(&state);
+    let mut tables = vec![access::PUBLIC_ROUTES];
+    if state.config.console.playground {
+        routes = routes.merge(console::playground_routes());
+        tables.push(console::PLAYGROUND_ROUTES);
+    }
     let tls = state.config.server.tls.enabled;
-    listener(routes, access::PUBLIC_ROUTES, tls, state)
+    listener(routes, tables, tls, state)
 }
 
 /// The admin listener's routes, with the same middleware stack and its own access table.
 pub fn admin_router(state: AppState) -> Router {
+    let mut routes = admin::routes();
+    let mut tables = vec![access::ADMIN_ROUTES];
+    if state.config.console.enabled {
+        routes = routes.merge(console::console_routes());
+        tables.push(console::CONSOLE_ROUTES);
+    }
     let tls = state.config.admin.tls.enabled;
-    listener(admin::routes(), access::ADMIN_ROUTES, tls, state)
+    listener(routes, tables, tls, state)
 }
 
 /// One listener's router: its routes behind its access table, the 404/405 fallbacks, and
 /// the common middleware stack.
-fn listener(routes: Routes, table: &'static [access::Route], tls: bool, state: AppState) -> Router {
+fn listener(
+    routes: Routes,
+    tables: Vec<&'static [access::Route]>,
+    tls: bool,
+    state: AppState,
+) -> Router {
     let request_timeout = state.config.server.request_timeout();
     let perimeter = perimeter::Perimeter {
         origins: Arc::new(state.config.server.cors.allowed_origins.clone()),
@@ -152,7 +169,8 @@ fn listener(routes: Routes, table: &'static [access::Route], tls: bool, state: A
         tls,
     };
     let guard = access::Guard {
-        table,
+        tables,
+        tls,
         services: Arc::clone(&state),
         trusted_proxies: Arc::new(state.config.server.trusted_proxies()),
     };

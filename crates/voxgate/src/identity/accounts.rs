@@ -9,8 +9,20 @@ use secrecy::SecretString;
 use super::auth::{Pepper, Principal, Scope, join_scopes, key};
 use crate::config::TierConfig;
 use crate::data::audit::{Actor, Audit, AuditEvent};
-use crate::data::store::{Account, AuditRecord, KeyRecord, Store, StoreError};
+use crate::data::store::{
+    Account, AuditRecord, KeyRecord, QuotaWindow, Store, StoreError, quota_subject,
+};
 use crate::util::now;
+
+/// What [`Accounts::usage`] reads.
+#[derive(Debug)]
+pub struct Usage {
+    pub account: Account,
+    /// The account's own counters (`per = "account"` quotas).
+    pub own: Vec<QuotaWindow>,
+    /// Each key of the account with its counters (`per = "key"` quotas).
+    pub keys: Vec<(KeyRecord, Vec<QuotaWindow>)>,
+}
 
 /// Why an administrative change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +153,31 @@ impl Accounts {
     ) -> Result<Vec<KeyRecord>, AdminError> {
         self.audit_read(&actor, "keys", account_id).await;
         Ok(self.store.keys(account_id).await?)
+    }
+
+    /// An account's quota counters since `since`: the account's own and each key's (an
+    /// audited read), with the keys they belong to.
+    pub async fn usage(&self, actor: Actor, id: &str, since: i64) -> Result<Usage, AdminError> {
+        let account = self.store.account(id).await?.ok_or(AdminError::NoAccount)?;
+        self.audit_read(&actor, "usage", Some(id)).await;
+        let keys = self.store.keys(Some(id)).await?;
+        let own = self
+            .store
+            .quota_history(&quota_subject::account(id), since)
+            .await?;
+        let mut of_keys = Vec::with_capacity(keys.len());
+        for key in keys {
+            let windows = self
+                .store
+                .quota_history(&quota_subject::key(&key.keyid), since)
+                .await?;
+            of_keys.push((key, windows));
+        }
+        Ok(Usage {
+            account,
+            own,
+            keys: of_keys,
+        })
     }
 
     /// Keys of an account, for a change the actor is making (not a read of its own).

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use crate::config::RateSubject;
 use crate::data::journal::{Entry, Journal};
-use crate::data::store::{HoldProgress, HoldTag, QuotaAsk, QuotaCell, Store, StoreError};
+use crate::data::store::{
+    HoldProgress, HoldTag, QuotaAsk, QuotaCell, Store, StoreError, quota_subject,
+};
 use crate::identity::auth::Principal;
 use crate::util::{hex, now, random_bytes};
 
@@ -491,8 +493,8 @@ pub async fn reserve(
             continue;
         }
         let subject = match rule.per {
-            RateSubject::Account => format!("acct:{}", principal.account_id),
-            RateSubject::Key => format!("key:{}", principal.keyid),
+            RateSubject::Account => quota_subject::account(&principal.account_id),
+            RateSubject::Key => quota_subject::key(&principal.keyid),
         };
         let period = period_secs(rule);
         if !metrics.contains(&rule.metric) {

@@ -137,7 +137,19 @@ impl Services {
     }
 
     async fn refused_caller(&self, source: IpAddr, route: &str, failure: AuthFailure) -> Error {
-        let code = match failure.error {
+        self.refused_caller_as(source, route, failure, None).await
+    }
+
+    /// As `refused_caller`, answered with `code` instead of the key's (a browser session's
+    /// refusal) unless the source is blocked or the store is away.
+    pub(super) async fn refused_caller_as(
+        &self,
+        source: IpAddr,
+        route: &str,
+        failure: AuthFailure,
+        code: Option<Code>,
+    ) -> Error {
+        let key_code = match failure.error {
             AuthError::Blocked { retry_after } => {
                 return Error::limited(Code::TooManyFailedAuthentications, retry_after);
             }
@@ -148,6 +160,7 @@ impl Services {
             AuthError::Revoked => Code::RevokedApiKey,
             AuthError::AccountInactive => Code::AccountInactive,
         };
+        let code = code.unwrap_or(key_code);
         // Requests without a valid key count against the stricter per-address limits, and a
         // throttled one is not written down.
         if let Some(limited) = self.throttle_anonymous(source, route).await {
@@ -157,7 +170,7 @@ impl Services {
         Error::from_code(code)
     }
 
-    async fn throttle_anonymous(&self, source: IpAddr, route: &str) -> Option<Error> {
+    pub(super) async fn throttle_anonymous(&self, source: IpAddr, route: &str) -> Option<Error> {
         match self.gate.unauthenticated(source, route).await {
             Verdict::Limited { retry_after, .. } | Verdict::Blocked { retry_after } => {
                 Some(Error::limited(Code::RateLimitExceeded, retry_after))

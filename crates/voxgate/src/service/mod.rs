@@ -13,6 +13,7 @@
 //! store, audit, vault, cache, catalog, limiter, concurrency, its own metrics registry),
 //! built once by [`Services::build`]; nothing reaches one backend through another.
 
+pub mod audit;
 pub mod caller;
 pub mod live;
 mod meter;
@@ -21,6 +22,7 @@ pub mod retention;
 pub mod speech;
 pub mod transcription;
 pub(crate) mod voices;
+pub mod web;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -3,7 +3,9 @@
 
 mod audit_log;
 mod auth;
+mod browser;
 mod cli;
+mod console;
 mod decode;
 mod errors;
 mod faults;

@@ -175,7 +175,7 @@ async fn cors_answers_only_listed_origins_and_never_a_wildcard() {
 }
 
 /// A self-signed certificate for localhost and 127.0.0.1, made with openssl.
-fn certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+pub fn certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
     let cert = dir.join(format!("{name}.crt"));
     let key = dir.join(format!("{name}.key"));
     let status = std::process::Command::new("openssl")
@@ -207,7 +207,7 @@ fn certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBu
     (cert, key, pem)
 }
 
-fn trusting(pem: &[u8]) -> reqwest::Client {
+pub fn trusting(pem: &[u8]) -> reqwest::Client {
     voxgate::engines::providers::install_crypto();
     reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(pem).expect("pem")])

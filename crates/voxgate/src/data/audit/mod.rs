@@ -93,6 +93,19 @@ pub enum AuditEvent {
         voices_deleted: u64,
         keys_revoked: u64,
     },
+    /// A key signed in to the web console or the playground (a browser session opened).
+    SessionOpened {
+        keyid: String,
+        account_id: String,
+        surface: &'static str,
+        expires_at: i64,
+    },
+    /// A browser session signed out.
+    SessionClosed {
+        keyid: String,
+        account_id: String,
+        surface: &'static str,
+    },
 }
 
 impl AuditEvent {
@@ -114,6 +127,8 @@ impl AuditEvent {
             AuditEvent::VoiceDeleted { .. } => "voice_deleted",
             AuditEvent::AccountExported { .. } => "account_exported",
             AuditEvent::AccountErased { .. } => "account_erased",
+            AuditEvent::SessionOpened { .. } => "session_opened",
+            AuditEvent::SessionClosed { .. } => "session_closed",
         }
     }
 
@@ -127,6 +142,12 @@ impl AuditEvent {
                 keyid, account_id, ..
             } => (Some(account_id), Some(keyid)),
             AuditEvent::ClientSecretCreated {
+                keyid, account_id, ..
+            }
+            | AuditEvent::SessionOpened {
+                keyid, account_id, ..
+            }
+            | AuditEvent::SessionClosed {
                 keyid, account_id, ..
             } => (Some(account_id), Some(keyid)),
             AuditEvent::KeyRevoked { keyid } | AuditEvent::KeyRotated { keyid, .. } => {

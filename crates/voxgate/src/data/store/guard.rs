@@ -19,7 +19,8 @@ use async_trait::async_trait;
 
 use super::{
     Account, AuditFilter, AuditRecord, ClientSecretRecord, CloneClaim, CloneRecord, HoldProgress,
-    HoldRecord, HoldTag, KeyRecord, QuotaAsk, QuotaCell, Store, StoreError, VoiceRecord,
+    HoldRecord, HoldTag, KeyRecord, QuotaAsk, QuotaCell, QuotaWindow, Store, StoreError,
+    VoiceRecord, WebSessionRecord,
 };
 use crate::engines::breaker::{BreakerConfig, CircuitBreaker};
 use crate::observe::Metrics;
@@ -327,6 +328,43 @@ impl Store for GuardedStore {
 
     async fn purge_client_secrets(&self, expired_before: i64) -> Result<u64, StoreError> {
         self.call(Bound::Slow, self.inner.purge_client_secrets(expired_before))
+            .await
+    }
+
+    async fn quota_history(
+        &self,
+        subject: &str,
+        since: i64,
+    ) -> Result<Vec<QuotaWindow>, StoreError> {
+        self.call(Bound::Slow, self.inner.quota_history(subject, since))
+            .await
+    }
+
+    async fn insert_web_session(&self, session: &WebSessionRecord) -> Result<(), StoreError> {
+        self.call(Bound::Request, self.inner.insert_web_session(session))
+            .await
+    }
+
+    async fn web_session(&self, digest: &[u8]) -> Result<Option<WebSessionRecord>, StoreError> {
+        self.call(Bound::Request, self.inner.web_session(digest))
+            .await
+    }
+
+    async fn touch_web_session(&self, digest: &[u8], seen_at: i64) -> Result<(), StoreError> {
+        self.call(
+            Bound::Request,
+            self.inner.touch_web_session(digest, seen_at),
+        )
+        .await
+    }
+
+    async fn delete_web_session(&self, digest: &[u8]) -> Result<bool, StoreError> {
+        self.call(Bound::Request, self.inner.delete_web_session(digest))
+            .await
+    }
+
+    async fn purge_web_sessions(&self, now: i64, idle_before: i64) -> Result<u64, StoreError> {
+        self.call(Bound::Slow, self.inner.purge_web_sessions(now, idle_before))
             .await
     }
 

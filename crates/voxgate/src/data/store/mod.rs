@@ -42,6 +42,45 @@ pub struct ClientSecretRecord {
     pub expires_at: i64,
 }
 
+/// The subjects quota counters are kept under.
+pub mod quota_subject {
+    /// An account's own counters (`per = "account"`).
+    pub fn account(account_id: &str) -> String {
+        format!("acct:{account_id}")
+    }
+
+    /// A key's counters (`per = "key"`).
+    pub fn key(keyid: &str) -> String {
+        format!("key:{keyid}")
+    }
+}
+
+/// One quota counter: a subject's use of a metric in one window.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QuotaWindow {
+    pub metric: String,
+    pub window_start: i64,
+    pub used: i64,
+    pub reserved: i64,
+}
+
+/// A browser session of the web console or the playground, as stored: only the keyed
+/// digest of its id (the id itself lives in the browser's HttpOnly cookie).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSessionRecord {
+    /// HMAC-SHA-256(pepper, session id).
+    pub digest: Vec<u8>,
+    /// The key presented at sign-in: the session works only while that key does.
+    pub keyid: String,
+    /// `console` or `playground`: a session opens one surface only.
+    pub surface: String,
+    pub created_at: i64,
+    /// The absolute end of the session.
+    pub expires_at: i64,
+    /// The last request seen (at a minute's resolution: see `touch_web_session`).
+    pub seen_at: i64,
+}
+
 /// An API key as stored: never the secret, only its keyed digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
@@ -428,6 +467,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         metric: &str,
         window_start: i64,
     ) -> Result<(i64, i64), StoreError>;
+    /// Every counter of `subject` in windows starting at or after `since`, oldest first.
+    async fn quota_history(
+        &self,
+        subject: &str,
+        since: i64,
+    ) -> Result<Vec<QuotaWindow>, StoreError>;
 
     /// Stores a voice reference unless the account already has `max_per_account`; returns
     /// whether it was stored.
@@ -448,6 +493,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn client_secret(&self, id: &str) -> Result<Option<ClientSecretRecord>, StoreError>;
     /// Deletes secrets that expired before `expired_before`; how many went.
     async fn purge_client_secrets(&self, expired_before: i64) -> Result<u64, StoreError>;
+
+    async fn insert_web_session(&self, session: &WebSessionRecord) -> Result<(), StoreError>;
+    async fn web_session(&self, digest: &[u8]) -> Result<Option<WebSessionRecord>, StoreError>;
+    /// Records a request of the session at `seen_at`.
+    async fn touch_web_session(&self, digest: &[u8], seen_at: i64) -> Result<(), StoreError>;
+    /// Ends a session (sign-out); whether there was one.
+    async fn delete_web_session(&self, digest: &[u8]) -> Result<bool, StoreError>;
+    /// Deletes sessions past their absolute end at `now` or not seen since `idle_before`;
+    /// how many went.
+    async fn purge_web_sessions(&self, now: i64, idle_before: i64) -> Result<u64, StoreError>;
 
     /// Appends `event` at the next position of the audit log; `leaf` computes the leaf hash
     /// of the event with its position set. Returns the position.

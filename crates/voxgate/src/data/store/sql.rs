@@ -16,7 +16,8 @@ mod quota;
 
 use super::{
     Account, AuditFilter, AuditRecord, ClientSecretRecord, CloneClaim, CloneRecord, HoldProgress,
-    HoldRecord, HoldTag, KeyRecord, QuotaAsk, QuotaCell, Store, StoreError, VoiceRecord,
+    HoldRecord, HoldTag, KeyRecord, QuotaAsk, QuotaCell, QuotaWindow, Store, StoreError,
+    VoiceRecord, WebSessionRecord,
 };
 
 /// Embedded migrations, in order: (version, SQL).
@@ -61,6 +62,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../../../migrations/sqlite/0010_quota_statements.sql"),
     ),
+    (
+        11,
+        include_str!("../../../migrations/sqlite/0011_web_sessions.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
@@ -98,6 +103,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         include_str!("../../../migrations/postgres/0009_client_secrets.sql"),
+    ),
+    (
+        10,
+        include_str!("../../../migrations/postgres/0010_web_sessions.sql"),
     ),
 ];
 
@@ -908,6 +917,21 @@ macro_rules! impl_store {
                 })
             }
 
+            async fn quota_history(&self, subject: &str, since: i64) -> Result<Vec<QuotaWindow>, StoreError> {
+                let sql = $sql("SELECT metric, window_start, used, reserved FROM quota_usage WHERE subject = $1 AND window_start >= $2 ORDER BY window_start, metric");
+                let rows = sqlx::query(sql).bind(subject).bind(since).fetch_all(&self.pool).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    out.push(QuotaWindow {
+                        metric: r.try_get("metric")?,
+                        window_start: r.try_get("window_start")?,
+                        used: r.try_get("used")?,
+                        reserved: r.try_get("reserved")?,
+                    });
+                }
+                Ok(out)
+            }
+
             async fn insert_voice(&self, v: &VoiceRecord, max_per_account: i64) -> Result<bool, StoreError> {
                 // The count check and the insert in one statement: concurrent uploads cannot
                 // exceed the account's limit.
@@ -981,6 +1005,54 @@ macro_rules! impl_store {
             async fn purge_client_secrets(&self, expired_before: i64) -> Result<u64, StoreError> {
                 let sql = $sql("DELETE FROM client_secrets WHERE expires_at < $1");
                 let done = sqlx::query(sql).bind(expired_before).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn insert_web_session(&self, session: &WebSessionRecord) -> Result<(), StoreError> {
+                let sql = $sql("INSERT INTO web_sessions (digest, keyid, surface, created_at, expires_at, seen_at) VALUES ($1, $2, $3, $4, $5, $6)");
+                sqlx::query(sql)
+                    .bind(&session.digest)
+                    .bind(&session.keyid)
+                    .bind(&session.surface)
+                    .bind(session.created_at)
+                    .bind(session.expires_at)
+                    .bind(session.seen_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn web_session(&self, digest: &[u8]) -> Result<Option<WebSessionRecord>, StoreError> {
+                let sql = $sql("SELECT digest, keyid, surface, created_at, expires_at, seen_at FROM web_sessions WHERE digest = $1");
+                let row = sqlx::query(sql).bind(digest).fetch_optional(&self.pool).await?;
+                let read = |r: &<$db as sqlx::Database>::Row| -> Result<WebSessionRecord, sqlx::Error> {
+                    Ok(WebSessionRecord {
+                        digest: r.try_get("digest")?,
+                        keyid: r.try_get("keyid")?,
+                        surface: r.try_get("surface")?,
+                        created_at: r.try_get("created_at")?,
+                        expires_at: r.try_get("expires_at")?,
+                        seen_at: r.try_get("seen_at")?,
+                    })
+                };
+                Ok(row.as_ref().map(read).transpose()?)
+            }
+
+            async fn touch_web_session(&self, digest: &[u8], seen_at: i64) -> Result<(), StoreError> {
+                let sql = $sql("UPDATE web_sessions SET seen_at = $2 WHERE digest = $1 AND seen_at < $2");
+                sqlx::query(sql).bind(digest).bind(seen_at).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn delete_web_session(&self, digest: &[u8]) -> Result<bool, StoreError> {
+                let sql = $sql("DELETE FROM web_sessions WHERE digest = $1");
+                let done = sqlx::query(sql).bind(digest).execute(&self.pool).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn purge_web_sessions(&self, now: i64, idle_before: i64) -> Result<u64, StoreError> {
+                let sql = $sql("DELETE FROM web_sessions WHERE expires_at <= $1 OR seen_at < $2");
+                let done = sqlx::query(sql).bind(now).bind(idle_before).execute(&self.pool).await?;
                 Ok(done.rows_affected())
             }
 

@@ -6,6 +6,7 @@ pub mod ephemeral;
 mod failures;
 mod guard;
 pub mod key;
+pub mod web;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;

@@ -1,0 +1,14 @@
+-- Browser sessions of the web console and the playground: a key was presented once at
+-- sign-in and exchanged for a random session id held in an HttpOnly cookie. Only the id's
+-- keyed digest is kept. A session works while it is within its absolute and idle lifetimes
+-- and its key works (the key is resolved again on every request).
+CREATE TABLE web_sessions (
+    digest BLOB PRIMARY KEY,
+    keyid TEXT NOT NULL,
+    surface TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    seen_at INTEGER NOT NULL
+);
+CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
+CREATE INDEX web_sessions_key ON web_sessions(keyid);

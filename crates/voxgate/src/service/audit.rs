@@ -1,0 +1,60 @@
+//! The audit log as an administrator reads it: the latest signed checkpoint and a full
+//! verification, the same one `voxgate audit verify` runs.
+
+use serde::Serialize;
+
+use super::Services;
+use crate::data::audit::tlog;
+use crate::error::Error;
+
+/// What a verification found.
+#[derive(Debug, Serialize)]
+pub struct Verification {
+    /// Whether the log checked out and is vouched for by a fresh checkpoint.
+    pub ok: bool,
+    pub entries: u64,
+    /// Checkpoint signatures that verified (database and witness copies).
+    pub checkpoints: usize,
+    /// Entries covered by a verified checkpoint.
+    pub covered: u64,
+    /// The first bad position and why.
+    pub first_bad: Option<(u64, String)>,
+    /// Why the checkpoints do not vouch for the log, if they do not.
+    pub stale: Option<String>,
+    /// The newest checkpoint, as signed (a C2SP note).
+    pub latest_checkpoint: Option<String>,
+}
+
+impl Services {
+    /// Verifies the whole audit log against the signed checkpoints (database and witness).
+    pub async fn verify_audit(&self) -> Result<Verification, Error> {
+        let config = &self.config;
+        let witness = tlog::witness_dir(&config.audit, &config.data_dir);
+        let verifier = tlog::load_verifier(None, &witness).map_err(internal)?;
+        let freshness = tlog::Freshness::of(&config.audit, false);
+        let report = tlog::verify(self.store.as_ref(), &verifier, Some(&witness), &freshness)
+            .await
+            .map_err(internal)?;
+        let latest_checkpoint = self
+            .store
+            .checkpoints()
+            .await
+            .map_err(Error::internal)?
+            .into_iter()
+            .max_by_key(|(size, _)| *size)
+            .map(|(_, note)| note);
+        Ok(Verification {
+            ok: report.first_bad.is_none() && report.stale.is_none(),
+            entries: report.entries,
+            checkpoints: report.checkpoints,
+            covered: report.covered,
+            first_bad: report.first_bad,
+            stale: report.stale,
+            latest_checkpoint,
+        })
+    }
+}
+
+fn internal(err: anyhow::Error) -> Error {
+    Error::internal(std::io::Error::other(format!("{err:#}")))
+}

@@ -1,0 +1,587 @@
+//! The console and the playground in a real browser: headless Chromium (Debian's
+//! `chromium` and `chromium-driver`, installed by `scripts/setup --test`) driven over the
+//! W3C WebDriver protocol against a real server. Screenshots of each page go to
+//! `target/screenshots/` at the repository root (named in the README).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::helpers::{repo_root, spawn_app_with};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The W3C name of an element reference in WebDriver answers.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// One ChromeDriver with one browser session; both (and every Chromium process) are
+/// killed when it is dropped.
+struct Driver {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    async fn start() -> Self {
+        assert!(
+            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+            "the browser suite needs Debian's chromium and chromium-driver: run scripts/setup --test"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        use std::os::unix::process::CommandExt as _;
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("chromedriver");
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = http.get(format!("{base}/status")).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().expect("profile");
+        let mut driver = Self {
+            child,
+            base,
+            http,
+            _profile: profile,
+        };
+        let session = driver
+            .call(
+                reqwest::Method::POST,
+                "/session",
+                json!({"capabilities": {"alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": CHROMIUM,
+                        "args": [
+                            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                            "--window-size=1280,1000", "--autoplay-policy=no-user-gesture-required",
+                            "--mute-audio", "--no-first-run", "--disable-extensions",
+                            format!("--user-data-dir={}", driver._profile.path().display()),
+                        ]
+                    }
+                }}}),
+            )
+            .await;
+        let id = session["sessionId"]
+            .as_str()
+            .expect("session id")
+            .to_owned();
+        driver.base = format!("{}/session/{id}", driver.base);
+        driver
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let answer: Value = request
+            .send()
+            .await
+            .expect("webdriver")
+            .json()
+            .await
+            .expect("webdriver json");
+        let value = answer["value"].clone();
+        assert!(
+            value.get("error").is_none(),
+            "webdriver {path}: {}",
+            value["message"]
+        );
+        value
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", json!({"url": url}))
+            .await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let answer: Value = self
+                .http
+                .post(format!("{}/element", self.base))
+                .json(&json!({"using": "css selector", "value": css}))
+                .send()
+                .await
+                .expect("webdriver")
+                .json()
+                .await
+                .expect("json");
+            if let Some(id) = answer["value"][ELEMENT].as_str() {
+                return id.to_owned();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no element {css}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            json!({}),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/clear"),
+            json!({}),
+        )
+        .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            json!({"text": text}),
+        )
+        .await;
+    }
+
+    /// Runs `script` (a function body; `arguments` are `args`) in the page.
+    async fn run(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({"script": script, "args": args}),
+        )
+        .await
+    }
+
+    /// Waits until `script` returns something truthy; returns it.
+    async fn until(&self, what: &str, script: &str, limit: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let value = self.run(script, json!([])).await;
+            let truthy = match &value {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::String(s) => !s.is_empty(),
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                _ => true,
+            };
+            if truthy {
+                return value;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "timed out waiting for {what}; page says: {}",
+                self.run("return document.body.innerText", json!([])).await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.run(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+            json!([css]),
+        )
+        .await
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+    }
+
+    /// Saves a screenshot of the page as `target/screenshots/<name>.png`.
+    async fn screenshot(&self, name: &str) {
+        let data = self
+            .call(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().expect("base64"))
+            .expect("png");
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let dir = repo_root().join("target").join("screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+
+    /// `fetch` from the page (with its cookies): the status.
+    async fn fetch_status(&self, method: &str, path: &str) -> u16 {
+        let value = self
+            .call(
+                reqwest::Method::POST,
+                "/execute/async",
+                json!({"script": "const done = arguments[arguments.length - 1]; fetch(arguments[1], {method: arguments[0], credentials: 'same-origin'}).then((r) => done(r.status), () => done(0));", "args": [method, path]}),
+            )
+            .await;
+        u16::try_from(value.as_u64().expect("status")).expect("u16")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // ChromeDriver leads its own process group: every Chromium process goes with it.
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--"])
+            .arg(format!("-{}", self.child.id()))
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_runs_the_console_in_a_real_browser() {
+    let app = spawn_app_with("[auth]\ncache_ttl_ms = 300").await;
+    let console = format!("http://{}/console/", app.admin_addr);
+    let driver = Driver::start().await;
+    driver.goto(&console).await;
+    driver.type_into("#signin-key", &app.key).await;
+    driver.click("#signin-form button[type=submit]").await;
+    driver
+        .until(
+            "the overview",
+            "return document.querySelectorAll('#health .card').length >= 5 && document.querySelectorAll('#engines tbody tr').length > 0",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(driver.text("#who").await.contains(&app.account));
+    assert!(driver.text("#health").await.contains("Status"));
+    driver.screenshot("console-overview").await;
+
+    // An account, then a key for it, read once.
+    driver.click("nav [data-page=accounts]").await;
+    driver.type_into("#account-name", "Browser Co").await;
+    driver.type_into("#account-tier", "basic").await;
+    driver.click("#account-form button[type=submit]").await;
+    let status = driver
+        .until(
+            "the new account",
+            "const s = document.getElementById('account-form-status').innerText; return s.startsWith('Created') ? s : null;",
+            Duration::from_secs(10),
+        )
+        .await;
+    let account = status
+        .as_str()
+        .expect("text")
+        .trim_start_matches("Created ")
+        .to_owned();
+    driver
+        .until(
+            "the account listed",
+            &format!("return document.getElementById('accounts').innerText.includes('{account}')"),
+            Duration::from_secs(10),
+        )
+        .await;
+    driver.screenshot("console-accounts").await;
+
+    driver.click("nav [data-page=keys]").await;
+    driver
+        .until(
+            "the account choices",
+            &format!("return [...document.getElementById('key-account').options].some((o) => o.value === '{account}')"),
+            Duration::from_secs(10),
+        )
+        .await;
+    driver
+        .run(
+            "document.getElementById('key-account').value = arguments[0];",
+            json!([account]),
+        )
+        .await;
+    driver.type_into("#key-name", "from the browser").await;
+    driver.click("#key-form button[type=submit]").await;
+    let key = driver
+        .until(
+            "the new key",
+            "const box = document.getElementById('new-key'); return box.hidden ? null : document.getElementById('new-key-value').innerText;",
+            Duration::from_secs(10),
+        )
+        .await
+        .as_str()
+        .expect("key")
+        .to_owned();
+    assert!(key.starts_with("vg_"), "the full key is shown once");
+    let keyid = voxgate::identity::auth::key::parse(&key)
+        .expect("a real key")
+        .keyid;
+    driver.click("#new-key-done").await;
+    driver.screenshot("console-keys").await;
+    // A reload keeps the session (the cookie) but the key is gone for good.
+    driver.goto(&format!("{console}#keys")).await;
+    driver
+        .until(
+            "the keys list",
+            &format!("return document.getElementById('keys').innerText.includes('{keyid}')"),
+            Duration::from_secs(10),
+        )
+        .await;
+    let page = driver
+        .run(
+            "return document.documentElement.outerHTML + document.body.innerText",
+            json!([]),
+        )
+        .await;
+    let secret = key.rsplit('_').nth(1).expect("secret part");
+    assert!(
+        !page.as_str().expect("html").contains(secret),
+        "the key is shown once only"
+    );
+    let stored = driver
+        .run("return JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie + location.href", json!([]))
+        .await;
+    assert!(!stored.as_str().expect("text").contains(secret), "{stored}");
+
+    // A request with the new key shows in its account's usage.
+    let second = crate::helpers::client_with(Some(&key));
+    let spoken = second
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "tts-1", "voice": "alloy", "input": "Counted in the console.", "response_format": "wav"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(spoken.status(), 200);
+    let _ = spoken.bytes().await;
+    assert_eq!(
+        crate::helpers::usage(&app, &account, "characters").await,
+        (23, 0),
+        "charged before the console reads it"
+    );
+    driver.click("nav [data-page=usage]").await;
+    driver
+        .run(
+            "const s = document.getElementById('usage-account'); s.value = arguments[0]; s.dispatchEvent(new Event('change'));",
+            json!([account]),
+        )
+        .await;
+    let usage = driver
+        .until(
+            "the usage of the new key's account",
+            &format!("{{ const t = document.getElementById('usage').textContent; return t.includes('{account}') && t.includes('characters') ? t : null; }}"),
+            Duration::from_secs(10),
+        )
+        .await;
+    let usage = usage.as_str().expect("text");
+    assert!(usage.contains(&account), "{usage}");
+    let figures: Vec<i64> = driver
+        .run(
+            "return [...document.querySelectorAll('#usage td.num')].map((td) => Number(td.textContent));",
+            json!([]),
+        )
+        .await
+        .as_array()
+        .expect("figures")
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert!(
+        figures.contains(&23),
+        "the 23 characters counted: {figures:?}"
+    );
+    driver.screenshot("console-usage").await;
+
+    // Revoked in the console, refused by the API within the cache bound.
+    driver.click("nav [data-page=keys]").await;
+    driver
+        .until(
+            "the key row",
+            &format!("return document.getElementById('keys').innerText.includes('{keyid}')"),
+            Duration::from_secs(10),
+        )
+        .await;
+    driver.run("window.confirm = () => true;", json!([])).await;
+    driver
+        .run(
+            "[...document.querySelectorAll('#keys tbody tr')].find((tr) => tr.innerText.includes(arguments[0])).querySelector('button.danger').click();",
+            json!([keyid]),
+        )
+        .await;
+    driver
+        .until(
+            "the revocation",
+            &format!("return [...document.querySelectorAll('#keys tbody tr')].some((tr) => tr.innerText.includes('{keyid}') && tr.innerText.includes('revoked'))"),
+            Duration::from_secs(10),
+        )
+        .await;
+    let revoked = Instant::now();
+    loop {
+        let status = second
+            .get(app.url("/v1/models"))
+            .send()
+            .await
+            .expect("send")
+            .status();
+        if status == 401 {
+            break;
+        }
+        assert!(revoked.elapsed() < Duration::from_secs(2), "still accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The audit log, filtered to the revocation.
+    driver.click("nav [data-page=audit]").await;
+    driver.type_into("#audit-kind", "key_revoked").await;
+    driver.click("#audit-form button[type=submit]").await;
+    let rows = driver
+        .until(
+            "the revocation in the audit log",
+            &format!("const t = document.querySelector('#audit tbody').innerText; return t.includes('{keyid}') ? t : null;"),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(rows.as_str().expect("text").contains("key_revoked"));
+    assert_eq!(
+        driver
+            .run(
+                "return document.querySelectorAll('#audit tbody tr').length",
+                json!([])
+            )
+            .await,
+        1,
+        "only the revocation"
+    );
+    driver.click("#audit-verify").await;
+    driver
+        .until(
+            "the verification",
+            "return document.getElementById('audit-verification').innerText.includes('checkpoint') || document.getElementById('audit-verification').innerText.includes('Not vouched')",
+            Duration::from_secs(15),
+        )
+        .await;
+    driver.screenshot("console-audit").await;
+
+    // Signed out: the page's API refuses, and the sign-in form is back.
+    driver.click("#signout").await;
+    driver
+        .until(
+            "the sign-in form",
+            "return !document.getElementById('signin').hidden",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(
+        driver.fetch_status("GET", "/console/api/accounts").await,
+        401
+    );
+    driver.goto(&console).await;
+    driver
+        .until(
+            "the sign-in form after a reload",
+            "return !document.getElementById('signin').hidden && document.getElementById('nav').hidden",
+            Duration::from_secs(10),
+        )
+        .await;
+    driver.screenshot("console-signin").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_playground_speaks_and_transcribes_in_a_real_browser() {
+    let app = spawn_app_with("[console]\nplayground = true").await;
+    // A recording to upload: speech the server makes (tts-1-hd: Piper), as WAV.
+    let sentence =
+        "Please remember to water the plants in the kitchen every morning before you go to work.";
+    let wav = app
+        .client
+        .post(app.url("/v1/audio/speech"))
+        .json(&json!({"model": "tts-1-hd", "voice": "alloy", "input": sentence, "response_format": "wav"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(wav.status(), 200);
+    let upload_dir = tempfile::tempdir().expect("dir");
+    let upload = upload_dir.path().join("sentence.wav");
+    std::fs::write(&upload, wav.bytes().await.expect("wav")).expect("write");
+
+    let driver = Driver::start().await;
+    driver
+        .goto(&format!("http://{}/playground/", app.addr))
+        .await;
+    driver.type_into("#signin-key", &app.key).await;
+    driver.click("#signin-form button[type=submit]").await;
+    driver
+        .until(
+            "the voices",
+            "return document.getElementById('voice').options.length > 0 && document.getElementById('asr-model').options.length > 0",
+            Duration::from_secs(15),
+        )
+        .await;
+    driver
+        .run(
+            "window.played = false; document.getElementById('audio').addEventListener('ended', () => { window.played = true; });",
+            json!([]),
+        )
+        .await;
+    driver
+        .type_into("#text", "The playground speaks this sentence aloud.")
+        .await;
+    driver.click("#speak").await;
+    driver
+        .until(
+            "the end of playback",
+            "return window.played",
+            Duration::from_secs(60),
+        )
+        .await;
+    let duration = driver
+        .run(
+            "return document.getElementById('audio').duration",
+            json!([]),
+        )
+        .await
+        .as_f64()
+        .expect("duration");
+    assert!(
+        (1.0..15.0).contains(&duration),
+        "a six-word sentence lasts {duration} s"
+    );
+    assert!(
+        !driver.text("#download").await.is_empty(),
+        "a download link"
+    );
+    driver.screenshot("playground").await;
+
+    // Transcribe the uploaded WAV.
+    let input = driver.find("#upload").await;
+    driver
+        .call(
+            reqwest::Method::POST,
+            &format!("/element/{input}/value"),
+            json!({"text": upload.display().to_string()}),
+        )
+        .await;
+    driver.click("#transcribe").await;
+    let heard = driver
+        .until(
+            "the transcript",
+            "return document.getElementById('transcript').value",
+            Duration::from_secs(120),
+        )
+        .await;
+    let heard = heard.as_str().expect("text").to_lowercase();
+    for word in ["remember", "plants", "kitchen", "morning"] {
+        assert!(heard.contains(word), "heard {heard:?}");
+    }
+    driver.screenshot("playground-transcribed").await;
+}
