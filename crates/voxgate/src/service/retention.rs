@@ -21,6 +21,8 @@ pub struct Swept {
     pub uploads: u64,
     /// Realtime client secrets past their expiry (they are refused from then on anyway).
     pub client_secrets: u64,
+    /// Browser sessions past their absolute or idle lifetime.
+    pub web_sessions: u64,
 }
 
 /// One sweep over every kind of stored content.
@@ -63,6 +65,15 @@ pub async fn sweep(services: &Services) -> anyhow::Result<Swept> {
         Ok(purged) => swept.client_secrets = purged,
         Err(err) => tracing::warn!(error = %err, "could not purge expired client secrets"),
     }
+    let idle = i64::try_from(services.config.console.idle_secs).unwrap_or(i64::MAX);
+    match services
+        .store
+        .purge_web_sessions(now(), now().saturating_sub(idle))
+        .await
+    {
+        Ok(purged) => swept.web_sessions = purged,
+        Err(err) => tracing::warn!(error = %err, "could not purge ended browser sessions"),
+    }
     if swept != Swept::default() {
         tracing::info!(
             voices = swept.voices,
@@ -70,6 +81,7 @@ pub async fn sweep(services: &Services) -> anyhow::Result<Swept> {
             cache_entries = swept.cache_entries,
             uploads = swept.uploads,
             client_secrets = swept.client_secrets,
+            web_sessions = swept.web_sessions,
             "retention sweep"
         );
     }

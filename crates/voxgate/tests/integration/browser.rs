@@ -228,6 +228,46 @@ impl Driver {
         std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
     }
 
+    /// Controls no label names (inputs, selects, text areas, buttons), hidden ones too.
+    async fn unlabelled(&self) -> Value {
+        self.run(
+            "return [...document.querySelectorAll('input, select, textarea, button')].filter((e) => {
+               if (e.tagName === 'BUTTON') return !e.textContent.trim() && !e.getAttribute('aria-label');
+               return !(e.labels && e.labels.length) && !e.getAttribute('aria-label');
+             }).map((e) => e.id || e.outerHTML.slice(0, 80));",
+            json!([]),
+        )
+        .await
+    }
+
+    /// At a phone's width (390 CSS pixels) the page scrolls only vertically.
+    async fn fits_a_phone(&self, screenshot: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            json!({"width": 390, "height": 844}),
+        )
+        .await;
+        let overflow = self
+            .until(
+                "the narrow layout",
+                "return window.innerWidth <= 420 ? document.documentElement.scrollWidth - document.documentElement.clientWidth + 1 : 0",
+                Duration::from_secs(5),
+            )
+            .await;
+        self.screenshot(screenshot).await;
+        assert_eq!(
+            overflow, 1,
+            "{screenshot}: wider than a phone by {overflow} px (less one)"
+        );
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            json!({"width": 1280, "height": 1000}),
+        )
+        .await;
+    }
+
     /// `fetch` from the page (with its cookies): the status.
     async fn fetch_status(&self, method: &str, path: &str) -> u16 {
         let value = self
@@ -258,8 +298,15 @@ async fn an_operator_runs_the_console_in_a_real_browser() {
     let console = format!("http://{}/console/", app.admin_addr);
     let driver = Driver::start().await;
     driver.goto(&console).await;
-    driver.type_into("#signin-key", &app.key).await;
-    driver.click("#signin-form button[type=submit]").await;
+    assert_eq!(
+        driver.unlabelled().await,
+        json!([]),
+        "every control has a label"
+    );
+    // Signed in from the keyboard: the key, then Enter.
+    driver
+        .type_into("#signin-key", &format!("{}\u{E007}", app.key))
+        .await;
     driver
         .until(
             "the overview",
@@ -270,6 +317,12 @@ async fn an_operator_runs_the_console_in_a_real_browser() {
     assert!(driver.text("#who").await.contains(&app.account));
     assert!(driver.text("#health").await.contains("Status"));
     driver.screenshot("console-overview").await;
+    assert_eq!(
+        driver.unlabelled().await,
+        json!([]),
+        "every control has a label once signed in"
+    );
+    driver.fits_a_phone("console-overview-phone").await;
 
     // An account, then a key for it, read once.
     driver.click("nav [data-page=accounts]").await;
@@ -561,6 +614,12 @@ async fn the_playground_speaks_and_transcribes_in_a_real_browser() {
         "a download link"
     );
     driver.screenshot("playground").await;
+    assert_eq!(
+        driver.unlabelled().await,
+        json!([]),
+        "every control has a label"
+    );
+    driver.fits_a_phone("playground-phone").await;
 
     // Transcribe the uploaded WAV.
     let input = driver.find("#upload").await;

@@ -15,6 +15,7 @@ fn voxgate(data_dir: &std::path::Path) -> Command {
         .env("PATH", "/usr/bin:/bin")
         .env("VOXGATE_DATA_DIR", data_dir)
         .env("VOXGATE_ADMIN__ENABLED", "false")
+        .env("VOXGATE_CONSOLE__PLAYGROUND", "true")
         .env("VOXGATE_LOG__LEVEL", "trace");
     cmd
 }
@@ -126,6 +127,33 @@ async fn logs_never_contain_keys_authorization_or_text() {
         .multipart(form)
         .send()
         .await;
+    // A browser session (the playground): its id and CSRF token are secrets too.
+    let origin = format!("http://{addr}");
+    let browser = crate::console::Browser::sign_in(&origin, "playground", &key)
+        .await
+        .unwrap_or_else(|_| panic!("the playground signs in"));
+    let session_id = browser.cookie.split_once('=').expect("cookie").1.to_owned();
+    let spoken = browser
+        .request(reqwest::Method::POST, "/speech")
+        .json(
+            &json!({"model": "tts-1", "input": canary, "voice": "alloy", "response_format": "pcm"}),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(spoken.status(), 200);
+    let _ = spoken.bytes().await;
+    let _ = anonymous
+        .get(url("/playground/api/voices"))
+        .header("cookie", format!("voxgate_playground={}", "b".repeat(64)))
+        .send()
+        .await;
+    let out = browser
+        .request(reqwest::Method::DELETE, "/session")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(out.status(), 204);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = server.kill();
     let _ = server.wait();
@@ -157,11 +185,13 @@ async fn logs_never_contain_keys_authorization_or_text() {
     );
     for path in &stored {
         let bytes = std::fs::read(path).expect("read");
-        assert!(
-            !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
-            "{} holds the canary",
-            path.display()
-        );
+        for needle in [&canary, &key, &session_id, &browser.csrf] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds {needle:?}",
+                path.display()
+            );
+        }
     }
     // The security-event stream has its own file: JSON lines, mode 0600, the failures and
     // refusals above, and no secret or text either.
@@ -193,6 +223,9 @@ async fn logs_never_contain_keys_authorization_or_text() {
         "Bearer",
         "authorization",
         canary.as_str(),
+        session_id.as_str(),
+        browser.csrf.as_str(),
+        "voxgate_playground",
     ] {
         assert!(
             !logs.to_lowercase().contains(&needle.to_lowercase()),

@@ -645,6 +645,98 @@ async fn story(store: Arc<dyn Store>) {
     assert!(store.audit_page(&later).await.expect("page").is_empty());
 
     clone_records(store.as_ref()).await;
+    web_sessions(store.as_ref()).await;
+    quota_history(store.as_ref()).await;
+}
+
+/// Browser sessions: found by digest only, their last use only moves forward, sign-out
+/// deletes one, and the purge takes those past their end or idle since the bound.
+async fn web_sessions(store: &dyn Store) {
+    use voxgate::data::store::WebSessionRecord;
+    let session = |digest: u8, expires_at: i64, seen_at: i64| WebSessionRecord {
+        digest: vec![digest; 32],
+        keyid: "k1".into(),
+        surface: "console".into(),
+        created_at: 100,
+        expires_at,
+        seen_at,
+    };
+    let live = session(1, 10_000, 500);
+    store.insert_web_session(&live).await.expect("insert");
+    store
+        .insert_web_session(&session(2, 400, 390))
+        .await
+        .expect("insert");
+    store
+        .insert_web_session(&session(3, 10_000, 200))
+        .await
+        .expect("insert");
+    assert_eq!(
+        store.web_session(&[1; 32]).await.expect("read"),
+        Some(live.clone())
+    );
+    assert_eq!(store.web_session(&[9; 32]).await.expect("read"), None);
+    store.touch_web_session(&[1; 32], 450).await.expect("touch");
+    assert_eq!(
+        store
+            .web_session(&[1; 32])
+            .await
+            .expect("read")
+            .map(|s| s.seen_at),
+        Some(500),
+        "a late touch never moves the last use back"
+    );
+    store.touch_web_session(&[1; 32], 600).await.expect("touch");
+    // At 450 with idle sessions cut at 300: 2 is past its end, 3 idle since 200.
+    assert_eq!(store.purge_web_sessions(450, 300).await.expect("purge"), 2);
+    assert_eq!(
+        store
+            .web_session(&[1; 32])
+            .await
+            .expect("read")
+            .map(|s| s.seen_at),
+        Some(600)
+    );
+    assert!(store.delete_web_session(&[1; 32]).await.expect("delete"));
+    assert!(!store.delete_web_session(&[1; 32]).await.expect("delete"));
+    assert_eq!(store.web_session(&[1; 32]).await.expect("read"), None);
+}
+
+/// A subject's counters over time, oldest first, from `since` on.
+async fn quota_history(store: &dyn Store) {
+    let subject = "acct:history";
+    for (window, amount) in [(86_400, 5), (0, 3), (172_800, 7)] {
+        let asks = [QuotaAsk {
+            cell: QuotaCell {
+                subject,
+                metric: "characters",
+                window_start: window,
+            },
+            amount,
+            limit: 100,
+        }];
+        let id = format!("history{window}");
+        let tag = HoldTag {
+            id: &id,
+            instance: "i",
+            lease_secs: 60,
+        };
+        let granted = store.reserve_quotas(&tag, &asks).await.expect("reserve");
+        assert!(granted.is_ok(), "{granted:?}");
+    }
+    let history = store.quota_history(subject, 86_400).await.expect("history");
+    let windows: Vec<(i64, i64)> = history
+        .iter()
+        .map(|w| (w.window_start, w.reserved))
+        .collect();
+    assert_eq!(windows, vec![(86_400, 5), (172_800, 7)]);
+    assert!(
+        store
+            .quota_history("acct:nobody", 0)
+            .await
+            .expect("history")
+            .is_empty()
+    );
 }
 
 /// The clone rows: a claim is a lock one caller holds, a stale one is taken over (naming the
