@@ -613,6 +613,16 @@ async fn the_playground_speaks_and_transcribes_in_a_real_browser() {
         !driver.text("#download").await.is_empty(),
         "a download link"
     );
+    assert_eq!(
+        driver
+            .run(
+                "return document.getElementById('audio').dataset.streamed",
+                json!([])
+            )
+            .await,
+        "true",
+        "MP3 plays while it arrives (Media Source Extensions)"
+    );
     driver.screenshot("playground").await;
     assert_eq!(
         driver.unlabelled().await,

@@ -122,7 +122,9 @@
     const type = TYPES[format];
     const chunks = [];
     const reader = response.body.getReader();
-    if (format === "mp3" && window.MediaSource && MediaSource.isTypeSupported(type)) {
+    const streamed = format === "mp3" && window.MediaSource && MediaSource.isTypeSupported(type);
+    audio.dataset.streamed = streamed ? "true" : "false";
+    if (streamed) {
       const source = new MediaSource();
       setSource(URL.createObjectURL(source));
       await new Promise((resolve) => source.addEventListener("sourceopen", resolve, { once: true }));
