@@ -5,6 +5,7 @@
 
 const VG = (() => {
   let csrf = null;
+  let api = null; // this page's API base, once signed in
 
   // Elements are built with text only (never HTML from data).
   function el(tag, attrs, ...children) {
@@ -54,8 +55,20 @@ const VG = (() => {
     return new ApiError(response.status, message, code);
   }
 
-  // A request to this page's API. `body`: an object (sent as JSON) or FormData.
+  // A request to this page's API. `body`: an object (sent as JSON) or FormData. A change
+  // refused for its CSRF token (another tab signed in since: a new session, a new token)
+  // is retried once with the current session's token.
   async function request(method, path, body, extra) {
+    try {
+      return await send(method, path, body, extra);
+    } catch (err) {
+      if (err.code !== "csrf_refused" || !api) throw err;
+      await resume(api);
+      return send(method, path, body, extra);
+    }
+  }
+
+  async function send(method, path, body, extra) {
     const headers = Object.assign({}, (extra && extra.headers) || {});
     if (method !== "GET" && method !== "HEAD" && csrf) headers["X-CSRF-Token"] = csrf;
     let payload;
@@ -78,8 +91,8 @@ const VG = (() => {
   }
 
   // Exchanges `key` for a session of this page; the key is not kept anywhere.
-  async function signIn(api, key) {
-    const response = await fetch(`${api}/session`, {
+  async function signIn(base, key) {
+    const response = await fetch(`${base}/session`, {
       method: "POST",
       headers: { Authorization: `Bearer ${key}` },
       credentials: "same-origin",
@@ -88,14 +101,16 @@ const VG = (() => {
     if (!response.ok) throw await failure(response);
     const session = await response.json();
     csrf = session.csrf;
+    api = base;
     return session;
   }
 
   // The current session, or null when signed out.
-  async function resume(api) {
+  async function resume(base) {
     try {
-      const session = await json("GET", `${api}/session`);
+      const session = await (await send("GET", `${base}/session`)).json();
       csrf = session.csrf;
+      api = base;
       return session;
     } catch (e) {
       if (e.status === 401) return null;
@@ -103,11 +118,12 @@ const VG = (() => {
     }
   }
 
-  async function signOut(api) {
+  async function signOut(base) {
     try {
-      await json("DELETE", `${api}/session`);
+      await json("DELETE", `${base}/session`);
     } finally {
       csrf = null;
+      api = null;
     }
   }
 

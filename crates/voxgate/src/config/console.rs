@@ -21,6 +21,12 @@ pub struct ConsoleConfig {
     pub session_secs: u64,
     /// How long a session may go unused (at most 30 min).
     pub idle_secs: u64,
+    /// The origin browsers see the console at when a reverse proxy serves it
+    /// (`https://admin.example`); empty: the admin listener's own. Changes must come from
+    /// it, and an `https` origin makes the session cookie `Secure`.
+    pub console_origin: String,
+    /// The same for the playground and the public listener.
+    pub playground_origin: String,
 }
 
 impl Default for ConsoleConfig {
@@ -30,6 +36,8 @@ impl Default for ConsoleConfig {
             playground: false,
             session_secs: MAX_SESSION_SECS,
             idle_secs: MAX_IDLE_SECS,
+            console_origin: String::new(),
+            playground_origin: String::new(),
         }
     }
 }

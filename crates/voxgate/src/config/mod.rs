@@ -655,6 +655,35 @@ mod tests {
             err.to_string().contains("server.header_read_timeout_secs"),
             "{err}"
         );
+        for (toml, key) in [
+            ("[console]\nidle_secs = 1801", "console.idle_secs"),
+            ("[console]\nsession_secs = 43201", "console.session_secs"),
+            (
+                "[console]\nsession_secs = 60\nidle_secs = 61",
+                "console.idle_secs",
+            ),
+            (
+                "[console]\nconsole_origin = \"https://admin.example/console/\"",
+                "console.console_origin",
+            ),
+            (
+                "[console]\nplayground_origin = \"javascript:alert(1)\"",
+                "console.playground_origin",
+            ),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err();
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
+        assert!(
+            Config::from_toml("[console]\nconsole_origin = \"https://admin.example:8443\"").is_ok()
+        );
+        // Two periods of one metric would share counters where their windows start together.
+        let tiers = ["guest", "basic", "premium", "admin"]
+            .iter()
+            .map(|t| format!("[tiers.{t}]\nquotas = [{{ per = \"account\", metric = \"characters\", period = \"day\", limit = 10 }}, {{ per = \"account\", metric = \"characters\", period = \"hour\", limit = 5 }}]\n"))
+            .collect::<String>();
+        let err = Config::from_toml(&tiers).unwrap_err();
+        assert!(err.to_string().contains(".quotas"), "{err}");
     }
 
     #[test]

@@ -112,6 +112,17 @@ impl Config {
                 "must be between 1 and 1800 seconds, and at most session_secs",
             ));
         }
+        for (key, origin) in [
+            ("console.console_origin", &c.console_origin),
+            ("console.playground_origin", &c.playground_origin),
+        ] {
+            if !origin.is_empty() && !is_origin(origin) {
+                return Err(invalid(
+                    key,
+                    "must be a web origin: http(s)://host[:port], no path",
+                ));
+            }
+        }
         self.validate_realtime()?;
         if self.tiers.is_empty() {
             return Err(invalid("tiers", "at least one tier is required"));
@@ -252,6 +263,19 @@ impl Config {
                     format!("tiers.{name}.max_upload_secs"),
                     "must be between 1 and 3600",
                 ));
+            }
+            // A counter is (subject, metric, window start): two periods of one metric would
+            // share the windows where they start together (midnight is also an hour).
+            for (i, rule) in tier.quotas.iter().enumerate() {
+                if tier.quotas[..i]
+                    .iter()
+                    .any(|r| (r.per, r.metric) == (rule.per, rule.metric))
+                {
+                    return Err(invalid(
+                        format!("tiers.{name}.quotas"),
+                        "at most one quota per (per, metric): two periods of one metric would share counters",
+                    ));
+                }
             }
         }
         if self.engines.is_empty() {
@@ -606,4 +630,18 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
             "names use only a-z, A-Z, 0-9, '.', '_' and '-', up to 64 characters",
         ))
     }
+}
+
+/// `http(s)://host[:port]` and nothing else (what a browser sends as `Origin`).
+fn is_origin(text: &str) -> bool {
+    let Some(authority) = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }

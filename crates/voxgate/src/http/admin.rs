@@ -496,8 +496,9 @@ async fn audit(
 /// `GET /admin/audit/verify`: the whole log checked against its signed checkpoints.
 async fn verify_audit(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Json<crate::service::audit::Verification>, ApiError> {
-    Ok(Json(state.verify_audit().await?))
+    Ok(Json(state.verify_audit(actor(&principal)).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -546,7 +547,9 @@ async fn usage(
     let Path(id) = id.map_err(path_error)?;
     let Query(q) = query
         .map_err(|_| ApiError::invalid("query", Code::InvalidValue, "Invalid query parameters."))?;
-    let since = q.since.unwrap_or_else(|| crate::util::now() - 31 * 86_400);
+    // At most 92 days back: the page charts recent windows, and the read stays bounded.
+    let oldest = crate::util::now() - 92 * 86_400;
+    let since = q.since.unwrap_or(oldest + 61 * 86_400).max(oldest);
     let usage = state
         .accounts
         .usage(actor(&principal), &id, since)

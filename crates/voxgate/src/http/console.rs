@@ -14,7 +14,10 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret as _;
 use serde::Serialize;
 
-use super::access::{Access, ClientSource, Route, SessionId, cookie_name, cookie_path, route};
+use super::access::{
+    Access, ClientSource, Route, SessionId, clearing_cookie, cookie_name, cookie_path, route,
+    secure_cookies,
+};
 use super::{ApiError, AppState, Routes};
 use crate::config::Scope;
 use crate::error::Code;
@@ -382,12 +385,13 @@ async fn sign_in(
         }
     };
     let max_age = (opened.expires_at - crate::util::now()).max(0);
-    let secure = if tls(state, surface) { "; Secure" } else { "" };
+    let secure = secure_cookies(&state.config, surface);
     let cookie = format!(
-        "{}={}; Path={}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}",
-        cookie_name(surface),
+        "{}={}; Path={}; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        cookie_name(surface, secure),
         opened.id.expose_secret(),
         cookie_path(surface),
+        if secure { "; Secure" } else { "" },
     );
     let body = view(&principal, opened.csrf, opened.expires_at);
     let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
@@ -395,13 +399,6 @@ async fn sign_in(
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
-}
-
-fn tls(state: &AppState, surface: Surface) -> bool {
-    match surface {
-        Surface::Console => state.config.admin.tls.enabled,
-        Surface::Playground => state.config.server.tls.enabled,
-    }
 }
 
 async fn sign_in_console(
@@ -433,12 +430,7 @@ async fn sign_out(state: &AppState, surface: Surface, principal: &Principal, id:
     if let Err(err) = state.sign_out(surface, id, principal).await {
         return ApiError::from(err).into_response();
     }
-    let secure = if tls(state, surface) { "; Secure" } else { "" };
-    let cookie = format!(
-        "{}=; Path={}; Max-Age=0; HttpOnly; SameSite=Strict{secure}",
-        cookie_name(surface),
-        cookie_path(surface),
-    );
+    let cookie = clearing_cookie(surface, secure_cookies(&state.config, surface));
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);

@@ -1,10 +1,12 @@
 //! The audit log as an administrator reads it: the latest signed checkpoint and a full
-//! verification, the same one `voxgate audit verify` runs.
+//! verification, the same one `voxgate audit verify` runs, against this server's own
+//! verifier key and witness copy (an independent check uses an off-host copy of both with
+//! the CLI).
 
 use serde::Serialize;
 
 use super::Services;
-use crate::data::audit::tlog;
+use crate::data::audit::{Actor, AuditEvent, tlog};
 use crate::error::Error;
 
 /// What a verification found.
@@ -26,8 +28,20 @@ pub struct Verification {
 }
 
 impl Services {
-    /// Verifies the whole audit log against the signed checkpoints (database and witness).
-    pub async fn verify_audit(&self) -> Result<Verification, Error> {
+    /// Verifies the whole audit log against the signed checkpoints (database and witness),
+    /// one verification at a time; an audited read of `actor`.
+    pub async fn verify_audit(&self, actor: Actor) -> Result<Verification, Error> {
+        let _one = self.verifying.lock().await;
+        self.audit
+            .record(
+                actor,
+                None,
+                AuditEvent::AdminRead {
+                    what: "audit_verify",
+                    account_id: None,
+                },
+            )
+            .await;
         let config = &self.config;
         let witness = tlog::witness_dir(&config.audit, &config.data_dir);
         let verifier = tlog::load_verifier(None, &witness).map_err(internal)?;

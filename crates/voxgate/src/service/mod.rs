@@ -90,6 +90,8 @@ pub struct Services {
     pub(crate) live_stop: tokio::sync::watch::Sender<bool>,
     /// Silero VAD, loaded on first use (a failure is remembered until restart).
     pub(crate) vad: tokio::sync::OnceCell<Result<voxgate_piper::vad::SileroVad, String>>,
+    /// One audit-log verification at a time (each reads and hashes the whole log).
+    pub(crate) verifying: tokio::sync::Mutex<()>,
 }
 
 impl Services {
@@ -201,6 +203,7 @@ impl Services {
             blocked_words,
             work_dir,
             vad: tokio::sync::OnceCell::new(),
+            verifying: tokio::sync::Mutex::new(()),
             live_sessions,
             live_stop: tokio::sync::watch::Sender::new(false),
         }))

@@ -23,8 +23,9 @@ impl Services {
     }
 
     /// Signs in to `surface` with the key in `authorization`: authenticated, rate limited
-    /// and checked for the surface's scope (and a browser key's origin) like any request on
-    /// `route`, then a session is opened and audited.
+    /// and checked for the surface's scopes like any request on `route`, then a session is
+    /// opened and audited. A browser key (one bound to web origins) is refused: it belongs
+    /// to its own pages, which call the API themselves.
     pub async fn sign_in(
         &self,
         surface: Surface,
@@ -34,8 +35,31 @@ impl Services {
         origin: Option<&str>,
     ) -> Result<(Principal, Opened), Refusal> {
         let principal = self.authenticate(authorization, source, route).await?;
-        self.authorize(&principal, route, surface.scope(), origin)
-            .await?;
+        let (first, rest) = surface
+            .scopes()
+            .split_first()
+            .expect("a surface needs a scope");
+        self.authorize(&principal, route, *first, origin).await?;
+        let refusal = if let Some(missing) = rest.iter().find(|s| !principal.has(**s)) {
+            Some(Error::refused(
+                Code::InsufficientScope,
+                format!(
+                    "Signing in here needs a key with the `{}` scope.",
+                    missing.as_str()
+                ),
+            ))
+        } else if principal.origins.is_some() {
+            Some(Error::refused(
+                Code::OriginNotAllowed,
+                "A browser key works only from its own web origins; sign in with another key.",
+            ))
+        } else {
+            None
+        };
+        if let Some(err) = refusal {
+            self.audit_denial(&principal, route, &err).await;
+            return Err(err.into());
+        }
         let opened = self
             .auth
             .open_web_session(&principal, surface, now(), self.lifetimes())
@@ -58,12 +82,14 @@ impl Services {
 
     /// The caller behind the session id a request to `route` presented (`None`: no
     /// cookie). Refused like a key: 401 with a reason, counted and throttled per source.
+    /// `active`: a use that keeps the session from idling out.
     pub async fn web_caller(
         &self,
         surface: Surface,
         id: Option<&str>,
         source: IpAddr,
         route: &str,
+        active: bool,
     ) -> Result<WebSession, Error> {
         let Some(id) = id else {
             if let Some(limited) = self.throttle_anonymous(source, route).await {
@@ -73,7 +99,7 @@ impl Services {
         };
         match self
             .auth
-            .web_session(id, surface, source, now(), self.lifetimes())
+            .web_session(id, surface, source, now(), self.lifetimes(), active)
             .await
         {
             Ok(session) => Ok(session),

@@ -79,6 +79,7 @@ impl Driver {
                             "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                             "--window-size=1280,1000", "--autoplay-policy=no-user-gesture-required",
                             "--mute-audio", "--no-first-run", "--disable-extensions",
+                            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                             format!("--user-data-dir={}", driver._profile.path().display()),
                         ]
                     }
@@ -294,7 +295,7 @@ impl Drop for Driver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_runs_the_console_in_a_real_browser() {
-    let app = spawn_app_with("[auth]\ncache_ttl_ms = 300").await;
+    let app = spawn_app_with("[auth]\ncache_ttl_ms = 300\n[audit]\ncheckpoint_every = 1").await;
     let console = format!("http://{}/console/", app.admin_addr);
     let driver = Driver::start().await;
     driver.goto(&console).await;
@@ -302,6 +303,34 @@ async fn an_operator_runs_the_console_in_a_real_browser() {
         driver.unlabelled().await,
         json!([]),
         "every control has a label"
+    );
+    // A wrong key: the API's message and code on the page, and no session.
+    let mut wrong = app.key.clone();
+    wrong.pop();
+    wrong.push(if app.key.ends_with('a') { 'b' } else { 'a' });
+    driver
+        .type_into("#signin-key", &format!("{wrong}\u{E007}"))
+        .await;
+    let refusal = driver
+        .until(
+            "the refusal",
+            "return document.getElementById('signin-error').innerText",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        refusal.as_str().expect("text").contains("invalid_api_key"),
+        "{refusal}"
+    );
+    assert_eq!(
+        driver
+            .run(
+                "return document.getElementById('signin-key').value",
+                json!([])
+            )
+            .await,
+        "",
+        "the key does not stay in the form"
     );
     // Signed in from the keyboard: the key, then Enter.
     driver
@@ -515,14 +544,41 @@ async fn an_operator_runs_the_console_in_a_real_browser() {
         1,
         "only the revocation"
     );
-    driver.click("#audit-verify").await;
-    driver
-        .until(
-            "the verification",
-            "return document.getElementById('audit-verification').innerText.includes('checkpoint') || document.getElementById('audit-verification').innerText.includes('Not vouched')",
-            Duration::from_secs(15),
-        )
-        .await;
+    // The checkpoint task signs the log within a second or so of the last event: verified
+    // again until a checkpoint vouches for it (or 15 s pass).
+    let asked = Instant::now();
+    loop {
+        driver
+            .run(
+                "document.getElementById('audit-verification').replaceChildren();",
+                json!([]),
+            )
+            .await;
+        driver.click("#audit-verify").await;
+        let ok = driver
+            .until(
+                "the verification",
+                "const v = document.getElementById('audit-verification'); return v.querySelector('.ok') ? 'ok' : v.querySelector('.bad') ? 'bad' : null;",
+                Duration::from_secs(15),
+            )
+            .await;
+        if ok == "ok" {
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "never vouched for: {}",
+            driver.text("#audit-verification").await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        driver
+            .text("#audit-verification")
+            .await
+            .contains("voxgate/audit"),
+        "the latest checkpoint is shown"
+    );
     driver.screenshot("console-audit").await;
 
     // Signed out: the page's API refuses, and the sign-in form is back.
@@ -653,4 +709,72 @@ async fn the_playground_speaks_and_transcribes_in_a_real_browser() {
         assert!(heard.contains(word), "heard {heard:?}");
     }
     driver.screenshot("playground-transcribed").await;
+
+    // A recording from the microphone (Chromium's fake device: a tone), sent as WebM/Opus.
+    driver
+        .run(
+            "document.getElementById('transcript').value = '';",
+            json!([]),
+        )
+        .await;
+    driver.click("#record").await;
+    driver
+        .until(
+            "the recording",
+            "return document.getElementById('transcribe-status').innerText === 'Recording…'",
+            Duration::from_secs(10),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    driver.click("#stop").await;
+    let outcome = driver
+        .until(
+            "the recording's transcription",
+            "const s = document.getElementById('transcribe-status').innerText; const e = document.getElementById('transcribe-error').innerText; return s === 'Done.' || e ? s + '|' + e : null;",
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(
+        outcome, "Done.|",
+        "the recording was accepted and recognised"
+    );
+
+    // A stored voice reference: uploaded, listed, deleted.
+    let clip = upload_dir.path().join("reference.wav");
+    std::fs::write(&clip, crate::helpers::tone_wav(6.0, 22_050)).expect("write");
+    driver.type_into("#voice-name", "Browser voice").await;
+    let file = driver.find("#voice-file").await;
+    driver
+        .call(
+            reqwest::Method::POST,
+            &format!("/element/{file}/value"),
+            json!({"text": clip.display().to_string()}),
+        )
+        .await;
+    driver.click("#voice-consent").await;
+    driver.click("#voice-form button[type=submit]").await;
+    driver
+        .until(
+            "the stored voice",
+            "return document.getElementById('stored').innerText.includes('Browser voice')",
+            Duration::from_secs(15),
+        )
+        .await;
+    let stored = app
+        .client
+        .get(app.url("/v1/audio/voices"))
+        .send()
+        .await
+        .expect("send");
+    let stored: Value = stored.json().await.expect("json");
+    assert_eq!(stored["stored"][0]["name"], "Browser voice");
+    driver.run("window.confirm = () => true;", json!([])).await;
+    driver.click("#stored button.danger").await;
+    driver
+        .until(
+            "the voice gone",
+            "return !document.getElementById('stored').innerText.includes('Browser voice')",
+            Duration::from_secs(15),
+        )
+        .await;
 }

@@ -299,6 +299,31 @@ async fn only_admin_keys_sign_in_to_the_console_and_guesses_are_blocked() {
     assert!(refused.headers().get(SET_COOKIE).is_none());
     let (status, code, _) = error_of(refused).await;
     assert_eq!((status, code.as_deref()), (403, Some("insufficient_scope")));
+    // A browser key belongs to its own pages: it does not sign in here.
+    let (account, _) = create_key(&app.state, "admin", None, None).await;
+    let browser_key = app
+        .state
+        .accounts
+        .create_key(
+            voxgate::data::audit::Actor::Cli,
+            &account,
+            voxgate::identity::accounts::KeyRequest {
+                name: "page".into(),
+                tier: None,
+                scopes: None,
+                expires_at: None,
+                origins: Some(vec![origin.clone()]),
+            },
+            None,
+        )
+        .await
+        .expect("key");
+    use secrecy::ExposeSecret as _;
+    let refused = Browser::sign_in(&origin, "console", browser_key.secret.expose_secret())
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(error_of(refused).await.0, 403);
     // From another site, even the right key does not sign in (login CSRF).
     let cross = reqwest::Client::new()
         .post(format!("{origin}/console/api/session"))
@@ -320,19 +345,29 @@ async fn only_admin_keys_sign_in_to_the_console_and_guesses_are_blocked() {
     }
     assert_eq!(statuses[0], 401, "{statuses:?}");
     assert_eq!(*statuses.last().expect("some"), 429, "{statuses:?}");
-    // Session ids are guessed no better.
-    let guessed = reqwest::Client::new()
-        .get(format!("{origin}/console/api/accounts"))
-        .header("cookie", format!("voxgate_console={}", "a".repeat(64)))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(guessed.status(), 429, "the address is blocked");
+    // Session ids are guessed no better: on a fresh server, only bad cookies lead to the
+    // block (and each refusal clears the cookie it was sent).
+    let fresh = spawn_app_with("[auth]\nfailure_threshold = 5").await;
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let guessed = reqwest::Client::new()
+            .get(format!("http://{}/console/api/accounts", fresh.admin_addr))
+            .header("cookie", format!("voxgate_console={:064x}", i))
+            .send()
+            .await
+            .expect("send");
+        if guessed.status() == 401 {
+            assert!(set_cookie(guessed.headers()).contains("Max-Age=0"));
+        }
+        statuses.push(guessed.status().as_u16());
+    }
+    assert_eq!(statuses[0], 401, "{statuses:?}");
+    assert_eq!(*statuses.last().expect("some"), 429, "{statuses:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_keys_sessions_end_within_the_cache_bound_and_idle_ones_end() {
-    let app = spawn_app_with("[auth]\ncache_ttl_ms = 300\n[console]\nidle_secs = 2").await;
+async fn a_revoked_keys_sessions_end_within_the_cache_bound() {
+    let app = spawn_app_with("[auth]\ncache_ttl_ms = 300").await;
     let origin = admin_origin(&app);
     let (_, second) = create_key(&app.state, "admin", None, None).await;
     let browser = Browser::sign_in(&origin, "console", &second)
@@ -348,6 +383,10 @@ async fn a_revoked_keys_sessions_end_within_the_cache_bound_and_idle_ones_end() 
     loop {
         let response = browser.get("/keys").await;
         if response.status() == 401 {
+            assert!(
+                set_cookie(response.headers()).contains("Max-Age=0"),
+                "the dead session's cookie is cleared"
+            );
             let (_, code, _) = error_of(response).await;
             assert_eq!(code.as_deref(), Some("revoked_api_key"));
             break;
@@ -358,14 +397,186 @@ async fn a_revoked_keys_sessions_end_within_the_cache_bound_and_idle_ones_end() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Idle: a session not used for `idle_secs` is over, even though its key works.
-    let idle = Browser::sign_in(&origin, "console", &app.key)
+}
+
+/// Lifetimes in seconds of the wall clock (the session's times are the database's): a
+/// session in use outlives its idle limit, a page's background refresh does not keep it,
+/// the absolute limit and the key's expiry end it whatever the use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_when_idle_at_their_end_and_with_their_key() {
+    let app = spawn_app_with("[console]\nidle_secs = 4\nsession_secs = 9").await;
+    let origin = admin_origin(&app);
+    let used = Browser::sign_in(&origin, "console", &app.key)
         .await
         .unwrap_or_else(|_| panic!("signs in"));
-    assert_eq!(idle.get("/accounts").await.status(), 200);
+    let refreshed = Browser::sign_in(&origin, "console", &app.key)
+        .await
+        .unwrap_or_else(|_| panic!("signs in"));
+    let background = |b: &Browser| {
+        b.request(reqwest::Method::GET, "/metrics")
+            .header("x-voxgate-background", "1")
+            .send()
+    };
+    let started = Instant::now();
+    // For 7 s (beyond the 4 s idle limit): one used every 1.5 s, the other only refreshed.
+    let mut refreshed_ended = None;
+    while started.elapsed() < Duration::from_secs(7) {
+        assert_eq!(
+            used.get("/accounts").await.status(),
+            200,
+            "a session in use"
+        );
+        let status = background(&refreshed).await.expect("send").status();
+        if status == 401 && refreshed_ended.is_none() {
+            refreshed_ended = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    }
+    let ended = refreshed_ended.expect("refreshing alone does not keep a session");
+    assert!(ended >= Duration::from_secs(3), "ended at {ended:?}");
+    // The absolute limit (9 s) ends even a session in use.
+    loop {
+        let response = used.get("/accounts").await;
+        if response.status() == 401 {
+            let (_, code, _) = error_of(response).await;
+            assert_eq!(code.as_deref(), Some("invalid_session"));
+            assert!(started.elapsed() >= Duration::from_secs(8));
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "outlived its end"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A key that expires in 2 s takes its session with it.
+    let (account, _) = create_key(&app.state, "admin", None, None).await;
+    let expiring = app
+        .state
+        .accounts
+        .create_key(
+            voxgate::data::audit::Actor::Cli,
+            &account,
+            voxgate::identity::accounts::KeyRequest {
+                name: "brief".into(),
+                tier: None,
+                scopes: None,
+                expires_at: Some(voxgate::util::now() + 2),
+                origins: None,
+            },
+            None,
+        )
+        .await
+        .expect("key");
+    use secrecy::ExposeSecret as _;
+    let brief = Browser::sign_in(&origin, "console", expiring.secret.expose_secret())
+        .await
+        .unwrap_or_else(|_| panic!("signs in"));
+    let max_age: i64 = brief
+        .set_cookie
+        .split("; ")
+        .find_map(|a| a.strip_prefix("Max-Age="))
+        .expect("Max-Age")
+        .parse()
+        .expect("number");
+    assert!(max_age <= 2, "the cookie ends with the key: {max_age}");
     tokio::time::sleep(Duration::from_millis(3_100)).await;
-    let (status, code, _) = error_of(idle.get("/accounts").await).await;
-    assert_eq!((status, code.as_deref()), (401, Some("invalid_session")));
+    assert_eq!(error_of(brief.get("/accounts").await).await.0, 401);
+}
+
+/// Each page route runs an API route's handler: that route exists with the same method and
+/// the same scope, so its rate rules and audit apply under its own name.
+#[test]
+fn every_page_route_serves_as_a_real_api_route() {
+    use voxgate::http::access::{ADMIN_ROUTES, Access, PUBLIC_ROUTES};
+    use voxgate::http::console::{CONSOLE_ROUTES, PLAYGROUND_ROUTES};
+    for row in CONSOLE_ROUTES.iter().chain(PLAYGROUND_ROUTES) {
+        let Access::Browser { scope, api, .. } = row.access else {
+            continue;
+        };
+        if api == row.path {
+            assert!(api.ends_with("/api/session"), "{api}");
+            continue;
+        }
+        let served = ADMIN_ROUTES
+            .iter()
+            .chain(PUBLIC_ROUTES)
+            .find(|r| r.path == api && r.method == row.method)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} {} serves as {api}, which is no API route",
+                    row.method, row.path
+                )
+            });
+        assert_eq!(
+            served.access,
+            Access::Scope(scope),
+            "{} {}",
+            row.method,
+            row.path
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_too_must_come_from_the_page() {
+    let app = spawn_app_with("").await;
+    let origin = admin_origin(&app);
+    let browser = Browser::sign_in(&origin, "console", &app.key)
+        .await
+        .unwrap_or_else(|_| panic!("signs in"));
+    for site in ["cross-site", "same-site"] {
+        let response = browser
+            .client
+            .get(format!(
+                "{origin}/console/api/accounts/{}/export",
+                app.account
+            ))
+            .header("cookie", &browser.cookie)
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(error_of(response).await.0, 403, "{site}");
+    }
+    assert_eq!(
+        browser
+            .get(&format!("/accounts/{}/export", app.account))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_tls_proxy_the_configured_origin_counts_and_the_cookie_is_secure() {
+    let app = spawn_app_with("[console]\nconsole_origin = \"https://admin.example\"").await;
+    let url = format!("http://{}/console/api/session", app.admin_addr);
+    let sign_in = |origin: &'static str| {
+        reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&app.key)
+            .header("origin", origin)
+            .send()
+    };
+    let response = sign_in("https://admin.example").await.expect("send");
+    assert_eq!(response.status(), 201);
+    let cookie = set_cookie(response.headers());
+    assert!(cookie.starts_with("__Secure-voxgate_console="), "{cookie}");
+    assert!(cookie.split("; ").any(|a| a == "Secure"), "{cookie}");
+    let plain = format!("http://{}", app.admin_addr);
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&app.key)
+        .header("origin", plain)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        response.status(),
+        403,
+        "the listener's own origin is not the page's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,10 +639,17 @@ async fn pages_load_nothing_inline_and_cannot_be_framed() {
                 "{file}"
             );
         }
-        let missing = reqwest::get(format!("{base}/{page}/../voxgate.db"))
-            .await
-            .expect("send");
-        assert_eq!(missing.status(), 404);
+        for sneaky in [
+            "..%2Fvoxgate.db",
+            "%2e%2e%2fvoxgate.db",
+            "app.js%00",
+            "APP.JS",
+        ] {
+            let missing = reqwest::get(format!("{base}/{page}/{sneaky}"))
+                .await
+                .expect("send");
+            assert_eq!(missing.status(), 404, "{sneaky}");
+        }
     }
     // Off by default: no playground.
     let plain = spawn_app_with("").await;
@@ -487,11 +705,20 @@ async fn the_playground_speaks_with_a_session_under_the_keys_own_rules() {
     ))
     .await;
     let origin = format!("http://{}", app.addr);
+    use voxgate::identity::auth::Scope;
+    // The playground lists models and voices to speak: a speech-only key cannot sign in.
+    let (_, speech_only) = create_key(&app.state, "basic", None, Some(vec![Scope::Speech])).await;
+    let refused = Browser::sign_in(&origin, "playground", &speech_only)
+        .await
+        .err()
+        .expect("refused");
+    let (status, code, _) = error_of(refused).await;
+    assert_eq!((status, code.as_deref()), (403, Some("insufficient_scope")));
     let (_, speaker) = create_key(
         &app.state,
         "basic",
         None,
-        Some(vec![voxgate::identity::auth::Scope::Speech]),
+        Some(vec![Scope::Speech, Scope::ModelsRead]),
     )
     .await;
     let browser = Browser::sign_in(&origin, "playground", &speaker)

@@ -100,14 +100,20 @@
         ? h.alerts_firing.map((a) => el("li", { class: "bad" }, a))
         : [el("li", { class: "ok" }, "none")]));
       await sample();
-      if (!timer) timer = setInterval(() => sample().catch((err) => failed($("overview-error"), err)), 10000);
+      if (!timer) {
+        timer = setInterval(() => {
+          if (!document.hidden) sample().catch((err) => failed($("overview-error"), err));
+        }, 10000);
+      }
     } catch (err) {
       failed($("overview-error"), err);
     }
   }
 
   async function sample() {
-    const text = await (await VG.request("GET", `${API}/metrics`)).text();
+    // A refresh, not a use: it does not keep the session from idling out.
+    const text = await (await VG.request("GET", `${API}/metrics`, undefined,
+      { headers: { "X-Voxgate-Background": "1" } })).text();
     let requests = 0, seconds = 0, count = 0;
     for (const m of VG.parseMetrics(text)) {
       if (m.name === "voxgate_http_requests_total") requests += m.value;
@@ -335,12 +341,16 @@
   function quotaCharts(title, quotas, windows) {
     if (!quotas.length) return [el("p", { class: "muted" }, `${title}: no quotas of this kind.`)];
     return quotas.map((q) => {
+      // One quota per (per, metric) in a tier: the metric names its counters.
       const secs = PERIOD[q.period] || 86400;
-      const points = windows
-        .filter((w) => w.metric === q.metric && w.window_start % secs === 0)
+      const now = Math.floor(Date.now() / 1000);
+      const current = now - (now % secs);
+      const mine = windows.filter((w) => w.metric === q.metric);
+      const points = mine
         .slice(-14)
         .map((w) => ({ label: time(w.window_start).slice(5, secs >= 86400 ? 10 : 16), value: w.used }));
-      const latest = points.length ? points[points.length - 1].value : 0;
+      const currentWindow = mine.find((w) => w.window_start === current);
+      const latest = currentWindow ? currentWindow.used : 0;
       const share = ((100 * latest) / q.limit).toFixed(latest && latest < q.limit / 1000 ? 3 : 1);
       return el("div", {},
         el("p", {}, `${title}: ${q.metric} per ${q.period}: ${latest} of ${q.limit} used in the current window (${share} %)`),
@@ -433,7 +443,7 @@
       const v = await json("GET", `${API}/audit/verify`);
       out.replaceChildren(
         el("p", { class: v.ok ? "ok" : "bad" }, v.ok
-          ? `The log checks out: ${v.entries} entries, ${v.checkpoints} checkpoint signatures verified, ${v.covered} entries covered.`
+          ? `The log checks out against this server's verifier key: ${v.entries} entries, ${v.checkpoints} checkpoint signatures verified, ${v.covered} entries covered. For an independent check, run voxgate audit verify with an off-host copy of the key and witness.`
           : v.first_bad ? `TAMPERED: entry ${v.first_bad[0]}: ${v.first_bad[1]}` : `Not vouched for: ${v.stale}`),
         el("h4", {}, "Latest checkpoint"),
         el("pre", {}, v.latest_checkpoint || "none yet"));

@@ -222,13 +222,18 @@
   $("record").addEventListener("click", async () => {
     report($("transcribe-error"), null);
     try {
+      // WebM/Opus where the browser records it, else Ogg/Opus or MP4 (all accepted uploads).
+      const type = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/mp4"]
+        .find((t) => MediaRecorder.isTypeSupported(t));
+      if (!type) throw new Error("This browser cannot record audio in a format the server takes.");
       const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
       const parts = [];
-      recorder = new MediaRecorder(stream, { mimeType: "audio/webm;codecs=opus" });
+      const extension = type.startsWith("audio/webm") ? "webm" : type.startsWith("audio/ogg") ? "ogg" : "m4a";
+      recorder = new MediaRecorder(stream, { mimeType: type });
       recorder.addEventListener("dataavailable", (e) => parts.push(e.data));
       recorder.addEventListener("stop", () => {
         stream.getTracks().forEach((t) => t.stop());
-        transcribe(new File(parts, "recording.webm", { type: "audio/webm" }));
+        transcribe(new File(parts, `recording.${extension}`, { type: type.split(";")[0] }));
       });
       recorder.start();
       $("record").disabled = true;

@@ -49,11 +49,11 @@ impl Surface {
         }
     }
 
-    /// The scope a key needs to sign in.
-    pub fn scope(self) -> Scope {
+    /// The scopes a key needs to sign in (the playground lists models and voices to speak).
+    pub fn scopes(self) -> &'static [Scope] {
         match self {
-            Surface::Console => Scope::Admin,
-            Surface::Playground => Scope::Speech,
+            Surface::Console => &[Scope::Admin],
+            Surface::Playground => &[Scope::Speech, Scope::ModelsRead],
         }
     }
 }
@@ -120,7 +120,8 @@ impl Authenticator {
     }
 
     /// Checks a presented session id of `surface` from `source` at `now`; see the module
-    /// documentation.
+    /// documentation. `active`: the request is the user's doing and counts as a use for the
+    /// idle limit (a page's periodic refresh does not).
     pub async fn web_session(
         &self,
         id: &str,
@@ -128,6 +129,7 @@ impl Authenticator {
         source: IpAddr,
         now: i64,
         lifetimes: Lifetimes,
+        active: bool,
     ) -> Result<WebSession, AuthFailure> {
         let ip = guard_source(source);
         if let Err(retry_after) = self.guard.check(&[&ip]) {
@@ -160,7 +162,8 @@ impl Authenticator {
         }
         let principal = self.bound(&record.keyid, source, true).await?;
         let touch_every = TOUCH_EVERY_SECS.min(lifetimes.idle_secs / 4);
-        if now - record.seen_at >= touch_every
+        if active
+            && now - record.seen_at >= touch_every
             && let Err(err) = self.store.touch_web_session(&digest, now).await
         {
             // The request goes on: at worst the session ends a minute early.
