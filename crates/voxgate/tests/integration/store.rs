@@ -700,6 +700,22 @@ async fn web_sessions(store: &dyn Store) {
     assert!(store.delete_web_session(&[1; 32]).await.expect("delete"));
     assert!(!store.delete_web_session(&[1; 32]).await.expect("delete"));
     assert_eq!(store.web_session(&[1; 32]).await.expect("read"), None);
+    // Erasing an account deletes its keys' sessions, and only those.
+    store
+        .insert_web_session(&session(4, 10_000, 500))
+        .await
+        .expect("insert");
+    let other = WebSessionRecord {
+        keyid: "k2".into(),
+        ..session(5, 10_000, 500)
+    };
+    store.insert_web_session(&other).await.expect("insert");
+    assert!(store.erase_account("acct_a", 600).await.expect("erase"));
+    assert_eq!(store.web_session(&[4; 32]).await.expect("read"), None);
+    assert_eq!(
+        store.web_session(&[5; 32]).await.expect("read"),
+        Some(other)
+    );
 }
 
 /// A subject's counters over time, oldest first, from `since` on.

@@ -373,7 +373,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     -> Result<bool, StoreError>;
 
     /// Deactivates the account and blanks its name and contact (the row stays, as the
-    /// subject of audit records).
+    /// subject of audit records); deletes its keys' browser sessions.
     async fn erase_account(&self, id: &str, at: i64) -> Result<bool, StoreError>;
 
     async fn create_key(&self, key: &KeyRecord) -> Result<(), StoreError>;

@@ -495,6 +495,9 @@ macro_rules! impl_store {
             async fn erase_account(&self, id: &str, at: i64) -> Result<bool, StoreError> {
                 let sql = $sql("UPDATE accounts SET name = '(erased)', contact = NULL, active = $1, updated_at = $2 WHERE id = $3");
                 let done = sqlx::query(sql).bind(false).bind(at).bind(id).execute(&self.pool).await?;
+                // Its keys' browser sessions go too (their keys are revoked anyway).
+                let sql = $sql("DELETE FROM web_sessions WHERE keyid IN (SELECT keyid FROM api_keys WHERE account_id = $1)");
+                sqlx::query(sql).bind(id).execute(&self.pool).await?;
                 Ok(done.rows_affected() == 1)
             }
 
