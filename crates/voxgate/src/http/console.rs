@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret as _;
 use serde::Serialize;
 
-use super::access::{
-    Access, ClientSource, Route, SessionId, clearing_cookie, cookie_name, cookie_path, route,
-    secure_cookies,
+use super::access::{Access, Route, route};
+use super::browser::{
+    ClientSource, SessionId, clearing_cookie, cookie_name, cookie_path, secure_cookies,
 };
 use super::{ApiError, AppState, Routes};
 use crate::config::Scope;
@@ -376,13 +376,7 @@ async fn sign_in(
         .await
     {
         Ok(done) => done,
-        Err(refusal) => {
-            let mut response = ApiError::from(refusal.error).into_response();
-            if let Some(decision) = refusal.tightest {
-                super::access::set_headers(response.headers_mut(), &decision);
-            }
-            return response;
-        }
+        Err(refusal) => return super::access::refused(refusal),
     };
     let max_age = (opened.expires_at - crate::util::now()).max(0);
     let secure = secure_cookies(&state.config, surface);

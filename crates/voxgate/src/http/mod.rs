@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod admin;
+mod browser;
 mod client_ip;
 pub mod console;
 pub mod error;

@@ -93,6 +93,30 @@ fn admin_origin(app: &TestApp) -> String {
     format!("http://{}", app.admin_addr)
 }
 
+/// A key of a new admin account with this expiry and these browser origins: its full text.
+async fn admin_key_with(
+    app: &TestApp,
+    expires_at: Option<i64>,
+    origins: Option<Vec<String>>,
+) -> String {
+    use secrecy::ExposeSecret as _;
+    let (account, _) = create_key(&app.state, "admin", None, None).await;
+    let request = voxgate::identity::accounts::KeyRequest {
+        name: "console test".into(),
+        tier: None,
+        scopes: None,
+        expires_at,
+        origins,
+    };
+    let created = app
+        .state
+        .accounts
+        .create_key(voxgate::data::audit::Actor::Cli, &account, request, None)
+        .await
+        .expect("key");
+    created.secret.expose_secret().to_owned()
+}
+
 async fn accounts(app: &TestApp) -> usize {
     app.state.store.accounts().await.expect("accounts").len()
 }
@@ -300,26 +324,8 @@ async fn only_admin_keys_sign_in_to_the_console_and_guesses_are_blocked() {
     let (status, code, _) = error_of(refused).await;
     assert_eq!((status, code.as_deref()), (403, Some("insufficient_scope")));
     // A browser key belongs to its own pages: it does not sign in here.
-    let (account, _) = create_key(&app.state, "admin", None, None).await;
-    let browser_key = app
-        .state
-        .accounts
-        .create_key(
-            voxgate::data::audit::Actor::Cli,
-            &account,
-            voxgate::identity::accounts::KeyRequest {
-                name: "page".into(),
-                tier: None,
-                scopes: None,
-                expires_at: None,
-                origins: Some(vec![origin.clone()]),
-            },
-            None,
-        )
-        .await
-        .expect("key");
-    use secrecy::ExposeSecret as _;
-    let refused = Browser::sign_in(&origin, "console", browser_key.secret.expose_secret())
+    let browser_key = admin_key_with(&app, None, Some(vec![origin.clone()])).await;
+    let refused = Browser::sign_in(&origin, "console", &browser_key)
         .await
         .err()
         .expect("refused");
@@ -450,26 +456,8 @@ async fn sessions_end_when_idle_at_their_end_and_with_their_key() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // A key that expires in 2 s takes its session with it.
-    let (account, _) = create_key(&app.state, "admin", None, None).await;
-    let expiring = app
-        .state
-        .accounts
-        .create_key(
-            voxgate::data::audit::Actor::Cli,
-            &account,
-            voxgate::identity::accounts::KeyRequest {
-                name: "brief".into(),
-                tier: None,
-                scopes: None,
-                expires_at: Some(voxgate::util::now() + 2),
-                origins: None,
-            },
-            None,
-        )
-        .await
-        .expect("key");
-    use secrecy::ExposeSecret as _;
-    let brief = Browser::sign_in(&origin, "console", expiring.secret.expose_secret())
+    let expiring = admin_key_with(&app, Some(voxgate::util::now() + 2), None).await;
+    let brief = Browser::sign_in(&origin, "console", &expiring)
         .await
         .unwrap_or_else(|_| panic!("signs in"));
     let max_age: i64 = brief

@@ -80,13 +80,7 @@ impl Authenticator {
         now: i64,
     ) -> Result<Ephemeral, AuthFailure> {
         let ip = guard_source(source);
-        if let Err(retry_after) = self.guard.check(&[&ip]) {
-            return Err(AuthFailure::new(
-                AuthError::Blocked { retry_after },
-                None,
-                "blocked",
-            ));
-        }
+        self.not_blocked(&ip)?;
         let parsed = match key::parse_ephemeral(token) {
             Ok(parsed) => parsed,
             Err(KeyFormatError::BadChecksum) => {

@@ -261,13 +261,7 @@ impl Authenticator {
         source: IpAddr,
     ) -> Result<Principal, AuthFailure> {
         let ip = guard_source(source);
-        if let Err(retry_after) = self.guard.check(&[&ip]) {
-            return Err(AuthFailure::new(
-                AuthError::Blocked { retry_after },
-                None,
-                "blocked",
-            ));
-        }
+        self.not_blocked(&ip)?;
         let Some(token) = authorization else {
             return Err(self.failed(&ip, None, AuthError::Missing, "missing_key"));
         };
@@ -398,10 +392,18 @@ impl Authenticator {
     /// against its source, like a failed authentication.
     pub fn refuse(&self, source: IpAddr, reason: &'static str) -> AuthFailure {
         let ip = guard_source(source);
-        if let Err(retry_after) = self.guard.check(&[&ip]) {
-            return AuthFailure::new(AuthError::Blocked { retry_after }, None, "blocked");
+        if let Err(blocked) = self.not_blocked(&ip) {
+            return blocked;
         }
         self.failed(&ip, None, AuthError::Invalid, reason)
+    }
+
+    /// Refuses a source (`guard_source`) the brute-force guard has blocked, before anything
+    /// it presented is looked at.
+    fn not_blocked(&self, ip: &str) -> Result<(), AuthFailure> {
+        self.guard.check(&[ip]).map_err(|retry_after| {
+            AuthFailure::new(AuthError::Blocked { retry_after }, None, "blocked")
+        })
     }
 
     /// Writes a failure down: the first of its source and reason each minute in full (and

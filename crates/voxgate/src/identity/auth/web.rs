@@ -132,13 +132,7 @@ impl Authenticator {
         active: bool,
     ) -> Result<WebSession, AuthFailure> {
         let ip = guard_source(source);
-        if let Err(retry_after) = self.guard.check(&[&ip]) {
-            return Err(AuthFailure::new(
-                AuthError::Blocked { retry_after },
-                None,
-                "blocked",
-            ));
-        }
+        self.not_blocked(&ip)?;
         if !is_session_id(id) {
             return Err(self.failed(&ip, None, AuthError::Invalid, "malformed_session"));
         }
