@@ -30,9 +30,7 @@ const METRICS: [&str; 4] = [
 ];
 
 /// Holder rows one reservation statement writes at most, and settlements one statement
-/// takes: it bounds the statement's parameters (SQLite allows 32,766), its size (a batch's
-/// statement is prepared for that batch alone, never cached) and how long it holds the
-/// writer.
+/// takes: it bounds the JSON array a statement reads and how long it holds the writer.
 const BATCH_ROWS: usize = 128;
 
 /// One request's reservation, owned, on its way to the batcher.
@@ -183,71 +181,57 @@ fn reserve_batch(
 /// Inserts the holder rows of `reservations` in one statement (all or none: the trigger
 /// aborts the statement past any limit) and returns each request's counters after its
 /// reservation, quota by quota. No request may name one counter twice (see `reserve_all`).
+///
+/// The rows travel as one JSON array bound to the statement's one parameter (read back
+/// with `json_each`), so the statement's text is the same for every batch: prepared once
+/// on the writer and kept, where a `VALUES` list of the batch's own length would be parsed
+/// and planned again for each batch.
 async fn reserve_rows(
     writer: &SqlitePool,
     reservations: &[&Reservation],
 ) -> Result<Vec<Vec<(i64, i64)>>, sqlx::Error> {
-    // Eight parameters per row: hold, subject, metric, window start, amount, instance,
-    // lease, limit. Anonymous (`?`, bound in order): SQLite looks a numbered one's name up
-    // in a list, so binding numbered ones costs the square of their count.
-    let row = format!("(?, ?, ?, ?, ?, 0, ?, {SQLITE_NOW} + ?, ?)");
-    let rows: Vec<&str> = reservations
-        .iter()
-        .flat_map(|r| r.asks.iter().map(|_| row.as_str()))
-        .collect();
-    // Each window's counter as it was before this row's trigger moved it (SQLite runs a
-    // row's RETURNING before the row's own AFTER trigger, after those of earlier rows), so
-    // the counter after this row's reservation is (used, reserved + amount). The store
-    // contract test checks the figures.
-    let counter = |column| {
-        format!(
-            "(SELECT {column} FROM quota_usage u WHERE u.subject = quota_holds.subject \
-             AND u.metric = quota_holds.metric AND u.window_start = quota_holds.window_start)"
-        )
-    };
-    let sql = format!(
-        "INSERT INTO quota_holds (id, subject, metric, window_start, amount, delivered, \
-         instance, deadline, quota_limit) VALUES {} \
-         RETURNING id, subject, metric, window_start, {} AS used, {} AS reserved",
-        rows.join(", "),
-        counter("used"),
-        counter("reserved")
-    );
-    // A batch's shape is its own: cached, every size would stay prepared on the writer.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(rows.len() == 1);
+    // One array per row: hold, subject, metric, window start, amount, instance, lease, limit.
+    let mut rows = Vec::new();
     for r in reservations {
         for (subject, metric, window_start, amount, limit) in &r.asks {
-            query = query
-                .bind(&r.hold)
-                .bind(subject)
-                .bind(metric)
-                .bind(window_start)
-                .bind(amount)
-                .bind(&r.instance)
-                .bind(r.lease_secs)
-                .bind(limit);
+            let (hold, instance, lease) = (&r.hold, &r.instance, r.lease_secs);
+            rows.push((
+                hold,
+                subject,
+                metric,
+                window_start,
+                amount,
+                instance,
+                lease,
+                limit,
+            ));
         }
     }
-    let returned = query.fetch_all(writer).await?;
+    let rows = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let returned = sqlx::query(sqlx::AssertSqlSafe(RESERVE.as_str()))
+        .bind(rows)
+        .fetch_all(writer)
+        .await?;
+    // Each request's asks by (subject, metric, window start), to place the returned rows.
+    let mut place: HashMap<(&str, &str, &str, i64), (usize, usize)> = HashMap::new();
+    for (r, reservation) in reservations.iter().enumerate() {
+        for (i, (subject, metric, window_start, ..)) in reservation.asks.iter().enumerate() {
+            let cell = (reservation.hold.as_str(), subject.as_str(), metric.as_str());
+            place.insert((cell.0, cell.1, cell.2, *window_start), (r, i));
+        }
+    }
     let mut usage: Vec<Vec<(i64, i64)>> = reservations
         .iter()
         .map(|r| vec![(0, 0); r.asks.len()])
         .collect();
     for row in &returned {
-        let (hold, subject, metric, window_start): (String, String, String, i64) = (
+        let (hold, subject, metric, window_start): (&str, &str, &str, i64) = (
             row.try_get("id")?,
             row.try_get("subject")?,
             row.try_get("metric")?,
             row.try_get("window_start")?,
         );
-        let Some(r) = reservations.iter().position(|r| r.hold == hold) else {
-            continue;
-        };
-        let Some(i) = reservations[r]
-            .asks
-            .iter()
-            .position(|(s, m, w, ..)| *s == subject && *m == metric && *w == window_start)
-        else {
+        let Some(&(r, i)) = place.get(&(hold, subject, metric, window_start)) else {
             continue;
         };
         let used: Option<i64> = row.try_get("used")?;
@@ -260,48 +244,73 @@ async fn reserve_rows(
     Ok(usage)
 }
 
+/// The reservation statement (see `reserve_rows`). Each window's counter is read as it was
+/// before this row's trigger moved it (SQLite evaluates a row's RETURNING before the row's
+/// own AFTER trigger, after those of earlier rows), so the counter after this row's
+/// reservation is (used, reserved + amount). The store contract test checks the figures.
+static RESERVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let counter = |column| {
+        format!(
+            "(SELECT {column} FROM quota_usage u WHERE u.subject = quota_holds.subject \
+             AND u.metric = quota_holds.metric AND u.window_start = quota_holds.window_start)"
+        )
+    };
+    format!(
+        "INSERT INTO quota_holds (id, subject, metric, window_start, amount, delivered, \
+         instance, deadline, quota_limit) \
+         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, r.value ->> 4, 0, \
+         r.value ->> 5, {SQLITE_NOW} + (r.value ->> 6), r.value ->> 7 FROM json_each(?) AS r \
+         RETURNING id, subject, metric, window_start, {} AS used, {} AS reserved",
+        counter("used"),
+        counter("reserved")
+    )
+});
+
 /// Settles every hold of `holds` (id, what it used of each of [`METRICS`]) in one
-/// statement; how many rows each settled (0 for a hold already settled, or named twice).
+/// statement; how many rows each settled (0 for a hold already settled, or named twice:
+/// the first naming counts). One JSON parameter, as in `reserve_rows`.
 async fn settle_batch(
     writer: &SqlitePool,
     holds: &[(&str, [i64; 4])],
 ) -> Result<Vec<usize>, sqlx::Error> {
-    // Per hold its id and one amount per metric, then the ids again; anonymous, bound in
-    // order (see `reserve_rows`).
-    let by_metric: Vec<String> = METRICS
+    let mut named = std::collections::HashSet::new();
+    let first: Vec<(&str, i64, i64, i64, i64)> = holds
         .iter()
-        .map(|metric| format!("WHEN '{metric}' THEN ?"))
+        .filter(|(hold, _)| named.insert(*hold))
+        .map(|(hold, [a, b, c, d])| (*hold, *a, *b, *c, *d))
         .collect();
-    let arm = format!("WHEN ? THEN CASE metric {} ELSE 0 END", by_metric.join(" "));
-    let arms = vec![arm.as_str(); holds.len()];
-    let ids = vec!["?"; holds.len()];
+    let first = serde_json::to_string(&first).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     // Rows the statement itself updated (the trigger's deletions are not counted).
-    let sql = format!(
-        "UPDATE quota_holds SET settled = CASE id {} END \
-         WHERE id IN ({}) AND settled IS NULL RETURNING id",
-        arms.join(" "),
-        ids.join(", ")
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(holds.len() == 1);
-    for (hold, amounts) in holds {
-        query = query.bind(*hold);
-        for amount in amounts {
-            query = query.bind(*amount);
-        }
-    }
-    for (hold, _) in holds {
-        query = query.bind(*hold);
-    }
     let mut settled: HashMap<String, usize> = HashMap::new();
-    for row in query.fetch_all(writer).await? {
+    for row in sqlx::query(sqlx::AssertSqlSafe(SETTLE.as_str()))
+        .bind(first)
+        .fetch_all(writer)
+        .await?
+    {
         *settled.entry(row.try_get("id")?).or_default() += 1;
     }
-    // A hold named twice is settled once: the first names it.
     Ok(holds
         .iter()
         .map(|(hold, _)| settled.remove(*hold).unwrap_or(0))
         .collect())
 }
+
+/// The settlement statement (see `settle_batch`): each hold's row of a metric is set to
+/// that metric's amount, the `n`th of [`METRICS`] being the array's element `n + 1`.
+static SETTLE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let arms: Vec<String> = METRICS
+        .iter()
+        .enumerate()
+        .map(|(n, metric)| format!("WHEN '{metric}' THEN s.value ->> {}", n + 1))
+        .collect();
+    format!(
+        "UPDATE quota_holds SET settled = CASE quota_holds.metric {} ELSE 0 END \
+         FROM json_each(?) AS s \
+         WHERE quota_holds.id = s.value ->> 0 AND quota_holds.settled IS NULL \
+         RETURNING quota_holds.id",
+        arms.join(" ")
+    )
+});
 
 impl SqliteStore {
     pub(super) fn writer(&self) -> &SqlitePool {
