@@ -45,6 +45,8 @@ CONCURRENCY = [16, 64]
 TOKEN = "hop-bench-token"
 LITELLM = os.environ.get("LITELLM", "")
 CLIP_SECS = 4
+# voxgate's default `limits.engine_in_flight`.
+DEFAULT_IN_FLIGHT = 8
 RATE = 24_000
 
 
@@ -243,8 +245,8 @@ enabled = false
 per_ip = [{{ period = "second", limit = 10000000 }}]
 per_ip_unauthenticated = [{{ period = "second", limit = 10000000 }}]
 # A remote engine: as many streams at once as clients (nothing is refused by the engine's
-# queue in this measurement).
-engine_in_flight = 128
+# queue in this measurement), unless the run says otherwise.
+engine_in_flight = {in_flight}
 engine_queue_depth = 256
 [engines.upstream]
 kind = "openai"
@@ -281,13 +283,13 @@ instructions = "ignore"
 TIERS = "".join(TIER.format(tier=t) for t in ("guest", "basic", "premium", "admin"))
 
 
-def start_voxgate(upstream, upstream_mp3):
+def start_voxgate(upstream, upstream_mp3, in_flight=128):
     port = free_port()
     data = os.path.join(WORK, "voxgate-data")
     config = os.path.join(WORK, "voxgate.toml")
     with open(config, "w") as f:
         f.write(VOXGATE_CONFIG.format(data=data, port=port, upstream=upstream,
-                                     upstream_mp3=upstream_mp3) + TIERS)
+                                     upstream_mp3=upstream_mp3, in_flight=in_flight) + TIERS)
     env = dict(os.environ, VOXGATE_DATA_DIR=data)
     account = subprocess.run([BIN, "--config", config, "accounts", "create", "--name", "hop",
                               "--tier", "basic"], env=env, check=True, capture_output=True,
@@ -455,16 +457,22 @@ def main():
     peak = {name: max(v for (n, _), v in path_peak.items() if n == name) for name in gateways}
     # In the rounds a path's peak includes the heap an earlier path left behind (the allocator
     # keeps it), so each path's own peak is measured again on a fresh voxgate, at the highest
-    # concurrency.
+    # concurrency. The transcoding path is measured twice: with as many streams at once as
+    # clients, and with the default `engine_in_flight` (8), which is what bounds its memory
+    # (each stream holds an MP3 encoder's state and an upstream connection's read buffer;
+    # the streams waiting for a slot hold neither).
     fresh = {}
-    for fmt in paths:
+    runs = [(fmt, 128) for fmt in paths]
+    if "mp3-encoded" in paths:
+        runs.append(("mp3-encoded", DEFAULT_IN_FLIGHT))
+    for fmt, in_flight in runs:
         voxgate.send_signal(signal.SIGTERM)
         voxgate.wait(10)
-        voxgate, vport, vkey = start_voxgate(up_pcm, up_mp3)
+        voxgate, vport, vkey = start_voxgate(up_pcm, up_mp3, in_flight)
         script = wrk_script(paths[fmt][1], paths[fmt][0], vkey)
-        run_wrk(f"http://127.0.0.1:{vport}/v1/audio/speech", script, max(CONCURRENCY),
-                voxgate.pid)
-        fresh[fmt] = rss_kib(voxgate.pid, "VmHWM")
+        figures = run_wrk(f"http://127.0.0.1:{vport}/v1/audio/speech", script,
+                          max(CONCURRENCY), voxgate.pid)
+        fresh[(fmt, in_flight)] = (rss_kib(voxgate.pid, "VmHWM"), figures)
 
     def med(fmt, conns, name, field):
         return statistics.median(f[field] for f in results[(fmt, conns, name)])
@@ -492,9 +500,11 @@ def main():
                              for fmt in paths if (name, fmt) in path_peak)
         print(f"{name}: RSS idle {idle[name] / 1024:.1f} MiB, peak {peak[name] / 1024:.1f} MiB "
               f"(peak per path over the interleaved rounds, MiB: {per_path})")
-    own = ", ".join(f"{fmt} {kib / 1024:.1f}" for fmt, kib in fresh.items())
-    print(f"voxgate, a fresh process per path at c={max(CONCURRENCY)} for {SECS} s: peak RSS, "
-          f"MiB: {own}")
+    print(f"voxgate, a fresh process per path at c={max(CONCURRENCY)} for {SECS} s "
+          "(engine_in_flight: streams an engine serves at once):")
+    for (fmt, in_flight), (kib, f) in fresh.items():
+        print(f"  {fmt}, engine_in_flight {in_flight}: peak RSS {kib / 1024:.1f} MiB, "
+              f"{f['rps']:.0f} req/s, p99 {f['p99']:.1f} ms")
     failed = sum(f["errors"] for runs in results.values() for f in runs)
     if failed:
         print(f"warning: {failed} non-2xx responses (refusals or failures) — the figures "
