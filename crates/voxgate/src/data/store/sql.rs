@@ -129,6 +129,9 @@ pub struct SqliteStore {
 /// The SQLite pool's connections (besides the one writer of quota and usage).
 const SQLITE_CONNECTIONS: u32 = 4;
 
+/// Connections the PostgreSQL pool keeps at most (`tests/chaos` allows for them).
+const POSTGRES_CONNECTIONS: u32 = 16;
+
 /// PostgreSQL, for several instances sharing state.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -208,7 +211,7 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(POSTGRES_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;

@@ -199,9 +199,8 @@ async fn reserve_rows(
             rows.push((hold, subject, metric, start, amount, instance, lease, limit));
         }
     }
-    let rows = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let returned = sqlx::query(sqlx::AssertSqlSafe(RESERVE.as_str()))
-        .bind(rows)
+        .bind(json(&rows)?)
         .fetch_all(writer)
         .await?;
     // Where each returned row goes: (request, ask) by the row's primary key (hold, subject,
@@ -235,6 +234,11 @@ async fn reserve_rows(
         );
     }
     Ok(usage)
+}
+
+/// A batch's rows as the one parameter of its statement.
+fn json(rows: &impl serde::Serialize) -> Result<String, sqlx::Error> {
+    serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// The reservation statement (see `reserve_rows`). `->>` needs SQLite 3.38 and text with a
@@ -274,11 +278,10 @@ async fn settle_batch(
         .filter(|(hold, _)| named.insert(*hold))
         .map(|(hold, [a, b, c, d])| (*hold, *a, *b, *c, *d))
         .collect();
-    let first = serde_json::to_string(&first).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     // Rows the statement itself updated (the trigger's deletions are not counted).
     let mut settled: HashMap<String, usize> = HashMap::new();
     for row in sqlx::query(sqlx::AssertSqlSafe(SETTLE.as_str()))
-        .bind(first)
+        .bind(json(&first)?)
         .fetch_all(writer)
         .await?
     {
