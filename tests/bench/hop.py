@@ -7,6 +7,9 @@ another): the upstream stand-in. In front of it, on equal terms:
   - voxgate with its production defaults (auth, per-address and per-account limits, quotas,
     audit), one `kind = "openai"` engine on the stand-in, limits raised so nothing is
     refused, the response cache off;
+  - the floor of voxgate's own stack (--floor PATH: the `floor_relay` example, axum and
+    reqwest with a constant bearer check and nothing else), so that what voxgate's security
+    stack costs and what the HTTP stack under it costs are told apart;
   - optionally LiteLLM's proxy (LITELLM=/path/to/litellm: a throw-away virtualenv's binary).
 wrk drives each at c=16 and c=64, rounds interleaved so drift hits everyone alike. Printed
 per path and concurrency: req/s, p50 and p99 latency, the gateway's CPU per request (its
@@ -19,7 +22,9 @@ same request to a voxgate engine with `relay = false`, which asks for PCM and en
 every request did before the relay; nginx still relays the upstream's MP3).
 
 Usage: hop.py VOXGATE_BIN WORK_DIR [--quick | --soak MINUTES] [--path pcm|mp3|mp3-encoded]
+             [--floor FLOOR_RELAY_BIN]
   --path NAME: that path only.
+  --floor BIN: with the floor relay too.
   --soak MINUTES: voxgate alone relaying PCM at c=64 for that long, RSS printed each minute
   (is memory flat under 64 streams?).
 """
@@ -44,6 +49,7 @@ SECS = 5 if QUICK else 10
 CONCURRENCY = [16, 64]
 TOKEN = "hop-bench-token"
 LITELLM = os.environ.get("LITELLM", "")
+FLOOR = sys.argv[sys.argv.index("--floor") + 1] if "--floor" in sys.argv else None
 CLIP_SECS = 4
 # Streams an engine serves at once (`limits.engine_in_flight`): voxgate's default, and as many
 # as the clients here (so nothing waits in the engine's queue).
@@ -304,6 +310,14 @@ def start_voxgate(upstream, upstream_mp3, in_flight=ALL_IN_FLIGHT):
     return proc, port, key
 
 
+def start_floor(upstream, upstream_mp3):
+    port = free_port()
+    proc = spawn([FLOOR, f"127.0.0.1:{port}", TOKEN, f"pcm=http://127.0.0.1:{upstream}",
+                  f"mp3=http://127.0.0.1:{upstream_mp3}"], os.path.join(WORK, "floor.log"))
+    wait_http(f"http://127.0.0.1:{port}/pcm/v1/audio/speech", timeout=30)
+    return proc, port
+
+
 def start_litellm(upstream, upstream_mp3):
     port = free_port()
     config = os.path.join(WORK, "litellm.yaml")
@@ -427,6 +441,11 @@ def main():
         "voxgate": (voxgate.pid, lambda p: f"http://127.0.0.1:{vport}/v1/audio/speech", vkey,
                     lambda p: paths[p][1]),
     }
+    if FLOOR:
+        floor, fport = start_floor(up_pcm, up_mp3)
+        gateways["floor"] = (floor.pid,
+                             lambda p: f"http://127.0.0.1:{fport}/{paths[p][2]}/v1/audio/speech",
+                             TOKEN, lambda p: "relay")
     if LITELLM:
         litellm, lport, lkey = start_litellm(up_pcm, up_mp3)
         gateways["litellm"] = (litellm.pid,
@@ -497,6 +516,15 @@ def main():
                              f"{row[3] / med(fmt, conns, 'nginx', 'cpu_us'):.1f}×")
                 print(f"| {fmt} | {conns} | {name} | {row[0]:.0f} | {row[1]:.2f} | "
                       f"{row[2]:.2f} | {row[3]:.0f} | {ratio} |")
+    if FLOOR:
+        print("\nvoxgate's security stack over the floor (CPU µs/req: voxgate − floor; "
+              "ratios voxgate / floor):")
+        for fmt in paths:
+            for conns in CONCURRENCY:
+                v, f = ([med(fmt, conns, n, k) for k in ("rps", "p99", "cpu_us")]
+                        for n in ("voxgate", "floor"))
+                print(f"  {fmt} c={conns}: +{v[2] - f[2]:.0f} µs/req; req/s {v[0] / f[0]:.2f}×, "
+                      f"p99 {v[1] / f[1]:.2f}×, CPU {v[2] / f[2]:.1f}×")
     for name in gateways:
         per_path = ", ".join(f"{fmt} {path_peak[(name, fmt)] / 1024:.1f}"
                              for fmt in paths if (name, fmt) in path_peak)

@@ -480,7 +480,9 @@ pub async fn reserve(
     let mut hold = QuotaHold {
         store: Arc::clone(store),
         book: Arc::clone(book),
-        id: hex(&random_bytes::<12>()),
+        // Unique, not secret: uuid's v4 from the thread's userspace CSPRNG, so a request
+        // makes no system call for it (`random_bytes` is one `getrandom` per call).
+        id: uuid::Uuid::new_v4().simple().to_string(),
         progress: Arc::default(),
         reservations: Vec::new(),
         created: tokio::time::Instant::now(),

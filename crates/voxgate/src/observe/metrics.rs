@@ -158,63 +158,60 @@ impl Histogram {
 /// HTTP requests by route template and status, and response-head latency by route.
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    routes: Mutex<BTreeMap<String, RouteFigures>>,
+}
+
+/// One route template's figures: requests by status, and response-head latency.
+#[derive(Debug, Default)]
+struct RouteFigures {
+    requests: BTreeMap<u16, u64>,
+    latency: Histogram,
 }
 
 impl HttpMetrics {
     pub fn observe(&self, route: &str, status: u16, elapsed: std::time::Duration) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((route.to_owned(), status))
-            .or_insert(0) += 1;
-        self.latency
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(route.to_owned())
-            .or_default()
-            .observe(elapsed.as_secs_f64());
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        // The route's name is copied once, when it is first seen, not per request.
+        if !routes.contains_key(route) {
+            routes.insert(route.to_owned(), RouteFigures::default());
+        }
+        if let Some(figures) = routes.get_mut(route) {
+            *figures.requests.entry(status).or_insert(0) += 1;
+            figures.latency.observe(elapsed.as_secs_f64());
+        }
     }
 
     /// Requests answered so far with `status` on `route`.
     pub fn requests(&self, route: &str, status: u16) -> u64 {
-        self.requests
+        self.routes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&(route.to_owned(), status))
+            .get(route)
+            .and_then(|figures| figures.requests.get(&status))
             .copied()
             .unwrap_or(0)
     }
 
     fn render(&self, out: &mut String) {
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(
             out,
             "# HELP voxgate_http_requests_total Requests by route template and status.\n# TYPE voxgate_http_requests_total counter"
         );
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "voxgate_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
+        for (route, figures) in routes.iter() {
+            for (status, n) in &figures.requests {
+                let _ = writeln!(
+                    out,
+                    "voxgate_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
         }
         let _ = writeln!(
             out,
             "# HELP voxgate_http_response_seconds Time to the response head, by route template.\n# TYPE voxgate_http_response_seconds histogram"
         );
-        for (route, histogram) in self
-            .latency
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            histogram.render(
+        for (route, figures) in routes.iter() {
+            figures.latency.render(
                 out,
                 "voxgate_http_response_seconds",
                 &format!("route=\"{route}\""),
