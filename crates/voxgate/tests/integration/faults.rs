@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use voxgate::data::store::{SqliteStore, Store as _};
 
 use crate::helpers::{Serving, client_with, create_key, error_of, run_ok, serving, spawn_app_with};
@@ -67,22 +67,38 @@ async fn a_killed_server_leaves_no_quota_reserved() {
     // Within the basic tier's 2,000 characters, about two minutes of audio.
     let text = sentence.repeat(28).trim_end().to_owned();
     let characters = text.chars().count() as i64;
-    let mut response = client_with(Some(&key))
-        .post(format!("http://{addr}/v1/audio/speech"))
-        .json(&json!({"model": "tts-1", "voice": "alloy", "input": text, "response_format": "pcm"}))
-        .send()
+    // A client whose receive buffer stays small: with the kernel's autotuning (up to 32 MiB
+    // on some machines) the whole stream fits in the sockets' buffers, and the server would
+    // finish and settle it before the kill.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    let mut response = socket
+        .connect(addr.parse().expect("address"))
+        .await
+        .expect("connect");
+    let body = json!({"model": "tts-1", "voice": "alloy", "input": text, "response_format": "pcm"})
+        .to_string();
+    let head = format!(
+        "POST /v1/audio/speech HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    response
+        .write_all(format!("{head}{body}").as_bytes())
         .await
         .expect("send");
-    assert_eq!(response.status(), 200);
-    let mut received = 0usize;
-    while received < 200_000 {
-        received += response
-            .chunk()
-            .await
-            .expect("chunk")
-            .expect("more audio")
-            .len();
+    let mut read = vec![0u8; 64 * 1024];
+    let mut received = Vec::new();
+    while received.len() < 200_000 {
+        let n = response.read(&mut read).await.expect("read");
+        assert!(n > 0, "more audio");
+        received.extend_from_slice(&read[..n]);
     }
+    assert!(
+        received.starts_with(b"HTTP/1.1 200 "),
+        "{:?}",
+        String::from_utf8_lossy(&received[..64])
+    );
     // The stream is mid-way (the client stopped reading); the renewal runs every second.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let store = SqliteStore::open(&data.join("voxgate.db"))

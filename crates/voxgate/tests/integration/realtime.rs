@@ -325,10 +325,16 @@ async fn server_vad_turns_are_transcribed_while_audio_still_arrives() {
 
     writer.send(Message::Close(None)).await.expect("close");
     let charged = settled_seconds(&app, &account).await;
+    // A refused append (an `error` event) is audio the server did not receive.
+    let errors: Vec<&Value> = events
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| e["type"] == "error")
+        .collect();
     assert_eq!(
         charged,
         audio_secs.ceil() as i64,
-        "charged the audio received"
+        "charged the audio received ({audio_secs} s sent; error events: {errors:?})"
     );
 }
 
