@@ -1,5 +1,5 @@
 //! The floor of voxgate's HTTP stack, for `scripts/bench-hop`: the same server (axum on
-//! hyper, HTTP/1.1, the same Tokio runtime) and the same client (reqwest) relaying
+//! hyper, HTTP/1.1, Nagle off, the same Tokio runtime) and the same client (reqwest) relaying
 //! `POST /{name}/v1/audio/speech` to upstream `name` behind a constant bearer check (as
 //! the bench's nginx proxy routes its locations), with nothing else: no keys, limits,
 //! quotas, audit, logs, metrics or middleware. What voxgate costs above this is its
@@ -14,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt as _;
 
 struct Relay {
     client: reqwest::Client,
@@ -50,7 +51,13 @@ fn main() -> anyhow::Result<()> {
             let app = axum::Router::new()
                 .route("/{name}/v1/audio/speech", post(speech))
                 .with_state(relay);
-            let listener = tokio::net::TcpListener::bind(listen.as_str()).await?;
+            // Nagle off on every connection, as voxgate's server does (else a response's
+            // last piece can wait for a delayed acknowledgement, about 40 ms).
+            let listener = tokio::net::TcpListener::bind(listen.as_str())
+                .await?
+                .tap_io(|stream| {
+                    let _ = stream.set_nodelay(true);
+                });
             axum::serve(listener, app).await?;
             Ok(())
         })

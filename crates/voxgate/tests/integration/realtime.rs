@@ -224,6 +224,8 @@ async fn server_vad_turns_are_transcribed_while_audio_still_arrives() {
                 .expect("open")
                 .expect("message");
             if let Message::Text(text) = message {
+                // Timed on arrival, before the sender hears of it.
+                let at = Instant::now();
                 let event: Value = serde_json::from_str(&text).expect("json");
                 if event["type"] == "conversation.item.input_audio_transcription.completed" {
                     completed += 1;
@@ -233,7 +235,7 @@ async fn server_vad_turns_are_transcribed_while_audio_still_arrives() {
                 {
                     let _ = heard.send(());
                 }
-                events.push((Instant::now(), event));
+                events.push((at, event));
             }
         }
         events

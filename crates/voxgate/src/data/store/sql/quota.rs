@@ -186,9 +186,9 @@ fn reserve_batch(
 /// The rows travel as one JSON array bound to the statement's one parameter (read back
 /// with `jsonb_each`), so the statement's text is the same for every batch: prepared once
 /// on the writer and kept, where a `VALUES` list of the batch's own length would be parsed
-/// and planned again for each batch. `jsonb_each` parses the text once and hands each row
-/// over as binary JSON, which `->>` reads without parsing it again (`json_each` hands rows
-/// over as text, parsed anew by each of a row's eight `->>`).
+/// and planned again for each batch. `jsonb_each` hands each row over as binary JSON, which
+/// `->>` reads as it is; `json_each` rendered each row back to text at every `r.value`, for
+/// `->>` to look up in SQLite's cache of parsed JSON (eight times a row).
 async fn reserve_rows(
     writer: &SqlitePool,
     reservations: &[&Reservation],
@@ -245,10 +245,11 @@ fn json(rows: &impl serde::Serialize) -> Result<String, sqlx::Error> {
 
 /// The reservation statement (see `reserve_rows`). `->>` needs SQLite 3.38, `jsonb_each`
 /// and text with a NUL kept whole 3.45: the `sqlite-bundled` build brings its own, newer
-/// (a test pins the version and the round trip of awkward text). Each window's counter is read as it was
-/// before this row's trigger moved it (SQLite evaluates a row's RETURNING before the row's
-/// own AFTER trigger, after those of earlier rows), so the counter after this row's
-/// reservation is (used, reserved + amount). The store contract test checks the figures.
+/// (a test pins the version and the round trip of awkward text). Each window's counter is
+/// read as it was before this row's trigger moved it (SQLite evaluates a row's RETURNING
+/// before the row's own AFTER trigger, after those of earlier rows), so the counter after
+/// this row's reservation is (used, reserved + amount). The store contract test checks the
+/// figures.
 static RESERVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let counter = |column| {
         format!(
