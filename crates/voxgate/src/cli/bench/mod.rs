@@ -1,27 +1,27 @@
 //! `voxgate bench`: prints engine real-time factors, time to first audio, encoder costs and
 //! idle memory. Figures are printed, never asserted (targets: TTFA ≤ 5% of full synthesis,
-//! idle RSS ≤ 40 MB).
+//! idle RSS ≤ 40 MB). The security stack's costs are measured in `stack`, Wyoming against
+//! HTTP in `wyoming`, realtime transcription sessions in `realtime`.
 
 mod realtime;
+mod stack;
+mod wyoming;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use voxgate_flite::{Flite, SAMPLE_RATE};
 
 use crate::audio::{AudioFormat, Encoder, OUTPUT_RATE};
 use crate::config::Config;
-use crate::data::audit::{Actor, Audit};
 use crate::engines::Catalog;
-use crate::identity::accounts::{Accounts, KeyRequest};
-use crate::identity::auth::Authenticator;
-use crate::observe::Metrics;
 use crate::service::speech::{Part, Runtime, Speech, SpeechJob, start_job};
-use crate::service::{self as services, Services};
+
+use stack::{auth_cost, key_timing, limiter_throughput, stack_cost};
+use wyoming::wyoming_vs_http;
 
 const PARAGRAPH: &str = "The quick brown fox jumps over the lazy dog. Speech synthesis turns \
     written text into sound, one sentence after another. A gateway in front of it decides who \
@@ -461,214 +461,6 @@ async fn stt_rtf(
     Ok(())
 }
 
-/// Times `Authenticator::authenticate` with the key cached, and with the cache emptied before
-/// every call (one indexed lookup plus the HMAC).
-async fn auth_cost(config: &Config, n: u32, out: &mut impl std::io::Write) -> anyhow::Result<()> {
-    use secrecy::ExposeSecret as _;
-    let dir = std::env::temp_dir().join(format!("voxgate-bench-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let mut config = config.clone();
-    config.data_dir = dir.clone();
-    config.database.url = secrecy::SecretString::from(String::new());
-    config.auth.pepper = Some(secrecy::SecretString::from("b".repeat(32)));
-    let (store, pepper) = services::open_store(&config).await?;
-    let audit = Audit::new(Arc::clone(&store));
-    let admin = Accounts::new(
-        Arc::clone(&store),
-        audit.clone(),
-        Arc::clone(&pepper),
-        config.tiers.clone(),
-        60,
-    );
-    let account = admin
-        .create_account(Actor::Cli, "bench", None, "basic")
-        .await?;
-    let key = admin
-        .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
-        .await?;
-    let header = format!("Bearer {}", key.secret.expose_secret());
-    let auth = Authenticator::new(
-        store,
-        audit,
-        pepper,
-        &config.auth,
-        &config.tiers,
-        Arc::new(Metrics::new()),
-    );
-    let source = std::net::IpAddr::from([127, 0, 0, 1]);
-    auth.authenticate(Some(&header), source).await?;
-    let start = Instant::now();
-    for _ in 0..n {
-        auth.authenticate(Some(&header), source).await?;
-    }
-    let cached = start.elapsed().as_secs_f64() / f64::from(n) * 1e6;
-    let uncached_n = n / 10;
-    let start = Instant::now();
-    for _ in 0..uncached_n {
-        auth.invalidate(&key.record.keyid);
-        auth.authenticate(Some(&header), source).await?;
-    }
-    let uncached = start.elapsed().as_secs_f64() / f64::from(uncached_n) * 1e6;
-    writeln!(
-        out,
-        "cached {cached:.1} µs per request, uncached (lookup + HMAC) {uncached:.1} µs"
-    )?;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
-}
-
-/// The time a refusal takes for a well-formed key whose id is unknown and for a known id
-/// with a wrong secret, interleaved, through the whole authentication path (limits and the
-/// audit included): the two medians must not tell the cases apart.
-async fn key_timing(config: &Config, n: u32, out: &mut impl std::io::Write) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("voxgate-bench-timing-{}", std::process::id()));
-    let mut config = config.clone();
-    config.data_dir = dir.clone();
-    config.database.url = secrecy::SecretString::from(String::new());
-    config.auth.pepper = Some(secrecy::SecretString::from("d".repeat(32)));
-    config.auth.failure_threshold = u32::MAX;
-    let generous = crate::config::RateRule {
-        per: crate::config::RateSubject::Account,
-        period: crate::config::Period::Second,
-        limit: 1_000_000_000,
-        burst: None,
-        route: None,
-    };
-    config.limits.per_ip = vec![generous.clone()];
-    config.limits.per_ip_unauthenticated = vec![generous];
-    let state = Services::build(config).await?;
-    let account = state
-        .accounts
-        .create_account(Actor::Cli, "bench", None, "basic")
-        .await?;
-    let key = state
-        .accounts
-        .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
-        .await?;
-    let secret = "a".repeat(52);
-    let wrong = format!(
-        "Bearer {}",
-        crate::identity::auth::key::compose(&key.record.keyid, &secret)
-    );
-    let unknown = format!(
-        "Bearer {}",
-        crate::identity::auth::key::compose(&"b".repeat(24), &secret)
-    );
-    let source = std::net::IpAddr::from([127, 0, 0, 1]);
-    let mut times = [Vec::new(), Vec::new()];
-    for i in 0..n * 2 {
-        let (slot, header) = if i % 2 == 0 {
-            (0, &unknown)
-        } else {
-            (1, &wrong)
-        };
-        let start = Instant::now();
-        let refused = state.authenticate(Some(header), source, "/v1/models").await;
-        times[slot].push(start.elapsed());
-        anyhow::ensure!(refused.is_err(), "a wrong key was accepted");
-    }
-    let median = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2].as_secs_f64() * 1e6
-    };
-    let (unknown_us, wrong_us) = (median(&mut times[0]), median(&mut times[1]));
-    writeln!(
-        out,
-        "unknown id {unknown_us:.1} µs, known id with a wrong secret {wrong_us:.1} µs (median of {n} each): ratio {:.3}",
-        wrong_us / unknown_us
-    )?;
-    drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
-}
-
-async fn limiter_throughput(n: u32, out: &mut impl std::io::Write) -> anyhow::Result<()> {
-    use crate::limits::{MemoryLimiter, Policy, RateLimiter, RedisLimiter};
-    let policy = Policy::new(1_000_000, Duration::from_secs(60));
-    let memory = MemoryLimiter::default();
-    let start = Instant::now();
-    for i in 0..n {
-        memory
-            .acquire(&format!("k{}", i % 1000), &policy, 1)
-            .await?;
-    }
-    writeln!(
-        out,
-        "memory  {:.0} decisions/s",
-        f64::from(n) / start.elapsed().as_secs_f64()
-    )?;
-    match RedisLimiter::connect(
-        "redis://127.0.0.1:6379",
-        "vg:bench",
-        Duration::from_millis(500),
-    )
-    .await
-    {
-        Ok(redis) => {
-            let redis = Arc::new(redis);
-            let total = n / 4;
-            let start = Instant::now();
-            // 64 decisions in flight at once, as many concurrent requests would have.
-            for batch in 0..total / 64 {
-                let calls = (0..64).map(|i| {
-                    let redis = Arc::clone(&redis);
-                    async move {
-                        redis
-                            .acquire(&format!("k{}", (batch * 64 + i) % 1000), &policy, 1)
-                            .await
-                    }
-                });
-                for result in futures::future::join_all(calls).await {
-                    result?;
-                }
-            }
-            let done = (total / 64) * 64;
-            writeln!(
-                out,
-                "redis   {:.0} decisions/s (one instance, 64 in flight)",
-                f64::from(done) / start.elapsed().as_secs_f64()
-            )?;
-        }
-        Err(e) => writeln!(out, "redis   not measured: {e}")?,
-    }
-    Ok(())
-}
-
-/// Requests per second through the whole public router (auth, limits, handler) against a
-/// bare router with the same handler body, both called in-process.
-async fn stack_cost(config: &Config, n: u32, out: &mut impl std::io::Write) -> anyhow::Result<()> {
-    use secrecy::ExposeSecret as _;
-    let dir = std::env::temp_dir().join(format!("voxgate-bench-stack-{}", std::process::id()));
-    let mut config = config.clone();
-    config.data_dir = dir.clone();
-    config.database.url = secrecy::SecretString::from(String::new());
-    config.auth.pepper = Some(secrecy::SecretString::from("c".repeat(32)));
-    // Real decisions on every request (per address and per account), never refusing.
-    never_refusing(&mut config);
-    let state = Services::build(config).await?;
-    let account = state
-        .accounts
-        .create_account(Actor::Cli, "bench", None, "admin")
-        .await?;
-    let key = state
-        .accounts
-        .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
-        .await?;
-    let header = format!("Bearer {}", key.secret.expose_secret());
-    let (bare_rps, full_rps) = crate::http::measure::stack_throughput(&state, &header, n).await?;
-    writeln!(
-        out,
-        "without auth + limits {bare_rps:.0} req/s, with them {full_rps:.0} req/s ({:.0}% of the throughput kept)",
-        full_rps / bare_rps * 100.0
-    )?;
-    drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
-}
-
-/// A real server (HTTP and a Wyoming listener on loopback, both bound to one key, limits
-/// that never refuse) asked for the same text in turns: the time from sending the request
-/// to the first audio byte over HTTP (`stream_format` audio, pcm) and to the first
 /// A throw-away server configuration for a measurement: its own data directory (returned,
 /// to be removed afterwards), SQLite, a fixed pepper, loopback on a free port, no admin
 /// listener, limits that never refuse and no quotas.
@@ -688,129 +480,6 @@ pub(super) fn scratch_server(
         tier.quotas.clear();
     }
     Ok((config, dir))
-}
-
-/// `audio-chunk` over Wyoming. Prints both medians and their ratio.
-async fn wyoming_vs_http(
-    config: &Config,
-    n: usize,
-    out: &mut impl std::io::Write,
-) -> anyhow::Result<()> {
-    use secrecy::ExposeSecret as _;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    use voxgate_wyoming::frame::{self, Frame, Limits};
-
-    let (mut config, dir) = scratch_server(config, "wyoming")?;
-    for tier in config.tiers.values_mut() {
-        // Every round synthesizes: no cached answer.
-        tier.cache = false;
-    }
-    // The key first, then the listener that names it (as an operator would).
-    let key = {
-        let state = Services::build(config.clone()).await?;
-        let account = state
-            .accounts
-            .create_account(Actor::Cli, "bench", None, "admin")
-            .await?;
-        state
-            .accounts
-            .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
-            .await?
-    };
-    config.wyoming.insert(
-        "bench".into(),
-        crate::config::WyomingConfig {
-            bind: "127.0.0.1:0".parse()?,
-            key_id: key.record.keyid.clone(),
-            allow: Vec::new(),
-            tts_model: "tts-1".into(),
-            asr_model: "whisper-1".into(),
-            limits: crate::config::WyomingLimits::default(),
-        },
-    );
-    let app = crate::http::server::Application::build(config).await?;
-    let http = app.local_addr()?;
-    let wyoming = app
-        .wyoming_addr("bench")
-        .ok_or_else(|| anyhow::anyhow!("no Wyoming listener"))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-
-    crate::engines::providers::install_crypto();
-    let client = reqwest::Client::new();
-    let url = format!("http://{http}/v1/audio/speech");
-    let bearer = format!("Bearer {}", key.secret.expose_secret());
-    let body = serde_json::json!({
-        "model": "tts-1", "voice": "alloy", "input": PARAGRAPH, "response_format": "pcm",
-    });
-    let mut socket = tokio::net::TcpStream::connect(wyoming).await?;
-    socket.set_nodelay(true)?;
-    let request = frame::encode(&Frame::with_data(
-        "synthesize",
-        serde_json::json!({"text": PARAGRAPH, "voice": {"name": "tts-1/alloy"}}),
-    ));
-    let limits = Limits {
-        max_payload_bytes: 1 << 20,
-        ..Limits::default()
-    };
-    let (mut over_http, mut over_wyoming) = (Vec::new(), Vec::new());
-    for _ in 0..n + 1 {
-        let start = Instant::now();
-        let mut response = client
-            .post(&url)
-            .header("authorization", &bearer)
-            .json(&body)
-            .send()
-            .await?
-            .error_for_status()?;
-        let mut first = None;
-        while let Some(chunk) = response.chunk().await? {
-            if first.is_none() && !chunk.is_empty() {
-                first = Some(start.elapsed());
-            }
-        }
-        over_http.push(first.ok_or_else(|| anyhow::anyhow!("no audio over HTTP"))?);
-
-        let start = Instant::now();
-        socket.write_all(&request).await?;
-        let mut buf = Vec::new();
-        let mut first = None;
-        loop {
-            if let Some((event, used)) = frame::decode(&buf, &limits)? {
-                buf.drain(..used);
-                match event.kind.as_str() {
-                    "audio-chunk" if first.is_none() => first = Some(start.elapsed()),
-                    "audio-stop" => break,
-                    "error" => anyhow::bail!("Wyoming error: {:?}", event.data),
-                    _ => {}
-                }
-                continue;
-            }
-            let mut piece = [0u8; 16 * 1024];
-            let read = socket.read(&mut piece).await?;
-            anyhow::ensure!(read > 0, "the Wyoming listener closed the connection");
-            buf.extend_from_slice(&piece[..read]);
-        }
-        over_wyoming.push(first.ok_or_else(|| anyhow::anyhow!("no audio over Wyoming"))?);
-    }
-    // The first round warms both paths (engine start, connection set-up): not counted.
-    let median = |times: &mut Vec<Duration>| {
-        times.remove(0);
-        times.sort();
-        times[times.len() / 2].as_secs_f64() * 1e3
-    };
-    let (http_ms, wyoming_ms) = (median(&mut over_http), median(&mut over_wyoming));
-    writeln!(
-        out,
-        "HTTP {http_ms:.1} ms, Wyoming {wyoming_ms:.1} ms (median of {n}; Wyoming/HTTP {:.2})",
-        wyoming_ms / http_ms
-    )?;
-    let _ = stop.send(());
-    let _ = server.await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
 }
 
 /// Rate limits that decide on every request (per address and per account) and never
