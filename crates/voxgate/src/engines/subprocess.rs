@@ -460,10 +460,10 @@ mod tests {
         }
         let buf = Buf::default();
         let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_writer(move || writer.clone())
-            .finish();
+        let subscriber = tracing_subscriber::layer::SubscriberExt::with(
+            tracing_subscriber::registry(),
+            crate::observe::json_lines::layer(move || writer.clone()),
+        );
         tracing::subscriber::with_default(subscriber, f);
         let bytes = buf.0.lock().expect("lock").clone();
         String::from_utf8(bytes).expect("utf-8")

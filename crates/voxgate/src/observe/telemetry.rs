@@ -5,6 +5,7 @@ use std::path::Path;
 
 use tracing_subscriber::EnvFilter;
 
+use super::json_lines;
 use crate::config::{LogConfig, LogFormat};
 
 /// The target of the security-event stream.
@@ -20,12 +21,7 @@ pub fn init(config: &LogConfig, data_dir: &Path) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(filter_directives(&config.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let main = match config.format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+        LogFormat::Json => json_lines::layer(std::io::stderr)
             .with_filter(filter)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
@@ -34,16 +30,11 @@ pub fn init(config: &LogConfig, data_dir: &Path) -> anyhow::Result<()> {
             .boxed(),
     };
     let security = security_file(config, data_dir)?.map(|file| {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::sync::Mutex::new(file))
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_filter(
-                tracing_subscriber::filter::Targets::new()
-                    .with_target(SECURITY, tracing::Level::TRACE),
-            )
+        // The same format as the main stream's JSON: a security event inside a request finds
+        // the request span's fields (its request id) where the main layer keeps them.
+        json_lines::layer(std::sync::Mutex::new(file)).with_filter(
+            tracing_subscriber::filter::Targets::new().with_target(SECURITY, tracing::Level::TRACE),
+        )
     });
     let _ = tracing_subscriber::registry()
         .with(main)

@@ -54,28 +54,106 @@ pub(super) fn relay_stream(
     };
     let malformed =
         |e: crate::audio::meter::MeterError| engine_failure(EngineError::Upstream(Box::new(e)));
-    let state = Some((upstream, StreamMeter::new(format)));
+    // One timer for the whole stream (a `timeout_at` per chunk would put an entry in the
+    // runtime's timer wheel, and take it out, for every chunk).
+    let expiry = Box::pin(tokio::time::sleep_until(deadline));
+    let state = Some((upstream, StreamMeter::new(format), expiry));
     Box::pin(futures::stream::unfold(state, move |state| {
         let stats = Arc::clone(&stats);
         async move {
-            let (mut upstream, mut meter) = state?;
-            match tokio::time::timeout_at(deadline, upstream.next()).await {
-                Err(_) => Some((Err(Error::Timeout), None)),
-                Ok(Some(Ok(bytes))) => match meter.push(&bytes) {
+            let (mut upstream, mut meter, mut expiry) = state?;
+            let next = tokio::select! {
+                biased;
+                next = upstream.next() => next,
+                () = &mut expiry => return Some((Err(Error::Timeout), None)),
+            };
+            match next {
+                Some(Ok(bytes)) => match meter.push(&bytes) {
                     Ok(()) => {
                         stats
                             .output_samples
                             .store(meter.output_samples(), Ordering::Relaxed);
-                        Some((Ok(bytes), Some((upstream, meter))))
+                        Some((Ok(bytes), Some((upstream, meter, expiry))))
                     }
                     Err(e) => Some((Err(malformed(e)), None)),
                 },
-                Ok(Some(Err(e))) => Some((Err(engine_failure(e)), None)),
-                Ok(None) => match meter.finish() {
+                Some(Err(e)) => Some((Err(engine_failure(e)), None)),
+                None => match meter.finish() {
                     Ok(()) => None,
                     Err(e) => Some((Err(malformed(e)), None)),
                 },
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use voxgate_engine::VoiceInfo;
+
+    use super::*;
+
+    /// Sends one PCM chunk, then nothing ever again.
+    #[derive(Debug)]
+    struct Stalls;
+
+    impl Synthesizer for Stalls {
+        fn id(&self) -> &str {
+            "stalls"
+        }
+
+        fn voices(&self) -> &[VoiceInfo] {
+            &[]
+        }
+
+        fn synthesize(
+            &self,
+            _request: SynthesisRequest,
+        ) -> Result<voxgate_engine::PcmStream, EngineError> {
+            Err(EngineError::Unsupported("relay only"))
+        }
+
+        fn relay(
+            &self,
+            _request: SynthesisRequest,
+            _format: RelayFormat,
+        ) -> Result<EncodedStream, EngineError> {
+            let first = futures::stream::once(async { Ok(Bytes::from(vec![0u8; 4_800])) });
+            Ok(Box::pin(first.chain(futures::stream::pending())))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_upstream_ends_at_the_deadline_after_what_it_sent() {
+        let request = SynthesisRequest {
+            text: "hello".into(),
+            voice: "v".into(),
+            speed: 1.0,
+            reference: None,
+        };
+        let stats = Arc::new(SpeechStats::default());
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(30);
+        let mut stream = relay_stream(
+            &Stalls,
+            request,
+            RelayFormat::Pcm24k,
+            deadline,
+            Arc::clone(&stats),
+        );
+        let first = stream.next().await.expect("a chunk").expect("audio");
+        assert_eq!(first.len(), 4_800);
+        assert_eq!(stats.output_samples.load(Ordering::Relaxed), 2_400);
+        let second = stream.next().await.expect("an end");
+        assert!(matches!(second, Err(Error::Timeout)), "{second:?}");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(30),
+            "at the deadline"
+        );
+        assert!(stream.next().await.is_none(), "nothing after the timeout");
+    }
 }
