@@ -5,8 +5,11 @@
 //! inside of a JSON object (`"request_id":"…","route":"…"`), which a line copies as it is and
 //! a record appends to.
 //!
-//! The line is the one tracing-subscriber wrote with `flatten_event` and `with_current_span`:
-//! `{"timestamp":…,"level":…,<the event's fields>,"target":…,"span":{<its fields>,"name":…}}`.
+//! The line has the shape tracing-subscriber's JSON gave with `flatten_event` and
+//! `with_current_span`: `{"timestamp":…,"level":…,<the event's fields>,"target":…,
+//! "span":{<its fields>,"name":…}}`. What differs: a span's fields come in the order they
+//! were recorded (not sorted); a `log` record's `log.file`, `log.line` and `log.module_path`
+//! are left out; 128-bit integers are numbers, not strings.
 
 use std::fmt::{self, Write as _};
 
@@ -105,7 +108,7 @@ where
 
 /// Writes fields as `"name":value` entries separated by commas (after a comma first when
 /// `after_others`): numbers and booleans as themselves, everything else as a string. A
-/// `log` record's `log.*` fields are left out (its target is already in the line).
+/// `log` record's `log.*` fields are left out (its target is the line's target).
 struct Entries<'a> {
     out: &'a mut dyn fmt::Write,
     comma: bool,
@@ -173,8 +176,10 @@ impl Visit for Entries<'_> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         // JSON has no NaN or infinities: those become null, as serde_json writes them.
+        // `Debug` keeps a float a float (`1.0`, `1e300`, where `Display` writes `1` and 301
+        // digits).
         if value.is_finite() {
-            self.entry(field, |out| write!(out, "{value}"));
+            self.entry(field, |out| write!(out, "{value:?}"));
         } else {
             self.entry(field, |out| out.write_str("null"));
         }
@@ -191,10 +196,15 @@ struct Added<'a> {
 impl Added<'_> {
     fn replace(&mut self, field: &Field, record: impl FnOnce(&mut Entries<'_>)) {
         remove_entry(self.fields, field.name());
-        let comma = !self.fields.is_empty();
+        let (kept, comma) = (self.fields.len(), !self.fields.is_empty());
         let mut entries = Entries::new(self.fields, comma);
         record(&mut entries);
-        self.result = self.result.and(entries.result);
+        let result = entries.result;
+        if result.is_err() {
+            // A value whose formatting failed midway leaves no half entry behind.
+            self.fields.truncate(kept);
+        }
+        self.result = self.result.and(result);
     }
 }
 
@@ -330,14 +340,19 @@ mod tests {
 
     /// Runs `f` under a subscriber writing this format; returns the lines, each parsed.
     fn logged(f: impl FnOnce()) -> Vec<Value> {
+        raw(f)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+
+    /// Runs `f` under a subscriber writing this format; returns what it wrote.
+    fn raw(f: impl FnOnce()) -> String {
         let lines = Lines::default();
         let sink = lines.clone();
         let subscriber = tracing_subscriber::registry().with(layer(move || sink.clone()));
         tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
-        text.lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-            .collect()
+        String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8")
     }
 
     #[test]
@@ -374,26 +389,35 @@ mod tests {
 
     #[test]
     fn a_field_recorded_again_keeps_its_last_value_once() {
-        for first in ["a \"quoted, \\\" value\"", "plain"] {
-            let lines = logged(|| {
+        for first in ["a \"quoted, \\\" value\\", "plain", "x,\"c\":y"] {
+            let text = raw(|| {
                 let span = tracing::info_span!(
                     "s",
                     a = tracing::field::Empty,
                     b = 1,
-                    c = tracing::field::Empty
+                    c = tracing::field::Empty,
+                    request_id = "r",
+                    id = tracing::field::Empty,
                 );
                 span.record("a", first);
                 span.record("c", "x,\"c\":y");
+                span.record("id", 7);
                 span.record("a", "second");
                 span.record("c", "z");
                 span.record("b", 2);
+                span.record("id", "last");
                 span.in_scope(|| tracing::info!("in"));
             });
+            let line: Value = serde_json::from_str(text.trim()).expect("one JSON line");
             assert_eq!(
-                lines[0]["span"],
-                json!({"a": "second", "b": 2, "c": "z", "name": "s"}),
+                line["span"],
+                json!({"a": "second", "b": 2, "c": "z", "request_id": "r", "id": "last", "name": "s"}),
                 "first value {first:?}"
             );
+            // A parser keeps the last of repeated keys: the text shows each key once.
+            for key in ["\"a\":", "\"b\":", "\"c\":", "\"id\":", "\"request_id\":"] {
+                assert_eq!(text.matches(key).count(), 1, "{key} in {text}");
+            }
         }
     }
 
@@ -401,12 +425,26 @@ mod tests {
     fn strings_are_escaped_and_odd_numbers_stay_json() {
         let nasty = "quote \" backslash \\ newline \n tab \t nul \0 bell \x07 del \x7f é 🎙";
         let lines = logged(|| {
-            tracing::warn!(text = nasty, debug = ?nasty, nan = f64::NAN, low = i64::MIN, "m");
+            tracing::warn!(
+                text = nasty,
+                debug = ?nasty,
+                nan = f64::NAN,
+                inf = f64::INFINITY,
+                low = i64::MIN,
+                whole = 1.0,
+                huge = 1e300,
+                wide = i128::MIN,
+                "m"
+            );
         });
         let line = &lines[0];
         assert_eq!(line["text"], nasty);
         assert_eq!(line["debug"], format!("{nasty:?}"));
         assert_eq!(line["nan"], Value::Null);
+        assert_eq!(line["inf"], Value::Null);
+        assert!(line["whole"].is_f64() && line["huge"].is_f64(), "{line}");
+        assert_eq!(line["huge"], 1e300);
+        assert!(line["wide"].is_number(), "{line}");
         assert_eq!(line["low"], i64::MIN);
         assert_eq!(line["level"], "WARN");
         assert!(line.get("span").is_none(), "no span: no span entry");

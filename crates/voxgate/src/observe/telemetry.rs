@@ -30,8 +30,9 @@ pub fn init(config: &LogConfig, data_dir: &Path) -> anyhow::Result<()> {
             .boxed(),
     };
     let security = security_file(config, data_dir)?.map(|file| {
-        // The same format as the main stream's JSON: a security event inside a request finds
-        // the request span's fields (its request id) where the main layer keeps them.
+        // The main stream's JSON format. This layer's filter hides every span (none has the
+        // security target), so its lines carry no `span`: a request's id is in the main
+        // stream's line about the same request.
         json_lines::layer(std::sync::Mutex::new(file)).with_filter(
             tracing_subscriber::filter::Targets::new().with_target(SECURITY, tracing::Level::TRACE),
         )

@@ -54,8 +54,8 @@ pub(super) fn relay_stream(
     };
     let malformed =
         |e: crate::audio::meter::MeterError| engine_failure(EngineError::Upstream(Box::new(e)));
-    // One timer for the whole stream (a `timeout_at` per chunk would put an entry in the
-    // runtime's timer wheel, and take it out, for every chunk).
+    // One timer for the whole stream: a `timeout_at` per chunk put an entry in the runtime's
+    // timer wheel, and took it out, for every chunk that had to wait.
     let expiry = Box::pin(tokio::time::sleep_until(deadline));
     let state = Some((upstream, StreamMeter::new(format), expiry));
     Box::pin(futures::stream::unfold(state, move |state| {
@@ -96,7 +96,7 @@ mod tests {
 
     use super::*;
 
-    /// Sends one PCM chunk, then nothing ever again.
+    /// Sends a PCM chunk at once, at 10 s and at 20 s, then nothing ever again.
     #[derive(Debug)]
     struct Stalls;
 
@@ -121,39 +121,71 @@ mod tests {
             _request: SynthesisRequest,
             _format: RelayFormat,
         ) -> Result<EncodedStream, EngineError> {
-            let first = futures::stream::once(async { Ok(Bytes::from(vec![0u8; 4_800])) });
-            Ok(Box::pin(first.chain(futures::stream::pending())))
+            let chunks = futures::stream::iter([0u64, 10, 10]).then(|wait| async move {
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                Ok(Bytes::from(vec![0u8; 4_800]))
+            });
+            Ok(Box::pin(chunks.chain(futures::stream::pending())))
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_stalled_upstream_ends_at_the_deadline_after_what_it_sent() {
-        let request = SynthesisRequest {
+    fn request() -> SynthesisRequest {
+        SynthesisRequest {
             text: "hello".into(),
             voice: "v".into(),
             speed: 1.0,
             reference: None,
-        };
+        }
+    }
+
+    /// The next item, or a failure (not a hang) if none comes within a minute.
+    async fn next(stream: &mut ByteStream) -> Option<Result<Bytes, Error>> {
+        tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("an item or the end within a minute")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_upstream_ends_at_the_deadline_after_what_it_sent() {
         let stats = Arc::new(SpeechStats::default());
         let started = Instant::now();
         let deadline = started + Duration::from_secs(30);
         let mut stream = relay_stream(
             &Stalls,
-            request,
+            request(),
             RelayFormat::Pcm24k,
             deadline,
             Arc::clone(&stats),
         );
-        let first = stream.next().await.expect("a chunk").expect("audio");
-        assert_eq!(first.len(), 4_800);
-        assert_eq!(stats.output_samples.load(Ordering::Relaxed), 2_400);
-        let second = stream.next().await.expect("an end");
-        assert!(matches!(second, Err(Error::Timeout)), "{second:?}");
+        for n in 1..=3u64 {
+            let chunk = next(&mut stream).await.expect("a chunk").expect("audio");
+            assert_eq!(chunk.len(), 4_800);
+            assert_eq!(stats.output_samples.load(Ordering::Relaxed), 2_400 * n);
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(20));
+        // The deadline counts from the start, not from the last chunk.
+        let end = next(&mut stream).await.expect("an end");
+        assert!(matches!(end, Err(Error::Timeout)), "{end:?}");
         assert_eq!(
             started.elapsed(),
             Duration::from_secs(30),
             "at the deadline"
         );
-        assert!(stream.next().await.is_none(), "nothing after the timeout");
+        assert!(
+            next(&mut stream).await.is_none(),
+            "nothing after the timeout"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn audio_ready_past_the_deadline_is_still_passed_on() {
+        let stats = Arc::new(SpeechStats::default());
+        let deadline = Instant::now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let mut stream = relay_stream(&Stalls, request(), RelayFormat::Pcm24k, deadline, stats);
+        let first = next(&mut stream).await.expect("a chunk");
+        assert_eq!(first.expect("the ready chunk").len(), 4_800);
+        let end = next(&mut stream).await.expect("an end");
+        assert!(matches!(end, Err(Error::Timeout)), "{end:?}");
     }
 }
