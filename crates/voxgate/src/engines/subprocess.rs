@@ -447,26 +447,7 @@ mod tests {
 
     /// Captures JSON log lines written while `f` runs on this thread.
     fn capture(f: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().expect("lock").extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buf = Buf::default();
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::layer::SubscriberExt::with(
-            tracing_subscriber::registry(),
-            crate::observe::json_lines::layer(move || writer.clone()),
-        );
-        tracing::subscriber::with_default(subscriber, f);
-        let bytes = buf.0.lock().expect("lock").clone();
-        String::from_utf8(bytes).expect("utf-8")
+        crate::observe::json_lines::tests::raw(f)
     }
 
     #[test]

@@ -316,7 +316,7 @@ impl fmt::Write for Escaped<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use serde_json::{Value, json};
@@ -346,8 +346,9 @@ mod tests {
             .collect()
     }
 
-    /// Runs `f` under a subscriber writing this format; returns what it wrote.
-    fn raw(f: impl FnOnce()) -> String {
+    /// Runs `f` (on this thread) under a subscriber writing this format; returns what it
+    /// wrote.
+    pub(crate) fn raw(f: impl FnOnce()) -> String {
         let lines = Lines::default();
         let sink = lines.clone();
         let subscriber = tracing_subscriber::registry().with(layer(move || sink.clone()));

@@ -482,6 +482,21 @@ pub(super) fn scratch_server(
     Ok((config, dir))
 }
 
+/// A new account of `tier` and a key of it, made as the CLI makes them.
+pub(super) async fn bench_key(
+    accounts: &crate::identity::accounts::Accounts,
+    tier: &str,
+) -> anyhow::Result<crate::identity::accounts::CreatedKey> {
+    use crate::data::audit::Actor;
+    use crate::identity::accounts::KeyRequest;
+    let account = accounts
+        .create_account(Actor::Cli, "bench", None, tier)
+        .await?;
+    Ok(accounts
+        .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
+        .await?)
+}
+
 /// Rate limits that decide on every request (per address and per account) and never
 /// refuse.
 fn never_refusing(config: &mut Config) {

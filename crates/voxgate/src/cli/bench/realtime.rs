@@ -13,8 +13,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 use crate::config::Config;
-use crate::data::audit::Actor;
-use crate::identity::accounts::KeyRequest;
 
 const UTTERANCE: &str = "The quick brown fox jumps over the lazy dog near the river bank.";
 /// Silence after each utterance (server VAD needs 500 ms of it to end the turn).
@@ -37,17 +35,7 @@ pub async fn run(
     }
     let app = crate::http::server::Application::build(config).await?;
     let addr = app.local_addr()?;
-    let key = {
-        let state = app.state();
-        let account = state
-            .accounts
-            .create_account(Actor::Cli, "bench", None, "admin")
-            .await?;
-        state
-            .accounts
-            .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
-            .await?
-    };
+    let key = super::bench_key(&app.state().accounts, "admin").await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;

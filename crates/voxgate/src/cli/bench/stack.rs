@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::data::audit::{Actor, Audit};
-use crate::identity::accounts::{Accounts, KeyRequest};
+use crate::data::audit::Audit;
+use crate::identity::accounts::Accounts;
 use crate::identity::auth::Authenticator;
 use crate::observe::Metrics;
 use crate::service::{self as services, Services};
@@ -37,12 +37,7 @@ pub(super) async fn auth_cost(
         config.tiers.clone(),
         60,
     );
-    let account = admin
-        .create_account(Actor::Cli, "bench", None, "basic")
-        .await?;
-    let key = admin
-        .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
-        .await?;
+    let key = super::bench_key(&admin, "basic").await?;
     let header = format!("Bearer {}", key.secret.expose_secret());
     let auth = Authenticator::new(
         store,
@@ -98,14 +93,7 @@ pub(super) async fn key_timing(
     config.limits.per_ip = vec![generous.clone()];
     config.limits.per_ip_unauthenticated = vec![generous];
     let state = Services::build(config).await?;
-    let account = state
-        .accounts
-        .create_account(Actor::Cli, "bench", None, "basic")
-        .await?;
-    let key = state
-        .accounts
-        .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
-        .await?;
+    let key = super::bench_key(&state.accounts, "basic").await?;
     let secret = "a".repeat(52);
     let wrong = format!(
         "Bearer {}",
@@ -214,14 +202,7 @@ pub(super) async fn stack_cost(
     // Real decisions on every request (per address and per account), never refusing.
     never_refusing(&mut config);
     let state = Services::build(config).await?;
-    let account = state
-        .accounts
-        .create_account(Actor::Cli, "bench", None, "admin")
-        .await?;
-    let key = state
-        .accounts
-        .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
-        .await?;
+    let key = super::bench_key(&state.accounts, "admin").await?;
     let header = format!("Bearer {}", key.secret.expose_secret());
     let (bare_rps, full_rps) = crate::http::measure::stack_throughput(&state, &header, n).await?;
     writeln!(

@@ -3,8 +3,6 @@
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::data::audit::Actor;
-use crate::identity::accounts::KeyRequest;
 use crate::service::Services;
 
 use super::{PARAGRAPH, scratch_server};
@@ -28,17 +26,7 @@ pub(super) async fn wyoming_vs_http(
         tier.cache = false;
     }
     // The key first, then the listener that names it (as an operator would).
-    let key = {
-        let state = Services::build(config.clone()).await?;
-        let account = state
-            .accounts
-            .create_account(Actor::Cli, "bench", None, "admin")
-            .await?;
-        state
-            .accounts
-            .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
-            .await?
-    };
+    let key = super::bench_key(&Services::build(config.clone()).await?.accounts, "admin").await?;
     config.wyoming.insert(
         "bench".into(),
         crate::config::WyomingConfig {
