@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::engines::Catalog;
 use crate::service::speech::{Part, Runtime, Speech, SpeechJob, start_job};
 
-use stack::{auth_cost, key_timing, limiter_throughput, stack_cost};
+use stack::{auth_cost, key_timing, limiter_throughput, quota_cost, stack_cost};
 use wyoming::wyoming_vs_http;
 
 const PARAGRAPH: &str = "The quick brown fox jumps over the lazy dog. Speech synthesis turns \
@@ -161,6 +161,12 @@ pub async fn run(config: Config, quick: bool) -> anyhow::Result<()> {
         "\n## Failed authentication: an unknown key id vs a known one with a wrong secret"
     )?;
     key_timing(&config, if quick { 2_000 } else { 10_000 }, &mut out).await?;
+
+    writeln!(
+        out,
+        "\n## Durable quota accounting per request (SQLite: a reservation and a settlement)"
+    )?;
+    quota_cost(&config, if quick { 1_600 } else { 16_000 }, &mut out).await?;
 
     writeln!(out, "\n## Rate-limit decisions per second")?;
     limiter_throughput(if quick { 20_000 } else { 200_000 }, &mut out).await?;
