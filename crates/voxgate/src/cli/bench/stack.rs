@@ -219,26 +219,31 @@ pub(super) async fn stack_cost(
 
 /// What a request's durable quota accounting costs: its reservation and its settlement
 /// (on SQLite one statement and one commit each, shared with the requests that wait for the
-/// writer at the same time), one request at a time and 16 at once. Per request: wall time
-/// and this process's CPU time (user and system, every thread: SQLite's included).
+/// writer at the same time), one request at a time and 16 at once. Printed per run: requests
+/// per second and this process's CPU time per request (user and system, every thread:
+/// SQLite's included). Every tier gets three quotas (characters, audio seconds, requests),
+/// whatever the configuration says; a last reservation checks that every settlement was
+/// charged.
 pub(super) async fn quota_cost(
     config: &Config,
     n: u32,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
+    use crate::config::{Metric, Period, QuotaRule, RateSubject};
     use secrecy::ExposeSecret as _;
-    let dir = std::env::temp_dir().join(format!("voxgate-bench-quota-{}", std::process::id()));
-    let mut config = config.clone();
-    config.data_dir = dir.clone();
-    config.database.url = secrecy::SecretString::from(String::new());
-    config.auth.pepper = Some(secrecy::SecretString::from("d".repeat(32)));
-    never_refusing(&mut config);
+    const LIMIT: u64 = 1_000_000_000_000;
+    let (mut config, dir) = super::scratch_server(config, "quota")?;
     for tier in config.tiers.values_mut() {
-        for quota in &mut tier.quotas {
-            quota.limit = 1_000_000_000_000;
-        }
+        tier.quotas = [Metric::Characters, Metric::AudioSeconds, Metric::Requests]
+            .map(|metric| QuotaRule {
+                per: RateSubject::Account,
+                metric,
+                period: Period::Day,
+                limit: LIMIT,
+            })
+            .to_vec();
     }
-    let state = Arc::new(Services::build(config).await?);
+    let state = Services::build(config).await?;
     let key = super::bench_key(&state.accounts, "basic").await?;
     let header = format!("Bearer {}", key.secret.expose_secret());
     let principal = Arc::new(
@@ -254,13 +259,21 @@ pub(super) async fn quota_cost(
         requests: 1,
         transcribed_seconds: 0,
     };
+    // A first request prepares the statements and makes the counters' rows.
+    state
+        .reserve(&principal, amounts)
+        .await?
+        .settle(amounts)
+        .await;
+    let mut settled = 1;
     for at_once in [1u32, 16] {
+        let each = n / at_once;
         let (cpu, start) = (process_cpu(), Instant::now());
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..at_once {
             let (state, principal) = (Arc::clone(&state), Arc::clone(&principal));
             tasks.spawn(async move {
-                for _ in 0..n / at_once {
+                for _ in 0..each {
                     let hold = state.reserve(&principal, amounts).await?;
                     hold.settle(amounts).await;
                 }
@@ -270,14 +283,27 @@ pub(super) async fn quota_cost(
         while let Some(done) = tasks.join_next().await {
             done??;
         }
-        let per = |d: Duration| d.as_secs_f64() / f64::from(n / at_once * at_once) * 1e6;
+        let (wall, requests) = (start.elapsed(), each * at_once);
+        settled += i64::from(requests);
+        let cpu = process_cpu().saturating_sub(cpu).as_secs_f64() / f64::from(requests);
         writeln!(
             out,
-            "{at_once:>2} at once: {:.0} µs wall, {:.0} µs CPU per request (reservation + settlement)",
-            per(start.elapsed()),
-            per(process_cpu().saturating_sub(cpu))
+            "{at_once:>2} at once: {:.0} requests/s, {:.0} µs CPU per request (reservation + settlement)",
+            f64::from(requests) / wall.as_secs_f64(),
+            cpu * 1e6
         )?;
     }
+    // Every settlement charged its characters: what is left is the limit less them and the
+    // reservation now held (unless the day's window turned during the run).
+    let hold = state.reserve(&principal, amounts).await?;
+    let remaining = hold.character_budget().map(|b| b.remaining);
+    let expected = i64::try_from(LIMIT)? - amounts.characters * (settled + 1);
+    anyhow::ensure!(
+        remaining == Some(expected),
+        "{} characters left where {expected} were expected: a settlement was not charged (or the day turned meanwhile)",
+        remaining.unwrap_or(-1)
+    );
+    hold.refund().await;
     drop(state);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
