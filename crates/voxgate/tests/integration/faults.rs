@@ -366,6 +366,47 @@ async fn a_store_outage_degrades_and_recovers_without_restart() {
     db.drop_now().await;
 }
 
+/// An instance with no live holds still notices an outage in its upkeep: renewing nothing
+/// is a round trip too. Every upkeep while the database is cut fails, so the outage never
+/// counts as time the store was reachable (reconciling waits until the store has been
+/// reachable for a lease and a renewal: the holders' time to replay their journals), and
+/// the upkeep recovers by itself when the database returns. When renewing nothing answered
+/// `Ok` without asking the database, the second upkeep in the outage "succeeded", and the
+/// instance could reconcile the moment the database returned, before a holder replayed its
+/// settlement (the occasional failure of the test below).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_holds_notices_an_outage() {
+    let db = PgDatabase::create().await;
+    let relay = Relay::start().await;
+    // Renewals far apart: only this test's own upkeep calls run during it.
+    let app = spawn_app_with(&format!(
+        "[database]\nurl = \"{}\"\nhold_lease_secs = 1200\nhold_renew_secs = 600\n",
+        relay.url(&db.url)
+    ))
+    .await;
+    let store = &app.state.store;
+    let book = &app.state.holds;
+    assert_eq!(book.upkeep(store).await.expect("the store answers"), 0);
+
+    relay.set_cut(true);
+    // The relay drops its connections within a few of its 20 ms checks.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 0..4 {
+        assert!(
+            book.upkeep(store).await.is_err(),
+            "upkeep {round} during the outage reported the store reachable"
+        );
+    }
+
+    relay.set_cut(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while book.upkeep(store).await.is_err() {
+        assert!(Instant::now() < deadline, "the store is back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    db.drop_now().await;
+}
+
 /// Two instances on one PostgreSQL database that goes away for longer than two leases:
 /// a stream that finished during the outage has its settlement journaled, and when the
 /// database returns the other instance does not reconcile that hold at an older report

@@ -449,7 +449,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         actual: &(dyn for<'m> Fn(&'m str) -> i64 + Sync),
     ) -> Result<usize, StoreError>;
     /// Moves the deadline of every hold in `progress` to `lease_secs` from now (the
-    /// database's clock) and records what each has delivered so far.
+    /// database's clock) and records what each has delivered so far. With nothing to renew
+    /// it still makes one round trip: `Ok` always means the store answered (the upkeep
+    /// counts on it to know when the store is back, see `HoldBook::upkeep`).
     async fn renew_holds(
         &self,
         lease_secs: i64,

@@ -875,6 +875,10 @@ macro_rules! impl_store {
 
             async fn renew_holds(&self, lease_secs: i64, progress: &[HoldProgress]) -> Result<(), StoreError> {
                 if progress.is_empty() {
+                    // Still a round trip: an instance without live holds learns from this
+                    // whether the store is reachable (it must not reconcile right after an
+                    // outage it did not notice).
+                    sqlx::query("SELECT 1").execute(self.writer()).await?;
                     return Ok(());
                 }
                 let renew = format!(
