@@ -285,20 +285,26 @@ impl StoreError {
         matches!(self, StoreError::Outage(_))
     }
 
-    /// The failure `err` again, for each other caller of one statement that failed for
-    /// several of them (same class: outage, full disk or database error).
-    pub(crate) fn shared(err: &sqlx::Error) -> Self {
+    /// The store cannot be reached now, for `why`.
+    pub fn unavailable(why: impl Into<crate::error::BoxError>) -> Self {
+        StoreError::Outage(StoreOutage::Unavailable(why.into()))
+    }
+
+    /// A failure of the quota writer's own SQLite connection (`sql::quota`), sorted as
+    /// sqlx's SQLite errors are; each caller of a failed batch gets its own copy.
+    pub(crate) fn of_sqlite(err: &rusqlite::Error) -> Self {
         let why = || -> crate::error::BoxError { err.to_string().into() };
-        match classify(err) {
+        let failure = match err {
+            rusqlite::Error::SqliteFailure(code, message) => {
+                sqlite_failure(code.extended_code, message.as_deref().unwrap_or(""))
+            }
+            _ => Failure::Other,
+        };
+        match failure {
             Failure::Unavailable => StoreError::Outage(StoreOutage::Unavailable(why())),
             Failure::DiskFull => StoreError::Outage(StoreOutage::DiskFull(why())),
             Failure::Other => StoreError::Database(sqlx::Error::Protocol(err.to_string())),
         }
-    }
-
-    /// The store cannot be reached now, for `why`.
-    pub fn unavailable(why: impl Into<crate::error::BoxError>) -> Self {
-        StoreError::Outage(StoreOutage::Unavailable(why.into()))
     }
 }
 
@@ -311,7 +317,6 @@ enum Failure {
 /// Sorts a database error: the server or file cannot be reached or is shutting down, the
 /// disk is full, or anything else (a bug, a constraint).
 fn classify(err: &sqlx::Error) -> Failure {
-    const SQLITE_IOERR_SHMSIZE: i32 = 10 | (19 << 8);
     match err {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
@@ -329,16 +334,7 @@ fn classify(err: &sqlx::Error) -> Failure {
             // may be all digits too, so the numeric table is for SQLite's errors only.
             let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
             if sqlite && let Ok(n) = code.parse::<i32>() {
-                // SQLITE_IOERR_SHMSIZE: the WAL index could not grow, which on a full disk
-                // is what a new connection meets first.
-                if n == SQLITE_IOERR_SHMSIZE {
-                    return Failure::DiskFull;
-                }
-                return match n & 0xff {
-                    13 => Failure::DiskFull,                 // SQLITE_FULL
-                    5 | 6 | 10 | 14 => Failure::Unavailable, // BUSY, LOCKED, IOERR, CANTOPEN
-                    _ => Failure::Other,
-                };
+                return sqlite_failure(n, db.message());
             }
             match code {
                 "53100" => Failure::DiskFull,
@@ -355,6 +351,21 @@ fn classify(err: &sqlx::Error) -> Failure {
                 _ => Failure::Other,
             }
         }
+        _ => Failure::Other,
+    }
+}
+
+/// Sorts a SQLite error by its extended result code.
+fn sqlite_failure(extended_code: i32, message: &str) -> Failure {
+    // SQLITE_IOERR_SHMSIZE: the WAL index could not grow, which on a full disk is what a
+    // new connection meets first.
+    const SQLITE_IOERR_SHMSIZE: i32 = 10 | (19 << 8);
+    if extended_code == SQLITE_IOERR_SHMSIZE || message.contains("No space left on device") {
+        return Failure::DiskFull;
+    }
+    match extended_code & 0xff {
+        13 => Failure::DiskFull,                 // SQLITE_FULL
+        5 | 6 | 10 | 14 => Failure::Unavailable, // BUSY, LOCKED, IOERR, CANTOPEN
         _ => Failure::Other,
     }
 }

@@ -118,11 +118,13 @@ const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(75
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// One connection for the quota and usage writes: SQLite has one writer at a time, and
-    /// requests waiting here queue in order instead of polling the database's lock (its
-    /// busy handler sleeps a millisecond and more between tries).
+    /// One connection for the other quota writes (renewals, reconciliation, replayed
+    /// settlements) and key use: SQLite has one writer at a time, and requests waiting here
+    /// queue in order instead of polling the database's lock (its busy handler sleeps a
+    /// millisecond and more between tries).
     writer: SqlitePool,
-    /// The queue of reservations and settlements that `writer` takes in batches.
+    /// The queue of reservations and settlements, which the batcher's own connection
+    /// writes in batches (`sql::quota`).
     batcher: quota::Batcher,
 }
 
@@ -168,7 +170,7 @@ impl SqliteStore {
         let pool = open(SQLITE_CONNECTIONS).await?;
         let writer = open(1).await?;
         restrict_permissions(path);
-        let batcher = quota::Batcher::start(writer.clone());
+        let batcher = quota::Batcher::start(path)?;
         Ok(Self {
             pool,
             writer,

@@ -1,12 +1,15 @@
 //! A request's quota reservation and settlement, the two database trips every metered
 //! request makes. On SQLite each is one statement (the triggers of migration 0010 move the
 //! counters, atomically with the statement), and the reservations (and settlements) of
-//! requests that arrive while one statement runs go in the next one together: one
-//! [`Batcher`] task feeds the writer connection, so a busy gateway pays one trip to SQLite's
-//! thread (and one commit) per batch rather than per request. On PostgreSQL each is one
-//! transaction.
+//! requests that arrive while one statement runs go in the next one together. One
+//! [`Batcher`] thread owns a SQLite connection of its own and runs the statements itself:
+//! a busy gateway pays one commit per batch rather than per request, and one hand-over to
+//! that thread and back, where sqlx's connection would add several (each statement, and
+//! each return of the connection to its pool, is a round trip through sqlx's worker
+//! thread). On PostgreSQL each is one transaction.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -75,28 +78,77 @@ enum Op {
 #[derive(Debug, Clone)]
 pub(super) struct Batcher {
     ops: mpsc::Sender<Op>,
-    /// Batches of reservations taken so far (one statement each unless one was refused).
+    /// Batches of reservations taken so far (one statement each unless one was refused),
+    /// and operations taken from the queue.
     #[cfg_attr(not(test), expect(dead_code, reason = "the tests read it"))]
     batches: Arc<AtomicUsize>,
+    #[cfg_attr(not(test), expect(dead_code, reason = "the tests read it"))]
+    taken: Arc<AtomicUsize>,
 }
 
 impl Batcher {
-    /// Starts the task that drains the queue into `writer`; it ends when the last handle
-    /// is dropped.
-    pub(super) fn start(writer: SqlitePool) -> Self {
+    /// Opens the writer's connection to the database at `path` and starts the thread that
+    /// drains the queue into it; the thread ends when the last handle is dropped.
+    pub(super) fn start(path: &Path) -> Result<Self, StoreError> {
+        let writer = open_writer(path).map_err(|e| StoreError::of_sqlite(&e))?;
         let (ops, rx) = mpsc::channel(QUEUE);
-        let batches = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(drain(writer, rx, Arc::clone(&batches)));
-        Self { ops, batches }
+        let (batches, taken) = (Arc::default(), Arc::default());
+        let counts = (Arc::clone(&batches), Arc::clone(&taken));
+        std::thread::Builder::new()
+            .name("voxgate-quota".into())
+            .spawn(move || drain(&writer, rx, &counts.0, &counts.1))
+            .map_err(StoreError::unavailable)?;
+        Ok(Self {
+            ops,
+            batches,
+            taken,
+        })
     }
+
+    /// Queues `op` and waits for its answer; the writer thread gone (it panicked) is an
+    /// outage.
+    async fn run<T>(
+        &self,
+        op: Op,
+        answer: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if self.ops.send(op).await.is_err() {
+            return Err(StoreError::unavailable("the quota writer has stopped"));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::unavailable("the quota writer has stopped")))
+    }
+}
+
+/// The writer's connection, set up as sqlx sets up the store's others (the file is in WAL
+/// mode already: the store's pool opened it first).
+fn open_writer(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // Below the guard's bound on an operation, as the pool's (see `SqliteStore::open`).
+    conn.busy_timeout(std::time::Duration::from_millis(1_500))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
 }
 
 /// Operations waiting for the writer at most; a request beyond waits to queue.
 const QUEUE: usize = 4096;
 
-async fn drain(writer: SqlitePool, mut rx: mpsc::Receiver<Op>, batches: Arc<AtomicUsize>) {
+/// The writer thread: takes whatever waits (up to [`BATCH_ROWS`] operations), writes the
+/// settlements in one statement, then the reservations in as few as their rows allow.
+fn drain(
+    writer: &rusqlite::Connection,
+    mut rx: mpsc::Receiver<Op>,
+    batches: &AtomicUsize,
+    taken: &AtomicUsize,
+) {
     let mut ops = Vec::new();
-    while rx.recv_many(&mut ops, BATCH_ROWS).await > 0 {
+    while rx.blocking_recv_many(&mut ops, BATCH_ROWS) > 0 {
+        taken.fetch_add(ops.len(), Ordering::Relaxed);
         let (mut reserves, mut settles) = (Vec::new(), Vec::new());
         for op in ops.drain(..) {
             match op {
@@ -110,7 +162,7 @@ async fn drain(writer: SqlitePool, mut rx: mpsc::Receiver<Op>, batches: Arc<Atom
         // has no refusal to isolate: if the statement fails, it failed for each of them.
         if !settles.is_empty() {
             let batch: Vec<_> = settles.iter().map(|(h, a, _)| (h.as_str(), *a)).collect();
-            match settle_batch(&writer, &batch).await {
+            match settle_batch(writer, &batch) {
                 Ok(counts) => {
                     for ((_, _, reply), n) in settles.into_iter().zip(counts) {
                         let _ = reply.send(Ok(n));
@@ -118,7 +170,7 @@ async fn drain(writer: SqlitePool, mut rx: mpsc::Receiver<Op>, batches: Arc<Atom
                 }
                 Err(e) => {
                     for (_, _, reply) in settles {
-                        let _ = reply.send(Err(StoreError::shared(&e)));
+                        let _ = reply.send(Err(StoreError::of_sqlite(&e)));
                     }
                 }
             }
@@ -128,7 +180,7 @@ async fn drain(writer: SqlitePool, mut rx: mpsc::Receiver<Op>, batches: Arc<Atom
         for (r, reply) in reserves {
             if rows + r.asks.len() > BATCH_ROWS && !batch.is_empty() {
                 batches.fetch_add(1, Ordering::Relaxed);
-                reserve_batch(&writer, std::mem::take(&mut batch)).await;
+                reserve_batch(writer, std::mem::take(&mut batch));
                 rows = 0;
             }
             rows += r.asks.len();
@@ -136,9 +188,14 @@ async fn drain(writer: SqlitePool, mut rx: mpsc::Receiver<Op>, batches: Arc<Atom
         }
         if !batch.is_empty() {
             batches.fetch_add(1, Ordering::Relaxed);
-            reserve_batch(&writer, batch).await;
+            reserve_batch(writer, batch);
         }
     }
+}
+
+/// Whether `err` is the reservation trigger's refusal.
+fn is_exceeded(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(_, Some(message)) if message == EXCEEDED)
 }
 
 /// One statement for every request of `batch`. A request past its limit aborts the whole
@@ -146,37 +203,35 @@ async fn drain(writer: SqlitePool, mut rx: mpsc::Receiver<Op>, batches: Arc<Atom
 /// that is refused (a few statements for one refusal, not one per request). Any other
 /// failure is every request's answer.
 fn reserve_batch(
-    writer: &SqlitePool,
+    writer: &rusqlite::Connection,
     mut batch: Vec<(Reservation, oneshot::Sender<Reserved>)>,
-) -> futures::future::BoxFuture<'_, ()> {
-    Box::pin(async move {
-        // A caller that gave up meanwhile reserves nothing.
-        batch.retain(|(_, reply)| !reply.is_closed());
-        if batch.is_empty() {
-            return;
-        }
-        let all: Vec<&Reservation> = batch.iter().map(|(r, _)| r).collect();
-        match reserve_rows(writer, &all).await {
-            Ok(usage) => {
-                for ((_, reply), usage) in batch.into_iter().zip(usage) {
-                    let _ = reply.send(Ok(Some(usage)));
-                }
-            }
-            Err(sqlx::Error::Database(e)) if e.message() == EXCEEDED && batch.len() == 1 => {
-                let _ = batch.remove(0).1.send(Ok(None));
-            }
-            Err(sqlx::Error::Database(e)) if e.message() == EXCEEDED => {
-                let second = batch.split_off(batch.len() / 2);
-                reserve_batch(writer, batch).await;
-                reserve_batch(writer, second).await;
-            }
-            Err(e) => {
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(StoreError::shared(&e)));
-                }
+) {
+    // A caller that gave up meanwhile reserves nothing.
+    batch.retain(|(_, reply)| !reply.is_closed());
+    if batch.is_empty() {
+        return;
+    }
+    let all: Vec<&Reservation> = batch.iter().map(|(r, _)| r).collect();
+    match reserve_rows(writer, &all) {
+        Ok(usage) => {
+            for ((_, reply), usage) in batch.into_iter().zip(usage) {
+                let _ = reply.send(Ok(Some(usage)));
             }
         }
-    })
+        Err(e) if is_exceeded(&e) && batch.len() == 1 => {
+            let _ = batch.remove(0).1.send(Ok(None));
+        }
+        Err(e) if is_exceeded(&e) => {
+            let second = batch.split_off(batch.len() / 2);
+            reserve_batch(writer, batch);
+            reserve_batch(writer, second);
+        }
+        Err(e) => {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(StoreError::of_sqlite(&e)));
+            }
+        }
+    }
 }
 
 /// Inserts the holder rows of `reservations` in one statement (all or none: the trigger
@@ -189,10 +244,10 @@ fn reserve_batch(
 /// and planned again for each batch. `jsonb_each` hands each row over as binary JSON, which
 /// `->>` reads as it is; `json_each` rendered each row back to text at every `r.value`, for
 /// `->>` to look up in SQLite's cache of parsed JSON (eight times a row).
-async fn reserve_rows(
-    writer: &SqlitePool,
+fn reserve_rows(
+    writer: &rusqlite::Connection,
     reservations: &[&Reservation],
-) -> Result<Vec<Vec<(i64, i64)>>, sqlx::Error> {
+) -> rusqlite::Result<Vec<Vec<(i64, i64)>>> {
     // One array per row: hold, subject, metric, window start, amount, instance, lease, limit.
     let mut rows = Vec::new();
     for r in reservations {
@@ -201,10 +256,6 @@ async fn reserve_rows(
             rows.push((hold, subject, metric, start, amount, instance, lease, limit));
         }
     }
-    let returned = sqlx::query(sqlx::AssertSqlSafe(RESERVE.as_str()))
-        .bind(json(&rows)?)
-        .fetch_all(writer)
-        .await?;
     // Where each returned row goes: (request, ask) by the row's primary key (hold, subject,
     // metric, window start), which the statement cannot have written twice.
     let mut place: HashMap<(&str, &str, &str, i64), (usize, usize)> = HashMap::new();
@@ -218,18 +269,20 @@ async fn reserve_rows(
         .iter()
         .map(|r| vec![(0, 0); r.asks.len()])
         .collect();
-    for row in &returned {
-        let (hold, subject, metric, window_start): (&str, &str, &str, i64) = (
-            row.try_get("id")?,
-            row.try_get("subject")?,
-            row.try_get("metric")?,
-            row.try_get("window_start")?,
+    let mut statement = writer.prepare_cached(&RESERVE)?;
+    let mut returned = statement.query([json(&rows)?])?;
+    while let Some(row) = returned.next()? {
+        let key = (
+            row.get_ref(0)?.as_str()?,
+            row.get_ref(1)?.as_str()?,
+            row.get_ref(2)?.as_str()?,
+            row.get::<_, i64>(3)?,
         );
-        let Some(&(r, i)) = place.get(&(hold, subject, metric, window_start)) else {
+        let Some(&(r, i)) = place.get(&key) else {
             continue;
         };
-        let used: Option<i64> = row.try_get("used")?;
-        let reserved: Option<i64> = row.try_get("reserved")?;
+        let used: Option<i64> = row.get(4)?;
+        let reserved: Option<i64> = row.get(5)?;
         usage[r][i] = (
             used.unwrap_or(0),
             reserved.unwrap_or(0) + reservations[r].asks[i].3,
@@ -239,8 +292,8 @@ async fn reserve_rows(
 }
 
 /// A batch's rows as the one parameter of its statement.
-fn json(rows: &impl serde::Serialize) -> Result<String, sqlx::Error> {
-    serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+fn json(rows: &impl serde::Serialize) -> rusqlite::Result<String> {
+    serde_json::to_string(rows).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
 /// The reservation statement (see `reserve_rows`). `->>` needs SQLite 3.38, `jsonb_each`
@@ -271,10 +324,10 @@ static RESERVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// Settles every hold of `holds` (id, what it used of each of [`METRICS`]) in one
 /// statement; how many rows each settled (0 for a hold already settled, or named twice:
 /// the first naming counts). One JSON parameter, as in `reserve_rows`.
-async fn settle_batch(
-    writer: &SqlitePool,
+fn settle_batch(
+    writer: &rusqlite::Connection,
     holds: &[(&str, [i64; 4])],
-) -> Result<Vec<usize>, sqlx::Error> {
+) -> rusqlite::Result<Vec<usize>> {
     let mut named = std::collections::HashSet::new();
     let first: Vec<(&str, i64, i64, i64, i64)> = holds
         .iter()
@@ -283,12 +336,10 @@ async fn settle_batch(
         .collect();
     // Rows the statement itself updated (the trigger's deletions are not counted).
     let mut settled: HashMap<String, usize> = HashMap::new();
-    for row in sqlx::query(sqlx::AssertSqlSafe(SETTLE.as_str()))
-        .bind(json(&first)?)
-        .fetch_all(writer)
-        .await?
-    {
-        *settled.entry(row.try_get("id")?).or_default() += 1;
+    let mut statement = writer.prepare_cached(&SETTLE)?;
+    let mut returned = statement.query([json(&first)?])?;
+    while let Some(row) = returned.next()? {
+        *settled.entry(row.get(0)?).or_default() += 1;
     }
     Ok(holds
         .iter()
@@ -334,20 +385,7 @@ impl SqliteStore {
         }
         let (reply, answer) = oneshot::channel();
         let op = Op::Reserve(Reservation::of(hold, asks), reply);
-        let reserved = match self.batcher.ops.send(op).await {
-            Ok(()) => answer.await.ok(),
-            Err(_) => None,
-        };
-        let reserved = match reserved {
-            Some(reserved) => reserved?,
-            // The batcher's runtime is gone (the store is used from another one): alone.
-            None => match reserve_rows(&self.writer, &[&Reservation::of(hold, asks)]).await {
-                Ok(mut usage) => Some(usage.remove(0)),
-                Err(sqlx::Error::Database(e)) if e.message() == EXCEEDED => None,
-                Err(e) => return Err(e.into()),
-            },
-        };
-        match reserved {
+        match self.batcher.run(op, answer).await? {
             Some(usage) => Ok(Ok(usage)),
             None => Ok(Err(self.refused_at(asks).await)),
         }
@@ -377,14 +415,9 @@ impl SqliteStore {
     ) -> Result<usize, StoreError> {
         let amounts = METRICS.map(actual);
         let (reply, answer) = oneshot::channel();
-        let op = Op::Settle(hold_id.to_owned(), amounts, reply);
-        if self.batcher.ops.send(op).await.is_ok()
-            && let Ok(settled) = answer.await
-        {
-            return settled;
-        }
-        // The batcher's runtime is gone: on our own.
-        Ok(settle_batch(&self.writer, &[(hold_id, amounts)]).await?[0])
+        self.batcher
+            .run(Op::Settle(hold_id.to_owned(), amounts, reply), answer)
+            .await
     }
 }
 
@@ -464,6 +497,11 @@ mod tests {
         (dir, store)
     }
 
+    /// A connection set up as the batcher's, for calling its statements directly.
+    fn writer(dir: &tempfile::TempDir) -> rusqlite::Connection {
+        open_writer(&dir.path().join("t.db")).expect("writer")
+    }
+
     /// One request's reservation of `amount` characters of acct's 100, through the batcher.
     async fn reserve(
         store: &SqliteStore,
@@ -494,15 +532,15 @@ mod tests {
     /// nothing of it is written.
     #[tokio::test]
     async fn a_batch_grants_each_request_in_turn_and_one_refusal_refuses_only_it() {
-        let (_dir, store) = store().await;
+        let (dir, store) = store().await;
+        let writer = writer(&dir);
         let usage = reserve_rows(
-            &store.writer,
+            &writer,
             &[
                 &reservation("h1", vec![ask("a", 3, 10), ask("b", 1, 10)]),
                 &reservation("h2", vec![ask("a", 4, 10)]),
             ],
         )
-        .await
         .expect("one statement");
         assert_eq!(usage, vec![vec![(0, 3), (0, 1)], vec![(0, 7)]]);
 
@@ -515,7 +553,7 @@ mod tests {
             batch.push((reservation(hold, vec![ask("a", amount, 10)]), tx));
             replies.push(rx);
         }
-        reserve_batch(&store.writer, batch).await;
+        reserve_batch(&writer, batch);
         let mut answers = Vec::new();
         for rx in replies {
             answers.push(rx.await.expect("answered").expect("no error"));
@@ -534,7 +572,7 @@ mod tests {
 
         // Settled together; a hold named twice is settled once, an unknown one not at all.
         let counts = settle_batch(
-            &store.writer,
+            &writer,
             &[
                 ("h1", [2, 0, 0, 0]),
                 ("h2", [9, 0, 0, 0]),
@@ -542,7 +580,6 @@ mod tests {
                 ("h9", [1, 0, 0, 0]),
             ],
         )
-        .await
         .expect("one statement");
         assert_eq!(counts, vec![2, 1, 0, 0]);
         // Each row is charged at most what it reserved: h1 2 of its 3 on a and 1 of its 1
@@ -561,10 +598,10 @@ mod tests {
     /// as they went in, in the holder rows and in the counters.
     #[tokio::test]
     async fn batch_rows_survive_their_json_encoding() {
-        let (_dir, store) = store().await;
-        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
-            .fetch_one(&store.writer)
-            .await
+        let (dir, store) = store().await;
+        let writer = writer(&dir);
+        let version: String = writer
+            .query_row("SELECT sqlite_version()", [], |row| row.get(0))
             .expect("version");
         let parts: Vec<u32> = version
             .split('.')
@@ -583,9 +620,7 @@ mod tests {
             5,
             i64::MAX,
         )];
-        let usage = reserve_rows(&store.writer, &[&reservation(hold, rows)])
-            .await
-            .expect("reserved");
+        let usage = reserve_rows(&writer, &[&reservation(hold, rows)]).expect("reserved");
         assert_eq!(usage, vec![vec![(0, 5)]]);
         let (id, subject, start): (String, String, i64) =
             sqlx::query_as("SELECT id, subject, window_start FROM quota_holds")
@@ -596,9 +631,7 @@ mod tests {
             (id.as_str(), subject.as_str(), start),
             (hold, awkward, i64::MIN)
         );
-        let counts = settle_batch(&store.writer, &[(hold, [3, 0, 0, 0])])
-            .await
-            .expect("settled");
+        let counts = settle_batch(&writer, &[(hold, [3, 0, 0, 0])]).expect("settled");
         assert_eq!(counts, vec![1]);
         assert_eq!(
             store
@@ -645,23 +678,37 @@ mod tests {
         );
     }
 
-    /// Reservations that arrive together go in one batch. On one thread the eight requests
-    /// all queue before the batcher runs again, whatever the timing.
-    #[tokio::test]
+    /// Reservations that wait together go in one statement. While another connection holds
+    /// the database's write lock, the batcher's first statement waits in SQLite's busy
+    /// handler and the other requests queue behind it; when the lock goes, they all go in
+    /// the next statement: two at most for eight requests, whatever the timing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reservations_that_wait_together_share_one_batch() {
-        let (_dir, store) = store().await;
+        let (dir, store) = store().await;
+        let blocker = writer(&dir);
+        blocker
+            .execute_batch("BEGIN IMMEDIATE")
+            .expect("the write lock");
         let tasks: Vec<_> = (0..8)
             .map(|n| {
                 let store = store.clone();
                 tokio::spawn(async move { reserve(&store, &format!("h{n}"), 1).await })
             })
             .collect();
+        // Every request is queued (the queue's used capacity) or taken by the batcher.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while QUEUE - store.batcher.ops.capacity() + store.batcher.taken.load(Ordering::Relaxed) < 8
+        {
+            assert!(std::time::Instant::now() < deadline, "the requests queue");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        blocker.execute_batch("COMMIT").expect("released");
         let mut granted = Vec::new();
         for task in tasks {
             granted.push(task.await.expect("task").expect("granted"));
         }
-        assert_eq!(store.batcher.batches.load(Ordering::Relaxed), 1);
-        // Each saw the counter after its own row, in the statement's order.
+        assert!(store.batcher.batches.load(Ordering::Relaxed) <= 2);
+        // Each saw the counter after its own row, in the statements' order.
         granted.sort();
         let expected: Vec<Vec<(i64, i64)>> = (1..=8).map(|n| vec![(0, n)]).collect();
         assert_eq!(granted, expected);
