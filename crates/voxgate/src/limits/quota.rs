@@ -132,10 +132,11 @@ pub struct HoldBook {
     journal: Arc<Journal>,
     /// When this instance's holds were last renewed (or it started).
     renewed: Mutex<tokio::time::Instant>,
-    /// Since when every upkeep reached the store (`None` after one failed). Reconciling
-    /// waits until this is a lease and a renewal old: after an outage every holder first
-    /// gets that long to replay its journal and renew, so a hold whose settlement is
-    /// journaled is not reconciled at an older report.
+    /// Since when every upkeep reached the store and left nothing in this instance's
+    /// journal (`None` after one did not). Reconciling waits until this is a lease and a
+    /// renewal old: after an outage every holder first gets that long to replay its
+    /// journal and renew, so a hold whose settlement is journaled is not reconciled at an
+    /// older report.
     reachable_since: Mutex<Option<tokio::time::Instant>>,
 }
 
@@ -147,12 +148,11 @@ impl HoldBook {
             live: Mutex::new(HashMap::new()),
             journal,
             renewed: Mutex::new(tokio::time::Instant::now()),
-            // A start counts as reachable: holds a crash left are reconciled at once.
-            reachable_since: Mutex::new(Some(
-                tokio::time::Instant::now()
-                    .checked_sub(leases.lease + leases.renew_every)
-                    .unwrap_or_else(tokio::time::Instant::now),
-            )),
+            // A start counts as the store just returning: an instance may start (or restart
+            // in a loop) exactly when the database comes back, and the holders must still
+            // get their turn to replay their journals. Holds a crash left wait a lease and
+            // a renewal longer for it.
+            reachable_since: Mutex::new(Some(tokio::time::Instant::now())),
         })
     }
 
@@ -195,7 +195,16 @@ impl HoldBook {
     /// passed a whole lease ago (so a live holder that could not renew for a moment keeps
     /// its holds). Returns how many were reconciled.
     pub async fn upkeep(&self, store: &Arc<dyn Store>) -> Result<usize, StoreError> {
-        let result = self.upkeep_once(store).await;
+        // Bounded by a lease (the store's own bound on these calls is longer): a holder
+        // whose upkeep stalls on a dead connection gets back to replaying its journal
+        // within the time other instances give it.
+        let result = tokio::time::timeout(self.leases.lease, self.upkeep_once(store))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::unavailable(
+                    "the quota upkeep took longer than a lease",
+                ))
+            });
         if result.is_err() {
             *self
                 .reachable_since
@@ -208,12 +217,14 @@ impl HoldBook {
     async fn upkeep_once(&self, store: &Arc<dyn Store>) -> Result<usize, StoreError> {
         // Journaled settlements first: their holds are settled at what was delivered,
         // before reconciliation could settle them at an older report.
+        let mut pending = 0;
         if !self.journal.is_empty() {
             let replayed = self.journal.replay(store.as_ref()).await;
+            pending = replayed.pending;
             if replayed.applied > 0 {
                 tracing::info!(
                     applied = replayed.applied,
-                    pending = replayed.pending,
+                    pending,
                     "wrote journaled quota settlements"
                 );
             }
@@ -223,6 +234,15 @@ impl HoldBook {
             .await?;
         let now = tokio::time::Instant::now();
         *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = now;
+        if pending > 0 {
+            // The store took the renewal but not every settlement: not back yet, as far
+            // as reconciling goes (one of the holds waiting could be this instance's).
+            *self
+                .reachable_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = None;
+            return Ok(0);
+        }
         let since = *self
             .reachable_since
             .lock()
@@ -246,8 +266,9 @@ impl HoldBook {
         Ok(settled.len())
     }
 
-    /// Runs [`HoldBook::upkeep`] at once (so a restart settles what a crash left, once
-    /// its lease has run out) and then every `renew_every`, until the process ends.
+    /// Runs [`HoldBook::upkeep`] at once and then every `renew_every`, until the process
+    /// ends (a restart settles what a crash left once its lease has run out and the
+    /// restarted instance has reached the store for a lease and a renewal).
     pub fn spawn(self: &Arc<Self>, store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
         let book = Arc::clone(self);
         tokio::spawn(async move {
