@@ -118,17 +118,18 @@ const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(75
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// One connection for the other quota writes (renewals, reconciliation, replayed
-    /// settlements) and key use: SQLite has one writer at a time, and requests waiting here
-    /// queue in order instead of polling the database's lock (its busy handler sleeps a
-    /// millisecond and more between tries).
+    /// One connection for the store's other quota writes (renewals, reconciliation,
+    /// replayed settlements) and key use: SQLite has one writer at a time, and these queue
+    /// in order here instead of polling the database's lock against each other (SQLite's
+    /// busy handler sleeps a millisecond and more between tries). They meet the batcher's
+    /// connection at the lock, whose own handler retries every 50 µs.
     writer: SqlitePool,
     /// The queue of reservations and settlements, which the batcher's own connection
     /// writes in batches (`sql::quota`).
     batcher: quota::Batcher,
 }
 
-/// The SQLite pool's connections (besides the one writer of quota and usage).
+/// The SQLite pool's connections (besides the writer and the batcher's connection).
 const SQLITE_CONNECTIONS: u32 = 4;
 
 /// Connections the PostgreSQL pool keeps at most (`tests/chaos` allows for them).
