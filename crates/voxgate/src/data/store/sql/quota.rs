@@ -140,11 +140,23 @@ fn open_writer(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     Ok(conn)
 }
 
-/// The writer's busy handler: another connection holds the write lock; `tries` so far.
+/// The writer's busy handler: another connection holds the write lock; `tries` so far in
+/// this wait (0 when it begins). Gives up 1.5 s after the wait began, by the clock: a
+/// count of pauses would wait far longer on a loaded machine, where each oversleeps.
 fn retry_soon(tries: i32) -> bool {
     const PAUSE: std::time::Duration = std::time::Duration::from_micros(50);
-    const TRIES: i32 = 30_000; // 1.5 s of pauses
-    if tries >= TRIES {
+    const PATIENCE: std::time::Duration = std::time::Duration::from_millis(1_500);
+    thread_local! {
+        static SINCE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    let since = SINCE.with(|since| {
+        if tries == 0 {
+            since.set(Some(now));
+        }
+        since.get().unwrap_or(now)
+    });
+    if now.duration_since(since) >= PATIENCE {
         return false;
     }
     std::thread::sleep(PAUSE);
