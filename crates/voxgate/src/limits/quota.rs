@@ -170,6 +170,12 @@ impl HoldBook {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn reachable_since(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        self.reachable_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     fn leave(&self, id: &str) {
         self.lock().remove(id);
     }
@@ -206,10 +212,7 @@ impl HoldBook {
                 ))
             });
         if result.is_err() {
-            *self
-                .reachable_since
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = None;
+            *self.reachable_since() = None;
         }
         result
     }
@@ -237,17 +240,10 @@ impl HoldBook {
         if pending > 0 {
             // The store took the renewal but not every settlement: not back yet, as far
             // as reconciling goes (one of the holds waiting could be this instance's).
-            *self
-                .reachable_since
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = None;
+            *self.reachable_since() = None;
             return Ok(0);
         }
-        let since = *self
-            .reachable_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(now);
+        let since = *self.reachable_since().get_or_insert(now);
         if now.duration_since(since) < self.leases.lease + self.leases.renew_every {
             return Ok(0);
         }

@@ -176,11 +176,10 @@ fn drain(
     let mut ops = Vec::new();
     while rx.blocking_recv_many(&mut ops, BATCH_ROWS) > 0 {
         taken.fetch_add(ops.len(), Ordering::Relaxed);
-        let batch = std::mem::take(&mut ops);
         // A bug that panics fails this batch's callers (their answers are dropped: an
         // outage to them), not every reservation until a restart.
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            write(writer, batch, batches);
+            write(writer, ops.drain(..), batches);
         }));
         if written.is_err() {
             tracing::error!("the quota writer failed a batch (a panic); it goes on");
@@ -190,7 +189,7 @@ fn drain(
 
 /// One batch of operations: the settlements in one statement, then the reservations in as
 /// few as their rows allow.
-fn write(writer: &rusqlite::Connection, ops: Vec<Op>, batches: &AtomicUsize) {
+fn write(writer: &rusqlite::Connection, ops: impl Iterator<Item = Op>, batches: &AtomicUsize) {
     let (mut reserves, mut settles) = (Vec::new(), Vec::new());
     for op in ops {
         match op {
@@ -543,6 +542,15 @@ mod tests {
         open_writer(&dir.path().join("t.db")).expect("writer")
     }
 
+    /// A second connection holding the database's write lock until it commits.
+    fn holding_the_write_lock(dir: &tempfile::TempDir) -> rusqlite::Connection {
+        let blocker = writer(dir);
+        blocker
+            .execute_batch("BEGIN IMMEDIATE")
+            .expect("the write lock");
+        blocker
+    }
+
     /// One request's reservation of `amount` characters of acct's 100, through the batcher.
     async fn reserve(
         store: &SqliteStore,
@@ -725,10 +733,7 @@ mod tests {
     #[tokio::test]
     async fn the_writers_failures_are_sorted_as_the_stores() {
         let (dir, _store) = store().await;
-        let blocker = writer(&dir);
-        blocker
-            .execute_batch("BEGIN IMMEDIATE")
-            .expect("the write lock");
+        let blocker = holding_the_write_lock(&dir);
         let impatient = writer(&dir);
         impatient.busy_handler(None).expect("no retries");
         let busy = reserve_rows(&impatient, &[&reservation("h1", vec![ask("a", 1, 10)])])
@@ -758,10 +763,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reservations_that_wait_together_share_one_batch() {
         let (dir, store) = store().await;
-        let blocker = writer(&dir);
-        blocker
-            .execute_batch("BEGIN IMMEDIATE")
-            .expect("the write lock");
+        let blocker = holding_the_write_lock(&dir);
         let tasks: Vec<_> = (0..8)
             .map(|n| {
                 let store = store.clone();
