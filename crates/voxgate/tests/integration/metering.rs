@@ -535,3 +535,61 @@ async fn a_streamed_transcription_left_after_its_first_delta_is_charged_once() {
         .expect("send");
     assert_eq!(short.status(), 200);
 }
+
+/// A relayed answer in one piece is settled before its head leaves, and leaves whole with
+/// its end, in one write (not three, each waking the client: the gateway hop's cost): the
+/// client's first read holds the whole response, and the usage is recorded by then. (A
+/// tenth of a second: the upstream's answer fits the gateway's first read, so it is one
+/// piece.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_answer_in_one_piece_is_settled_before_its_head() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    async fn speech() -> axum::response::Response {
+        let tenth: Vec<u8> = (0..2_400)
+            .map(|i| ((i as f32 * 440.0 * std::f32::consts::TAU / 24_000.0).sin() * 8000.0) as i16)
+            .flat_map(i16::to_le_bytes)
+            .collect();
+        ([(header::CONTENT_TYPE, "audio/pcm")], Body::from(tenth)).into_response()
+    }
+    let upstream = axum::Router::new().route("/v1/audio/speech", axum::routing::post(speech));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, upstream).await;
+    });
+    let config = format!(
+        "{}[models.whole]\nengine = \"whole\"\n",
+        remote_engine("whole", &format!("http://{addr}/v1"), ""),
+    );
+    let app = spawn_app_with(&config).await;
+    let (account, key) = create_key(&app.state, "basic", None, None).await;
+    let text = "A tenth of a second of tone.";
+    let body = json!({"model": "whole", "input": text, "voice": "alloy", "response_format": "pcm"})
+        .to_string();
+    let request = format!(
+        "POST /v1/audio/speech HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        app.addr,
+        body.len()
+    );
+    let mut client = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    client.write_all(request.as_bytes()).await.expect("send");
+    let mut first = vec![0; 65_536];
+    let n = client.read(&mut first).await.expect("read");
+    let first = String::from_utf8_lossy(&first[..n]);
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first:.200}");
+    assert!(first.contains("x-voxgate-audio: relayed"), "{first:.1000}");
+    // The head, the whole audio (4,800 bytes: 12C0 in hex) and the end, in the first read.
+    assert!(
+        first.contains("\r\n\r\n12C0\r\n") && first.ends_with("\r\n0\r\n\r\n"),
+        "the first read ends {:?}",
+        &first[first.len().saturating_sub(40)..]
+    );
+    let chars = text.chars().count() as i64;
+    assert_eq!(usage(&app, &account, "characters").await, (chars, 0));
+    assert_eq!(usage(&app, &account, "audio_seconds").await, (1, 0));
+}

@@ -23,7 +23,8 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt as _, Stream};
+use futures::stream::Peekable;
+use futures::{FutureExt as _, Stream, StreamExt as _};
 
 pub use pipeline::{
     ByteStream, FailingEngines, Part, Runtime, Speech, SpeechJob, SpeechStats, keep,
@@ -138,8 +139,12 @@ impl Services {
         };
         let synthesized = !matches!(cache, Some(CacheStatus::Hit | CacheStatus::Stale));
         let relayed = speech.relayed;
-        let metered = Metered {
-            audio: speech.audio,
+        let mut metered = Metered {
+            audio: speech.audio.peekable(),
+            // Bytes in hand (relayed from the engine's connection, or replayed from the
+            // cache): looking one piece ahead costs no synthesis and starts no text part.
+            look_ahead: relayed || !synthesized,
+            held: None,
             cap_seconds,
             stats: Arc::clone(&speech.stats),
             hold: Some(hold),
@@ -153,6 +158,7 @@ impl Services {
             _slot: speech.slot,
             _active: ActiveStream::start(&self.metrics),
         };
+        metered.prime().await;
         Ok(SpeechStream {
             engine: speech.engine,
             cache,
@@ -280,11 +286,29 @@ impl Stream for SpeechStream {
     }
 }
 
+/// The largest last piece held back while its settlement is written (see [`Metered`]):
+/// a larger one leaves at once (its own write costs little next to its bytes), so that
+/// streams waiting on their settlements together hold at most this much each.
+const HELD_AT_MOST: usize = 64 * 1024;
+
 /// The audio with its meter: counts what leaves, stops at the audio cap, settles the quota
 /// when the stream ends (before the end is passed on, so a client that has read the whole
 /// response sees its usage recorded) or, if dropped early, right after.
+///
+/// Where looking ahead is free (`look_ahead`), a piece found to be the last (and no larger
+/// than [`HELD_AT_MOST`]) is held back until the settlement that counts it is written, then
+/// passed on with the end, and the
+/// first piece is taken before the response's head is ([`Metered::prime`]): a response in
+/// one piece (a relayed clip, a cache hit) then leaves in one write with its head and its
+/// end, where it took three (head and piece, then the end once settled), each waking the
+/// client (the gateway hop's cost, #15). A client that leaves in that moment pays for the
+/// held piece, as for one still in the socket's buffer when it left.
 struct Metered {
-    audio: ByteStream,
+    audio: Peekable<ByteStream>,
+    look_ahead: bool,
+    /// What the next poll answers first: the first piece when primed, the last while the
+    /// settlement that counts it is written.
+    held: Option<Option<Result<Bytes, Error>>>,
     cap_seconds: Option<f64>,
     stats: Arc<SpeechStats>,
     hold: Option<QuotaHold>,
@@ -331,6 +355,17 @@ impl Metered {
     }
 }
 
+impl Metered {
+    /// Takes the first piece now, where looking ahead is free: if it is also the last, the
+    /// settlement is written first (see the type's documentation).
+    async fn prime(&mut self) {
+        if self.look_ahead {
+            let first = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await;
+            self.held = Some(first);
+        }
+    }
+}
+
 async fn settle(hold: QuotaHold, usage: Option<Amounts>) {
     match usage {
         Some(actual) => hold.settle(actual).await,
@@ -348,12 +383,15 @@ impl Stream for Metered {
                 ready!(finishing.as_mut().poll(cx));
                 this.finishing = None;
             }
+            if let Some(held) = this.held.take() {
+                return Poll::Ready(held);
+            }
             if let Some(end) = this.end.take() {
                 // Ended: the next poll (if any) sees `None`.
                 this.end = Some(None);
                 return Poll::Ready(end);
             }
-            match ready!(this.audio.as_mut().poll_next(cx)) {
+            match ready!(this.audio.poll_next_unpin(cx)) {
                 Some(Ok(bytes)) => {
                     // Past the audio cap, or the hold's lease could not be renewed (the store
                     // is away): the stream ends, so nothing is delivered uncharged.
@@ -372,6 +410,16 @@ impl Stream for Metered {
                         if let (Some(hold), Some(usage)) = (&this.hold, this.usage()) {
                             hold.report(usage);
                         }
+                    }
+                    if this.look_ahead
+                        && this.hold.is_some()
+                        && bytes.len() <= HELD_AT_MOST
+                        && let Poll::Ready(None) = Pin::new(&mut this.audio).poll_peek(cx)
+                    {
+                        // The last piece: it leaves with the end, once it is settled.
+                        this.held = Some(Some(Ok(bytes)));
+                        this.finish(None);
+                        continue;
                     }
                     return Poll::Ready(Some(Ok(bytes)));
                 }
