@@ -537,7 +537,7 @@ async fn a_streamed_transcription_left_after_its_first_delta_is_charged_once() {
 }
 
 /// A relayed answer in one piece is settled before its head leaves, and leaves whole with
-/// its end, in one write (not three, each waking the client: the gateway hop's cost): the
+/// its end, in one write (not two, each waking the client: the gateway hop's cost): the
 /// client's first read holds the whole response, and the usage is recorded by then. (A
 /// tenth of a second: the upstream's answer fits the gateway's first read, so it is one
 /// piece.)
@@ -591,5 +591,87 @@ async fn a_relayed_answer_in_one_piece_is_settled_before_its_head() {
     );
     let chars = text.chars().count() as i64;
     assert_eq!(usage(&app, &account, "characters").await, (chars, 0));
+    assert_eq!(usage(&app, &account, "audio_seconds").await, (1, 0));
+}
+
+/// A slow settlement does not hold a one-piece answer's head back: with SQLite's write lock
+/// held elsewhere, the head leaves after a moment (100 ms), alone and while the lock is
+/// still held; the audio and the end follow once the settlement is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_settlement_does_not_hold_the_head_back() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let db: Arc<std::sync::OnceLock<std::path::PathBuf>> = Arc::default();
+    let released = Arc::new(AtomicBool::new(false));
+    // The upstream answers after taking SQLite's write lock (the reservation is written by
+    // then), and gives it back a second later.
+    let upstream = {
+        let (db, released) = (Arc::clone(&db), Arc::clone(&released));
+        axum::Router::new().route(
+            "/v1/audio/speech",
+            axum::routing::post(move || async move {
+                let blocker =
+                    rusqlite::Connection::open(db.get().expect("the database")).expect("open");
+                blocker
+                    .busy_timeout(Duration::from_secs(5))
+                    .expect("busy timeout");
+                blocker
+                    .execute_batch("BEGIN IMMEDIATE")
+                    .expect("the write lock");
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(1));
+                    released.store(true, Ordering::SeqCst);
+                    drop(blocker);
+                });
+                let tenth: Vec<u8> = vec![0x11; 4_800];
+                ([(header::CONTENT_TYPE, "audio/pcm")], Body::from(tenth)).into_response()
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, upstream).await;
+    });
+    let config = format!(
+        "{}[models.whole]\nengine = \"whole\"\n",
+        remote_engine("whole", &format!("http://{addr}/v1"), ""),
+    );
+    let app = spawn_app_with(&config).await;
+    db.set(app._dir.path().join("data/voxgate.db"))
+        .expect("set once");
+    let (account, key) = create_key(&app.state, "basic", None, None).await;
+    let body =
+        json!({"model": "whole", "input": "Slow.", "voice": "alloy", "response_format": "pcm"})
+            .to_string();
+    let request = format!(
+        "POST /v1/audio/speech HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        app.addr,
+        body.len()
+    );
+    let mut client = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    client.write_all(request.as_bytes()).await.expect("send");
+    let mut first = vec![0; 65_536];
+    let n = client.read(&mut first).await.expect("read");
+    assert!(
+        !released.load(Ordering::SeqCst),
+        "the head waited for the lock"
+    );
+    let head = String::from_utf8_lossy(&first[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head:.200}");
+    assert!(head.ends_with("\r\n\r\n"), "the head alone: {head:.1000}");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.expect("the rest");
+    assert!(released.load(Ordering::SeqCst));
+    let mut audio = vec![b'1', b'2', b'C', b'0', b'\r', b'\n'];
+    audio.extend_from_slice(&[0x11; 4_800]);
+    audio.extend_from_slice(b"\r\n0\r\n\r\n");
+    assert_eq!(rest, audio, "the audio and the end, after the settlement");
     assert_eq!(usage(&app, &account, "audio_seconds").await, (1, 0));
 }

@@ -10,7 +10,9 @@
 //! 5. the stream, capped at the reserved audio seconds, and settled when it ends, however it
 //!    ends: at the characters of the parts started and the audio seconds produced, with a
 //!    full refund only when no audio byte left the service (a client that hangs up after
-//!    90 % of a stream pays for 90 %).
+//!    90 % of a stream pays for 90 %). An answer in one piece is settled as delivered just
+//!    before its head is sent (see `Metered`): a client that hangs up in that moment pays
+//!    for it.
 
 mod pipeline;
 mod relay;
@@ -158,7 +160,9 @@ impl Services {
             _slot: speech.slot,
             _active: ActiveStream::start(&self.metrics),
         };
-        metered.prime().await;
+        // A one-piece answer waits for its settlement before its head (see `Metered`), for a
+        // moment at most: past that the head leaves, and the piece follows once settled.
+        let _ = tokio::time::timeout(SETTLED_BEFORE_HEAD_WITHIN, metered.prime()).await;
         Ok(SpeechStream {
             engine: speech.engine,
             cache,
@@ -286,6 +290,10 @@ impl Stream for SpeechStream {
     }
 }
 
+/// The longest a one-piece answer's head waits for its settlement (see [`Metered`]): a slow
+/// store (a settlement waits on SQLite's lock for up to 1.5 s) does not hold heads back.
+const SETTLED_BEFORE_HEAD_WITHIN: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The largest last piece held back while its settlement is written (see [`Metered`]):
 /// a larger one leaves at once (its own write costs little next to its bytes), so that
 /// streams waiting on their settlements together hold at most this much each.
@@ -295,14 +303,16 @@ const HELD_AT_MOST: usize = 64 * 1024;
 /// when the stream ends (before the end is passed on, so a client that has read the whole
 /// response sees its usage recorded) or, if dropped early, right after.
 ///
-/// Where looking ahead is free (`look_ahead`), a piece found to be the last (and no larger
-/// than [`HELD_AT_MOST`]) is held back until the settlement that counts it is written, then
-/// passed on with the end, and the
-/// first piece is taken before the response's head is ([`Metered::prime`]): a response in
-/// one piece (a relayed clip, a cache hit) then leaves in one write with its head and its
-/// end, where it took three (head and piece, then the end once settled), each waking the
-/// client (the gateway hop's cost, #15). A client that leaves in that moment pays for the
-/// held piece, as for one still in the socket's buffer when it left.
+/// Where looking ahead is free (`look_ahead`: the bytes are in hand, so peeking starts no
+/// synthesis and no text part), a piece found to be the last, the end being already known
+/// (and no larger than [`HELD_AT_MOST`]), is held back until the settlement that counts it
+/// is written, then passed on with the end; and the first piece is taken before the
+/// response's head is ([`Metered::prime`]). A response in one piece (a relayed clip, a
+/// cache hit) then leaves in one write with its head and its end, where it took two (head
+/// and piece, then the end once settled), each waking the client (the gateway hop's cost,
+/// #15). The held piece counts as delivered from the settlement on: a client that leaves
+/// while it waits (before the head, for a one-piece answer) pays for it, as it would have a
+/// moment later.
 struct Metered {
     audio: Peekable<ByteStream>,
     look_ahead: bool,
@@ -315,7 +325,7 @@ struct Metered {
     /// The settlement being written; `end` is passed on once it is done.
     finishing: Option<BoxFuture<'static, ()>>,
     end: Option<Option<Result<Bytes, Error>>>,
-    /// Whether any audio byte has left the service.
+    /// Whether any audio byte has left the service (or is held, settled as leaving).
     delivered: bool,
     /// Seconds of audio in what has left (a piece held back at the cap is not charged).
     sent_seconds: f64,
