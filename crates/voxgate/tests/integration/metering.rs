@@ -224,13 +224,17 @@ async fn breaking_upstream(secs: usize) -> SocketAddr {
     }
     static SECONDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     SECONDS.store(secs, std::sync::atomic::Ordering::SeqCst);
-    let app = axum::Router::new().route("/v1/audio/speech", axum::routing::post(speech));
+    serve(axum::Router::new().route("/v1/audio/speech", axum::routing::post(speech))).await
+}
+
+/// Serves `stand_in` on a loopback port of its own; returns its address.
+async fn serve(stand_in: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let _ = axum::serve(listener, stand_in).await;
     });
     addr
 }
@@ -536,38 +540,26 @@ async fn a_streamed_transcription_left_after_its_first_delta_is_charged_once() {
     assert_eq!(short.status(), 200);
 }
 
-/// A relayed answer in one piece is settled before its head leaves, and leaves whole with
-/// its end, in one write (not two, each waking the client: the gateway hop's cost): the
-/// client's first read holds the whole response, and the usage is recorded by then. (A
-/// tenth of a second: the upstream's answer fits the gateway's first read, so it is one
-/// piece.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relayed_answer_in_one_piece_is_settled_before_its_head() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    async fn speech() -> axum::response::Response {
-        let tenth: Vec<u8> = (0..2_400)
-            .map(|i| ((i as f32 * 440.0 * std::f32::consts::TAU / 24_000.0).sin() * 8000.0) as i16)
-            .flat_map(i16::to_le_bytes)
-            .collect();
-        ([(header::CONTENT_TYPE, "audio/pcm")], Body::from(tenth)).into_response()
-    }
-    let upstream = axum::Router::new().route("/v1/audio/speech", axum::routing::post(speech));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, upstream).await;
-    });
+/// An app whose model `whole` relays the OpenAI-compatible stand-in `upstream`, with a
+/// basic-tier account and key.
+async fn relaying(upstream: axum::Router) -> (TestApp, String, String) {
+    let addr = serve(upstream).await;
     let config = format!(
         "{}[models.whole]\nengine = \"whole\"\n",
         remote_engine("whole", &format!("http://{addr}/v1"), ""),
     );
     let app = spawn_app_with(&config).await;
     let (account, key) = create_key(&app.state, "basic", None, None).await;
-    let text = "A tenth of a second of tone.";
-    let body = json!({"model": "whole", "input": text, "voice": "alloy", "response_format": "pcm"})
-        .to_string();
+    (app, account, key)
+}
+
+/// Asks `whole` for `input` as PCM over a raw connection; returns the connection and what
+/// its first read got.
+async fn first_read(app: &TestApp, key: &str, input: &str) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body =
+        json!({"model": "whole", "input": input, "voice": "alloy", "response_format": "pcm"})
+            .to_string();
     let request = format!(
         "POST /v1/audio/speech HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {key}\r\n\
          content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -580,7 +572,32 @@ async fn a_relayed_answer_in_one_piece_is_settled_before_its_head() {
     client.write_all(request.as_bytes()).await.expect("send");
     let mut first = vec![0; 65_536];
     let n = client.read(&mut first).await.expect("read");
-    let first = String::from_utf8_lossy(&first[..n]);
+    first.truncate(n);
+    (client, first)
+}
+
+/// A tenth of a second of PCM, in one piece (it fits the gateway's first read).
+fn tenth_of_a_second() -> axum::response::Response {
+    (
+        [(header::CONTENT_TYPE, "audio/pcm")],
+        Body::from(vec![0x11; 4_800]),
+    )
+        .into_response()
+}
+
+/// A relayed answer in one piece is settled before its head leaves, and leaves whole with
+/// its end, in one write (not two, each waking the client: the gateway hop's cost): the
+/// client's first read holds the whole response, and the usage is recorded by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_answer_in_one_piece_is_settled_before_its_head() {
+    let upstream = axum::Router::new().route(
+        "/v1/audio/speech",
+        axum::routing::post(|| async { tenth_of_a_second() }),
+    );
+    let (app, account, key) = relaying(upstream).await;
+    let text = "A tenth of a second of tone.";
+    let (_, first) = first_read(&app, &key, text).await;
+    let first = String::from_utf8_lossy(&first);
     assert!(first.starts_with("HTTP/1.1 200 "), "{first:.200}");
     assert!(first.contains("x-voxgate-audio: relayed"), "{first:.1000}");
     // The head, the whole audio (4,800 bytes: 12C0 in hex) and the end, in the first read.
@@ -601,7 +618,7 @@ async fn a_relayed_answer_in_one_piece_is_settled_before_its_head() {
 async fn a_slow_settlement_does_not_hold_the_head_back() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncReadExt as _;
     let db: Arc<std::sync::OnceLock<std::path::PathBuf>> = Arc::default();
     let released = Arc::new(AtomicBool::new(false));
     // The upstream answers after taking SQLite's write lock (the reservation is written by
@@ -624,46 +641,19 @@ async fn a_slow_settlement_does_not_hold_the_head_back() {
                     released.store(true, Ordering::SeqCst);
                     drop(blocker);
                 });
-                let tenth: Vec<u8> = vec![0x11; 4_800];
-                ([(header::CONTENT_TYPE, "audio/pcm")], Body::from(tenth)).into_response()
+                tenth_of_a_second()
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, upstream).await;
-    });
-    let config = format!(
-        "{}[models.whole]\nengine = \"whole\"\n",
-        remote_engine("whole", &format!("http://{addr}/v1"), ""),
-    );
-    let app = spawn_app_with(&config).await;
+    let (app, account, key) = relaying(upstream).await;
     db.set(app._dir.path().join("data/voxgate.db"))
         .expect("set once");
-    let (account, key) = create_key(&app.state, "basic", None, None).await;
-    let body =
-        json!({"model": "whole", "input": "Slow.", "voice": "alloy", "response_format": "pcm"})
-            .to_string();
-    let request = format!(
-        "POST /v1/audio/speech HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {key}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        app.addr,
-        body.len()
-    );
-    let mut client = tokio::net::TcpStream::connect(app.addr)
-        .await
-        .expect("connect");
-    client.write_all(request.as_bytes()).await.expect("send");
-    let mut first = vec![0; 65_536];
-    let n = client.read(&mut first).await.expect("read");
+    let (mut client, first) = first_read(&app, &key, "Slow.").await;
     assert!(
         !released.load(Ordering::SeqCst),
         "the head waited for the lock"
     );
-    let head = String::from_utf8_lossy(&first[..n]).into_owned();
+    let head = String::from_utf8_lossy(&first).into_owned();
     assert!(head.starts_with("HTTP/1.1 200 "), "{head:.200}");
     assert!(head.ends_with("\r\n\r\n"), "the head alone: {head:.1000}");
     let mut rest = Vec::new();

@@ -363,14 +363,12 @@ impl Metered {
             self.finishing = Some(settle(hold, self.usage()).boxed());
         }
     }
-}
 
-impl Metered {
     /// Takes the first piece now, where looking ahead is free: if it is also the last, the
     /// settlement is written first (see the type's documentation).
     async fn prime(&mut self) {
         if self.look_ahead {
-            let first = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await;
+            let first = self.next().await;
             self.held = Some(first);
         }
     }
