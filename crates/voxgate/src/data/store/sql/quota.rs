@@ -1,7 +1,8 @@
 //! A request's quota reservation and settlement, the two database trips every metered
 //! request makes. On SQLite each is one statement (the triggers of migration 0010 move the
 //! counters, atomically with the statement), and the reservations (and settlements) of
-//! requests that arrive while one statement runs go in the next one together. One
+//! requests that arrive while one statement runs go in the next one together (and, while
+//! other requests are under way, those that arrive within 100 µs: see `drain`). One
 //! [`Batcher`] thread owns a SQLite connection of its own and runs the statements itself:
 //! a busy gateway pays one commit per batch rather than per request, and one hand-over to
 //! that thread and back, where sqlx's connection would add several (each statement, and
@@ -84,6 +85,9 @@ pub(super) struct Batcher {
     /// Operations taken from the queue so far.
     #[cfg_attr(not(test), expect(dead_code, reason = "the tests read it"))]
     taken: Arc<AtomicUsize>,
+    /// Times the writer waited [`GATHER_FOR`] for more operations before a batch.
+    #[cfg_attr(not(test), expect(dead_code, reason = "the tests read it"))]
+    gathered: Arc<AtomicUsize>,
 }
 
 impl Batcher {
@@ -92,16 +96,21 @@ impl Batcher {
     pub(super) fn start(path: &Path) -> Result<Self, StoreError> {
         let writer = open_writer(path).map_err(|e| StoreError::of_sqlite(&e))?;
         let (ops, rx) = mpsc::channel(QUEUE);
-        let (batches, taken) = (Arc::default(), Arc::default());
-        let counts = (Arc::clone(&batches), Arc::clone(&taken));
+        let counts = Counts::default();
+        let (batches, taken, gathered) = (
+            Arc::clone(&counts.batches),
+            Arc::clone(&counts.taken),
+            Arc::clone(&counts.gathered),
+        );
         std::thread::Builder::new()
             .name("voxgate-quota".into())
-            .spawn(move || drain(&writer, rx, &counts.0, &counts.1))
+            .spawn(move || drain(&writer, rx, &counts))
             .map_err(StoreError::unavailable)?;
         Ok(Self {
             ops,
             batches,
             taken,
+            gathered,
         })
     }
 
@@ -166,30 +175,67 @@ fn retry_soon(tries: i32) -> bool {
 /// Operations waiting for the writer at most; a request beyond waits to queue.
 const QUEUE: usize = 4096;
 
+/// What the writer counts, for the tests.
+#[derive(Default)]
+struct Counts {
+    batches: Arc<AtomicUsize>,
+    taken: Arc<AtomicUsize>,
+    gathered: Arc<AtomicUsize>,
+}
+
+/// How long the writer waits for more operations before it writes a batch while other
+/// requests are under way (see `drain`).
+const GATHER_FOR: std::time::Duration = std::time::Duration::from_micros(100);
+
 /// The writer thread: takes whatever waits (up to [`BATCH_ROWS`] operations) and writes it.
-fn drain(
-    writer: &rusqlite::Connection,
-    mut rx: mpsc::Receiver<Op>,
-    batches: &AtomicUsize,
-    taken: &AtomicUsize,
-) {
+///
+/// A batch's commit costs about the same for one operation as for several (the WAL frames
+/// of the same few pages, SQLite's file locks, the writer's wake-up), and
+/// on a busy gateway the operations rarely wait for one another by themselves: the writer
+/// usually wakes for one. So while holds it granted are still unsettled besides those
+/// settling now (other requests are under way, and each will come back at least to settle),
+/// it first waits [`GATHER_FOR`] for more to join the batch. A lone client never waits;
+/// with others under way an operation may wait that long. Measured (release builds, 3
+/// interleaved rounds, relayed MP3): the writer's CPU a request fell from 29–33 to 25–26 µs
+/// at 16 clients, the whole process's from 104–106 to 92–99 µs. The count is this writer's
+/// own: a hold settled some other way (the journal, a reconciliation) is never subtracted,
+/// which can only make the writer wait when it need not, never change what it writes.
+fn drain(writer: &rusqlite::Connection, mut rx: mpsc::Receiver<Op>, counts: &Counts) {
     let mut ops = Vec::new();
+    // Holds this writer granted and has not yet been asked to settle.
+    let mut unsettled: usize = 0;
     while rx.blocking_recv_many(&mut ops, BATCH_ROWS) > 0 {
-        taken.fetch_add(ops.len(), Ordering::Relaxed);
+        let settling = |ops: &[Op]| ops.iter().filter(|op| matches!(op, Op::Settle(..))).count();
+        if unsettled > settling(&ops) && ops.len() < BATCH_ROWS {
+            counts.gathered.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(GATHER_FOR);
+            while ops.len() < BATCH_ROWS {
+                let Ok(op) = rx.try_recv() else { break };
+                ops.push(op);
+            }
+        }
+        let settled = settling(&ops);
+        counts.taken.fetch_add(ops.len(), Ordering::Relaxed);
         // A bug that panics fails this batch's callers (their answers are dropped: an
         // outage to them), not every reservation until a restart.
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            write(writer, ops.drain(..), batches);
+            write(writer, ops.drain(..), &counts.batches)
         }));
-        if written.is_err() {
+        let granted = written.unwrap_or_else(|_| {
             tracing::error!("the quota writer failed a batch (a panic); it goes on");
-        }
+            0
+        });
+        unsettled = (unsettled + granted).saturating_sub(settled);
     }
 }
 
 /// One batch of operations: the settlements in one statement, then the reservations in as
-/// few as their rows allow.
-fn write(writer: &rusqlite::Connection, ops: impl Iterator<Item = Op>, batches: &AtomicUsize) {
+/// few as their rows allow. How many reservations it granted.
+fn write(
+    writer: &rusqlite::Connection,
+    ops: impl Iterator<Item = Op>,
+    batches: &AtomicUsize,
+) -> usize {
     let (mut reserves, mut settles) = (Vec::new(), Vec::new());
     for op in ops {
         match op {
@@ -216,12 +262,11 @@ fn write(writer: &rusqlite::Connection, ops: impl Iterator<Item = Op>, batches: 
             }
         }
     }
-    let mut batch: Vec<(Reservation, oneshot::Sender<Reserved>)> = Vec::new();
-    let mut rows = 0;
+    let (mut batch, mut rows, mut granted) = (Vec::new(), 0, 0);
     for (r, reply) in reserves {
         if rows + r.asks.len() > BATCH_ROWS && !batch.is_empty() {
             batches.fetch_add(1, Ordering::Relaxed);
-            reserve_batch(writer, std::mem::take(&mut batch));
+            granted += reserve_batch(writer, std::mem::take(&mut batch));
             rows = 0;
         }
         rows += r.asks.len();
@@ -229,8 +274,9 @@ fn write(writer: &rusqlite::Connection, ops: impl Iterator<Item = Op>, batches: 
     }
     if !batch.is_empty() {
         batches.fetch_add(1, Ordering::Relaxed);
-        reserve_batch(writer, batch);
+        granted += reserve_batch(writer, batch);
     }
+    granted
 }
 
 /// Whether `err` is the reservation trigger's refusal.
@@ -241,35 +287,38 @@ fn is_exceeded(err: &rusqlite::Error) -> bool {
 /// One statement for every request of `batch`. A request past its limit aborts the whole
 /// statement: the batch is then split in halves and each tried again, down to the request
 /// that is refused (a few statements for one refusal, not one per request). Any other
-/// failure is every request's answer.
+/// failure is every request's answer. How many it granted.
 fn reserve_batch(
     writer: &rusqlite::Connection,
     mut batch: Vec<(Reservation, oneshot::Sender<Reserved>)>,
-) {
+) -> usize {
     // A caller that gave up meanwhile reserves nothing.
     batch.retain(|(_, reply)| !reply.is_closed());
     if batch.is_empty() {
-        return;
+        return 0;
     }
     let all: Vec<&Reservation> = batch.iter().map(|(r, _)| r).collect();
     match reserve_rows(writer, &all) {
         Ok(usage) => {
+            let granted = batch.len();
             for ((_, reply), usage) in batch.into_iter().zip(usage) {
                 let _ = reply.send(Ok(Some(usage)));
             }
+            granted
         }
         Err(e) if is_exceeded(&e) && batch.len() == 1 => {
             let _ = batch.remove(0).1.send(Ok(None));
+            0
         }
         Err(e) if is_exceeded(&e) => {
             let second = batch.split_off(batch.len() / 2);
-            reserve_batch(writer, batch);
-            reserve_batch(writer, second);
+            reserve_batch(writer, batch) + reserve_batch(writer, second)
         }
         Err(e) => {
             for (_, reply) in batch {
                 let _ = reply.send(Err(StoreError::of_sqlite(&e)));
             }
+            0
         }
     }
 }
@@ -788,5 +837,35 @@ mod tests {
         granted.sort();
         let expected: Vec<Vec<(i64, i64)>> = (1..=8).map(|n| vec![(0, n)]).collect();
         assert_eq!(granted, expected);
+    }
+
+    /// The writer waits for more operations only while other holds it granted are
+    /// unsettled: a lone client's reservation and settlement never wait; a reservation
+    /// while another request holds, or a settlement while another's hold is still
+    /// unsettled, does; a refused reservation leaves nothing to wait for.
+    #[tokio::test]
+    async fn the_writer_waits_for_company_only_while_other_requests_hold() {
+        let (_dir, store) = store().await;
+        let gathered = || store.batcher.gathered.load(Ordering::Relaxed);
+        let settle = |hold: &'static str| store.settle_all(hold, &|_| 1);
+
+        reserve(&store, "alone", 5).await.expect("granted");
+        assert_eq!(settle("alone").await.expect("settled"), 1);
+        assert_eq!(gathered(), 0, "a lone client never waits");
+
+        reserve(&store, "first", 5).await.expect("granted");
+        assert_eq!(gathered(), 0);
+        reserve(&store, "second", 5).await.expect("granted");
+        assert_eq!(gathered(), 1, "another request holds");
+        assert_eq!(settle("first").await.expect("settled"), 1);
+        assert_eq!(gathered(), 2, "another request still holds");
+        assert_eq!(settle("second").await.expect("settled"), 1);
+        assert_eq!(gathered(), 2, "the last hold settles at once");
+
+        assert_eq!(reserve(&store, "too-much", 200).await, Err(0));
+        reserve(&store, "after", 5).await.expect("granted");
+        assert_eq!(gathered(), 2, "a refusal holds nothing");
+        assert_eq!(settle("after").await.expect("settled"), 1);
+        assert_eq!(gathered(), 2);
     }
 }
