@@ -79,15 +79,20 @@ enum Op {
 #[derive(Debug, Clone)]
 pub(super) struct Batcher {
     ops: mpsc::Sender<Op>,
+    /// What the writer counts, for the tests.
+    #[cfg_attr(not(test), expect(dead_code, reason = "the tests read it"))]
+    counts: Arc<Counts>,
+}
+
+/// What the writer counts, for the tests.
+#[derive(Debug, Default)]
+struct Counts {
     /// Batches of reservations taken so far (one statement each unless one was refused).
-    #[cfg_attr(not(test), expect(dead_code, reason = "the tests read it"))]
-    batches: Arc<AtomicUsize>,
+    batches: AtomicUsize,
     /// Operations taken from the queue so far.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the tests read it"))]
-    taken: Arc<AtomicUsize>,
+    taken: AtomicUsize,
     /// Times the writer waited [`GATHER_FOR`] for more operations before a batch.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the tests read it"))]
-    gathered: Arc<AtomicUsize>,
+    gathered: AtomicUsize,
 }
 
 impl Batcher {
@@ -96,22 +101,13 @@ impl Batcher {
     pub(super) fn start(path: &Path) -> Result<Self, StoreError> {
         let writer = open_writer(path).map_err(|e| StoreError::of_sqlite(&e))?;
         let (ops, rx) = mpsc::channel(QUEUE);
-        let counts = Counts::default();
-        let (batches, taken, gathered) = (
-            Arc::clone(&counts.batches),
-            Arc::clone(&counts.taken),
-            Arc::clone(&counts.gathered),
-        );
+        let counts = Arc::new(Counts::default());
+        let written = Arc::clone(&counts);
         std::thread::Builder::new()
             .name("voxgate-quota".into())
-            .spawn(move || drain(&writer, rx, &counts))
+            .spawn(move || drain(&writer, rx, &written))
             .map_err(StoreError::unavailable)?;
-        Ok(Self {
-            ops,
-            batches,
-            taken,
-            gathered,
-        })
+        Ok(Self { ops, counts })
     }
 
     /// Queues `op` and waits for its answer; the writer thread gone (it panicked) is an
@@ -175,14 +171,6 @@ fn retry_soon(tries: i32) -> bool {
 /// Operations waiting for the writer at most; a request beyond waits to queue.
 const QUEUE: usize = 4096;
 
-/// What the writer counts, for the tests.
-#[derive(Default)]
-struct Counts {
-    batches: Arc<AtomicUsize>,
-    taken: Arc<AtomicUsize>,
-    gathered: Arc<AtomicUsize>,
-}
-
 /// How long the writer waits for more operations before it writes a batch while other
 /// requests are under way (see `drain`).
 const GATHER_FOR: std::time::Duration = std::time::Duration::from_micros(100);
@@ -190,52 +178,94 @@ const GATHER_FOR: std::time::Duration = std::time::Duration::from_micros(100);
 /// The writer thread: takes whatever waits (up to [`BATCH_ROWS`] operations) and writes it.
 ///
 /// A batch's commit costs about the same for one operation as for several (the WAL frames
-/// of the same few pages, SQLite's file locks, the writer's wake-up), and
-/// on a busy gateway the operations rarely wait for one another by themselves: the writer
-/// usually wakes for one. So while holds it granted are still unsettled besides those
-/// settling now (other requests are under way, and each will come back at least to settle),
-/// it first waits [`GATHER_FOR`] for more to join the batch. A lone client never waits;
-/// with others under way an operation may wait that long. Measured (release builds, 3
-/// interleaved rounds, relayed MP3): the writer's CPU a request fell from 29–33 to 25–26 µs
-/// at 16 clients, the whole process's from 104–106 to 92–99 µs. The count is this writer's
-/// own: a hold settled some other way (the journal, a reconciliation) is never subtracted,
-/// which can only make the writer wait when it need not, never change what it writes.
+/// of the same few pages, SQLite's file locks, the writer's wake-up), and on a busy gateway
+/// the operations rarely wait for one another by themselves: the writer usually wakes for
+/// one. So while other requests are under way (`Granted`: holds it granted that are not
+/// being settled in this batch), it first waits [`GATHER_FOR`] (at least: the timer's slack
+/// and the scheduler add to it) for more to join the batch. A lone client never waits.
 fn drain(writer: &rusqlite::Connection, mut rx: mpsc::Receiver<Op>, counts: &Counts) {
     let mut ops = Vec::new();
-    // Holds this writer granted and has not yet been asked to settle.
-    let mut unsettled: usize = 0;
+    let mut granted = Granted::default();
     while rx.blocking_recv_many(&mut ops, BATCH_ROWS) > 0 {
-        let settling = |ops: &[Op]| ops.iter().filter(|op| matches!(op, Op::Settle(..))).count();
-        if unsettled > settling(&ops) && ops.len() < BATCH_ROWS {
+        counts.taken.fetch_add(ops.len(), Ordering::Relaxed);
+        if ops.len() < BATCH_ROWS && granted.others_than(&ops) {
             counts.gathered.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(GATHER_FOR);
             while ops.len() < BATCH_ROWS {
                 let Ok(op) = rx.try_recv() else { break };
+                counts.taken.fetch_add(1, Ordering::Relaxed);
                 ops.push(op);
             }
         }
-        let settled = settling(&ops);
-        counts.taken.fetch_add(ops.len(), Ordering::Relaxed);
+        granted.settling(&ops);
         // A bug that panics fails this batch's callers (their answers are dropped: an
         // outage to them), not every reservation until a restart.
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            write(writer, ops.drain(..), &counts.batches)
+            write(writer, ops.drain(..), &counts.batches, &mut granted)
         }));
-        let granted = written.unwrap_or_else(|_| {
+        if written.is_err() {
             tracing::error!("the quota writer failed a batch (a panic); it goes on");
-            0
-        });
-        unsettled = (unsettled + granted).saturating_sub(settled);
+        }
+    }
+}
+
+/// The holds the writer granted and has not been asked to settle, each until its lease
+/// runs out: only whether the writer waits for company depends on it, never what it
+/// writes. A hold settled some other way (a settlement journaled in an outage is replayed
+/// through the store's pool) is forgotten when its lease ends; until then the writer may
+/// wait when it need not.
+#[derive(Default)]
+struct Granted {
+    holds: HashMap<String, std::time::Instant>,
+    /// When the holds past their lease were last forgotten.
+    swept: Option<std::time::Instant>,
+}
+
+impl Granted {
+    /// Whether a hold other than those `ops` settle is under way.
+    fn others_than(&mut self, ops: &[Op]) -> bool {
+        if self.holds.is_empty() {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .swept
+            .is_none_or(|at| now.duration_since(at).as_secs() >= 1)
+        {
+            self.holds.retain(|_, until| *until > now);
+            self.swept = Some(now);
+        }
+        let settled_here = ops
+            .iter()
+            .filter(|op| matches!(op, Op::Settle(hold, ..) if self.holds.contains_key(hold)))
+            .count();
+        self.holds.len() > settled_here
+    }
+
+    /// Forgets the holds `ops` settle.
+    fn settling(&mut self, ops: &[Op]) {
+        for op in ops {
+            if let Op::Settle(hold, ..) = op {
+                self.holds.remove(hold);
+            }
+        }
+    }
+
+    fn granted(&mut self, reservation: &Reservation) {
+        let lease = std::time::Duration::from_secs(reservation.lease_secs.try_into().unwrap_or(0));
+        let until = std::time::Instant::now() + lease;
+        self.holds.insert(reservation.hold.clone(), until);
     }
 }
 
 /// One batch of operations: the settlements in one statement, then the reservations in as
-/// few as their rows allow. How many reservations it granted.
+/// few as their rows allow; what it grants is noted in `granted`.
 fn write(
     writer: &rusqlite::Connection,
     ops: impl Iterator<Item = Op>,
     batches: &AtomicUsize,
-) -> usize {
+    granted: &mut Granted,
+) {
     let (mut reserves, mut settles) = (Vec::new(), Vec::new());
     for op in ops {
         match op {
@@ -262,11 +292,11 @@ fn write(
             }
         }
     }
-    let (mut batch, mut rows, mut granted) = (Vec::new(), 0, 0);
+    let (mut batch, mut rows) = (Vec::new(), 0);
     for (r, reply) in reserves {
         if rows + r.asks.len() > BATCH_ROWS && !batch.is_empty() {
             batches.fetch_add(1, Ordering::Relaxed);
-            granted += reserve_batch(writer, std::mem::take(&mut batch));
+            reserve_batch(writer, std::mem::take(&mut batch), granted);
             rows = 0;
         }
         rows += r.asks.len();
@@ -274,9 +304,8 @@ fn write(
     }
     if !batch.is_empty() {
         batches.fetch_add(1, Ordering::Relaxed);
-        granted += reserve_batch(writer, batch);
+        reserve_batch(writer, batch, granted);
     }
-    granted
 }
 
 /// Whether `err` is the reservation trigger's refusal.
@@ -287,38 +316,37 @@ fn is_exceeded(err: &rusqlite::Error) -> bool {
 /// One statement for every request of `batch`. A request past its limit aborts the whole
 /// statement: the batch is then split in halves and each tried again, down to the request
 /// that is refused (a few statements for one refusal, not one per request). Any other
-/// failure is every request's answer. How many it granted.
+/// failure is every request's answer. What it grants is noted in `granted`.
 fn reserve_batch(
     writer: &rusqlite::Connection,
     mut batch: Vec<(Reservation, oneshot::Sender<Reserved>)>,
-) -> usize {
+    granted: &mut Granted,
+) {
     // A caller that gave up meanwhile reserves nothing.
     batch.retain(|(_, reply)| !reply.is_closed());
     if batch.is_empty() {
-        return 0;
+        return;
     }
     let all: Vec<&Reservation> = batch.iter().map(|(r, _)| r).collect();
     match reserve_rows(writer, &all) {
         Ok(usage) => {
-            let granted = batch.len();
-            for ((_, reply), usage) in batch.into_iter().zip(usage) {
+            for ((r, reply), usage) in batch.into_iter().zip(usage) {
+                granted.granted(&r);
                 let _ = reply.send(Ok(Some(usage)));
             }
-            granted
         }
         Err(e) if is_exceeded(&e) && batch.len() == 1 => {
             let _ = batch.remove(0).1.send(Ok(None));
-            0
         }
         Err(e) if is_exceeded(&e) => {
             let second = batch.split_off(batch.len() / 2);
-            reserve_batch(writer, batch) + reserve_batch(writer, second)
+            reserve_batch(writer, batch, granted);
+            reserve_batch(writer, second, granted);
         }
         Err(e) => {
             for (_, reply) in batch {
                 let _ = reply.send(Err(StoreError::of_sqlite(&e)));
             }
-            0
         }
     }
 }
@@ -606,10 +634,20 @@ mod tests {
         hold: &str,
         amount: i64,
     ) -> Result<Vec<(i64, i64)>, usize> {
+        reserve_leased(store, hold, amount, 60).await
+    }
+
+    /// [`reserve`] with a lease of `lease_secs`.
+    async fn reserve_leased(
+        store: &SqliteStore,
+        hold: &str,
+        amount: i64,
+        lease_secs: i64,
+    ) -> Result<Vec<(i64, i64)>, usize> {
         let tag = HoldTag {
             id: hold,
             instance: "i",
-            lease_secs: 60,
+            lease_secs,
         };
         let cell = QuotaCell {
             subject: "acct",
@@ -651,7 +689,7 @@ mod tests {
             batch.push((reservation(hold, vec![ask("a", amount, 10)]), tx));
             replies.push(rx);
         }
-        reserve_batch(&writer, batch);
+        reserve_batch(&writer, batch, &mut Granted::default());
         let mut answers = Vec::new();
         for rx in replies {
             answers.push(rx.await.expect("answered").expect("no error"));
@@ -821,7 +859,9 @@ mod tests {
             .collect();
         // Every request is queued (the queue's used capacity) or taken by the batcher.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        while QUEUE - store.batcher.ops.capacity() + store.batcher.taken.load(Ordering::Relaxed) < 8
+        while QUEUE - store.batcher.ops.capacity()
+            + store.batcher.counts.taken.load(Ordering::Relaxed)
+            < 8
         {
             assert!(std::time::Instant::now() < deadline, "the requests queue");
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -831,22 +871,23 @@ mod tests {
         for task in tasks {
             granted.push(task.await.expect("task").expect("granted"));
         }
-        assert!((1..=2).contains(&store.batcher.batches.load(Ordering::Relaxed)));
-        assert_eq!(store.batcher.taken.load(Ordering::Relaxed), 8);
+        assert!((1..=2).contains(&store.batcher.counts.batches.load(Ordering::Relaxed)));
+        assert_eq!(store.batcher.counts.taken.load(Ordering::Relaxed), 8);
         // Each saw the counter after its own row, in the statements' order.
         granted.sort();
         let expected: Vec<Vec<(i64, i64)>> = (1..=8).map(|n| vec![(0, n)]).collect();
         assert_eq!(granted, expected);
     }
 
-    /// The writer waits for more operations only while other holds it granted are
-    /// unsettled: a lone client's reservation and settlement never wait; a reservation
-    /// while another request holds, or a settlement while another's hold is still
-    /// unsettled, does; a refused reservation leaves nothing to wait for.
+    /// The writer waits for more operations only while a hold it granted, other than
+    /// those being settled, is under way: a lone client's reservation and settlement never
+    /// wait; a reservation while another request holds, or a settlement while another's
+    /// hold is unsettled, does; a refused reservation leaves nothing to wait for, and a
+    /// settlement of a hold the writer never granted forgets nothing.
     #[tokio::test]
     async fn the_writer_waits_for_company_only_while_other_requests_hold() {
         let (_dir, store) = store().await;
-        let gathered = || store.batcher.gathered.load(Ordering::Relaxed);
+        let gathered = || store.batcher.counts.gathered.load(Ordering::Relaxed);
         let settle = |hold: &'static str| store.settle_all(hold, &|_| 1);
 
         reserve(&store, "alone", 5).await.expect("granted");
@@ -855,17 +896,31 @@ mod tests {
 
         reserve(&store, "first", 5).await.expect("granted");
         assert_eq!(gathered(), 0);
+        assert_eq!(settle("never").await.expect("settled"), 0);
+        assert_eq!(gathered(), 1, "the first request holds");
         reserve(&store, "second", 5).await.expect("granted");
-        assert_eq!(gathered(), 1, "another request holds");
+        assert_eq!(gathered(), 2, "the first request still holds");
         assert_eq!(settle("first").await.expect("settled"), 1);
-        assert_eq!(gathered(), 2, "another request still holds");
+        assert_eq!(gathered(), 3, "the second request holds");
         assert_eq!(settle("second").await.expect("settled"), 1);
-        assert_eq!(gathered(), 2, "the last hold settles at once");
+        assert_eq!(gathered(), 3, "the last hold settles at once");
 
         assert_eq!(reserve(&store, "too-much", 200).await, Err(0));
         reserve(&store, "after", 5).await.expect("granted");
-        assert_eq!(gathered(), 2, "a refusal holds nothing");
+        assert_eq!(gathered(), 3, "a refusal holds nothing");
         assert_eq!(settle("after").await.expect("settled"), 1);
-        assert_eq!(gathered(), 2);
+        assert_eq!(gathered(), 3);
+    }
+
+    /// A hold the writer granted and never saw settled (its settlement went through the
+    /// journal, or its holder died) is forgotten when its lease ends: a lone client does
+    /// not wait for it for ever.
+    #[tokio::test]
+    async fn a_hold_the_writer_never_sees_settled_is_forgotten_after_its_lease() {
+        let (_dir, store) = store().await;
+        reserve_leased(&store, "lost", 5, 0).await.expect("granted");
+        reserve(&store, "alone", 5).await.expect("granted");
+        assert_eq!(store.settle_all("alone", &|_| 1).await.expect("settled"), 1);
+        assert_eq!(store.batcher.counts.gathered.load(Ordering::Relaxed), 0);
     }
 }
