@@ -189,12 +189,14 @@ const GATHER_AMONG: usize = 8;
 /// the timer's slack and the scheduler add to it) for more to join the batch. With fewer,
 /// another's operation seldom arrives within the wait, which each request would pay twice
 /// in latency (measured: waiting while any other request held cost a third of the
-/// throughput at 2 and 4 clients); a lone client never waits.
+/// throughput at 2 and 4 clients). A lone client does not wait (unless holds settled some
+/// other way are still remembered: see `Granted`).
 fn drain(writer: &rusqlite::Connection, mut rx: mpsc::Receiver<Op>, counts: &Counts) {
     let mut ops = Vec::new();
     let mut granted = Granted::default();
     while rx.blocking_recv_many(&mut ops, BATCH_ROWS) > 0 {
         counts.taken.fetch_add(ops.len(), Ordering::Relaxed);
+        granted.sweep();
         if ops.len() < BATCH_ROWS && granted.others_than(&ops) {
             counts.gathered.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(GATHER_FOR);
@@ -216,11 +218,13 @@ fn drain(writer: &rusqlite::Connection, mut rx: mpsc::Receiver<Op>, counts: &Cou
     }
 }
 
-/// The holds the writer granted and has not been asked to settle, each until its lease
-/// runs out: only whether the writer waits for company depends on it, never what it
-/// writes. A hold settled some other way (a settlement journaled in an outage is replayed
-/// through the store's pool) is forgotten when its lease ends; until then the writer may
-/// wait when it need not.
+/// The holds the writer granted and has not been asked to settle, each until its first
+/// lease runs out, [`QUEUE`] at most: only whether the writer waits for company depends on
+/// it, never what it writes. A hold settled some other way (a settlement that could not
+/// reach the writer in an outage is journaled and replayed through the store's pool) is
+/// forgotten when its lease ends; until then the writer may wait when it need not. A
+/// renewed hold is forgotten early, and a hold past the bound is not remembered: the
+/// writer may then wait less than it could.
 #[derive(Default)]
 struct Granted {
     holds: HashMap<String, std::time::Instant>,
@@ -229,10 +233,13 @@ struct Granted {
 }
 
 impl Granted {
-    /// Whether [`GATHER_AMONG`] holds or more, besides those `ops` settle, are under way.
-    fn others_than(&mut self, ops: &[Op]) -> bool {
+    /// The longest lease a hold is remembered for (the longest the configuration allows).
+    const LONGEST: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+    /// Forgets the holds past their lease, at most once a second.
+    fn sweep(&mut self) {
         if self.holds.is_empty() {
-            return false;
+            return;
         }
         let now = std::time::Instant::now();
         if self
@@ -242,6 +249,10 @@ impl Granted {
             self.holds.retain(|_, until| *until > now);
             self.swept = Some(now);
         }
+    }
+
+    /// Whether [`GATHER_AMONG`] holds or more, besides those `ops` settle, are under way.
+    fn others_than(&self, ops: &[Op]) -> bool {
         let settled_here = ops
             .iter()
             .filter(|op| matches!(op, Op::Settle(hold, ..) if self.holds.contains_key(hold)))
@@ -258,8 +269,13 @@ impl Granted {
         }
     }
 
+    /// Remembers a hold granted now, for its lease (none when [`QUEUE`] are remembered).
     fn granted(&mut self, reservation: &Reservation) {
-        let lease = std::time::Duration::from_secs(reservation.lease_secs.try_into().unwrap_or(0));
+        if self.holds.len() >= QUEUE {
+            return;
+        }
+        let secs = u64::try_from(reservation.lease_secs).unwrap_or(0);
+        let lease = std::time::Duration::from_secs(secs).min(Self::LONGEST);
         let until = std::time::Instant::now() + lease;
         self.holds.insert(reservation.hold.clone(), until);
     }
@@ -903,15 +919,15 @@ mod tests {
         for n in 0..GATHER_AMONG {
             reserve(&store, &format!("h{n}"), 1).await.expect("granted");
         }
-        assert_eq!(gathered(), 0, "at most seven others held");
+        assert_eq!(gathered(), 0, "fewer others held");
         assert_eq!(settle("never").await.expect("settled"), 0);
-        assert_eq!(gathered(), 1, "eight others hold");
+        assert_eq!(gathered(), 1, "GATHER_AMONG others hold");
         reserve(&store, "h8", 1).await.expect("granted");
         assert_eq!(gathered(), 2, "the unknown hold's settlement forgot none");
         assert_eq!(settle("h8").await.expect("settled"), 1);
-        assert_eq!(gathered(), 3, "eight others hold");
+        assert_eq!(gathered(), 3, "GATHER_AMONG others hold");
         assert_eq!(settle("h7").await.expect("settled"), 1);
-        assert_eq!(gathered(), 3, "seven others hold");
+        assert_eq!(gathered(), 3, "one fewer holds");
 
         assert_eq!(reserve(&store, "too-much", 200).await, Err(0));
         reserve(&store, "after", 1).await.expect("granted");
@@ -923,6 +939,8 @@ mod tests {
     /// count it for ever.
     #[tokio::test]
     async fn a_hold_the_writer_never_sees_settled_is_forgotten_after_its_lease() {
+        // The writer's first sweep comes at its first wake with a hold remembered, the
+        // next a second later: "lost" (a lease of 0 s) is forgotten at the second wake.
         let (_dir, store) = store().await;
         reserve_leased(&store, "lost", 1, 0).await.expect("granted");
         for n in 1..GATHER_AMONG {
@@ -930,5 +948,24 @@ mod tests {
         }
         reserve(&store, "next", 1).await.expect("granted");
         assert_eq!(store.batcher.counts.gathered.load(Ordering::Relaxed), 0);
+    }
+
+    /// Any lease a hold names is remembered without overflow (a negative one as none, a
+    /// huge one as the longest the configuration allows), and no more holds than the
+    /// queue's bound.
+    #[test]
+    fn the_holds_the_writer_remembers_are_bounded() {
+        let mut granted = Granted::default();
+        for (hold, lease_secs) in [("negative", -1), ("huge", i64::MAX)] {
+            granted.granted(&Reservation {
+                lease_secs,
+                ..reservation(hold, Vec::new())
+            });
+        }
+        assert_eq!(granted.holds.len(), 2);
+        for n in 0..QUEUE + 10 {
+            granted.granted(&reservation(&format!("h{n}"), Vec::new()));
+        }
+        assert_eq!(granted.holds.len(), QUEUE);
     }
 }
