@@ -262,8 +262,14 @@ async fn a_store_outage_degrades_and_recovers_without_restart() {
     assert!(!first.is_empty());
 
     relay.set_cut(true);
-    // The relay drops its connections within a few of its 20 ms checks.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The relay drops its connections within a few of its 20 ms checks: wait (bounded)
+    // until the gateway's readiness, a live check of the store that spends no quota,
+    // sees the outage.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.get("/readyz").await.status() != 503 {
+        assert!(Instant::now() < deadline, "the outage is never noticed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for _ in 0..5 {
         let started = Instant::now();
         let response = speak().await.expect("send");

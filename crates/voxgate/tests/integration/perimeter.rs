@@ -269,7 +269,15 @@ async fn tls_serves_https_refuses_plain_http_and_reloads_on_sighup() {
     std::fs::rename(&new_key, &key).expect("swap key");
     // SAFETY: signalling our own process; the server installed a SIGHUP handler at start.
     assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGHUP) }, 0);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The reload runs on the server's signal task: wait (bounded) for the new certificate.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while trusting(&second).get(&url).send().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate is never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         old.get(&url).send().await.expect("kept").status(),
         200,

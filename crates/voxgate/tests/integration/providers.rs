@@ -1178,25 +1178,25 @@ async fn a_caller_that_hangs_up_during_the_upload_leaves_a_recorded_clone() {
         spawn_app_with_secrets(&eleven_config(addr, ""), &[("ELEVEN_KEY", "el-secret")]).await;
     let id = store_voice(&app, &app.client).await;
     *el.clone_delay.lock().expect("lock") = Duration::from_millis(600);
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(150))
-        .default_headers(
-            [(
-                header::AUTHORIZATION,
-                format!("Bearer {}", app.key).parse().expect("header"),
-            )]
-            .into_iter()
-            .collect(),
-        )
-        .build()
-        .expect("client");
-    let gone = impatient
-        .post(app.url("/v1/audio/speech"))
-        .json(&json!({"model": "eleven", "input": "Cloned.", "voice": {"id": id}, "response_format": "pcm"}))
-        .send()
-        .await;
+    // The caller hangs up once the upload has reached the provider (which takes 600 ms to
+    // answer it): the request's task is dropped, and its connection with it.
+    let request = {
+        let (client, url, id) = (app.client.clone(), app.url("/v1/audio/speech"), id.clone());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"model": "eleven", "input": "Cloned.", "voice": {"id": id}, "response_format": "pcm"}))
+                .send()
+                .await
+        })
+    };
+    eventually("the upload has reached the provider", async || {
+        el.clones.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    request.abort();
     assert!(
-        gone.is_err_and(|e| e.is_timeout()),
+        request.await.is_err_and(|e| e.is_cancelled()),
         "the client left mid-upload"
     );
     // The upload finishes without its caller and is recorded...

@@ -577,8 +577,10 @@ async fn a_spent_quota_ends_the_session_with_its_usage_recorded() {
 async fn an_idle_session_ends_though_the_client_pings() {
     let app = spawn_app_with("[transcription.realtime]\nidle_secs = 1").await;
     let (account, key) = create_key(&app.state, "basic", None, None).await;
-    let mut ws = connect(&app, &key).await;
+    // Before the connection: the server's idle clock starts after this, wherever the
+    // client is when it does.
     let started = Instant::now();
+    let mut ws = connect(&app, &key).await;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut seen = Vec::new();
     let code = loop {

@@ -566,10 +566,11 @@ async fn endless_audio_idle_clients_and_event_floods_are_cut_off() {
     endless.closed().await;
 
     // Audio that trickles in under the idle bound: cut at utterance_secs.
+    // Timed from before the connection: the server's clock starts after this.
+    let started = Instant::now();
     let mut slow = Client::connect(addr).await;
     slow.event("transcribe", json!({})).await;
     slow.event("audio-start", format.clone()).await;
-    let started = Instant::now();
     let mut small = Frame::with_data("audio-chunk", format);
     small.payload = vec![0; 320];
     let small = frame::encode(&small);
@@ -603,8 +604,8 @@ async fn endless_audio_idle_clients_and_event_floods_are_cut_off() {
     slow.closed().await;
 
     // Silence: cut at idle_secs.
-    let mut idle = Client::connect(addr).await;
     let since = Instant::now();
+    let mut idle = Client::connect(addr).await;
     assert_eq!(idle.error_code().await, "timeout");
     idle.closed().await;
     assert!(since.elapsed() >= Duration::from_secs(1));

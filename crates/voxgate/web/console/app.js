@@ -137,8 +137,12 @@
   }
 
   // ---- accounts ----
+  let accountsAsked = 0; // the latest fetch: an older answer arriving late is dropped
   async function fetchAccounts() {
-    accounts = await json("GET", `${API}/accounts`);
+    const mine = ++accountsAsked;
+    const fetched = await json("GET", `${API}/accounts`);
+    if (mine !== accountsAsked) return;
+    accounts = fetched;
     const options = (all) => [
       ...(all ? [el("option", { value: "" }, "all accounts")] : []),
       ...accounts.map((a) => el("option", { value: a.id }, `${a.name} (${a.id})`)),
@@ -165,10 +169,13 @@
         el("button", { type: "button", class: "danger", onclick: () => erase(a) }, "Erase"))))));
   }
 
+  let accountsShown = 0;
   async function loadAccounts() {
+    const mine = ++accountsShown;
     report($("accounts-error"), null);
     try {
       await fetchAccounts();
+      if (mine !== accountsShown) return;
       renderAccounts();
     } catch (err) {
       failed($("accounts-error"), err);
@@ -239,12 +246,15 @@
   $("key-scopes").replaceChildren(...SCOPES.map((s) => el("label", { class: "inline" },
     el("input", { type: "checkbox", value: s, name: "scope" }), s)));
 
+  let keysShown = 0; // the latest load: an older answer arriving late is dropped
   async function loadKeys() {
+    const mine = ++keysShown;
     report($("keys-error"), null);
     try {
       await fetchAccounts();
       const filter = $("key-filter").value;
       const keys = await json("GET", `${API}/keys${filter ? `?account_id=${encodeURIComponent(filter)}` : ""}`);
+      if (mine !== keysShown) return;
       const now = Date.now() / 1000;
       const status = (k) => k.revoked_at ? "revoked"
         : k.grace_until ? (k.grace_until > now ? "rotating" : "rotated")

@@ -253,6 +253,23 @@ pub async fn verify(
     witness: Option<&Path>,
     freshness: &Freshness,
 ) -> anyhow::Result<Report> {
+    // The checkpoints first, then the log: the log only grows and a checkpoint is signed
+    // over entries already written, so every entry a checkpoint read here covers is in the
+    // log read after it. (The other order would take a checkpoint signed in between for a
+    // rolled-back log.)
+    let mut notes: Vec<(String, String)> = store
+        .checkpoints()
+        .await?
+        .into_iter()
+        .map(|(size, note)| (format!("database checkpoint {size}"), note))
+        .collect();
+    if let Some(dir) = witness {
+        notes.extend(
+            witness_notes(dir)?
+                .into_iter()
+                .map(|(name, note)| (format!("witness {name}"), note)),
+        );
+    }
     let log = store.audit_log().await?;
     let mut report = Report {
         entries: log.len() as u64,
@@ -283,19 +300,6 @@ pub async fn verify(
     }
     // Row-level findings are exact; checkpoints place what they cannot see.
     let exact = report.first_bad.as_ref().map(|(i, _)| *i);
-    let mut notes: Vec<(String, String)> = store
-        .checkpoints()
-        .await?
-        .into_iter()
-        .map(|(size, note)| (format!("database checkpoint {size}"), note))
-        .collect();
-    if let Some(dir) = witness {
-        notes.extend(
-            witness_notes(dir)?
-                .into_iter()
-                .map(|(name, note)| (format!("witness {name}"), note)),
-        );
-    }
     // Valid checkpoints by size; the largest one whose root agrees bounds a rewrite.
     let mut valid: Vec<(u64, Hash, String)> = Vec::new();
     // The largest size a valid checkpoint that counts for freshness covers.

@@ -105,6 +105,22 @@ struct Cached {
     fetched: Instant,
 }
 
+/// Verified keys by id, and how many invalidations there have been: a key read from the
+/// store while one happened may be the state from before it (a revocation not yet seen), so
+/// it is used for the request that read it but not kept.
+#[derive(Debug, Default)]
+struct KeyCache {
+    keys: HashMap<String, Arc<Cached>>,
+    invalidations: u64,
+}
+
+/// When a store read began, and the cache's invalidations then.
+#[derive(Debug, Clone, Copy)]
+struct Read {
+    started: Instant,
+    invalidations: u64,
+}
+
 /// Verifies keys.
 #[derive(Debug)]
 pub struct Authenticator {
@@ -112,7 +128,7 @@ pub struct Authenticator {
     audit: Audit,
     pepper: Arc<Pepper>,
     tiers: BTreeMap<String, Arc<TierConfig>>,
-    cache: Mutex<HashMap<String, Arc<Cached>>>,
+    cache: Mutex<KeyCache>,
     ttl: Duration,
     /// How long a verified key keeps working while the store is unavailable.
     outage_grace: Duration,
@@ -157,7 +173,7 @@ impl Authenticator {
                 .iter()
                 .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
                 .collect(),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(KeyCache::default()),
             ttl: Duration::from_millis(config.cache_ttl_ms),
             outage_grace: Duration::ZERO,
             guard: FailureGuard::new(
@@ -241,12 +257,12 @@ impl Authenticator {
     }
 
     /// Drops a key from this instance's cache (other instances see the change within the
-    /// cache TTL).
+    /// cache TTL). A read of the store under way now is not cached when it ends: it may
+    /// have read the key before the change.
     pub fn invalidate(&self, keyid: &str) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(keyid);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.invalidations += 1;
+        cache.keys.remove(keyid);
     }
 
     /// Verifies the bearer token from `authorization` (the header value, if any) for a
@@ -293,6 +309,7 @@ impl Authenticator {
         let cached = match self.cached(&parsed.keyid, &presented) {
             Some(hit) => hit,
             None => {
+                let read = self.read_started();
                 let found = match self.store.key_with_account(&parsed.keyid).await {
                     Ok(found) => found,
                     Err(e) => {
@@ -311,11 +328,7 @@ impl Authenticator {
                         "unknown_key_or_wrong_secret",
                     ));
                 };
-                self.remember(Cached {
-                    key,
-                    account,
-                    fetched: Instant::now(),
-                })
+                self.remember(read, key, account)
             }
         };
         let (key, account) = (&cached.key, &cached.account);
@@ -348,6 +361,7 @@ impl Authenticator {
         let cached = match self.fresh(keyid) {
             Some(hit) => hit,
             None => {
+                let read = self.read_started();
                 let found = match self.store.key_with_account(keyid).await {
                     Ok(found) => found,
                     Err(e) => {
@@ -366,11 +380,7 @@ impl Authenticator {
                         "bound_key_unknown",
                     ));
                 };
-                self.remember(Cached {
-                    key,
-                    account,
-                    fetched: Instant::now(),
-                })
+                self.remember(read, key, account)
             }
         };
         let (key, account) = (&cached.key, &cached.account);
@@ -513,6 +523,7 @@ impl Authenticator {
         let known = err.is_outage().then(|| {
             let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             cache
+                .keys
                 .get(keyid)
                 .filter(|c| c.fetched.elapsed() < self.outage_grace)
                 .filter(|c| presented.is_none_or(|p| bool::from(c.key.digest.ct_eq(p))))
@@ -553,6 +564,7 @@ impl Authenticator {
         self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .keys
             .get(keyid)
             .is_some_and(|c| !bool::from(c.key.digest.ct_eq(presented)))
     }
@@ -561,6 +573,7 @@ impl Authenticator {
     fn fresh(&self, keyid: &str) -> Option<Arc<Cached>> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
+            .keys
             .get(keyid)
             .filter(|c| c.fetched.elapsed() < self.ttl)
             .cloned()
@@ -577,18 +590,42 @@ impl Authenticator {
         }
     }
 
+    /// Notes when a read of a key from the store begins, for [`Authenticator::remember`].
+    fn read_started(&self) -> Read {
+        Read {
+            started: Instant::now(),
+            invalidations: self
+                .cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .invalidations,
+        }
+    }
+
     /// Caches a verified key, or one a listener is bound to by configuration (a hit for a
-    /// presented key still needs its exact digest).
-    fn remember(&self, verified: Cached) -> Arc<Cached> {
-        let verified = Arc::new(verified);
+    /// presented key still needs its exact digest), as of when its read began: its age is
+    /// counted from then, so another instance's revocation is seen within the cache's
+    /// lifetime of the change however slow the read. Not cached when a key was invalidated
+    /// while it was read (it may be the state from before).
+    fn remember(&self, read: Read, key: KeyRecord, account: Account) -> Arc<Cached> {
+        let verified = Arc::new(Cached {
+            key,
+            account,
+            fetched: read.started,
+        });
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHE_CAPACITY {
-            cache.retain(|_, c| c.fetched.elapsed() < self.ttl);
-            if cache.len() >= CACHE_CAPACITY {
-                cache.clear();
+        if cache.invalidations != read.invalidations {
+            return verified;
+        }
+        if cache.keys.len() >= CACHE_CAPACITY {
+            cache.keys.retain(|_, c| c.fetched.elapsed() < self.ttl);
+            if cache.keys.len() >= CACHE_CAPACITY {
+                cache.keys.clear();
             }
         }
-        cache.insert(verified.key.keyid.clone(), Arc::clone(&verified));
+        cache
+            .keys
+            .insert(verified.key.keyid.clone(), Arc::clone(&verified));
         verified
     }
 
@@ -701,6 +738,103 @@ pub fn load_pepper(config: &AuthConfig, data_dir: &std::path::Path) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use secrecy::ExposeSecret as _;
+
+    use crate::data::audit::Actor;
+    use crate::identity::accounts::{Accounts, CreatedKey, KeyRequest};
+
+    /// An authenticator on a SQLite store in `dir`, a store handle and an admin API on the
+    /// same store, and a key of the basic tier.
+    async fn keyed(dir: &std::path::Path) -> (Authenticator, Arc<dyn Store>, Accounts, CreatedKey) {
+        let mut config = crate::config::Config::defaults().expect("defaults");
+        config.data_dir = dir.to_owned();
+        config.database.url = secrecy::SecretString::from(String::new());
+        config.auth.pepper = Some(secrecy::SecretString::from("p".repeat(32)));
+        let (store, pepper) = crate::service::open_store(&config).await.expect("store");
+        let audit = Audit::new(Arc::clone(&store));
+        let accounts = Accounts::new(
+            Arc::clone(&store),
+            audit.clone(),
+            Arc::clone(&pepper),
+            config.tiers.clone(),
+            60,
+        );
+        let account = accounts
+            .create_account(Actor::Cli, "cache", None, "basic")
+            .await
+            .expect("account");
+        let key = accounts
+            .create_key(Actor::Cli, &account.id, KeyRequest::default(), None)
+            .await
+            .expect("key");
+        let auth = Authenticator::new(
+            Arc::clone(&store),
+            audit,
+            pepper,
+            &config.auth,
+            &config.tiers,
+            Arc::new(Metrics::new()),
+        );
+        (auth, store, accounts, key)
+    }
+
+    /// A key read from the store while it was revoked here is the state from before the
+    /// revocation: used by the request that read it, never cached for the next.
+    #[tokio::test]
+    async fn a_read_that_overlaps_a_revocation_is_not_cached() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (auth, store, accounts, key) = keyed(dir.path()).await;
+        let keyid = key.record.keyid.clone();
+        let header = format!("Bearer {}", key.secret.expose_secret());
+        let source = IpAddr::from([127, 0, 0, 1]);
+
+        // A request's read, begun before the revocation and ending after it.
+        let read = auth.read_started();
+        let (before, account) = store
+            .key_with_account(&keyid)
+            .await
+            .expect("read")
+            .expect("the key");
+        assert!(before.revoked_at.is_none(), "read before the revocation");
+        accounts
+            .revoke_key(Actor::Cli, &keyid)
+            .await
+            .expect("revoke");
+        auth.invalidate(&keyid);
+        auth.remember(read, before, account);
+
+        assert!(auth.fresh(&keyid).is_none(), "the stale read is not kept");
+        let refused = auth
+            .authenticate(Some(&header), source)
+            .await
+            .expect_err("the next request reads the revocation");
+        assert!(matches!(refused.error, AuthError::Revoked), "{refused:?}");
+    }
+
+    /// A cached key's age counts from when its read began, so a slow read does not stretch
+    /// the time another instance's revocation takes to be seen.
+    #[tokio::test]
+    async fn a_cached_key_ages_from_when_its_read_began() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (auth, store, _accounts, key) = keyed(dir.path()).await;
+        let keyid = key.record.keyid.clone();
+        let (record, account) = store
+            .key_with_account(&keyid)
+            .await
+            .expect("read")
+            .expect("the key");
+        tokio::time::pause();
+        let read = auth.read_started();
+        tokio::time::advance(auth.ttl / 2).await;
+        auth.remember(read, record, account);
+        assert!(auth.fresh(&keyid).is_some(), "younger than the lifetime");
+        tokio::time::advance(auth.ttl / 2).await;
+        assert!(
+            auth.fresh(&keyid).is_none(),
+            "a lifetime after the read began, not after it ended"
+        );
+    }
 
     #[test]
     fn ipv6_sources_are_counted_by_slash_64() {
