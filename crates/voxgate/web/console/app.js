@@ -30,7 +30,9 @@
     if (heading) { heading.tabIndex = -1; heading.focus(); }
   }
 
+  // `data-session` says what the page knows of its session ("in" or "out"), once it knows.
   function signedIn(session) {
+    document.body.dataset.session = "in";
     $("signin").hidden = true;
     $("nav").hidden = false;
     $("who").textContent = `signed in as key ${session.keyid} (account ${session.account_id})`;
@@ -39,6 +41,7 @@
   }
 
   function signedOut() {
+    document.body.dataset.session = "out";
     clearInterval(timer);
     for (const s of document.querySelectorAll("main > section")) s.hidden = s.id !== "signin";
     $("nav").hidden = true;
@@ -137,11 +140,15 @@
   }
 
   // ---- accounts ----
-  let accountsAsked = 0; // the latest fetch: an older answer arriving late is dropped
+  // Fetches are numbered: an answer older than one already applied is dropped, so the list
+  // ends as the latest answer says, and a caller overtaken by a newer fetch uses that.
+  let accountsAsked = 0;
+  let accountsApplied = 0;
   async function fetchAccounts() {
     const mine = ++accountsAsked;
     const fetched = await json("GET", `${API}/accounts`);
-    if (mine !== accountsAsked) return;
+    if (mine < accountsApplied) return;
+    accountsApplied = mine;
     accounts = fetched;
     const options = (all) => [
       ...(all ? [el("option", { value: "" }, "all accounts")] : []),
@@ -178,7 +185,7 @@
       if (mine !== accountsShown) return;
       renderAccounts();
     } catch (err) {
-      failed($("accounts-error"), err);
+      if (mine === accountsShown || err?.status === 401) failed($("accounts-error"), err);
     }
   }
 
@@ -267,7 +274,7 @@
           el("button", { type: "button", onclick: () => rotate(k) }, "Rotate"),
           el("button", { type: "button", class: "danger", onclick: () => revoke(k) }, "Revoke")) : null))));
     } catch (err) {
-      failed($("keys-error"), err);
+      if (mine === keysShown || err?.status === 401) failed($("keys-error"), err);
     }
   }
 
@@ -374,6 +381,7 @@
     report($("usage-error"), null);
     try {
       await fetchAccounts();
+      if (mine !== usageShown) return;
       const id = $("usage-account").value;
       if (!id) { $("usage").replaceChildren(el("p", {}, "No accounts yet.")); return; }
       const u = await json("GET", `${API}/accounts/${encodeURIComponent(id)}/usage`);
@@ -387,7 +395,7 @@
       }
       $("usage").replaceChildren(...parts);
     } catch (err) {
-      failed($("usage-error"), err);
+      if (mine === usageShown || err?.status === 401) failed($("usage-error"), err);
     }
   }
 
@@ -429,7 +437,7 @@
       $("audit-newer").disabled = pages.length <= 1;
       $("audit-page").textContent = `page ${pages.length}, ${events.length} events`;
     } catch (err) {
-      failed($("audit-error"), err);
+      if (mine === auditShown || err?.status === 401) failed($("audit-error"), err);
     }
   }
 

@@ -256,7 +256,9 @@ pub async fn verify(
     // The checkpoints first, then the log: the log only grows and a checkpoint is signed
     // over entries already written, so every entry a checkpoint read here covers is in the
     // log read after it. (The other order would take a checkpoint signed in between for a
-    // rolled-back log.)
+    // rolled-back log.) The age of what no checkpoint covers is judged as of then too: a
+    // long log read does not make it look older.
+    let as_of = crate::util::now();
     let mut notes: Vec<(String, String)> = store
         .checkpoints()
         .await?
@@ -364,7 +366,7 @@ pub async fn verify(
             report.entries, freshness.max_lag
         ));
     } else if let Some(oldest) = log.get(vouched as usize) {
-        let age = crate::util::now() - oldest.at;
+        let age = as_of - oldest.at;
         if age > freshness.max_age_secs {
             report.stale = Some(format!(
                 "entry {vouched} is {age} s old and no valid {whose} covers it (at most {} s expected)",

@@ -605,8 +605,10 @@ impl Authenticator {
     /// Caches a verified key, or one a listener is bound to by configuration (a hit for a
     /// presented key still needs its exact digest), as of when its read began: its age is
     /// counted from then, so another instance's revocation is seen within the cache's
-    /// lifetime of the change however slow the read. Not cached when a key was invalidated
-    /// while it was read (it may be the state from before).
+    /// lifetime of the change however slow the read (the price: a read slower than the
+    /// lifetime is cached already stale, and the next request reads the store again). Not
+    /// cached when a key was invalidated while it was read (it may be the state from
+    /// before), nor over the answer of a read begun after it.
     fn remember(&self, read: Read, key: KeyRecord, account: Account) -> Arc<Cached> {
         let verified = Arc::new(Cached {
             key,
@@ -615,6 +617,15 @@ impl Authenticator {
         });
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.invalidations != read.invalidations {
+            return verified;
+        }
+        // A read begun later has already answered: it may have seen a change this one did
+        // not, so it is kept.
+        if cache
+            .keys
+            .get(&verified.key.keyid)
+            .is_some_and(|newer| newer.fetched > read.started)
+        {
             return verified;
         }
         if cache.keys.len() >= CACHE_CAPACITY {
@@ -748,10 +759,9 @@ mod tests {
     /// same store, and a key of the basic tier.
     async fn keyed(dir: &std::path::Path) -> (Authenticator, Arc<dyn Store>, Accounts, CreatedKey) {
         let mut config = crate::config::Config::defaults().expect("defaults");
-        config.data_dir = dir.to_owned();
-        config.database.url = secrecy::SecretString::from(String::new());
         config.auth.pepper = Some(secrecy::SecretString::from("p".repeat(32)));
-        let (store, pepper) = crate::service::open_store(&config).await.expect("store");
+        let store = crate::data::store::open("", dir).await.expect("store");
+        let pepper = Arc::new(load_pepper(&config.auth, dir).expect("pepper"));
         let audit = Audit::new(Arc::clone(&store));
         let accounts = Accounts::new(
             Arc::clone(&store),
@@ -810,6 +820,30 @@ mod tests {
             .await
             .expect_err("the next request reads the revocation");
         assert!(matches!(refused.error, AuthError::Revoked), "{refused:?}");
+    }
+
+    /// Two reads of one key that end out of order: the one begun later (which saw the
+    /// revocation) stays cached, not the older state that arrived after it.
+    #[tokio::test]
+    async fn an_older_read_does_not_replace_a_newer_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (auth, store, _accounts, key) = keyed(dir.path()).await;
+        let keyid = key.record.keyid.clone();
+        let (active, account) = store
+            .key_with_account(&keyid)
+            .await
+            .expect("read")
+            .expect("the key");
+        let mut revoked = active.clone();
+        revoked.revoked_at = Some(crate::util::now());
+        tokio::time::pause();
+        let first = auth.read_started();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let second = auth.read_started();
+        auth.remember(second, revoked, account.clone());
+        auth.remember(first, active, account);
+        let cached = auth.fresh(&keyid).expect("cached");
+        assert!(cached.key.revoked_at.is_some(), "the newer read is kept");
     }
 
     /// A cached key's age counts from when its read began, so a slow read does not stretch
