@@ -163,6 +163,19 @@ pub async fn usage(app: &TestApp, account: &str, metric: &str) -> (i64, i64) {
         .expect("usage")
 }
 
+/// Waits (bounded, a minute) until nothing of `metric` is reserved for `account` today;
+/// returns what is used.
+pub async fn settled(app: &TestApp, account: &str, metric: &str) -> i64 {
+    for _ in 0..1_200 {
+        let (used, reserved) = usage(app, account, metric).await;
+        if reserved == 0 {
+            return used;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the {metric} reserved for {account} were never settled");
+}
+
 /// The repository root (where `scripts/fetch-models` puts `models/`).
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

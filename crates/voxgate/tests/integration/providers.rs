@@ -907,13 +907,19 @@ async fn store_voice(app: &crate::helpers::TestApp, client: &reqwest::Client) ->
 }
 
 /// Speaks with the stored voice `id` on `app` as `client`; the status, body read.
-async fn speak_stored(app: &crate::helpers::TestApp, client: &reqwest::Client, id: &str) -> u16 {
-    let response = client
+/// A request for speech in the stored voice `id` (through its ElevenLabs clone).
+fn stored_speech(
+    app: &crate::helpers::TestApp,
+    client: &reqwest::Client,
+    id: &str,
+) -> reqwest::RequestBuilder {
+    client
         .post(app.url("/v1/audio/speech"))
         .json(&json!({"model": "eleven", "input": "Cloned.", "voice": {"id": id}, "response_format": "pcm"}))
-        .send()
-        .await
-        .expect("send");
+}
+
+async fn speak_stored(app: &crate::helpers::TestApp, client: &reqwest::Client, id: &str) -> u16 {
+    let response = stored_speech(app, client, id).send().await.expect("send");
     let status = response.status().as_u16();
     let _ = response.bytes().await;
     status
@@ -1180,16 +1186,7 @@ async fn a_caller_that_hangs_up_during_the_upload_leaves_a_recorded_clone() {
     *el.clone_delay.lock().expect("lock") = Duration::from_millis(600);
     // The caller hangs up once the upload has reached the provider (which takes 600 ms to
     // answer it): the request's task is dropped, and its connection with it.
-    let request = {
-        let (client, url, id) = (app.client.clone(), app.url("/v1/audio/speech"), id.clone());
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .json(&json!({"model": "eleven", "input": "Cloned.", "voice": {"id": id}, "response_format": "pcm"}))
-                .send()
-                .await
-        })
-    };
+    let request = tokio::spawn(stored_speech(&app, &app.client, &id).send());
     eventually("the upload has reached the provider", async || {
         el.clones.load(Ordering::SeqCst) == 1
     })
@@ -1223,23 +1220,13 @@ async fn a_voice_deleted_while_its_clone_is_made_leaves_no_clone() {
         spawn_app_with_secrets(&eleven_config(addr, ""), &[("ELEVEN_KEY", "el-secret")]).await;
     let id = store_voice(&app, &app.client).await;
     *el.clone_delay.lock().expect("lock") = Duration::from_millis(600);
-    let speaking = {
-        let (client, url, id) = (app.client.clone(), app.url("/v1/audio/speech"), id.clone());
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .json(&json!({"model": "eleven", "input": "Cloned.", "voice": {"id": id}, "response_format": "pcm"}))
-                .send()
-                .await
-                .expect("send")
-        })
-    };
+    let speaking = tokio::spawn(stored_speech(&app, &app.client, &id).send());
     eventually("the upload has started", async || {
         el.clones.load(Ordering::SeqCst) == 1
     })
     .await;
     assert_eq!(delete_voice(&app, &app.client, &id).await, 200);
-    let (status, code, _) = error_of(speaking.await.expect("join")).await;
+    let (status, code, _) = error_of(speaking.await.expect("join").expect("send")).await;
     assert_eq!((status, code.as_deref()), (404, Some("voice_not_found")));
     assert_eq!(
         *el.deleted.lock().expect("lock"),

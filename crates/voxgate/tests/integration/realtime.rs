@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{TestApp, create_key, error_of, every_tier, spawn_app_with, usage};
+use crate::helpers::{TestApp, create_key, error_of, every_tier, settled, spawn_app_with};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -173,19 +173,6 @@ fn wer(said: &str, heard: &str) -> f64 {
     row[b.len()] as f64 / a.len().max(1) as f64
 }
 
-/// Waits (bounded) until nothing is reserved for `account`; returns the transcribed seconds
-/// used.
-async fn settled_seconds(app: &TestApp, account: &str) -> i64 {
-    for _ in 0..600 {
-        let (used, reserved) = usage(app, account, "transcribed_seconds").await;
-        if reserved == 0 {
-            return used;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the session's reservation was never settled");
-}
-
 fn keyid_of(key: &str) -> &str {
     key.split('_').nth(1).expect("key id")
 }
@@ -326,7 +313,7 @@ async fn server_vad_turns_are_transcribed_while_audio_still_arrives() {
     );
 
     writer.send(Message::Close(None)).await.expect("close");
-    let charged = settled_seconds(&app, &account).await;
+    let charged = settled(&app, &account, "transcribed_seconds").await;
     // A refused append (an `error` event) is audio the server did not receive.
     let errors: Vec<&Value> = events
         .iter()
@@ -568,7 +555,7 @@ async fn a_spent_quota_ends_the_session_with_its_usage_recorded() {
         .expect("an error event");
     assert_eq!(error["error"]["code"], "quota_exceeded", "{events:?}");
     assert_eq!(code, Some(1013));
-    assert_eq!(settled_seconds(&app, &app.account).await, 3);
+    assert_eq!(settled(&app, &app.account, "transcribed_seconds").await, 3);
 }
 
 /// Pings keep the connection but not the session: with no client event for `idle_secs`
@@ -605,7 +592,7 @@ async fn an_idle_session_ends_though_the_client_pings() {
     assert_eq!(code, Some(1000));
     assert!(started.elapsed() >= Duration::from_secs(1));
     // No audio was sent: nothing is charged and the reservation went back.
-    assert_eq!(settled_seconds(&app, &account).await, 0);
+    assert_eq!(settled(&app, &account, "transcribed_seconds").await, 0);
 }
 
 /// Sessions hold their key's concurrent-request slots: a basic key (two at once) is refused
@@ -628,7 +615,7 @@ async fn sessions_hold_their_key_s_slots_and_secrets_follow_their_account() {
         Some((429, "too_many_concurrent_requests".into()))
     );
     drop((first, second));
-    settled_seconds(&app, &account).await;
+    settled(&app, &account, "transcribed_seconds").await;
 
     let (_, guest) = create_key(&app.state, "admin", Some("guest"), None).await;
     let refused = crate::helpers::client_with(Some(&guest))
@@ -725,7 +712,7 @@ async fn shutdown_ends_sessions_and_settles_them() {
         .expect("the server stopped")
         .expect("join")
         .expect("clean stop");
-    assert_eq!(settled_seconds(&app, &account).await, 2);
+    assert_eq!(settled(&app, &account, "transcribed_seconds").await, 2);
 }
 
 /// A client that stops reading while it keeps sending is closed; the server's queue for it

@@ -17,7 +17,7 @@ use voxgate::data::audit::Actor;
 use voxgate::identity::auth::Scope;
 use voxgate_wyoming::frame::{self, Frame, Limits};
 
-use crate::helpers::{TestApp, create_key, every_tier, spawn_app_in};
+use crate::helpers::{TestApp, create_key, every_tier, settled, spawn_app_in};
 
 /// A key made before the listener that names it.
 struct Bound {
@@ -383,28 +383,6 @@ async fn a_key_without_the_scope_is_refused_before_any_audio() {
     );
 }
 
-/// Today's (used, reserved) characters of `account`, once nothing is reserved.
-async fn settled_characters(app: &TestApp, account: &str) -> i64 {
-    let now = voxgate::util::now();
-    for _ in 0..200 {
-        let (used, reserved) = app
-            .state
-            .store
-            .quota_usage(
-                &format!("acct:{account}"),
-                "characters",
-                now - now.rem_euclid(86_400),
-            )
-            .await
-            .expect("usage");
-        if reserved == 0 {
-            return used;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the reservation was never settled");
-}
-
 #[tokio::test]
 async fn a_spent_quota_is_an_error_event_and_usage_is_recorded() {
     let quota = every_tier(
@@ -419,7 +397,7 @@ async fn a_spent_quota_is_an_error_event_and_usage_is_recorded() {
     client.event("synthesize", json!({"text": sentence})).await;
     assert_eq!(client.error_code().await, "quota_exceeded");
     client.closed().await;
-    assert_eq!(settled_characters(&app, &bound.account).await, 40);
+    assert_eq!(settled(&app, &bound.account, "characters").await, 40);
     // Mid-stream: the first sentence fits, the second does not; the stream goes on.
     let mut client = Client::connect(addr).await;
     client.event("synthesize-start", json!({})).await;
@@ -441,7 +419,7 @@ async fn a_spent_quota_is_an_error_event_and_usage_is_recorded() {
         rms(&samples_of(&frames)) > 300.0,
         "the sentence that fitted was spoken"
     );
-    assert_eq!(settled_characters(&app, &bound.account).await, 50);
+    assert_eq!(settled(&app, &bound.account, "characters").await, 50);
 }
 
 #[tokio::test]
@@ -455,7 +433,7 @@ async fn a_client_that_hangs_up_mid_speech_pays_for_what_it_got() {
     let chunk = client.recv().await.expect("audio-chunk");
     assert_eq!(chunk.kind, "audio-chunk");
     drop(client);
-    let used = settled_characters(&app, &bound.account).await;
+    let used = settled(&app, &bound.account, "characters").await;
     assert!(
         used > 0 && used < long.chars().count() as i64,
         "charged {used} of {} characters",

@@ -2,6 +2,7 @@
 //! brute-force guard. `Authenticator::authenticate` turns an `Authorization` header into a
 //! [`Principal`] or a refusal; the HTTP layer maps refusals to 401/403/429.
 
+mod cache;
 pub mod ephemeral;
 mod failures;
 mod guard;
@@ -14,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use subtle::ConstantTimeEq as _;
-use tokio::time::Instant;
 
 pub use crate::config::{Scope, join_scopes, parse_scopes};
+use cache::{Cached, KeyCache};
 pub use guard::FailureGuard;
 pub use key::{KeyFormatError, Pepper};
 
@@ -25,9 +26,6 @@ use crate::data::audit::{Actor, Audit, AuditEvent};
 use crate::data::store::{Account, KeyRecord, Store, StoreError};
 use crate::observe::Metrics;
 use crate::util::now;
-
-/// Most verified keys cached at once.
-const CACHE_CAPACITY: usize = 10_000;
 
 /// Who is calling, after a key was verified.
 #[derive(Debug, Clone)]
@@ -98,29 +96,6 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
-#[derive(Debug, Clone)]
-struct Cached {
-    key: KeyRecord,
-    account: Account,
-    fetched: Instant,
-}
-
-/// Verified keys by id, and how many invalidations there have been: a key read from the
-/// store while one happened may be the state from before it (a revocation not yet seen), so
-/// it is used for the request that read it but not kept.
-#[derive(Debug, Default)]
-struct KeyCache {
-    keys: HashMap<String, Arc<Cached>>,
-    invalidations: u64,
-}
-
-/// When a store read began, and the cache's invalidations then.
-#[derive(Debug, Clone, Copy)]
-struct Read {
-    started: Instant,
-    invalidations: u64,
-}
-
 /// Verifies keys.
 #[derive(Debug)]
 pub struct Authenticator {
@@ -128,8 +103,7 @@ pub struct Authenticator {
     audit: Audit,
     pepper: Arc<Pepper>,
     tiers: BTreeMap<String, Arc<TierConfig>>,
-    cache: Mutex<KeyCache>,
-    ttl: Duration,
+    cache: KeyCache,
     /// How long a verified key keeps working while the store is unavailable.
     outage_grace: Duration,
     guard: FailureGuard,
@@ -173,8 +147,7 @@ impl Authenticator {
                 .iter()
                 .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
                 .collect(),
-            cache: Mutex::new(KeyCache::default()),
-            ttl: Duration::from_millis(config.cache_ttl_ms),
+            cache: KeyCache::new(Duration::from_millis(config.cache_ttl_ms)),
             outage_grace: Duration::ZERO,
             guard: FailureGuard::new(
                 config.failure_threshold,
@@ -260,9 +233,7 @@ impl Authenticator {
     /// cache TTL). A read of the store under way now is not cached when it ends: it may
     /// have read the key before the change.
     pub fn invalidate(&self, keyid: &str) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.invalidations += 1;
-        cache.keys.remove(keyid);
+        self.cache.invalidate(keyid);
     }
 
     /// Verifies the bearer token from `authorization` (the header value, if any) for a
@@ -309,7 +280,7 @@ impl Authenticator {
         let cached = match self.cached(&parsed.keyid, &presented) {
             Some(hit) => hit,
             None => {
-                let read = self.read_started();
+                let read = self.cache.read_started();
                 let found = match self.store.key_with_account(&parsed.keyid).await {
                     Ok(found) => found,
                     Err(e) => {
@@ -328,7 +299,7 @@ impl Authenticator {
                         "unknown_key_or_wrong_secret",
                     ));
                 };
-                self.remember(read, key, account)
+                self.cache.remember(read, key, account)
             }
         };
         let (key, account) = (&cached.key, &cached.account);
@@ -358,10 +329,10 @@ impl Authenticator {
         source: IpAddr,
         track: bool,
     ) -> Result<Principal, AuthFailure> {
-        let cached = match self.fresh(keyid) {
+        let cached = match self.cache.fresh(keyid) {
             Some(hit) => hit,
             None => {
-                let read = self.read_started();
+                let read = self.cache.read_started();
                 let found = match self.store.key_with_account(keyid).await {
                     Ok(found) => found,
                     Err(e) => {
@@ -380,7 +351,7 @@ impl Authenticator {
                         "bound_key_unknown",
                     ));
                 };
-                self.remember(read, key, account)
+                self.cache.remember(read, key, account)
             }
         };
         let (key, account) = (&cached.key, &cached.account);
@@ -502,7 +473,8 @@ impl Authenticator {
 
     /// A fresh cache entry for `keyid` whose stored digest equals `presented`.
     fn cached(&self, keyid: &str, presented: &[u8]) -> Option<Arc<Cached>> {
-        self.fresh(keyid)
+        self.cache
+            .fresh(keyid)
             .filter(|hit| bool::from(hit.key.digest.ct_eq(presented)))
     }
 
@@ -521,16 +493,12 @@ impl Authenticator {
         source: IpAddr,
     ) -> Result<Principal, AuthFailure> {
         let known = err.is_outage().then(|| {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache
-                .keys
-                .get(keyid)
-                .filter(|c| c.fetched.elapsed() < self.outage_grace)
+            self.cache
+                .younger_than(keyid, self.outage_grace)
                 .filter(|c| presented.is_none_or(|p| bool::from(c.key.digest.ct_eq(p))))
-                .cloned()
         });
         let Some(cached) = known.flatten() else {
-            if err.is_outage() && presented.is_some_and(|p| self.mismatches(keyid, p)) {
+            if err.is_outage() && presented.is_some_and(|p| self.cache.mismatches(keyid, p)) {
                 // The id is known but the secret does not match: a guess, counted by the
                 // guard as any other.
                 let ip = guard_source(source);
@@ -559,26 +527,6 @@ impl Authenticator {
         Ok(principal)
     }
 
-    /// Whether the cache holds `keyid` (of any age) with a digest other than `presented`.
-    fn mismatches(&self, keyid: &str, presented: &[u8]) -> bool {
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys
-            .get(keyid)
-            .is_some_and(|c| !bool::from(c.key.digest.ct_eq(presented)))
-    }
-
-    /// The cache's entry for `keyid`, if younger than the cache's lifetime.
-    fn fresh(&self, keyid: &str) -> Option<Arc<Cached>> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .keys
-            .get(keyid)
-            .filter(|c| c.fetched.elapsed() < self.ttl)
-            .cloned()
-    }
-
     /// Refuses (and counts) a known key that may not be used now.
     fn usable(&self, key: &KeyRecord, account: &Account) -> Result<(), AuthFailure> {
         match refusal(key, account) {
@@ -588,56 +536,6 @@ impl Authenticator {
                 Err(AuthFailure::new(error, Some(key.keyid.clone()), reason))
             }
         }
-    }
-
-    /// Notes when a read of a key from the store begins, for [`Authenticator::remember`].
-    fn read_started(&self) -> Read {
-        Read {
-            started: Instant::now(),
-            invalidations: self
-                .cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .invalidations,
-        }
-    }
-
-    /// Caches a verified key, or one a listener is bound to by configuration (a hit for a
-    /// presented key still needs its exact digest), as of when its read began: its age is
-    /// counted from then, so another instance's revocation is seen within the cache's
-    /// lifetime of the change however slow the read (the price: a read slower than the
-    /// lifetime is cached already stale, and the next request reads the store again). Not
-    /// cached when a key was invalidated while it was read (it may be the state from
-    /// before), nor over the answer of a read begun after it.
-    fn remember(&self, read: Read, key: KeyRecord, account: Account) -> Arc<Cached> {
-        let verified = Arc::new(Cached {
-            key,
-            account,
-            fetched: read.started,
-        });
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.invalidations != read.invalidations {
-            return verified;
-        }
-        // A read begun later has already answered: it may have seen a change this one did
-        // not, so it is kept.
-        if cache
-            .keys
-            .get(&verified.key.keyid)
-            .is_some_and(|newer| newer.fetched > read.started)
-        {
-            return verified;
-        }
-        if cache.keys.len() >= CACHE_CAPACITY {
-            cache.keys.retain(|_, c| c.fetched.elapsed() < self.ttl);
-            if cache.keys.len() >= CACHE_CAPACITY {
-                cache.keys.clear();
-            }
-        }
-        cache
-            .keys
-            .insert(verified.key.keyid.clone(), Arc::clone(&verified));
-        verified
     }
 
     /// Counts a failure with the guard (the source, and source + key id when `source_key`
@@ -789,6 +687,15 @@ mod tests {
         (auth, store, accounts, key)
     }
 
+    /// `keyid` and its account as a request reads them from the store.
+    async fn read_key(store: &Arc<dyn Store>, keyid: &str) -> (KeyRecord, Account) {
+        store
+            .key_with_account(keyid)
+            .await
+            .expect("read")
+            .expect("the key")
+    }
+
     /// A key read from the store while it was revoked here is the state from before the
     /// revocation: used by the request that read it, never cached for the next.
     #[tokio::test]
@@ -800,21 +707,20 @@ mod tests {
         let source = IpAddr::from([127, 0, 0, 1]);
 
         // A request's read, begun before the revocation and ending after it.
-        let read = auth.read_started();
-        let (before, account) = store
-            .key_with_account(&keyid)
-            .await
-            .expect("read")
-            .expect("the key");
+        let read = auth.cache.read_started();
+        let (before, account) = read_key(&store, &keyid).await;
         assert!(before.revoked_at.is_none(), "read before the revocation");
         accounts
             .revoke_key(Actor::Cli, &keyid)
             .await
             .expect("revoke");
         auth.invalidate(&keyid);
-        auth.remember(read, before, account);
+        auth.cache.remember(read, before, account);
 
-        assert!(auth.fresh(&keyid).is_none(), "the stale read is not kept");
+        assert!(
+            auth.cache.fresh(&keyid).is_none(),
+            "the stale read is not kept"
+        );
         let refused = auth
             .authenticate(Some(&header), source)
             .await
@@ -829,20 +735,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let (auth, store, _accounts, key) = keyed(dir.path()).await;
         let keyid = key.record.keyid.clone();
-        let (active, account) = store
-            .key_with_account(&keyid)
-            .await
-            .expect("read")
-            .expect("the key");
+        let (active, account) = read_key(&store, &keyid).await;
         let mut revoked = active.clone();
         revoked.revoked_at = Some(crate::util::now());
         tokio::time::pause();
-        let first = auth.read_started();
+        let first = auth.cache.read_started();
         tokio::time::advance(Duration::from_millis(1)).await;
-        let second = auth.read_started();
-        auth.remember(second, revoked, account.clone());
-        auth.remember(first, active, account);
-        let cached = auth.fresh(&keyid).expect("cached");
+        let second = auth.cache.read_started();
+        auth.cache.remember(second, revoked, account.clone());
+        auth.cache.remember(first, active, account);
+        let cached = auth.cache.fresh(&keyid).expect("cached");
         assert!(cached.key.revoked_at.is_some(), "the newer read is kept");
     }
 
@@ -853,19 +755,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let (auth, store, _accounts, key) = keyed(dir.path()).await;
         let keyid = key.record.keyid.clone();
-        let (record, account) = store
-            .key_with_account(&keyid)
-            .await
-            .expect("read")
-            .expect("the key");
+        let (record, account) = read_key(&store, &keyid).await;
         tokio::time::pause();
-        let read = auth.read_started();
-        tokio::time::advance(auth.ttl / 2).await;
-        auth.remember(read, record, account);
-        assert!(auth.fresh(&keyid).is_some(), "younger than the lifetime");
-        tokio::time::advance(auth.ttl / 2).await;
+        let read = auth.cache.read_started();
+        tokio::time::advance(auth.cache.ttl() / 2).await;
+        auth.cache.remember(read, record, account);
         assert!(
-            auth.fresh(&keyid).is_none(),
+            auth.cache.fresh(&keyid).is_some(),
+            "younger than the lifetime"
+        );
+        tokio::time::advance(auth.cache.ttl() / 2).await;
+        assert!(
+            auth.cache.fresh(&keyid).is_none(),
             "a lifetime after the read began, not after it ended"
         );
     }
